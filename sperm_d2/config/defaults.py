@@ -1,0 +1,66 @@
+"""Project config keys: every key lives under ``cfg.SPERM`` and carries a ``(type) meaning`` comment."""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_sperm_config(cfg: CN) -> None:
+    """Add the ``cfg.SPERM.*`` keys (and their defaults) to a detectron2 config, in place.
+
+    Only new keys are added; detectron2's own defaults are never changed here (experiment YAMLs
+    say what differs from detectron2's defaults).
+    """
+    _C = cfg
+    _C.SPERM = CN()
+    # (list[str]) class names in category-id order: id 1 is CLASSES[0]. Fixed by the list, never by
+    # first appearance in the data, so train/val/test and every run agree.
+    _C.SPERM.CLASSES = ["good", "bad"]
+    # (list[list[int]]) RGB colour per class for overlays and plots, same order as CLASSES.
+    _C.SPERM.CLASS_COLORS = [[40, 200, 80], [230, 50, 50]]
+    # (str) dataset root holding annotations/{train,val,test}.json and the images they name;
+    # empty -> $SPERM_D2_DATASETS, then ./datasets/sperm.
+    _C.SPERM.DATA_ROOT = ""
+    # (str) name prefix of the registered splits: "<prefix>_train", "<prefix>_val", "<prefix>_test".
+    _C.SPERM.DATASET_PREFIX = "sperm"
+
+    # Schedule in epochs, a convenience over SOLVER.MAX_ITER (see sperm_d2.config.schedule).
+    # (float) train for this many passes over the training set; 0 keeps SOLVER.MAX_ITER/STEPS.
+    _C.SPERM.EPOCHS = 0.0
+    # (list[float]) LR decay points as fractions of the schedule (used when EPOCHS > 0).
+    _C.SPERM.STEP_FRACTIONS = [0.67, 0.89]
+    # (float) evaluate every this many epochs (used when EPOCHS > 0; 0 keeps TEST.EVAL_PERIOD).
+    _C.SPERM.EVAL_EVERY_EPOCHS = 1.0
+
+    # Online training augmentation (sperm_d2.data.augment), applied after detectron2's own
+    # INPUT.* resize and INPUT.RANDOM_FLIP; every default below is off.
+    _C.SPERM.AUG = CN()
+    # (float) probability of a vertical flip (heads have no preferred orientation).
+    _C.SPERM.AUG.VFLIP_PROB = 0.0
+    # (bool) rotate by a random multiple of 90 degrees (exact for masks, no interpolation).
+    _C.SPERM.AUG.ROT90 = False
+    # (list[float]) brightness factor range; [1, 1] disables it.
+    _C.SPERM.AUG.BRIGHTNESS = [1.0, 1.0]
+    # (list[float]) contrast factor range; [1, 1] disables it.
+    _C.SPERM.AUG.CONTRAST = [1.0, 1.0]
+    # (list[float]) saturation factor range (stain intensity); [1, 1] disables it.
+    _C.SPERM.AUG.SATURATION = [1.0, 1.0]
+    # (float) max hue shift in degrees (stain colour varies between labs); 0 disables it.
+    _C.SPERM.AUG.HUE_DEGREES = 0.0
+
+    # Evaluation, model selection and training hooks (sperm_d2.engine).
+    # (str) metric that selects model_best.pth, e.g. "segm/AP50", "pixellib/mAP50", "bbox/AP".
+    _C.SPERM.BEST_METRIC = "segm/AP50"
+    # (str) "max" or "min": whether a larger BEST_METRIC is better.
+    _C.SPERM.BEST_MODE = "max"
+    # (int) compute the loss on the val split every this many iterations; 0 uses TEST.EVAL_PERIOD,
+    # -1 disables it.
+    _C.SPERM.VAL_LOSS_PERIOD = 0
+    # (bool) also keep model_best_val_loss.pth, the checkpoint with the lowest validation loss.
+    _C.SPERM.BEST_BY_VAL_LOSS = False
+    # (int) stop after this many evaluations without improving BEST_METRIC; 0 never stops early.
+    _C.SPERM.EARLY_STOP_PATIENCE = 0
+    # (int) redraw the training plots every this many iterations; 0 draws them only at the end.
+    _C.SPERM.PLOT_PERIOD = 0
+
+    # Inference (sperm_d2.inference).
+    # (float) detections below this score are dropped by tools/infer.py unless it is overridden.
+    _C.SPERM.CONFIDENCE_THRESHOLD = 0.5

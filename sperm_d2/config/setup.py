@@ -1,0 +1,55 @@
+"""Build the one config object a run uses: detectron2 defaults + SPERM keys + YAML + overrides."""
+
+import logging
+import os
+from typing import Sequence
+
+from detectron2.config import CfgNode, get_cfg
+
+from sperm_d2.config.defaults import add_sperm_config
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied (unknown key, bad value, missing file)."""
+
+
+def get_sperm_cfg() -> CfgNode:
+    """Return a fresh config with detectron2's defaults and the project's ``SPERM`` keys."""
+    cfg = get_cfg()
+    add_sperm_config(cfg)
+    return cfg
+
+
+def setup_cfg(config_file: str | None = None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
+    """Build a run's config: defaults, then ``config_file``, then ``KEY VALUE`` ``opts``.
+
+    Raises:
+        ConfigError: the file is missing or holds/overrides a key that does not exist, with the
+            file (or "command line") and the key named in one line.
+    """
+    cfg = get_sperm_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"{config_file}: config file not found")
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError, AssertionError, TypeError) as e:
+            raise ConfigError(f"{config_file}: {_one_line(e)}") from e
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"command line: overrides come as KEY VALUE pairs, got {list(opts)}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except (KeyError, ValueError, AssertionError, TypeError) as e:
+            raise ConfigError(f"command line: {_one_line(e)}") from e
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def _one_line(e: BaseException) -> str:
+    """yacs messages name the key but span lines and quote reprs; keep them on one line."""
+    msg = str(e.args[0]) if e.args else str(e)
+    return " ".join(msg.split())
