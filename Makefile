@@ -38,7 +38,7 @@ test-fast: install  ## run the tests not marked slow
 	$(VPY) -m pytest -m "not slow"
 
 demo: install  ## the main job end to end on a generated synthetic dataset
-	$(VPY) -m sperm_d2.demo --output output/demo
+	bash scripts/demo.sh $(VPY) output/demo
 
 lint: install  ## black, isort and flake8 checks
 	$(VPY) -m black --check sperm_d2 tools tests benchmarks
