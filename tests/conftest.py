@@ -21,7 +21,7 @@ class TinyDataset:
 
 
 def _draw_tiny_coco(root: Path, split: str, num_images: int, seed: int, size: int = 96) -> Path:
-    """Draw ``num_images`` stained-looking images with 1-3 elliptic heads (good: round, bad: thin)."""
+    """Draw ``num_images`` stained images with 1-3 elliptic heads (good: round, bad: thin)."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -79,4 +79,3 @@ def tiny_dataset(tmp_path_factory) -> TinyDataset:
     for name in ds.names.values():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-

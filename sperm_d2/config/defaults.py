@@ -1,4 +1,4 @@
-"""Project config keys: every key lives under ``cfg.SPERM`` and carries a ``(type) meaning`` comment."""
+"""Project config keys: all under ``cfg.SPERM``, each with a ``(type) meaning`` comment."""
 
 from detectron2.config import CfgNode as CN
 
@@ -23,12 +23,12 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.DATASET_PREFIX = "sperm"
 
     # Schedule in epochs, a convenience over SOLVER.MAX_ITER (see sperm_d2.config.schedule).
-    # (float) train for this many passes over the training set; 0 keeps SOLVER.MAX_ITER/STEPS.
-    _C.SPERM.EPOCHS = 0.0
+    # (int) train for this many passes over the training set; 0 keeps SOLVER.MAX_ITER/STEPS.
+    _C.SPERM.EPOCHS = 0
     # (list[float]) LR decay points as fractions of the schedule (used when EPOCHS > 0).
     _C.SPERM.STEP_FRACTIONS = [0.67, 0.89]
-    # (float) evaluate every this many epochs (used when EPOCHS > 0; 0 keeps TEST.EVAL_PERIOD).
-    _C.SPERM.EVAL_EVERY_EPOCHS = 1.0
+    # (int) evaluate every this many epochs (used when EPOCHS > 0; 0 keeps TEST.EVAL_PERIOD).
+    _C.SPERM.EVAL_EVERY_EPOCHS = 1
 
     # Online training augmentation (sperm_d2.data.augment), applied after detectron2's own
     # INPUT.* resize and INPUT.RANDOM_FLIP; every default below is off.

@@ -10,7 +10,7 @@ def apply_epoch_schedule(cfg: CfgNode, num_train_images: int) -> CfgNode:
 
     One epoch is ``ceil(num_train_images / SOLVER.IMS_PER_BATCH)`` iterations. With
     ``SPERM.EPOCHS == 0`` the copy is unchanged. STEPS are ``SPERM.STEP_FRACTIONS`` of MAX_ITER;
-    EVAL_PERIOD is ``SPERM.EVAL_EVERY_EPOCHS`` epochs (at least one iteration); the warm-up is
+    EVAL_PERIOD is ``SPERM.EVAL_EVERY_EPOCHS`` epochs; the warm-up is
     shortened to at most a tenth of the schedule so tiny schedules still reach the base LR.
     """
     cfg = cfg.clone()
@@ -21,14 +21,20 @@ def apply_epoch_schedule(cfg: CfgNode, num_train_images: int) -> CfgNode:
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     iters_per_epoch = math.ceil(num_train_images / cfg.SOLVER.IMS_PER_BATCH)
-    max_iter = max(1, round(cfg.SPERM.EPOCHS * iters_per_epoch))
+    max_iter = cfg.SPERM.EPOCHS * iters_per_epoch
     cfg.SOLVER.MAX_ITER = max_iter
     cfg.SOLVER.STEPS = tuple(
-        sorted({int(f * max_iter) for f in cfg.SPERM.STEP_FRACTIONS if 0 < int(f * max_iter) < max_iter})
+        sorted(
+            {
+                int(f * max_iter)
+                for f in cfg.SPERM.STEP_FRACTIONS
+                if 0 < int(f * max_iter) < max_iter
+            }
+        )
     )
     cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max_iter // 10)
     if cfg.SPERM.EVAL_EVERY_EPOCHS > 0:
-        cfg.TEST.EVAL_PERIOD = max(1, round(cfg.SPERM.EVAL_EVERY_EPOCHS * iters_per_epoch))
+        cfg.TEST.EVAL_PERIOD = cfg.SPERM.EVAL_EVERY_EPOCHS * iters_per_epoch
     if was_frozen:
         cfg.freeze()
     return cfg

@@ -22,7 +22,9 @@ def get_sperm_cfg() -> CfgNode:
     return cfg
 
 
-def setup_cfg(config_file: str | None = None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
+def setup_cfg(
+    config_file: str | None = None, opts: Sequence[str] = (), freeze: bool = True
+) -> CfgNode:
     """Build a run's config: defaults, then ``config_file``, then ``KEY VALUE`` ``opts``.
 
     Raises:

@@ -1,0 +1,124 @@
+"""Every YAML under configs/ merges through setup_cfg and builds its model on CPU."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
+
+from .conftest import REPO
+
+MODEL_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "labels" not in p.parts)
+
+
+def test_there_are_configs() -> None:
+    names = {p.name for p in MODEL_CONFIGS}
+    for required in (
+        "Base-SpermMaskRCNN-FPN.yaml",
+        "sperm_mask_rcnn_R_101_FPN.yaml",
+        "sperm_mask_rcnn_R_101_FPN_scratch.yaml",
+        "sperm_mask_rcnn_R_50_FPN_cpu.yaml",
+    ):
+        assert required in names
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[p.name for p in MODEL_CONFIGS])
+def test_config_merges_and_builds_model(path) -> None:
+    cfg = setup_cfg(str(path), ["MODEL.DEVICE", "cpu"])
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == len(cfg.SPERM.CLASSES) == 2
+    assert cfg.MODEL.MASK_ON
+    model = build_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params > 1_000_000
+    # One forward pass in inference mode on a random image proves the model is complete.
+    model.eval()
+    size = cfg.INPUT.MIN_SIZE_TEST
+    with torch.no_grad():
+        out = model([{"image": torch.randint(0, 255, (3, size, size), dtype=torch.uint8)}])
+    assert "instances" in out[0]
+
+
+def test_scratch_configs_use_groupnorm_and_train_everything() -> None:
+    for name in ("sperm_mask_rcnn_R_101_FPN_scratch.yaml", "sperm_mask_rcnn_R_50_FPN_cpu.yaml"):
+        cfg = setup_cfg(str(REPO / "configs" / name))
+        assert cfg.MODEL.WEIGHTS == ""
+        assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
+        assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.FPN.NORM == "GN"
+
+
+def test_paper_config_matches_the_study() -> None:
+    cfg = setup_cfg(str(REPO / "configs" / "sperm_mask_rcnn_R_101_FPN.yaml"))
+    assert cfg.MODEL.RESNETS.DEPTH == 101
+    assert cfg.SOLVER.IMS_PER_BATCH == 4
+    assert cfg.SOLVER.MAX_ITER == 30000  # 300 epochs of 100 steps
+    assert cfg.INPUT.RANDOM_FLIP == "horizontal" and cfg.SPERM.AUG.VFLIP_PROB == 0.5
+    assert cfg.MODEL.WEIGHTS.startswith("https://")
+
+
+def test_unknown_key_in_file_fails_with_file_and_key(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        '_BASE_: "%s"\nSPERM:\n  NOT_A_KEY: 1\n' % (REPO / "configs/Base-SpermMaskRCNN-FPN.yaml")
+    )
+    with pytest.raises(ConfigError) as e:
+        setup_cfg(str(bad))
+    msg = str(e.value)
+    assert "bad.yaml" in msg and "SPERM.NOT_A_KEY" in msg and "\n" not in msg
+
+
+def test_unknown_key_on_command_line_fails_clearly() -> None:
+    with pytest.raises(ConfigError, match=r"command line: .*SOLVER.NOT_A_KEY"):
+        setup_cfg(None, ["SOLVER.NOT_A_KEY", "3"])
+    with pytest.raises(ConfigError, match="KEY VALUE pairs"):
+        setup_cfg(None, ["SOLVER.MAX_ITER"])
+
+
+def test_missing_file_fails_clearly(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        setup_cfg(str(tmp_path / "nope.yaml"))
+
+
+def test_overrides_apply_and_cfg_is_frozen() -> None:
+    cfg = setup_cfg(
+        str(REPO / "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"), ["SOLVER.MAX_ITER", "7"]
+    )
+    assert cfg.SOLVER.MAX_ITER == 7
+    assert cfg.is_frozen()
+
+
+def test_epoch_schedule_derives_iterations() -> None:
+    cfg = setup_cfg(
+        str(REPO / "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"),
+        ["SPERM.EPOCHS", "10", "SOLVER.IMS_PER_BATCH", "4", "SPERM.EVAL_EVERY_EPOCHS", "2"],
+    )
+    out = apply_epoch_schedule(cfg, num_train_images=50)  # 13 iterations per epoch
+    assert out.SOLVER.MAX_ITER == 130
+    assert out.SOLVER.STEPS == (int(0.67 * 130), int(0.89 * 130))
+    assert out.TEST.EVAL_PERIOD == 26
+    assert out.SOLVER.WARMUP_ITERS <= 13
+    assert out.is_frozen() and cfg.SOLVER.MAX_ITER == 300  # input untouched
+
+
+def test_epoch_schedule_off_keeps_iterations() -> None:
+    cfg = setup_cfg(str(REPO / "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"))
+    out = apply_epoch_schedule(cfg, num_train_images=50)
+    assert out.SOLVER.MAX_ITER == cfg.SOLVER.MAX_ITER and out.SOLVER.STEPS == cfg.SOLVER.STEPS
+
+
+def test_epoch_schedule_needs_training_images() -> None:
+    cfg = setup_cfg(None, ["SPERM.EPOCHS", "3"])
+    with pytest.raises(ValueError, match="non-empty training set"):
+        apply_epoch_schedule(cfg, num_train_images=0)
+
+
+def test_detectron2_imports_without_compiled_extension() -> None:
+    code = (
+        "import detectron2.engine, detectron2.evaluation, detectron2.model_zoo\n"
+        "try:\n    from detectron2 import _C\nexcept ImportError:\n    print('no _C')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "no _C" in proc.stdout
