@@ -40,10 +40,11 @@ test-fast: install  ## run the tests not marked slow
 demo: install  ## the main job end to end on a generated synthetic dataset
 	bash scripts/demo.sh $(VPY) output/demo
 
-lint: install  ## black, isort and flake8 checks
+lint: install  ## black, isort, flake8 and hadolint checks
 	$(VPY) -m black --check sperm_d2 tools tests benchmarks
 	$(VPY) -m isort --check-only sperm_d2 tools tests benchmarks
 	$(VPY) -m flake8 sperm_d2 tools tests benchmarks
+	$(VENV)/bin/hadolint docker/Dockerfile
 
 format: install  ## apply black and isort
 	$(VPY) -m isort sperm_d2 tools tests benchmarks
