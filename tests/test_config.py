@@ -122,3 +122,8 @@ def test_detectron2_imports_without_compiled_extension() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "no _C" in proc.stdout
+
+
+def test_cuda_device_falls_back_to_cpu_without_gpu() -> None:
+    cfg = setup_cfg(None, ["MODEL.DEVICE", "cuda"])
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")

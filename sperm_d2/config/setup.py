@@ -4,6 +4,7 @@ import logging
 import os
 from typing import Sequence
 
+import torch
 from detectron2.config import CfgNode, get_cfg
 
 from sperm_d2.config.defaults import add_sperm_config
@@ -27,6 +28,8 @@ def setup_cfg(
 ) -> CfgNode:
     """Build a run's config: defaults, then ``config_file``, then ``KEY VALUE`` ``opts``.
 
+    A CUDA device asked for on a machine without one falls back to the CPU (with a warning).
+
     Raises:
         ConfigError: the file is missing or holds/overrides a key that does not exist, with the
             file (or "command line") and the key named in one line.
@@ -46,9 +49,19 @@ def setup_cfg(
             cfg.merge_from_list(list(opts))
         except (KeyError, ValueError, AssertionError, TypeError) as e:
             raise ConfigError(f"command line: {_one_line(e)}") from e
+    _fall_back_to_cpu(cfg)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def _fall_back_to_cpu(cfg: CfgNode) -> None:
+    """detectron2 defaults to MODEL.DEVICE "cuda"; on a machine without one, run on the CPU."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(
+            "MODEL.DEVICE=%s but no CUDA device is available: using cpu", cfg.MODEL.DEVICE
+        )
+        cfg.MODEL.DEVICE = "cpu"
 
 
 def _one_line(e: BaseException) -> str:
