@@ -1,0 +1,180 @@
+"""Convert ONE labelme file into a COCO image entry + instances, validating as it goes.
+
+Pure Python + numpy/pycocotools/PIL (no torch, no detectron2) so it runs in worker processes.
+Errors skip the file; warnings keep it with the offending shape fixed (clipped) or dropped.
+Images are never decoded in full nor re-encoded: the size is read from the image header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sperm_d2.atomic import write_bytes_atomic
+from sperm_d2.data.geometry import clip_polygon, mask_stats, shape_to_polygon
+from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
+from sperm_d2.data.labels import LabelMap
+from sperm_d2.data.problems import ERROR, WARNING, Problem
+
+AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
+EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
+
+
+@dataclass(frozen=True)
+class ConvertContext:
+    """What every file's conversion needs; picklable for worker processes."""
+
+    input_root: Path  # JSON paths are reported relative to this
+    output_root: Path  # COCO file_name is relative to this
+    label_map: LabelMap
+    allowed_roots: tuple = ()  # images must resolve inside one of these (default: input_root)
+
+
+@dataclass
+class FileResult:
+    """Outcome for one labelme file; ``ok`` False means it was skipped (see ``problems``)."""
+
+    json_rel: str
+    ok: bool = False
+    file_name: str = ""
+    width: int = 0
+    height: int = 0
+    instances: list = field(default_factory=list)  # dicts: class, category_id, segmentation...
+    problems: list = field(default_factory=list)
+    ignored_labels: Counter = field(default_factory=Counter)
+    image_key: str = ""  # resolved image path, to find two files naming one image
+    digest: str = ""  # sha1 of the image bytes, to find byte-identical duplicates
+    group: str = ""  # split unit: augmented copies stay with their source (flags.augmented_from)
+
+
+def _inside(path: Path, roots: tuple) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _image_size(data: bytes) -> tuple[int, int, str]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size[0], im.size[1], (im.format or "png").lower()
+
+
+def _error(res: FileResult, kind: str, message: str) -> None:
+    res.problems.append(Problem(ERROR, kind, res.json_rel, message))
+
+
+def _warn(res: FileResult, kind: str, message: str) -> None:
+    res.problems.append(Problem(WARNING, kind, res.json_rel, message))
+
+
+def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
+    """Return (image path, bytes), or None after recording an error."""
+    path = doc.image_path
+    if path is not None and path.is_file():
+        resolved = path.resolve()
+        if not _inside(resolved, ctx.allowed_roots or (ctx.input_root.resolve(),)):
+            return _error(res, "path_escape", f"imagePath {path} resolves outside the dataset root")
+        try:
+            return resolved, resolved.read_bytes()
+        except OSError as e:
+            return _error(res, "unreadable_image", f"cannot read image {path} ({e.strerror})")
+    if doc.image_data is not None:  # embedded image: written out once, byte for byte
+        try:
+            _, _, fmt = _image_size(doc.image_data)
+        except (UnidentifiedImageError, OSError, ValueError):
+            return _error(res, "unreadable_image", "embedded imageData is not an image")
+        ext = {"jpeg": "jpg"}.get(fmt, fmt)
+        out = ctx.output_root / EMBEDDED_DIR / Path(res.json_rel).with_suffix(f".{ext}")
+        if not (out.is_file() and out.read_bytes() == doc.image_data):
+            write_bytes_atomic(out, doc.image_data)
+        return out.resolve(), doc.image_data
+    return _error(res, "missing_image", f"image {path} not found and no imageData")
+
+
+def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: int, height: int):
+    """Shapes -> instances: shapes sharing (class, group_id) form one instance."""
+    groups: dict[tuple, list[np.ndarray]] = {}
+    ignored_types: Counter = Counter()
+    clipped = 0
+    for i, shape in enumerate(doc.shapes):
+        cls = ctx.label_map.class_of(shape.label)
+        if cls is None:
+            res.ignored_labels[shape.label] += 1
+            continue
+        poly = shape_to_polygon(shape.shape_type, shape.points)
+        if poly is None:
+            ignored_types[shape.shape_type] += 1
+            continue
+        if len(poly) < 3:
+            _warn(
+                res,
+                "too_few_points",
+                f"shape {i} ({shape.label!r}) has {len(poly)} point(s), dropped",
+            )
+            continue
+        poly, moved = clip_polygon(poly, width, height)
+        clipped += moved
+        x, y = poly[:, 0], poly[:, 1]
+        if abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) < 1e-9:  # shoelace
+            _warn(res, "zero_area", f"shape {i} ({shape.label!r}) has zero area, dropped")
+            continue
+        key = (cls, shape.group_id if shape.group_id is not None else ("shape", i))
+        groups.setdefault(key, []).append(poly)
+    if clipped:
+        _warn(res, "clipped", f"{clipped} shape(s) had points outside the image, clipped")
+    for stype, n in sorted(ignored_types.items()):
+        _warn(res, "ignored_shape_type", f"{n} {stype!r} shape(s) ignored")
+    for (cls, _), polys in groups.items():
+        area, bbox = mask_stats(polys, height, width)
+        if area <= 0:
+            _warn(res, "zero_area", f"a {cls!r} instance covers no pixel, dropped")
+            continue
+        res.instances.append(
+            {
+                "class": cls,
+                "category_id": ctx.label_map.category_id(cls),
+                "area": area,
+                "bbox": bbox,
+                "segmentation": [np.round(p, 2).ravel().tolist() for p in polys],
+            }
+        )
+
+
+def convert_labelme_file(json_path: str | os.PathLike, ctx: ConvertContext) -> FileResult:
+    """Validate and convert one labelme file (see module docstring)."""
+    json_path = Path(json_path)
+    res = FileResult(Path(os.path.relpath(json_path, ctx.input_root)).as_posix())
+    try:
+        doc = read_labelme_json(json_path)
+    except LabelmeError as e:
+        _error(res, "invalid_json", str(e).split(": ", 1)[-1])
+        return res
+    located = _locate_image(doc, res, ctx)
+    if located is None:
+        return res
+    image_path, data = located
+    try:
+        width, height, _ = _image_size(data)
+    except (UnidentifiedImageError, OSError, ValueError):
+        _error(res, "unreadable_image", f"image {image_path} cannot be read")
+        return res
+    if (doc.height, doc.width) != (None, None) and (doc.height, doc.width) != (height, width):
+        msg = f"JSON says {doc.width}x{doc.height}, image {image_path.name} is {width}x{height}"
+        _error(res, "size_mismatch", msg)
+        return res
+    unknown = sorted({s.label for s in doc.shapes if not ctx.label_map.knows(s.label)})
+    if unknown:
+        _error(res, "unknown_label", f"unknown label(s) {unknown} (add to {ctx.label_map.source})")
+        return res
+    _instances(doc, res, ctx, width, height)
+    res.file_name = Path(os.path.relpath(image_path, ctx.output_root.resolve())).as_posix()
+    res.width, res.height = width, height
+    res.image_key = str(image_path)
+    res.digest = hashlib.sha1(data).hexdigest()
+    res.group = str(doc.flags.get(AUGMENTED_FROM) or res.json_rel)
+    res.ok = True
+    return res

@@ -1,0 +1,129 @@
+"""Label maps: raw annotation labels and class-folder names -> project classes.
+
+A label map is a small YAML file (see ``configs/labels/default.yaml``)::
+
+    classes: [good, bad]        # category ids follow this order: good=1, bad=2
+    labels:
+      good morphological quality: good
+      01_normal: good
+      tapered: bad
+      non_sperm: null           # null = ignore (no instance; an image of only these is a negative)
+
+Matching is case-insensitive and treats ``-``, ``_`` and runs of spaces alike, so
+``"Bad_Morphological-Quality"`` matches ``bad morphological quality``. Every class name also maps
+to itself. A label that is not listed is an error (:class:`UnknownLabelError`), never a guess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import yaml
+
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+class LabelMapError(ValueError):
+    """A label map file that cannot be used (missing, malformed, unknown target class)."""
+
+
+class UnknownLabelError(KeyError):
+    """A raw label that the label map does not list (neither as a class nor as ignored)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else ""
+
+
+def normalize_label(raw: str) -> str:
+    """Canonical form used for matching: lower case, ``-``/``_``/spaces collapsed to one space."""
+    return _SEPARATORS.sub(" ", str(raw)).strip().lower()
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Maps raw labels to classes; category ids are fixed by the order of :attr:`classes`."""
+
+    classes: tuple[str, ...]
+    mapping: Mapping[str, str | None] = field(default_factory=dict)  # normalized raw -> class|None
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise LabelMapError(f"{self.source}: 'classes' is empty")
+        if len(set(self.classes)) != len(self.classes):
+            raise LabelMapError(f"{self.source}: duplicate class in {list(self.classes)}")
+        full = {normalize_label(c): c for c in self.classes}
+        for raw, cls in self.mapping.items():
+            if cls is not None and cls not in self.classes:
+                raise LabelMapError(
+                    f"{self.source}: label {raw!r} maps to {cls!r}, not one of {list(self.classes)}"
+                )
+            full[normalize_label(raw)] = cls
+        object.__setattr__(self, "mapping", full)
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "<memory>") -> "LabelMap":
+        """Build from ``{"classes": [...], "labels": {raw: class | None}}``."""
+        if not isinstance(data, Mapping) or "classes" not in data:
+            raise LabelMapError(f"{source}: expected a mapping with 'classes' and 'labels'")
+        classes = data["classes"]
+        labels = data.get("labels") or {}
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise LabelMapError(f"{source}: 'classes' must be a list of names")
+        if not isinstance(labels, Mapping):
+            raise LabelMapError(f"{source}: 'labels' must be a mapping raw label -> class or null")
+        return cls(tuple(classes), {str(k): v for k, v in labels.items()}, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LabelMap":
+        """Read a label map YAML file."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except OSError as e:
+            raise LabelMapError(f"{path}: cannot read label map ({e.strerror})") from e
+        except yaml.YAMLError as e:
+            raise LabelMapError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from e
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def default(cls, classes: Sequence[str] = ("good", "bad")) -> "LabelMap":
+        """A map that knows only the class names themselves."""
+        return cls(tuple(classes))
+
+    def knows(self, raw_label: str) -> bool:
+        """Whether ``raw_label`` is listed (as a class or as ignored)."""
+        return normalize_label(raw_label) in self.mapping
+
+    def class_of(self, raw_label: str) -> str | None:
+        """The class of ``raw_label``; ``None`` means ignore it.
+
+        Raises:
+            UnknownLabelError: the label is not in the map.
+        """
+        key = normalize_label(raw_label)
+        try:
+            return self.mapping[key]
+        except KeyError:
+            raise UnknownLabelError(
+                f"unknown label {raw_label!r} (not in label map {self.source}; add it there, "
+                f"mapped to one of {list(self.classes)} or null)"
+            ) from None
+
+    def category_id(self, class_name: str) -> int:
+        """COCO category id of a class: its 1-based position in :attr:`classes`."""
+        try:
+            return self.classes.index(class_name) + 1
+        except ValueError:
+            raise LabelMapError(
+                f"{self.source}: {class_name!r} is not a class ({list(self.classes)})"
+            ) from None
+
+    def coco_categories(self) -> list[dict]:
+        """The COCO ``categories`` list, ids fixed by class order."""
+        return [
+            {"id": i + 1, "name": c, "supercategory": "sperm"} for i, c in enumerate(self.classes)
+        ]

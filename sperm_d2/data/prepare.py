@@ -1,0 +1,187 @@
+"""labelme folder (or class folders) -> validated, split COCO files + report under a data root.
+
+``prepare_dataset`` is what ``tools/prepare_data.py`` calls. Layout written under ``output_root``::
+
+    annotations/{train,val,test}.json   (or fold{i}_{train,val}.json with k-fold)
+    annotations/report.json             the data report (see sperm_d2.data.report)
+    images/...                          only images that were embedded as imageData
+    labelme/...                         only with from_folders: the auto-annotated labelme files
+
+COCO ``file_name`` is the image path relative to ``output_root``; images are never copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tqdm import tqdm
+
+from sperm_d2.atomic import write_json_atomic
+from sperm_d2.data.coco import assign_ids, coco_dict, image_class, write_coco
+from sperm_d2.data.convert import ConvertContext, FileResult, convert_labelme_file
+from sperm_d2.data.labels import LabelMap
+from sperm_d2.data.problems import ERROR, WARNING, Problem
+from sperm_d2.data.report import build_report
+from sperm_d2.data.split import SPLIT_NAMES, kfold_split, stratified_split
+
+logger = logging.getLogger(__name__)
+
+LABELME_DIR = "labelme"
+
+
+def find_labelme_files(root: str | os.PathLike, exclude: Iterable[Path] = ()) -> list[Path]:
+    """All ``*.json`` files under ``root`` (sorted), skipping hidden folders and ``exclude``."""
+    root = Path(root)
+    excluded = [Path(e).resolve() for e in exclude]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath).resolve()
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d) not in excluded
+        )
+        out.extend(Path(dirpath) / f for f in filenames if f.lower().endswith(".json"))
+    return sorted(out, key=lambda p: Path(os.path.relpath(p, root)).as_posix())
+
+
+def convert_all(paths: Sequence[Path], ctx: ConvertContext, workers: int = 1) -> list[FileResult]:
+    """Convert files (in order), in ``workers`` processes when > 1."""
+    fn = functools.partial(convert_labelme_file, ctx=ctx)
+    bar = dict(total=len(paths), desc="convert", unit="file", disable=len(paths) < 200)
+    if workers <= 1 or len(paths) < 2:
+        return [fn(p) for p in tqdm(paths, **bar)]
+    chunk = max(1, min(64, len(paths) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(fn, paths, chunksize=chunk), **bar))
+
+
+def drop_duplicates(results: Sequence[FileResult]) -> tuple[list[FileResult], list[Problem]]:
+    """Keep the first file per image (same path or identical bytes); later ones are errors."""
+    seen: dict[str, FileResult] = {}
+    kept, problems = [], []
+    for r in results:
+        first = seen.get(r.image_key) or seen.get(r.digest)
+        if first is not None:
+            a, b = image_class(first), image_class(r)
+            conflict = f" (labelled {a!r} there, {b!r} here)" if a != b else ""
+            msg = f"same image as {first.json_rel}{conflict}, skipped"
+            problems.append(Problem(ERROR, "duplicate_image", r.json_rel, msg))
+            continue
+        seen[r.image_key] = seen[r.digest] = r
+        kept.append(r)
+    return kept, problems
+
+
+def make_splits(
+    kept: Sequence[FileResult], ratios: Sequence[float], seed: int, kfold: int = 0
+) -> dict[str, list[FileResult]]:
+    """Split name -> results. With ``kfold`` a test part (3rd ratio) is held out first.
+
+    The unit of splitting is ``FileResult.group``: augmented copies (``sperm_d2.data.balance``)
+    follow their source image, so no augmented twin of a val/test image lands in train.
+    """
+    members: dict[str, list[FileResult]] = {}
+    for r in kept:
+        members.setdefault(r.group or r.json_rel, []).append(r)
+    keys = sorted(members)
+    strata = [image_class(members[k][0]) for k in keys]
+
+    def expand(idx: Iterable[int]) -> list[FileResult]:
+        return sorted((r for i in idx for r in members[keys[i]]), key=lambda r: r.json_rel)
+
+    if not kfold:
+        parts = stratified_split(keys, strata, ratios, seed)
+        return {name: expand(p) for name, p in zip(SPLIT_NAMES[len(ratios)], parts)}
+    out = {}
+    pool = list(range(len(keys)))
+    if len(ratios) == 3:
+        rest, test = stratified_split(keys, strata, [ratios[0] + ratios[1], ratios[2]], seed)
+        out["test"] = expand(test)
+        pool = rest
+    folds = kfold_split([keys[i] for i in pool], [strata[i] for i in pool], kfold, seed)
+    for f, (train, val) in enumerate(folds):
+        out[f"fold{f}_train"] = expand(pool[i] for i in train)
+        out[f"fold{f}_val"] = expand(pool[i] for i in val)
+    return out
+
+
+def prepare_dataset(
+    input_dir: str | os.PathLike,
+    output_root: str | os.PathLike,
+    label_map: LabelMap,
+    ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    kfold: int = 0,
+    workers: int = 1,
+    from_folders: bool = False,
+    image_roots: Sequence[str | os.PathLike] = (),
+) -> dict:
+    """Convert, validate, split and write a dataset; returns the report (also written to JSON).
+
+    Images must lie under ``input_dir`` (or, with ``from_folders``, the class folders) or one of
+    ``image_roots``; a labelme file naming an image elsewhere is an error (path escape).
+    """
+    input_dir, output_root = Path(input_dir), Path(output_root)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: input folder not found")
+    output_root.mkdir(parents=True, exist_ok=True)
+    pre_problems: list[Problem] = []
+    scan_root, allowed = input_dir, (input_dir.resolve(),)
+    if from_folders:
+        from sperm_d2.data.autoannotate import annotate_class_folders
+
+        scan_root = output_root / LABELME_DIR
+        pre_problems = annotate_class_folders(input_dir, scan_root, label_map, workers=workers)
+        allowed = (input_dir.resolve(), output_root.resolve())
+    paths = find_labelme_files(scan_root, exclude=[output_root] if not from_folders else [])
+    allowed += tuple(Path(r).resolve() for r in image_roots)
+    ctx = ConvertContext(scan_root, output_root, label_map, allowed)
+    results = convert_all(paths, ctx, workers)
+    problems = pre_problems + [p for r in results for p in r.problems]
+    kept, dup_problems = drop_duplicates([r for r in results if r.ok])
+    problems += dup_problems
+    splits = make_splits(kept, ratios, seed, kfold)
+    entries = dict(zip((r.json_rel for r in kept), assign_ids(kept)))
+    ann_dir = output_root / "annotations"
+    written = set()
+    for name, rs in splits.items():
+        write_coco(
+            ann_dir / f"{name}.json", coco_dict([entries[r.json_rel] for r in rs], label_map, name)
+        )
+        written.add(f"{name}.json")
+    for stale in ann_dir.glob("*.json"):  # a previous run's splits would be registered too
+        if stale.name not in written and stale.name != "report.json":
+            logger.info("removing stale split %s", stale)
+            stale.unlink()
+    settings = {
+        "input": str(input_dir),
+        "output": str(output_root),
+        "label_map": label_map.source,
+        "classes": list(label_map.classes),
+        "split": list(ratios),
+        "seed": seed,
+        "kfold": kfold,
+        "from_folders": from_folders,
+    }
+    report = build_report(kept, splits, problems, label_map.classes, len(paths), settings)
+    write_json_atomic(ann_dir / "report.json", report)
+    logger.info(
+        "%d files: %d converted, %d problems (see %s)",
+        len(paths),
+        len(kept),
+        len(problems),
+        ann_dir / "report.json",
+    )
+    return report
+
+
+def exit_code(report: dict, strict: bool = False) -> int:
+    """0 when clean; 1 when files were skipped (errors) or, with ``strict``, on any warning."""
+    counts = report["problems"]["counts"]
+    if counts.get(ERROR):
+        return 1
+    return 1 if strict and counts.get(WARNING) else 0

@@ -1,0 +1,66 @@
+"""Offline class balancing: counts reach the target, polygons follow the image, no split leak."""
+
+import json
+
+import cv2
+import numpy as np
+
+from sperm_d2.data.balance import augment_pair, balance_labelme
+from sperm_d2.data.labelme_io import write_labelme_json
+from sperm_d2.data.labels import LabelMap
+from sperm_d2.data.prepare import prepare_dataset
+from sperm_d2.data.synthetic import render_scene_detailed
+
+from .conftest import REPO
+
+LM = LabelMap.load(REPO / "configs/labels/default.yaml")
+
+
+def _raster(poly, h, w):
+    m = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(m, [np.round((poly - 0.5) * 16).astype(np.int32)], 1, shift=4)
+    return m.astype(bool)
+
+
+def test_augment_pair_moves_polygons_with_pixels() -> None:
+    h, w = 70, 100
+    poly = np.array([[20, 10], [60, 15], [55, 50], [25, 45]], float)
+    img = np.full((h, w, 3), 220, np.uint8)
+    img[_raster(poly, h, w)] = (40, 40, 40)
+    for seed in range(8):
+        out, (p,) = augment_pair(img, [poly], np.random.default_rng(seed))
+        dark = out.mean(axis=2) < 130
+        got = _raster(p, *out.shape[:2])
+        assert (dark & got).sum() / (dark | got).sum() > 0.85
+
+
+def test_balance_then_prepare_keeps_copies_with_their_source(tmp_path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):  # 2 good-only images, 6 bad-only images
+        img, heads = render_scene_detailed(i, 96, 96, num_heads=2)
+        label = "normal" if i < 2 else "amorphous"
+        cv2.imwrite(str(src / f"s{i}.png"), img)
+        shapes = [{"label": label, "points": p.tolist()} for _, _, p in heads]
+        write_labelme_json(src / f"s{i}.json", src / f"s{i}.png", 96, 96, shapes)
+    before = sorted(p.name for p in src.iterdir())
+    counts = balance_labelme(src, tmp_path / "bal", LM, seed=0)
+    assert counts["before"] == {"good": 2, "bad": 6} and counts["added"] == {"good": 4, "bad": 0}
+    assert sorted(p.name for p in src.iterdir()) == before
+    copies = sorted((tmp_path / "bal/augmented").glob("*.json"))
+    assert len(copies) == 4
+    assert json.loads(copies[0].read_text())["flags"]["augmented_from"] == "s0.json"
+    report = prepare_dataset(
+        tmp_path / "bal", tmp_path / "root", LM, (0.5, 0.5), seed=0, image_roots=[src]
+    )
+    assert report["files"]["skipped"] == 0 and report["total"]["images"] == 12
+    splits = {}
+    for name in ("train", "val"):
+        coco = json.loads((tmp_path / f"root/annotations/{name}.json").read_text())
+        for img in coco["images"]:
+            splits[img["labelme"]] = name
+    for c in copies:
+        source = json.loads(c.read_text())["flags"]["augmented_from"]
+        assert splits[f"augmented/{c.name}"] == splits[source]
+    escaped = prepare_dataset(tmp_path / "bal", tmp_path / "root2", LM, (1.0,))
+    assert escaped["problems"]["counts"]["error"] == {"path_escape": 8}

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Turn labelme files (or class folders of single-cell crops) into validated COCO splits.
+
+Writes DATA_ROOT/annotations/{train,val,test}.json (or fold{i}_{train,val}.json with --kfold),
+all.json and report.json, and prints the data report. Images are not copied: COCO file_name is
+the image path relative to DATA_ROOT. Exit code 1 when files were skipped, or with --strict on
+any warning.
+
+Examples:
+    python tools/prepare_data.py --input my_labelme/ --output datasets/sperm --split 0.7,0.15,0.15
+    python tools/prepare_data.py --input ../shared/data/hushem --from-folders \\
+        --output datasets/hushem --kfold 5 --contact-sheet /tmp/contact_hushem.png
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from sperm_d2.data.contact_sheet import write_contact_sheets
+from sperm_d2.data.labels import LabelMap
+from sperm_d2.data.prepare import LABELME_DIR, exit_code, prepare_dataset
+from sperm_d2.data.report import format_report
+from sperm_d2.data.split import parse_ratios
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--input", required=True, help="labelme folder, or class folders with --from-folders"
+    )
+    p.add_argument(
+        "--from-folders",
+        action="store_true",
+        help="input holds one folder per class of single-cell crops: auto-annotate them",
+    )
+    p.add_argument("--output", required=True, help="data root to write annotations/ into")
+    p.add_argument("--labels", default="configs/labels/default.yaml", help="label map YAML")
+    p.add_argument("--split", default="0.7,0.15,0.15", help="train,val[,test] ratios")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--kfold", type=int, default=0, help="write K train/val folds (test held out)")
+    p.add_argument("--strict", action="store_true", help="exit non-zero on warnings too")
+    p.add_argument(
+        "--contact-sheet",
+        default=None,
+        help="with --from-folders: write overlay contact sheets PATH_<folder>.png to review",
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        help="another folder images may live in (e.g. the originals of a balanced set)",
+    )
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        report = prepare_dataset(
+            args.input,
+            args.output,
+            LabelMap.load(args.labels),
+            parse_ratios(args.split),
+            args.seed,
+            args.kfold,
+            args.workers,
+            args.from_folders,
+        )
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.contact_sheet and args.from_folders:
+        write_contact_sheets(Path(args.output) / LABELME_DIR, args.contact_sheet)
+    return exit_code(report, args.strict)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main(get_parser().parse_args()))

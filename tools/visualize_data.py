@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Draw ground-truth masks and classes of a registered split to PNGs (raw or augmented).
+
+Registers the splits under SPERM.DATA_ROOT (else $SPERM_D2_DATASETS, else ./datasets/sperm)
+first; --split takes the split suffix ("train") or the full dataset name ("sperm_train").
+
+Example:
+    python tools/visualize_data.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \\
+        --split train --source augmented --output-dir output/vis --num 8 SPERM.AUG.ROT90 True
+"""
+
+import argparse
+import logging
+
+from sperm_d2.config import setup_cfg
+from sperm_d2.data.register import register_sperm_datasets
+from sperm_d2.data.visualize import draw_dataset
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config-file", default=None, help="experiment YAML")
+    p.add_argument("--split", default="train", help="split suffix or registered dataset name")
+    p.add_argument(
+        "--source",
+        choices=["annotation", "augmented"],
+        default="annotation",
+        help="draw the annotations as stored, or after the training augmentations",
+    )
+    p.add_argument("--output-dir", required=True, help="folder for the PNGs")
+    p.add_argument("--num", type=int, default=16, help="number of images to draw")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    cfg = setup_cfg(args.config_file, args.opts)
+    names = register_sperm_datasets(cfg)
+    name = args.split if args.split in names else f"{cfg.SPERM.DATASET_PREFIX}_{args.split}"
+    if name not in names:
+        raise SystemExit(f"error: no split {args.split!r}; registered: {names}")
+    draw_dataset(name, args.output_dir, args.num, cfg, args.source == "augmented", args.seed)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(get_parser().parse_args())
