@@ -60,7 +60,14 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.EARLY_STOP_PATIENCE = 0
     # (int) redraw the training plots every this many iterations; 0 draws them only at the end.
     _C.SPERM.PLOT_PERIOD = 0
+    # (float) pixellib/mAP50 ignores detections scoring below this (PixelLib's Matterport model
+    # dropped them at DETECTION_MIN_CONFIDENCE); 0 keeps all that ROI_HEADS.SCORE_THRESH_TEST keeps.
+    _C.SPERM.PIXELLIB_SCORE_THRESH = 0.0
 
     # Inference (sperm_d2.inference).
     # (float) detections below this score are dropped by tools/infer.py unless it is overridden.
     _C.SPERM.CONFIDENCE_THRESHOLD = 0.5
+    # (int) images per forward pass; 0 = auto (1 on CPU, where batching measured slower; 4 on GPU).
+    _C.SPERM.INFER_BATCH_SIZE = 0
+    # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
+    _C.SPERM.UM_PER_PX = 0.0

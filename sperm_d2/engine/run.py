@@ -1,0 +1,168 @@
+"""One training or evaluation run: data registration, schedule, run folder, seeds, then the trainer.
+
+``tools/train_net.py`` parses the command line and hands the arguments to :func:`run`, through
+detectron2's ``launch`` for several processes (GPUs, or CPU processes over gloo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog
+from detectron2.engine import default_argument_parser, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+
+import sperm_d2
+from sperm_d2.atomic import atomic_write, write_json_atomic
+from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
+from sperm_d2.data import register_sperm_datasets
+from sperm_d2.engine.checkpoint import SpermCheckpointer
+from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
+from sperm_d2.engine.trainer import SpermTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration and what to try."""
+
+
+def build_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
+    """detectron2's training parser: --config-file, --resume, --eval-only, --num-gpus, ... opts."""
+    return default_argument_parser(epilog=epilog)
+
+
+def launch_from_args(args: argparse.Namespace) -> None:
+    """Run :func:`run` in ``args.num_gpus`` processes per machine (one process: in this one)."""
+    launch(
+        run,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+def prepare_config(config_file: str, opts: list[str]) -> CfgNode:
+    """Resolve a run's config: file + overrides, datasets registered, epoch schedule applied."""
+    cfg = setup_cfg(config_file, opts, freeze=False)
+    register_sperm_datasets(cfg)
+    missing = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n not in DatasetCatalog]
+    if missing:
+        raise ConfigError(
+            f"{config_file}: dataset(s) {missing} not registered: no matching "
+            f"annotations/<split>.json under SPERM.DATA_ROOT ({cfg.SPERM.DATA_ROOT or 'unset'}) or "
+            f"$SPERM_D2_DATASETS with SPERM.DATASET_PREFIX={cfg.SPERM.DATASET_PREFIX!r}"
+        )
+    if cfg.SPERM.EPOCHS > 0:
+        num_images = sum(len(DatasetCatalog.get(n)) for n in cfg.DATASETS.TRAIN)
+        cfg = apply_epoch_schedule(cfg, num_images)
+        logger.info(
+            "SPERM.EPOCHS=%s over %d images: MAX_ITER=%d, STEPS=%s, EVAL_PERIOD=%d",
+            cfg.SPERM.EPOCHS,
+            num_images,
+            cfg.SOLVER.MAX_ITER,
+            cfg.SOLVER.STEPS,
+            cfg.TEST.EVAL_PERIOD,
+        )
+    if cfg.SOLVER.AMP.ENABLED and not torch.cuda.is_available():
+        raise ConfigError(f"{config_file}: SOLVER.AMP.ENABLED needs a CUDA GPU; set it to False")
+    cfg.freeze()
+    return cfg
+
+
+def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
+    """Logging, seeds, the run folder's ``config.yaml`` and ``run_info.json``; returns the seed."""
+    out = Path(cfg.OUTPUT_DIR)
+    rank = comm.get_rank()
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logger(str(out), distributed_rank=rank, name="detectron2")
+    setup_logger(str(out), distributed_rank=rank, name="sperm_d2", abbrev_name="sperm_d2")
+    # A negative SEED draws one, which is logged and saved so the run can be repeated.
+    seed = cfg.SEED if cfg.SEED >= 0 else random.SystemRandom().randrange(2**31)
+    seed_all_rng(seed + rank)
+    logger.info("rank %d of %d, seed %d (cfg.SEED=%d)", rank, comm.get_world_size(), seed, cfg.SEED)
+    if comm.is_main_process():
+        with atomic_write(out / "config.yaml", "w", encoding="utf-8") as f:
+            f.write(cfg.dump())
+        write_json_atomic(
+            out / "run_info.json",
+            {
+                "sperm_d2_version": sperm_d2.__version__,
+                "git_commit": _git_commit(),
+                "torch": torch.__version__,
+                "command": [sys.executable, *sys.argv],
+                "config_file": args.config_file,
+                "world_size": comm.get_world_size(),
+                "seed": seed,
+                "resume": bool(args.resume),
+                "eval_only": bool(args.eval_only),
+            },
+        )
+    return seed
+
+
+def run(args: argparse.Namespace) -> dict | None:
+    """Train, or with ``--eval-only`` evaluate ``MODEL.WEIGHTS``; returns the results."""
+    cfg = prepare_config(args.config_file, args.opts)
+    setup_run(cfg, args)
+    if args.eval_only:
+        model = SpermTrainer.build_model(cfg)
+        SpermCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = SpermTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+            write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", _plain(results))
+        return results
+    hide_early_stop_traceback()
+    trainer = SpermTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    try:
+        return trainer.train()
+    except EarlyStop as stop:
+        logger.info("%s; best model: %s", stop, os.path.join(cfg.OUTPUT_DIR, "model_best.pth"))
+        trainer.checkpointer.save("model_final", iteration=trainer.iter)
+        return getattr(trainer, "_last_eval_results", None)
+    except FloatingPointError as e:
+        raise TrainingDivergedError(
+            f"{cfg.OUTPUT_DIR}: training diverged at iteration {trainer.iter} "
+            f"({' '.join(str(e).split())}). Try a lower SOLVER.BASE_LR (now "
+            f"{cfg.SOLVER.BASE_LR}), a longer SOLVER.WARMUP_ITERS (now {cfg.SOLVER.WARMUP_ITERS}), "
+            "SOLVER.CLIP_GRADIENTS.ENABLED True, or SOLVER.AMP.ENABLED False; check the data "
+            "for degenerate boxes (tools/prepare_data.py reports them)."
+        ) from e
+
+
+def _git_commit() -> str:
+    """The source tree's git commit (with ``-dirty`` when modified), or "unknown" outside git."""
+    repo = Path(sperm_d2.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit or "unknown"
+
+
+def _plain(results: dict) -> dict:
+    """Nested evaluator results as JSON-ready Python floats."""
+    return {k: _plain(v) if isinstance(v, dict) else float(v) for k, v in results.items()}

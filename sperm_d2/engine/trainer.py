@@ -1,0 +1,141 @@
+"""``SpermTrainer``: detectron2's DefaultTrainer with the project's data, evaluation and hooks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import weakref
+
+from detectron2.config import CfgNode
+from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.evaluation import DatasetEvaluators
+from detectron2.utils import comm
+from fvcore.nn.precise_bn import get_bn_modules
+
+from sperm_d2.data import build_train_augmentation
+from sperm_d2.engine.best import BestValLossCheckpointer, SpermBestCheckpointer
+from sperm_d2.engine.checkpoint import SpermCheckpointer
+from sperm_d2.engine.distributed import cpu_ddp_support
+from sperm_d2.engine.early_stop import EarlyStopping
+from sperm_d2.engine.report import ResultsTable, TrainingPlots
+from sperm_d2.engine.val_loss import ValidationLoss
+from sperm_d2.evaluation import build_evaluator
+
+logger = logging.getLogger(__name__)
+
+#: how often (iterations) detectron2's writers flush metrics.json / TensorBoard at most
+WRITER_PERIOD = 20
+
+
+def val_loss_period(cfg: CfgNode) -> int:
+    """``SPERM.VAL_LOSS_PERIOD`` resolved: 0 follows ``TEST.EVAL_PERIOD``, negative disables."""
+    period = cfg.SPERM.VAL_LOSS_PERIOD
+    return cfg.TEST.EVAL_PERIOD if period == 0 else max(period, 0)
+
+
+class SpermTrainer(DefaultTrainer):
+    """DefaultTrainer whose ``build_*`` methods add the project's pieces; the loop is detectron2's.
+
+    * train loader: ``SPERM.AUG`` augmentations; ``DATALOADER.SAMPLER_TRAIN:
+      RepeatFactorTrainingSampler`` (with ``REPEAT_THRESHOLD``) gives class-balanced sampling.
+    * evaluator: COCO bbox/segm with per-class AP plus ``pixellib/mAP50``.
+    * hooks, in order: timer, LR, periodic checkpoint, validation loss, evaluation, best model
+      (``model_best.pth``), best by validation loss, early stopping, writers (metrics.json,
+      TensorBoard, console), results.csv, plots.
+    """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        # Only to let the parent wrap a CPU model for gloo; construction is DefaultTrainer's own.
+        with cpu_ddp_support():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
+    ) -> DatasetEvaluators:
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    def build_checkpointer(self) -> SpermCheckpointer:
+        """Atomic, corruption-tolerant checkpointer over the same model and trainer state."""
+        return SpermCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+
+    def build_hooks(self) -> list:
+        cfg = self.cfg
+        # DefaultTrainer has no build_checkpointer(); its checkpointer exists by now and no hook
+        # holds it yet, so it is swapped here for the crash-safe one every hook then uses.
+        self.checkpointer = self.build_checkpointer()
+        main = comm.is_main_process()
+        eval_period = cfg.TEST.EVAL_PERIOD
+        vl_period = val_loss_period(cfg)
+        evaluate = bool(cfg.DATASETS.TEST)
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret = [hooks.IterationTimer(), hooks.LRScheduler(), self._precise_bn_hook()]
+        if main:
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        if evaluate:
+            # Validation loss and evaluation run on every process (each takes a shard).
+            if vl_period:
+                ret.append(ValidationLoss(vl_period, cfg, cfg.DATASETS.TEST))
+            ret.append(hooks.EvalHook(eval_period, test_and_save_results))
+            # Best-model hooks come after the hooks that store their metrics.
+            if main:
+                ret.append(
+                    SpermBestCheckpointer(
+                        eval_period, self.checkpointer, cfg.SPERM.BEST_METRIC, cfg.SPERM.BEST_MODE
+                    )
+                )
+            if main and vl_period and cfg.SPERM.BEST_BY_VAL_LOSS:
+                ret.append(BestValLossCheckpointer(vl_period, self.checkpointer))
+            if cfg.SPERM.EARLY_STOP_PATIENCE > 0:
+                ret.append(
+                    EarlyStopping(
+                        eval_period,
+                        cfg.SPERM.BEST_METRIC,
+                        cfg.SPERM.BEST_MODE,
+                        cfg.SPERM.EARLY_STOP_PATIENCE,
+                    )
+                )
+        if main:
+            # Writers last, so every number stored above reaches metrics.json at its iteration;
+            # the reports read metrics.json, so they follow the writers.
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=self._writer_period()))
+            ret.append(ResultsTable(cfg.OUTPUT_DIR))
+            ret.append(TrainingPlots(cfg.OUTPUT_DIR, cfg.SPERM.PLOT_PERIOD))
+        return ret
+
+    def _precise_bn_hook(self) -> hooks.PreciseBN | None:
+        """detectron2's PreciseBN when enabled and the model has BatchNorm (none with GN)."""
+        cfg = self.cfg
+        if not (cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)):
+            return None
+        loader_cfg = cfg.clone()
+        loader_cfg.defrost()
+        loader_cfg.DATALOADER.NUM_WORKERS = 0
+        return hooks.PreciseBN(
+            cfg.TEST.EVAL_PERIOD,
+            self.model,
+            self.build_train_loader(loader_cfg),
+            cfg.TEST.PRECISE_BN.NUM_ITER,
+        )
+
+    def _writer_period(self) -> int:
+        """Largest period <= WRITER_PERIOD that also divides the eval and val-loss periods."""
+        period = WRITER_PERIOD
+        if not self.cfg.DATASETS.TEST:
+            return period
+        for p in (self.cfg.TEST.EVAL_PERIOD, val_loss_period(self.cfg)):
+            if p > 0:
+                period = math.gcd(period, p)
+        return period

@@ -1,0 +1,84 @@
+"""SpermCheckpointer: atomic files, weights_only loads, best files, corrupt-file fallback."""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
+
+
+class _Counter:
+    """A checkpointable holding one Python number (like the trainer's iteration)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+
+
+def _checkpointer(tmp_path, seed: int = 0) -> tuple[SpermCheckpointer, nn.Module, _Counter]:
+    torch.manual_seed(seed)
+    model = nn.Linear(3, 2)
+    counter = _Counter()
+    return SpermCheckpointer(model, str(tmp_path), counter=counter), model, counter
+
+
+def _save_at(ckpt: SpermCheckpointer, model: nn.Module, counter: _Counter, it: int) -> None:
+    with torch.no_grad():
+        model.weight.fill_(float(it))
+    counter.value = it
+    ckpt.save(f"model_{it:07d}", iteration=it)
+
+
+def test_save_is_atomic_and_loads_with_weights_only(tmp_path) -> None:
+    ckpt, model, counter = _checkpointer(tmp_path)
+    _save_at(ckpt, model, counter, 4)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
+    data = torch.load(tmp_path / "model_0000004.pth", weights_only=True)
+    assert data["iteration"] == 4 and data["counter"] == {"value": 4}
+
+
+def test_best_checkpoint_does_not_become_the_resume_point(tmp_path) -> None:
+    ckpt, model, counter = _checkpointer(tmp_path)
+    _save_at(ckpt, model, counter, 4)
+    ckpt.save("model_best", iteration=2)
+    assert (tmp_path / "model_best.pth").is_file()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+
+
+def test_resume_falls_back_past_a_corrupt_last_checkpoint(tmp_path, caplog) -> None:
+    ckpt, model, counter = _checkpointer(tmp_path)
+    for it in (1, 3, 5):
+        _save_at(ckpt, model, counter, it)
+    last = tmp_path / "model_0000005.pth"
+    last.write_bytes(last.read_bytes()[:100])  # truncated, as by a full disk
+
+    fresh, fresh_model, fresh_counter = _checkpointer(tmp_path, seed=1)
+    with caplog.at_level(logging.ERROR, logger="sperm_d2.engine.checkpoint"):
+        left = fresh.resume_or_load("", resume=True)
+    assert left["iteration"] == 3 and fresh_counter.value == 3
+    assert torch.all(fresh_model.weight == 3.0)
+    assert any("model_0000005.pth: cannot be read" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_with_missing_last_file_and_nothing_usable_is_an_error(tmp_path) -> None:
+    ckpt, model, counter = _checkpointer(tmp_path)
+    _save_at(ckpt, model, counter, 1)
+    (tmp_path / "model_0000001.pth").write_bytes(b"garbage")
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")  # points at nothing
+    fresh, _, _ = _checkpointer(tmp_path)
+    with pytest.raises(CheckpointError, match="model_0000009.pth.*model_0000001.pth"):
+        fresh.resume_or_load("", resume=True)
+
+
+def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:
+    ckpt, _, _ = _checkpointer(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        ckpt.resume_or_load(str(tmp_path / "nope.pth"), resume=False)

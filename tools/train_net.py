@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Train the sperm-head Mask R-CNN (or evaluate a checkpoint), detectron2 style.
+
+Usage:
+    python tools/train_net.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \
+        SPERM.DATA_ROOT datasets/sperm OUTPUT_DIR output/run1
+    python tools/train_net.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml --resume \
+        OUTPUT_DIR output/run1                       # continue a stopped run
+    python tools/train_net.py --config-file output/run1/config.yaml --eval-only \
+        MODEL.WEIGHTS output/run1/model_best.pth     # COCO AP + pixellib/mAP50 on DATASETS.TEST
+    python tools/train_net.py --config-file ... --num-gpus 2   # 2 processes (GPUs, or CPU/gloo)
+
+The run folder (OUTPUT_DIR) receives config.yaml, run_info.json, checkpoints, model_best.pth with
+best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine).
+"""
+
+import sys
+
+from sperm_d2.config import ConfigError
+from sperm_d2.engine import (
+    CheckpointError,
+    TrainingDivergedError,
+    build_argument_parser,
+    launch_from_args,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_argument_parser(epilog=__doc__).parse_args(argv)
+    try:
+        launch_from_args(args)
+    except ConfigError as e:
+        print(f"train_net.py: {e}", file=sys.stderr)
+        return 2
+    except (TrainingDivergedError, CheckpointError) as e:
+        print(f"train_net.py: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
