@@ -1,0 +1,270 @@
+"""benchmarks/real_data.py: its pure parts (arguments, skip reasons, mean ± std, the table, the
+class-folder trees), and one slow end-to-end --smoke run on generated class-folder crops."""
+
+import importlib.util
+import json
+import math
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from sperm_d2.data.synthetic import draw_scene, sample_scene
+
+from .conftest import REPO
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("real_data", REPO / "benchmarks/real_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rd = _load_benchmark()
+
+
+# ---------------------------------------------------------------- arguments, data location
+
+
+def test_parse_args_defaults_and_lists() -> None:
+    args = rd.parse_args([])
+    assert args.dataset_list == ["hushem", "smids"]
+    assert args.kfold == 5 and args.fold_list == [0, 1, 2, 3, 4]
+    assert args.max_iter is None and args.config == rd.DEFAULT_CONFIG
+    args = rd.parse_args(["--datasets", "smids, hushem,smids", "--folds", "3,1", "--max-iter", "9"])
+    assert args.dataset_list == ["smids", "hushem"] and args.fold_list == [1, 3]
+    assert args.max_iter == 9
+    assert rd.parse_args(["--smoke"]).max_iter == 4  # smoke: a handful of iterations
+    assert rd.parse_args(["--smoke", "--max-iter", "2"]).max_iter == 2
+    assert rd.parse_args(["--kfold", "0", "--folds", "7"]).fold_list == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--datasets", "hushem,mnist"], "unknown dataset ['mnist']"),
+        (["--datasets", ","], "empty dataset list"),
+        (["--folds", "5"], "outside 0..4"),
+        (["--folds", "a"], "expected comma-separated fold numbers"),
+        (["--kfold", "1"], "--kfold 1"),
+        (["--max-iter", "0"], "--max-iter 0"),
+        (["--opts", "SOLVER.MAX_ITER"], "KEY VALUE pairs"),
+    ],
+)
+def test_parse_args_errors_name_the_problem(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        rd.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_data_root_from_argument_then_environment(tmp_path) -> None:
+    env = {rd.ENV_REAL_DATA: str(tmp_path)}
+    assert rd.resolve_data_root("/x", env) == rd.Path("/x")
+    assert rd.resolve_data_root(None, env) == tmp_path
+    assert rd.resolve_data_root(None, {}) is None
+
+
+def test_skip_reasons(tmp_path) -> None:
+    assert "pass --data DIR or set SPERM_D2_REAL_DATA" in rd.skip_reason(None, "hushem")
+    assert rd.skip_reason(tmp_path, "smids").endswith("smids_train: folder not found")
+    (tmp_path / "hushem").mkdir()
+    assert "no class folders" in rd.skip_reason(tmp_path, "hushem")
+    (tmp_path / "hushem" / "01_Normal").mkdir()
+    assert rd.skip_reason(tmp_path, "hushem") is None
+
+
+def test_main_without_data_skips_with_a_reason(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.delenv(rd.ENV_REAL_DATA, raising=False)
+    assert rd.main(["--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "skipping hushem: no real data" in out and "skipping smids: no real data" in out
+    assert not (tmp_path / "out").exists()  # nothing written when nothing ran
+
+
+# ---------------------------------------------------------------- aggregation and table
+
+
+def test_mean_std_over_folds_leaves_out_undefined_values() -> None:
+    agg = rd.mean_std([0.8, 0.9, None, float("nan"), 1.0])
+    assert agg["n"] == 3 and agg["mean"] == pytest.approx(0.9)
+    assert agg["std"] == pytest.approx(0.1)  # sample std (ddof=1)
+    assert rd.mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1, "values": [0.5]}
+    assert rd.mean_std([None])["mean"] is None
+    folds = [{"accuracy": 0.5, "no_head": 1}, {"accuracy": 1.0, "no_head": 3, "extra": 2.0}]
+    agg = rd.aggregate_folds(folds)
+    assert list(agg) == ["accuracy", "no_head", "extra"]
+    assert agg["no_head"]["mean"] == 2 and agg["extra"]["n"] == 1
+    assert agg["accuracy"]["std"] == pytest.approx(math.sqrt(0.125))
+
+
+def test_value_formatting() -> None:
+    assert rd.fmt_value(57.123, "ap") == "57.1"
+    assert rd.fmt_value(0.98765, "frac") == "0.988"
+    assert rd.fmt_value(2.0, "count") == "2"
+    assert rd.fmt_value(float("nan"), "frac") == "n/a" and rd.fmt_value(None, "ap") == "n/a"
+    agg = rd.mean_std([0.9, 0.8, None])
+    assert rd.fmt_mean_std(agg, "frac") == "0.850 ± 0.071 (n=2)"
+    assert rd.fmt_mean_std(None, "frac") == "n/a"
+
+
+def _results(smoke: bool = False) -> dict:
+    test = {"segm/AP": 61.25, "segm/AP50": 95.0, "bbox/AP": 60.0, "pixellib/mAP50": 0.9123,
+            "accuracy": 0.875, "sensitivity_bad": 0.9, "specificity_bad": 0.8, "f1_bad": 0.85,
+            "no_head": 1}  # fmt: skip
+    folds = [dict(test, accuracy=a) for a in (0.8, 0.9)]
+    return {
+        "meta": {"date": "2026-11-27 04:00 UTC", "machine": "AMD EPYC, 2 CPU cores",
+                 "config": rd.DEFAULT_CONFIG, "iterations": "1500 iterations", "seed": 0,
+                 "split": "0.7,0.15,0.15", "smoke": smoke, "command": "python x.py",
+                 "commands": ["python tools/train_net.py --config-file c.yaml"]},  # fmt: skip
+        "datasets": {
+            "hushem": {
+                "split": {"test": test, "test_images": 33},
+                "kfold": {"k": 5, "folds_run": "0,1", "aggregate": rd.aggregate_folds(folds)},
+            },
+            "smids": {"skipped": "/data/smids_train: folder not found"},
+        },
+    }
+
+
+def test_table_says_which_split_each_number_is_on() -> None:
+    md = rd.format_table(_results())
+    lines = md.splitlines()
+    assert lines[0] == "Real-data benchmark, 2026-11-27 04:00 UTC on AMD EPYC, 2 CPU cores"
+    assert f"config `{rd.DEFAULT_CONFIG}`" in lines[1] and "SMOKE" not in md
+    header = next(ln for ln in lines if ln.startswith("| metric"))
+    assert "hushem test split (33 images)" in header
+    assert "hushem 5-fold CV, held-out folds 0,1 (mean ± std)" in header
+    assert "study (PixelLib R-101)" in header
+    row = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ")}
+    assert row["| COCO segm AP (x100)"] == "| COCO segm AP (x100) | 61.2 | 61.2 ± 0.0 |  |"
+    assert "| 0.912 | 0.912 ± 0.000 | 0.891" in row["| pixellib/mAP50 (0-1)"]
+    assert "| 0.875 | 0.850 ± 0.071 | 98 %" in row["| image-level accuracy good/bad"]
+    assert "- smids: skipped (/data/smids_train: folder not found)" in lines
+    assert "python tools/train_net.py --config-file c.yaml" in lines
+    assert all(ln.count("|") == header.count("|") for ln in lines if ln.startswith("|"))
+
+
+def test_smoke_table_is_marked_and_failures_listed() -> None:
+    res = _results(smoke=True)
+    res["datasets"]["smids"] = {"error": "train_net.py exited 1"}
+    md = rd.format_table(res)
+    assert "SMOKE RUN" in md and "not a result" in md
+    assert "- smids: FAILED (train_net.py exited 1)" in md
+
+
+# ---------------------------------------------------------------- steps' pure helpers
+
+
+def test_schedule_opts() -> None:
+    assert rd.schedule_opts(None) == []
+    opts = dict(zip(*[iter(rd.schedule_opts(1000))] * 2))
+    assert opts == {"SOLVER.MAX_ITER": "1000", "SOLVER.STEPS": "(730, 900)",
+                    "SOLVER.WARMUP_ITERS": "100", "SOLVER.CHECKPOINT_PERIOD": "200",
+                    "TEST.EVAL_PERIOD": "200"}  # fmt: skip
+    assert dict(zip(*[iter(rd.schedule_opts(1))] * 2))["SOLVER.STEPS"] == "()"
+
+
+def test_split_images_and_class_folder_tree(tmp_path) -> None:
+    src = tmp_path / "crops"
+    for folder in ("01_Normal", "02_Tapered"):
+        (src / folder).mkdir(parents=True)
+        (src / folder / "a.bmp").write_bytes(b"x")  # the same name in two folders (HuSHeM)
+    root = tmp_path / "root"
+    (root / "annotations").mkdir(parents=True)
+    images = [
+        {"id": i, "file_name": f"../crops/{f.name}/a.bmp"} for i, f in enumerate(src.iterdir())
+    ]
+    (root / "annotations" / "test.json").write_text(json.dumps({"images": images}))
+    paths = rd.split_images(root, "test")
+    assert sorted(p.parent.name for p in paths) == ["01_Normal", "02_Tapered"]
+    tree = rd.class_folder_tree(paths, tmp_path / "tree")
+    links = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.bmp"))
+    assert links == ["01_Normal/a.bmp", "02_Tapered/a.bmp"]
+    assert all(p.is_symlink() for p in tree.rglob("*.bmp"))  # nothing copied
+    rd.class_folder_tree(paths[:1], tree)  # rebuilt from scratch
+    assert len(list(tree.rglob("*.bmp"))) == 1
+    with pytest.raises(ValueError, match="two images named"):
+        rd.class_folder_tree([paths[0], paths[0]], tmp_path / "dup")
+
+
+def test_runner_logs_shows_shell_safe_commands_and_names_failures(tmp_path, capsys) -> None:
+    run = rd.Runner(tmp_path / "logs")
+    ok = [rd.sys.executable, "-c", "print('hi')", "DATASETS.TEST", "()"]
+    assert run(ok, "ok") == 0
+    assert run.commands == ["python -c 'print('\"'\"'hi'\"'\"')' DATASETS.TEST '()'"]
+    assert (tmp_path / "logs" / "ok.log").read_text().strip() == "hi"
+    assert (
+        "$ python -c" in capsys.readouterr().out and "ok" in run.seconds and "ok" in run.cpu_seconds
+    )
+    bad = [rd.sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    with pytest.raises(rd.StepError, match=r"exited 3 \(see .*bad.log\): boom"):
+        run(bad, "bad")
+    assert run(bad[:2] + ["import sys; sys.exit(1)"], "skipped", ok=(0, 1)) == 1
+
+
+def test_collect_metrics(tmp_path) -> None:
+    coco = {"threshold": 0.4, "test": {"segm/AP": 50.0, "segm/AP50": 90.0, "bbox/AP": 45.0,
+                                       "pixellib/mAP50": 0.88, "segm/AP75": 1.0}}  # fmt: skip
+    folders = {"threshold": 0.3, "test": {"accuracy": 0.9, "sensitivity_bad": 1.0,
+                                          "specificity_bad": None, "f1_bad": 0.95, "no_head": 0,
+                                          "images": 10}}  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    (tmp_path / "f.json").write_text(json.dumps(folders))
+    m = rd.collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
+    assert m["segm/AP50"] == 90.0 and "segm/AP75" not in m and m["instance_threshold"] == 0.4
+    assert m["accuracy"] == 0.9 and m["specificity_bad"] is None and m["image_threshold"] == 0.3
+
+
+def test_smoke_subset_copies_the_first_crops_per_class(tmp_path) -> None:
+    src = tmp_path / "src"
+    for folder in ("normal", "abnormal"):
+        (src / folder).mkdir(parents=True)
+        for i in range(5):
+            (src / folder / f"{i}.png").write_bytes(b"x")
+        (src / folder / "notes.txt").write_text("not an image")
+    dst = rd.smoke_subset(src, tmp_path / "dst", 2)
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")
+                  if p.is_file()) == ["abnormal/0.png", "abnormal/1.png", "normal/0.png",
+                                      "normal/1.png"]  # fmt: skip
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+
+def _crop(seed: int, size: int = 64) -> np.ndarray:
+    """A generated crop with one stained head at the centre."""
+    rng = np.random.default_rng(seed)
+    spec = sample_scene(rng, size, size, 1)
+    spec = replace(spec, heads=(replace(spec.heads[0], cx=size / 2, cy=size / 2),))
+    return draw_scene(spec, rng)
+
+
+@pytest.mark.slow
+def test_smoke_run_on_generated_class_folders(tmp_path, capsys) -> None:
+    data = tmp_path / "real"
+    for folder, seeds in (("01_Normal", range(0, 4)), ("02_Tapered", range(4, 8))):
+        (data / "hushem" / folder).mkdir(parents=True)
+        for s in seeds:
+            cv2.imwrite(str(data / "hushem" / folder / f"{s}.png"), _crop(s))
+    out = tmp_path / "out"
+    fast = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
+            "MODEL.RPN.POST_NMS_TOPK_TEST", "20", "TEST.DETECTIONS_PER_IMAGE", "3",
+            "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2"]  # fmt: skip
+    argv = ["--data", str(data), "--datasets", "hushem,smids", "--smoke", "--max-iter", "1",
+            "--kfold", "0", "--output", str(out), "--opts", *fast]  # fmt: skip
+    assert rd.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    hushem = results["datasets"]["hushem"]
+    assert set(hushem["split"]["test"]) >= {"segm/AP", "segm/AP50", "pixellib/mAP50", "accuracy",
+                                            "sensitivity_bad", "specificity_bad"}  # fmt: skip
+    assert hushem["split"]["test"]["images"] == hushem["split"]["test_images"]
+    assert results["datasets"]["smids"]["skipped"].endswith("smids_train: folder not found")
+    assert results["meta"]["smoke"] is True
+    md = (out / "results.md").read_text()
+    assert "hushem test split" in md and "SMOKE RUN" in md
+    assert "python tools/train_net.py --config-file" in md
+    assert (out / "logs" / "hushem_train.log").is_file()
