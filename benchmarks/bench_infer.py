@@ -1,0 +1,181 @@
+"""Inference speed benchmark (issue 5; not a test). Every ratio is measured in the same run.
+
+(a) end-to-end crops/s of ``tools/infer.py``'s job (decode -> predict -> overlay + CSV written)
+    vs a plain loop of detectron2's ``DefaultPredictor`` + ``Visualizer`` at detectron2's default
+    test size (MIN_SIZE_TEST 800), same weights, same crops; target >= 5x;
+(b) at the same test size, infer.py's overhead over the bare model forward; target <= 15 %;
+    plus the same forward with 4 crops per pass (is batching worth it on this device?);
+(c) video frames/s and peak RSS for a short and a long video, each in a fresh process (peak RSS
+    must not grow with video length).
+
+Without ``--run`` the weights are random (saved once, loaded by both sides); the score threshold
+is 0 and DETECTIONS_PER_IMAGE 5 on both sides, so the box and mask heads run on every crop as they
+would with a trained model (random FrozenBN/GN weights otherwise find little or nothing).
+
+Usage:
+    python benchmarks/bench_infer.py                       # 200 crops of 170 px, videos 30/120
+    python benchmarks/bench_infer.py --num-crops 40 --video-frames 20 80 --run output/demo/train
+"""
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+from sperm_d2.config import setup_cfg
+from sperm_d2.data.synthetic import render_scene, render_video_frames
+from sperm_d2.inference import InferOptions, SpermPredictor, run_inference
+from sperm_d2.inference.video import VideoSink
+
+CPU_CONFIG = "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"
+HEADS_RUN = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "5"]
+
+
+def build_cfg(args, work: Path):
+    """The benchmark config and a weights file both sides load."""
+    if args.run:
+        cfg = setup_cfg(str(Path(args.run) / "config.yaml"), HEADS_RUN)
+        from sperm_d2.inference.predictor import find_run_weights
+
+        return cfg, str(find_run_weights(args.run))
+    cfg = setup_cfg(CPU_CONFIG, HEADS_RUN)
+    torch.manual_seed(0)
+    weights = work / "random_weights.pth"
+    torch.save({"model": SpermPredictor(cfg, weights="").model.state_dict()}, weights)
+    return cfg, str(weights)
+
+
+def make_crops(folder: Path, n: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        image, _ = render_scene(1000 + i, size, size, num_heads=1)
+        paths.append(folder / f"crop_{i:04d}.png")
+        cv2.imwrite(str(paths[-1]), image)
+    return paths
+
+
+def baseline_detectron2(cfg, weights: str, paths: list[Path], out: Path) -> float:
+    """DefaultPredictor + Visualizer at MIN_SIZE_TEST 800; returns seconds."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.engine import DefaultPredictor
+    from detectron2.utils.visualizer import Visualizer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu" if not torch.cuda.is_available() else cfg.MODEL.DEVICE
+    cfg.MODEL.WEIGHTS = weights
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 800, 1333  # detectron2's defaults
+    predictor = DefaultPredictor(cfg)
+    predictor(cv2.imread(str(paths[0])))  # warm-up, as for ours
+    meta = MetadataCatalog.get("bench_infer_baseline").set(thing_classes=list(cfg.SPERM.CLASSES))
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(out / "instances.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        for p in paths:
+            image = cv2.imread(str(p))
+            inst = predictor(image)["instances"].to("cpu")
+            vis = Visualizer(image[:, :, ::-1], meta).draw_instance_predictions(inst)
+            cv2.imwrite(str(out / p.name), vis.get_image()[:, :, ::-1])
+            for box, score, cls, mask in zip(
+                inst.pred_boxes.tensor.tolist(), inst.scores.tolist(),
+                inst.pred_classes.tolist(), inst.pred_masks,
+            ):  # fmt: skip
+                writer.writerow([p.name, cls, round(score, 4), *box, int(mask.sum())])
+    return time.perf_counter() - start
+
+
+def ours(cfg, weights: str, folder: Path, out: Path) -> tuple[float, SpermPredictor]:
+    predictor = SpermPredictor(cfg, weights=weights)
+    predictor.predict_instances([cv2.imread(str(next(folder.glob("*.png"))))])  # warm-up
+    start = time.perf_counter()
+    summary = run_inference(predictor, [str(folder)], InferOptions(out))
+    assert summary["images_processed"] > 0
+    return time.perf_counter() - start, predictor
+
+
+def bare_forward(predictor: SpermPredictor, paths: list[Path], batch: int = 1) -> float:
+    """Seconds of model forward passes alone (images decoded beforehand), ``batch`` per pass."""
+    images = [cv2.imread(str(p)) for p in paths]
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        predictor.predict_instances(images[i : i + batch])
+    return time.perf_counter() - start
+
+
+def video_child(cfg_args: list[str]) -> None:
+    """In a fresh process: infer one video, print frames/s and peak RSS as JSON."""
+    config, weights, video, out = cfg_args
+    predictor = SpermPredictor(setup_cfg(config, HEADS_RUN), weights=weights)
+    start = time.perf_counter()
+    summary = run_inference(predictor, [video], InferOptions(Path(out)))
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    frames = summary["video_frames_processed"]
+    print(json.dumps({"frames": frames, "fps": frames / seconds, "peak_rss_mb": peak_mb}))
+
+
+def bench_video(cfg, weights: str, work: Path, lengths: list[int], size: int) -> list[dict]:
+    config = work / "bench_config.yaml"
+    config.write_text(cfg.dump())
+    results = []
+    for n in lengths:
+        video = work / f"video_{n}.mp4"
+        with VideoSink(video, fps=10) as sink:
+            for frame in render_video_frames(5, size, size, n):
+                sink.write(frame)
+        cmd = [sys.executable, __file__, "--video-child", str(config), weights, str(video),
+               str(work / f"video_out_{n}")]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.video_child:
+        return video_child(args.video_child)
+    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
+        work = Path(tmp)
+        cfg, weights = build_cfg(args, work)
+        paths = make_crops(work / "crops", args.num_crops, args.size)
+        t_ours, predictor = ours(cfg, weights, work / "crops", work / "ours")
+        t_bare = bare_forward(predictor, paths)
+        t_batch4 = bare_forward(predictor, paths, batch=4)
+        t_base = baseline_detectron2(cfg, weights, paths, work / "baseline")
+        n, size = len(paths), cfg.INPUT.MIN_SIZE_TEST
+        source = f"run {args.run}" if args.run else "random"
+        print(f"crops: {n} x {args.size} px, weights: {source}, test size ours {size} px, "
+              f"torch threads {torch.get_num_threads()}")  # fmt: skip
+        print(f"(a) detectron2 DefaultPredictor+Visualizer @800: {n / t_base:.2f} crops/s")
+        print(f"    tools/infer.py job @{size}: {n / t_ours:.2f} crops/s "
+              f"-> {t_base / t_ours:.2f}x (target >= 5x)")  # fmt: skip
+        print(f"(b) bare forward @{size}: {n / t_bare:.2f} crops/s -> infer.py "
+              f"overhead {100 * (t_ours / t_bare - 1):+.1f} % (target <= 15 %)")  # fmt: skip
+        print(f"    batching: 4 crops per forward pass {n / t_batch4:.2f} crops/s vs 1: "
+              f"{n / t_bare:.2f} ({100 * (t_bare / t_batch4 - 1):+.1f} % throughput)")  # fmt: skip
+        for r in bench_video(cfg, weights, work, args.video_frames, args.size):
+            print(f"(c) video {r['frames']:4d} frames: {r['fps']:.2f} frames/s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run", default=None, help="trained run folder (default: random weights)")
+    p.add_argument("--num-crops", type=int, default=200)
+    p.add_argument("--size", type=int, default=170, help="crop side in px")
+    p.add_argument("--video-frames", type=int, nargs="+", default=[30, 120])
+    p.add_argument("--video-child", nargs=4, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,125 @@
+"""Image-level grading on class folders of single-cell crops (SMIDS/HuSHeM style).
+
+An image is graded by its highest-scoring head; an image where no head reaches the threshold is
+"no head found", which counts as wrong for accuracy, sensitivity and specificity and is reported
+separately. ``bad`` is the positive class: sensitivity = bad images graded bad / bad images,
+specificity = good images graded good / good images. Pure numpy: no torch, no detectron2.
+"""
+
+import dataclasses
+
+import numpy as np
+
+NO_HEAD = "no head"
+
+
+@dataclasses.dataclass(frozen=True)
+class GradedImage:
+    """One crop: its true class, and the class and score of its highest-scoring head (or
+    ``None``/0.0 when the model found none at its own score threshold)."""
+
+    path: str
+    true: str
+    top_class: str | None
+    top_score: float
+
+    def predicted(self, threshold: float = 0.0) -> str | None:
+        """The grade at ``threshold``: the top head's class, or ``None`` (no head found)."""
+        if self.top_class is None or self.top_score < threshold:
+            return None
+        return self.top_class
+
+
+def confusion_matrix(
+    true: list[str], predicted: list[str | None], classes: tuple[str, ...]
+) -> np.ndarray:
+    """Counts ``[len(classes), len(classes) + 1]``: rows true class, columns predicted class and
+    a last "no head" column (``predicted`` is ``None``)."""
+    index = {c: i for i, c in enumerate(classes)}
+    cm = np.zeros((len(classes), len(classes) + 1), np.int64)
+    for t, p in zip(true, predicted, strict=True):
+        if t not in index:
+            raise ValueError(f"true class {t!r} is not one of {list(classes)}")
+        if p is not None and p not in index:
+            raise ValueError(f"predicted class {p!r} is not one of {list(classes)}")
+        cm[index[t], len(classes) if p is None else index[p]] += 1
+    return cm
+
+
+def metrics_from_confusion(
+    cm: np.ndarray, classes: tuple[str, ...], positive: str = "bad"
+) -> dict[str, float | int]:
+    """Accuracy, sensitivity/specificity/precision/F1 for ``positive`` (vs every other class),
+    and the no-head count, from a :func:`confusion_matrix`. Undefined ratios are NaN."""
+    n = int(cm.sum())
+    k = len(classes)
+    pos = classes.index(positive)
+    correct = int(np.trace(cm[:, :k]))
+    tp = int(cm[pos, pos])
+    positives = int(cm[pos].sum())  # includes bad images with no head found (false negatives)
+    negatives = n - positives
+    # true negatives: non-positive images graded as some non-positive class... of their own class
+    tn = int(sum(cm[i, i] for i in range(k) if i != pos))
+    predicted_pos = int(cm[:, pos].sum())
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    sens, prec = ratio(tp, positives), ratio(tp, predicted_pos)
+    f1 = 2 * prec * sens / (prec + sens) if prec + sens > 0 else float("nan")
+    return {
+        "images": n,
+        "accuracy": ratio(correct, n),
+        f"sensitivity_{positive}": sens,
+        f"specificity_{positive}": ratio(tn, negatives),
+        f"precision_{positive}": prec,
+        f"f1_{positive}": f1,
+        "no_head": int(cm[:, k].sum()),
+        "no_head_rate": ratio(int(cm[:, k].sum()), n),
+    }
+
+
+def grade_metrics(
+    graded: list[GradedImage],
+    classes: tuple[str, ...],
+    threshold: float = 0.0,
+    positive: str = "bad",
+) -> tuple[dict, np.ndarray]:
+    """``(metrics, confusion matrix)`` of graded images at a score ``threshold``."""
+    cm = confusion_matrix(
+        [g.true for g in graded], [g.predicted(threshold) for g in graded], classes
+    )
+    metrics = metrics_from_confusion(cm, classes, positive)
+    metrics["threshold"] = float(threshold)
+    return metrics, cm
+
+
+def choose_threshold(graded: list[GradedImage], classes: tuple[str, ...]) -> float:
+    """The score threshold with the best image-level accuracy on ``graded`` (use the val split;
+    report on test). Candidates are 0 and every top score; ties go to the lowest threshold."""
+    candidates = sorted({0.0, *(g.top_score for g in graded if g.top_class is not None)})
+    best, best_acc = 0.0, -1.0
+    for t in candidates:
+        acc = grade_metrics(graded, classes, t)[0]["accuracy"]
+        if acc > best_acc + 1e-12:
+            best, best_acc = t, acc
+    return best
+
+
+def per_group_good(graded: list[GradedImage], group_of, threshold: float = 0.0) -> dict:
+    """Per sample (``group_of(path)``): images, % graded good among graded images, no-head count."""
+    groups: dict[str, list[GradedImage]] = {}
+    for g in graded:
+        groups.setdefault(group_of(g.path), []).append(g)
+    out = {}
+    for name, items in sorted(groups.items()):
+        grades = [g.predicted(threshold) for g in items]
+        found = [p for p in grades if p is not None]
+        out[name] = {
+            "images": len(items),
+            "pct_good": (
+                round(100 * sum(p == "good" for p in found) / len(found), 2) if found else None
+            ),
+            "no_head": len(items) - len(found),
+        }
+    return out

@@ -1,0 +1,136 @@
+"""``evaluate.py`` on registered COCO splits: COCO AP (per class), ``pixellib/mAP50``, and an
+instance-level score threshold chosen on val (best F1 at mask IoU 0.5) and reported on test.
+
+One pass per split: each image's raw ``Instances`` feed the COCO/PixelLib evaluators, and their
+score-ordered matches to the ground truth are kept (a few numbers per head) so every threshold
+can be scored afterwards without running the model again.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from detectron2.data import DatasetCatalog
+from pycocotools import mask as mask_util
+from tabulate import tabulate
+from tqdm import tqdm
+
+from sperm_d2.evaluation import build_evaluator
+from sperm_d2.evaluation.pixellib_ap import (
+    average_precision,
+    encode_masks,
+    match_predictions,
+    rle_iou,
+)
+from sperm_d2.inference.background import prefetch
+from sperm_d2.inference.sources import read_image
+from sperm_d2.inference.types import from_instances
+
+logger = logging.getLogger(__name__)
+
+
+def _gt_rle(segm, height: int, width: int) -> dict:
+    if isinstance(segm, list):  # polygons
+        return mask_util.merge(mask_util.frPyObjects(segm, height, width))
+    if isinstance(segm.get("counts"), list):  # uncompressed RLE
+        return mask_util.frPyObjects(segm, height, width)
+    return segm
+
+
+def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) -> dict:
+    """Run the model on a registered split; return ``{"metrics": {...}, "matches": [...]}``.
+
+    ``metrics`` is the flat evaluator dict (``segm/AP50``, ``segm/AP-bad``, ``pixellib/mAP50``...);
+    ``matches`` holds per image ``(scores, matched, num_gt)`` in descending score order.
+    """
+    records = DatasetCatalog.get(dataset_name)
+    evaluator = build_evaluator(predictor.cfg, dataset_name, output_dir)
+    evaluator.reset()
+    matches = []
+    decoded = prefetch(records, lambda r: read_image(r["file_name"]))
+    for record, (image, error) in tqdm(decoded, total=len(records), desc=dataset_name, unit="img"):
+        if image is None:  # an annotated image that cannot be read is a broken split
+            raise OSError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
+        instances = predictor.predict_instances([image])[0]
+        evaluator.process([record], [{"instances": instances}])
+        pred = from_instances(instances, record["file_name"], predictor.class_names)
+        anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+        h, w = record["height"], record["width"]
+        gt_rles = [_gt_rle(a["segmentation"], h, w) for a in anns]
+        gt_classes = np.array([a["category_id"] for a in anns], np.int64)
+        ious = rle_iou(encode_masks(pred.masks) if len(pred) else [], gt_rles)
+        matched = match_predictions(ious, pred.scores, pred.classes, gt_classes)
+        matches.append((pred.scores, matched, len(gt_classes)))
+    results = evaluator.evaluate()
+    metrics = {f"{task}/{k}": float(v) for task, d in results.items() for k, v in d.items()}
+    return {"metrics": metrics, "matches": matches}
+
+
+def threshold_metrics(matches: list, threshold: float) -> dict:
+    """Instance precision/recall/F1 (mask IoU >= 0.5, class match) and PixelLib-style mean
+    per-image AP50 keeping only heads scoring >= ``threshold``."""
+    tp = n_pred = n_gt = 0
+    aps = []
+    for scores, matched, num_gt in matches:
+        keep = scores >= threshold  # scores are sorted: the kept heads are a prefix
+        tp += int(matched[keep].sum())
+        n_pred += int(keep.sum())
+        n_gt += num_gt
+        if num_gt:
+            aps.append(average_precision(matched[keep], num_gt) if keep.any() else 0.0)
+    precision = tp / n_pred if n_pred else float("nan")
+    recall = tp / n_gt if n_gt else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    return {
+        "threshold": float(threshold),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "pixellib_mAP50": float(np.mean(aps)) if aps else float("nan"),
+    }
+
+
+def choose_instance_threshold(matches: list) -> float:
+    """The score threshold with the best instance F1 (ties: the lowest), from val matches."""
+    scores = sorted({float(s) for sc, _, _ in matches for s in sc})
+    best, best_f1 = 0.0, -1.0
+    for t in [0.0, *scores]:
+        f1 = threshold_metrics(matches, t)["f1"]
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = t, f1
+    return best
+
+
+def ap_table(metrics: dict, classes: tuple[str, ...]) -> str:
+    """COCO AP table (x100): rows bbox/segm, columns AP, AP50, AP75, per-class AP."""
+    cols = ["AP", "AP50", "AP75", "APs", "APm", "APl", *[f"AP-{c}" for c in classes]]
+    rows = []
+    for task in ("bbox", "segm"):
+        if f"{task}/AP" in metrics:
+            rows.append([task, *[metrics.get(f"{task}/{c}", float("nan")) for c in cols]])
+    return tabulate(rows, headers=["task", *cols], tablefmt="github", floatfmt=".1f")
+
+
+def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | None = None) -> dict:
+    """Evaluate ``test_dataset``; with ``val_dataset`` choose the instance threshold there first."""
+    out = Path(output_dir)
+    result: dict = {"test_dataset": test_dataset, "val_dataset": val_dataset}
+    threshold = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD)
+    result["threshold_chosen_on"] = "config SPERM.CONFIDENCE_THRESHOLD"
+    if val_dataset:
+        val = evaluate_split(predictor, val_dataset, out / "val")
+        threshold = choose_instance_threshold(val["matches"])
+        result["threshold_chosen_on"] = f"{val_dataset} (best instance F1)"
+        result["val"] = {
+            **val["metrics"],
+            **_prefixed(threshold_metrics(val["matches"], threshold)),
+        }
+    test = evaluate_split(predictor, test_dataset, out / "test")
+    result["threshold"] = threshold
+    result["test"] = {**test["metrics"], **_prefixed(threshold_metrics(test["matches"], threshold))}
+    return result
+
+
+def _prefixed(d: dict) -> dict:
+    return {f"at_threshold/{k}": v for k, v in d.items()}

@@ -1,0 +1,135 @@
+"""``evaluate.py --folders``: image-level grading of class folders of single-cell crops.
+
+Layout: ``ROOT/<folder>/<image>``; the label map turns each folder name into a class (a folder
+mapped to ``null``, e.g. ``non_sperm``, is left out and counted). The score threshold is chosen
+on the val folders (when given) and the metrics are reported on the test folders.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from sperm_d2.atomic import write_json_atomic
+from sperm_d2.evaluation.classification import (
+    NO_HEAD,
+    GradedImage,
+    choose_threshold,
+    grade_metrics,
+    per_group_good,
+)
+from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
+from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
+from sperm_d2.inference.sources import IMAGE_EXTS
+
+logger = logging.getLogger(__name__)
+
+MAX_SHEET = 36  # misclassified examples kept for the contact sheet
+
+
+def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[str, str]], dict]:
+    """``([(image path, class)], {"ignored_folders": {...}, ...})`` for ``root/<folder>/*``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: class-folder root not found")
+    items, ignored = [], {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        cls = label_map.class_of(folder.name)  # an unknown folder name is an error, never a guess
+        files = sorted(q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+        if cls is None:
+            ignored[folder.name] = len(files)
+            continue
+        items += [(str(q), cls) for q in files]
+    if not items:
+        raise ValueError(f"{root}: no images in folders the label map assigns to a class")
+    return items, {"ignored_folders": ignored}
+
+
+def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None):
+    """Predict every crop; return ``[GradedImage]`` and the skipped files. ``keep(graded)`` says
+    which images to keep drawn overlays for (returned as a dict path -> BGR overlay)."""
+    graded, skipped, overlays = [], [], {}
+    colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
+    truth = dict(items)
+    for path, pred, error in tqdm(predictor.predict_paths([p for p, _ in items]), total=len(items),
+                                  desc=desc, unit="img"):  # fmt: skip
+        if pred is None:
+            logger.warning("skipped %s: %s", path, error)
+            skipped.append({"path": path, "reason": error})
+            continue
+        top = (pred.labels[0], float(pred.scores[0])) if len(pred) else (None, 0.0)
+        g = GradedImage(path, truth[path], *top)
+        graded.append(g)
+        if keep is not None and keep(g) and len(overlays) < MAX_SHEET:
+            overlays[path] = draw_prediction(cv2.imread(path), pred.top(1), colors)
+    return graded, skipped, overlays
+
+
+def evaluate_folders(predictor, test_root, label_map, output_dir, val_root=None) -> dict:
+    """Threshold on val (if given, else the predictor's own), metrics + figures on test."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = tuple(predictor.class_names)
+    threshold, val_metrics = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD), None
+    if val_root:
+        val_items, _ = list_class_folders(val_root, label_map)
+        val_graded, _, _ = grade_folders(predictor, val_items, "val folders")
+        threshold = choose_threshold(val_graded, classes)
+        val_metrics = grade_metrics(val_graded, classes, threshold)[0]
+    items, info = list_class_folders(test_root, label_map)
+    graded, skipped, overlays = grade_folders(
+        predictor, items, "test folders", keep=lambda g: g.predicted(threshold) != g.true
+    )
+    metrics, cm = grade_metrics(graded, classes, threshold)
+    cols = [*classes, NO_HEAD]
+    title = f"{Path(test_root).name}: accuracy {metrics['accuracy']:.3f}"
+    plot_confusion_matrix(cm, list(classes), cols, out / "confusion_matrix.png", title=title)
+    wrong = [g for g in graded if g.predicted(threshold) != g.true and g.path in overlays]
+    tiles = [
+        (overlays[g.path], f"{g.true}->{g.predicted(threshold) or NO_HEAD} {g.top_score:.2f}")
+        for g in wrong
+    ]
+    has_sheet = contact_sheet(tiles, out / "misclassified.png")
+    result = {
+        "test_root": str(test_root),
+        "val_root": str(val_root) if val_root else None,
+        "threshold": threshold,
+        "threshold_chosen_on": "val folders" if val_root else "config SPERM.CONFIDENCE_THRESHOLD",
+        "test": metrics,
+        "val": val_metrics,
+        "confusion_matrix": {
+            "rows_true": list(classes),
+            "cols_predicted": cols,
+            "counts": cm.tolist(),
+        },
+        "per_sample": per_group_good(graded, lambda p: Path(p).parent.name, threshold),
+        "skipped": skipped,
+        "misclassified": [
+            {
+                "path": g.path,
+                "true": g.true,
+                "predicted": g.predicted(threshold),
+                "score": g.top_score,
+            }
+            for g in graded
+            if g.predicted(threshold) != g.true
+        ],
+        "misclassified_sheet": "misclassified.png" if has_sheet else None,
+        **info,
+    }
+    write_json_atomic(out / "metrics.json", json_safe(result))
+    return result
+
+
+def json_safe(obj):
+    """NaN is not JSON: write ``null`` for undefined ratios."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj

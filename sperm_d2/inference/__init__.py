@@ -1,0 +1,20 @@
+"""Inference: ``SpermPredictor`` -> ``ImagePrediction`` (plain numpy), morphometrics, overlays,
+video streaming, labelme export and the ``tools/infer.py`` job (``run_inference``)."""
+
+from sperm_d2.inference.morphometrics import HeadMorphometrics, measure_mask, measure_masks
+from sperm_d2.inference.predictor import SpermPredictor, find_run_weights
+from sperm_d2.inference.run import InferOptions, run_inference
+from sperm_d2.inference.types import ImagePrediction, empty_prediction, from_instances
+
+__all__ = [
+    "HeadMorphometrics",
+    "ImagePrediction",
+    "InferOptions",
+    "SpermPredictor",
+    "empty_prediction",
+    "find_run_weights",
+    "from_instances",
+    "measure_mask",
+    "measure_masks",
+    "run_inference",
+]

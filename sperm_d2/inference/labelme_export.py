@@ -1,0 +1,80 @@
+"""Predictions as labelme JSON next to a copy of the image (model-assisted annotation).
+
+An annotator opens the copy in labelme and corrects the predicted outlines instead of drawing
+every head from scratch; the corrected files go back through ``tools/prepare_data.py`` like any
+hand-made annotation (labels are the class names, which every label map knows).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sperm_d2.data.labelme_io import write_labelme_json
+from sperm_d2.inference.overlay import write_image
+from sperm_d2.inference.types import ImagePrediction
+
+
+def mask_to_polygon(mask: np.ndarray, epsilon: float = 0.7) -> list[list[float]]:
+    """Outline of a mask's largest component as ``[[x, y], ...]`` (at least 3 points, or empty).
+
+    Points are simplified with Douglas-Peucker at ``epsilon`` px: fewer vertices for the annotator
+    to drag, with the outline within a pixel of the mask.
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return []
+    contour = max(contours, key=cv2.contourArea)
+    approx = cv2.approxPolyDP(contour, epsilon, True)
+    if len(approx) < 3:
+        approx = contour
+    if len(approx) < 3:
+        return []
+    return [[float(x), float(y)] for x, y in approx.reshape(-1, 2)]
+
+
+def prediction_shapes(pred: ImagePrediction) -> list[dict]:
+    """labelme shapes (polygons labelled with the class name) for every head of ``pred``."""
+    shapes = []
+    for mask, cls, score in zip(pred.masks, pred.classes, pred.scores):
+        points = mask_to_polygon(mask)
+        if points:
+            shapes.append(
+                {
+                    "label": pred.class_names[int(cls)],
+                    "points": points,
+                    "group_id": None,
+                    "shape_type": "polygon",
+                    "flags": {},
+                    "description": f"predicted by sperm_d2, score {float(score):.3f}",
+                }
+            )
+    return shapes
+
+
+def export_labelme(
+    pred: ImagePrediction,
+    out_image: str | os.PathLike,
+    image_src: str | os.PathLike | None = None,
+    image: np.ndarray | None = None,
+) -> Path:
+    """Write ``pred`` as labelme JSON next to ``out_image``, the image being a copy of the file
+    ``image_src`` or, for video frames, the encoded ``image`` array. Returns the JSON path.
+
+    The source image is never modified.
+    """
+    out_image = Path(out_image)
+    out_image.parent.mkdir(parents=True, exist_ok=True)
+    if image_src is not None:
+        if Path(image_src).resolve() != out_image.resolve():
+            shutil.copyfile(image_src, out_image)
+    elif image is not None:
+        write_image(str(out_image), image)
+    else:
+        raise ValueError("export_labelme needs image_src or image")
+    json_path = out_image.with_suffix(".json")
+    h, w = pred.image_size
+    write_labelme_json(json_path, out_image, h, w, prediction_shapes(pred))
+    return json_path

@@ -1,0 +1,126 @@
+"""Rows and summaries of inference results: one CSV row per head, one JSON line per image,
+and per-sample (input folder) / per-video totals with % good."""
+
+import collections
+
+from tabulate import tabulate
+
+from sperm_d2.inference.morphometrics import FIELDS, measure_masks
+from sperm_d2.inference.types import ImagePrediction
+
+INSTANCE_COLUMNS = ("file", "frame", "instance", "class", "score", "x0", "y0", "x1", "y1") + FIELDS
+
+
+def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
+    """One ``instances.csv`` row per head: file, frame, class, score, box and morphometrics."""
+    rows = []
+    for i, (morph, box, cls, score) in enumerate(
+        zip(measure_masks(pred.masks, um_per_px), pred.boxes, pred.classes, pred.scores)
+    ):
+        row = {
+            "file": pred.source,
+            "frame": "" if pred.frame is None else pred.frame,
+            "instance": i,
+            "class": pred.class_names[int(cls)],
+            "score": round(float(score), 4),
+        }
+        row.update({k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
+        row.update(morph.as_row())
+        rows.append(row)
+    return rows
+
+
+def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
+    """The ``images.jsonl`` line of one image/frame: size, counts, heads with their key values."""
+    counts = pred.counts()
+    return {
+        "file": pred.source,
+        "frame": pred.frame,
+        "group": group,
+        "height": pred.image_size[0],
+        "width": pred.image_size[1],
+        "heads": len(pred),
+        "counts": counts,
+        "pct_good": pct_good(counts),
+        "instances": [
+            {k: r[k] for k in ("class", "score", "x0", "y0", "x1", "y1", "area_px", "who_flags")}
+            for r in rows
+        ],
+    }
+
+
+def pct_good(counts: dict[str, int], good: str = "good") -> float | None:
+    """Percentage of heads graded ``good``; ``None`` when there are no heads."""
+    total = sum(counts.values())
+    return None if total == 0 else round(100.0 * counts.get(good, 0) / total, 2)
+
+
+class SummaryAccumulator:
+    """Totals per sample (input folder) and per video, built record by record (memory flat)."""
+
+    def __init__(self, class_names: tuple[str, ...]) -> None:
+        self.class_names = tuple(class_names)
+        self.groups: dict[str, dict] = {}
+        self.videos: dict[str, dict] = {}
+
+    def _new(self) -> dict:
+        counts = collections.Counter({c: 0 for c in self.class_names})
+        return {"images": 0, "images_without_heads": 0, "heads": 0, "counts": counts}
+
+    def add(self, record: dict, video: str | None = None) -> None:
+        """Count one image record in its sample (folder), or a frame record in its video."""
+        if video is None:
+            t = self.groups.setdefault(record["group"], self._new())
+        else:
+            t = self.videos.setdefault(video, self._new())
+        t["images"] += 1
+        t["heads"] += record["heads"]
+        t["images_without_heads"] += record["heads"] == 0
+        t["counts"].update(record["counts"])
+
+    def as_dict(self) -> dict:
+        """JSON-ready totals: ``{"samples": {...}, "videos": {...}, "total": {...}}``; a video's
+        ``images`` are its processed frames, and the total counts images and frames alike."""
+
+        def finish(t: dict) -> dict:
+            counts = dict(t["counts"])
+            out = {k: v for k, v in t.items() if k != "counts"}
+            out.update(counts)
+            out["pct_good"] = pct_good(counts)
+            out["heads_per_image"] = round(t["heads"] / t["images"], 3) if t["images"] else None
+            return out
+
+        total = self._new()
+        for t in [*self.groups.values(), *self.videos.values()]:
+            for k in ("images", "images_without_heads", "heads"):
+                total[k] += t[k]
+            total["counts"].update(t["counts"])
+        return {
+            "samples": {g: finish(t) for g, t in sorted(self.groups.items())},
+            "videos": {v: finish(t) for v, t in sorted(self.videos.items())},
+            "total": finish(total),
+        }
+
+
+def format_summary_table(summary: dict, class_names: tuple[str, ...]) -> str:
+    """A text table: one line per sample (folder) and per video, then the total."""
+    headers = ["sample", "images", "heads", *class_names, "% good", "no head"]
+
+    def line(name: str, t: dict) -> list:
+        pg = "-" if t["pct_good"] is None else f"{t['pct_good']:.1f}"
+        return [
+            name,
+            t["images"],
+            t["heads"],
+            *[t[c] for c in class_names],
+            pg,
+            t["images_without_heads"],
+        ]
+
+    rows = [line(g, t) for g, t in summary["totals"]["samples"].items()]
+    rows += [line(f"video {v} (frames)", t) for v, t in summary["totals"]["videos"].items()]
+    rows.append(line("TOTAL", summary["totals"]["total"]))
+    text = tabulate(rows, headers=headers, tablefmt="github")
+    if summary["skipped"]:
+        text += f"\nskipped {len(summary['skipped'])} input(s): see summary.json"
+    return text

@@ -1,0 +1,180 @@
+"""The ``tools/infer.py`` job: inputs -> predictions -> overlays, CSV, JSONL, labelme, summary.
+
+Images are decoded ahead in a background thread and their overlays/labelme files drawn and
+written behind in another, so the model never waits for I/O. Unreadable inputs are skipped,
+warned about in one line each and listed in ``summary.json``; they never stop the run.
+"""
+
+import csv
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sperm_d2.atomic import atomic_write, write_json_atomic
+from sperm_d2.inference.background import BackgroundWriter, prefetch
+from sperm_d2.inference.labelme_export import export_labelme
+from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction, write_image
+from sperm_d2.inference.predictor import SpermPredictor
+from sperm_d2.inference.records import (
+    INSTANCE_COLUMNS,
+    SummaryAccumulator,
+    image_record,
+    instance_rows,
+)
+from sperm_d2.inference.sources import InputFile, expand_inputs, read_image, video_info
+from sperm_d2.inference.video import VideoSink, predict_video
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class InferOptions:
+    """What ``run_inference`` writes and how (see ``tools/infer.py --help``)."""
+
+    output_dir: Path
+    um_per_px: float = 0.0
+    frame_stride: int = 1
+    labelme: bool = False
+    overlays: bool = True
+    overlay_ext: str = ".png"
+    video_ext: str = ".mp4"
+
+
+class _Outputs:
+    """The open streamed outputs of one run (CSV + JSONL) and the totals."""
+
+    def __init__(self, csv_file, jsonl_file, class_names) -> None:
+        self.csv = csv.DictWriter(csv_file, fieldnames=INSTANCE_COLUMNS)
+        self.csv.writeheader()
+        self.jsonl = jsonl_file
+        self.totals = SummaryAccumulator(class_names)
+
+    def add(self, pred, group: str, um_per_px: float, video: str | None = None) -> None:
+        rows = instance_rows(pred, um_per_px)
+        self.csv.writerows(rows)
+        record = image_record(pred, group, rows)
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.totals.add(record, video)
+
+
+def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptions) -> dict:
+    """Process images, folders, globs and videos; write every output; return the summary dict.
+
+    ``summary["processed"]`` counts the inputs (images and videos) processed; 0 means nothing was.
+    """
+    out = Path(opts.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files, skipped = expand_inputs(inputs)
+    # A previous run's outputs inside an input folder are not inputs.
+    files = [f for f in files if not Path(f.path).resolve().is_relative_to(out.resolve())]
+    for p in skipped:
+        logger.warning("skipped %s: %s", p["path"], p["reason"])
+    colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
+    images = [f for f in files if f.kind == "image"]
+    videos = [f for f in files if f.kind == "video"]
+    start = time.perf_counter()
+    frames_done = 0
+    with (
+        atomic_write(out / "instances.csv", "w", newline="", encoding="utf-8") as csv_file,
+        atomic_write(out / "images.jsonl", "w", encoding="utf-8") as jsonl_file,
+    ):
+        outputs = _Outputs(csv_file, jsonl_file, predictor.class_names)
+        done_images = _run_images(predictor, images, opts, outputs, colors, skipped)
+        done_videos = 0
+        for f in videos:
+            n = _run_video(predictor, f, opts, outputs, colors, skipped)
+            done_videos += n > 0
+            frames_done += n
+    elapsed = time.perf_counter() - start
+    summary = {
+        "weights": predictor.weights,
+        "classes": list(predictor.class_names),
+        "confidence_threshold": predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        "test_size": [predictor.cfg.INPUT.MIN_SIZE_TEST, predictor.cfg.INPUT.MAX_SIZE_TEST],
+        "um_per_px": opts.um_per_px or None,
+        "processed": done_images + done_videos,
+        "images_processed": done_images,
+        "videos_processed": done_videos,
+        "video_frames_processed": frames_done,
+        "seconds": round(elapsed, 2),
+        "images_per_second": round((done_images + frames_done) / elapsed, 3) if elapsed else None,
+        "skipped": skipped,
+        "totals": outputs.totals.as_dict(),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _run_images(predictor, images: list[InputFile], opts, outputs, colors, skipped) -> int:
+    """Decode ahead (background thread) -> predict (``predictor.batch_size`` per forward pass)
+    -> draw and write behind (background thread); returns the number of images processed."""
+    out = Path(opts.output_dir)
+    by_path = {f.path: f for f in images}
+    done = 0
+    if not images:
+        return 0
+
+    def decoded(bar):
+        for f, (image, error) in prefetch(images, lambda f: read_image(f.path)):
+            if image is None:
+                bar.update(1)
+                logger.warning("skipped %s: %s", f.path, error)
+                skipped.append({"path": f.path, "reason": error})
+                continue
+            yield f.path, None, image
+
+    with BackgroundWriter() as writer, tqdm(total=len(images), desc="images", unit="img") as bar:
+        for image, pred in predictor.predict_stream(decoded(bar)):
+            f = by_path[pred.source]
+            outputs.add(pred, f.group, opts.um_per_px)
+            done += 1
+            bar.update(1)
+            if opts.overlays:
+                target = str((out / "overlays" / f.relpath).with_suffix(opts.overlay_ext))
+                writer.submit(_write_overlay, target, image, pred, colors)
+            if opts.labelme:
+                writer.submit(export_labelme, pred, out / "labelme" / f.relpath, image_src=f.path)
+    return done
+
+
+def _write_overlay(target: str, image, pred, colors) -> None:
+    write_image(target, draw_prediction(image, pred, colors))
+
+
+def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped) -> int:
+    """Stream one video; returns the number of frames processed (0 = skipped)."""
+    out = Path(opts.output_dir)
+    try:
+        info = video_info(f.path)
+    except ValueError as e:
+        logger.warning("skipped %s: %s", f.path, e)
+        skipped.append({"path": f.path, "reason": str(e)})
+        return 0
+    stem = Path(f.relpath).with_suffix("")
+    target = out / "videos" / f"{stem}_annotated{opts.video_ext}"
+    total = -(-info["frames"] // opts.frame_stride) if info["frames"] > 0 else None
+    n = 0
+    with VideoSink(target, info["fps"] / opts.frame_stride) as sink:
+        with (
+            BackgroundWriter() as writer,
+            tqdm(total=total, desc=Path(f.path).name, unit="frame") as bar,
+        ):
+            for image, pred in predict_video(predictor, f.path, opts.frame_stride):
+                outputs.add(pred, f.group, opts.um_per_px, video=f.relpath)
+                caption = f"frame {pred.frame}  heads {len(pred)}"
+                writer.submit(
+                    lambda im, p, c: sink.write(draw_prediction(im, p, colors, caption=c)),
+                    image,
+                    pred,
+                    caption,
+                )
+                if opts.labelme:
+                    frame_png = out / "labelme" / stem / f"frame_{pred.frame:06d}.png"
+                    writer.submit(export_labelme, pred, frame_png, image=image)
+                n += 1
+                bar.update(1)
+    return n

@@ -1,0 +1,104 @@
+"""Input expansion, decoding, video streaming and per-sample totals (no model needed)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sperm_d2.inference.background import BackgroundWriter, prefetch
+from sperm_d2.inference.records import SummaryAccumulator, format_summary_table, pct_good
+from sperm_d2.inference.sources import expand_inputs, read_image, read_video_frames, video_info
+from sperm_d2.inference.video import VideoSink
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    for rel in ("a/x.png", "a/sub/y.jpg", "b/z.png", "b/notes.txt", "c.mp4"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+    return tmp_path
+
+
+def test_expand_inputs_folders_files_globs_and_problems(tree):
+    files, problems = expand_inputs(
+        [str(tree / "a"), str(tree / "b" / "z.png"), str(tree / "*.mp4"), str(tree / "a" / "x.png"),
+         str(tree / "b" / "notes.txt"), str(tree / "nothing*.png")]
+    )  # fmt: skip
+    by_name = {Path(f.path).name: f for f in files}
+    assert sorted(by_name) == ["c.mp4", "x.png", "y.jpg", "z.png"]  # x.png listed once
+    assert by_name["y.jpg"].group == "a/sub" and by_name["y.jpg"].relpath == "a/sub/y.jpg"
+    assert by_name["x.png"].group == "a" and by_name["z.png"].group == "b"
+    assert by_name["c.mp4"].kind == "video" and by_name["x.png"].kind == "image"
+    reasons = {Path(p["path"]).name: p["reason"] for p in problems}
+    assert "unknown file type" in reasons["notes.txt"] and "no such" in reasons["nothing*.png"]
+
+
+def test_read_image_reports_problems_as_values(tmp_path):
+    good = tmp_path / "g.png"
+    cv2.imwrite(str(good), np.zeros((5, 7, 3), np.uint8))
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), np.zeros((5, 7), np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"xx")
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert read_image(good)[0].shape == (5, 7, 3)
+    assert read_image(gray)[0].shape == (5, 7, 3)  # grey images become 3-channel
+    assert read_image(tmp_path / "bad.png") == (None, read_image(tmp_path / "bad.png")[1])
+    assert "decode" in read_image(tmp_path / "bad.png")[1]
+    assert read_image(tmp_path / "empty.png")[1] == "empty file"
+    assert "cannot read" in read_image(tmp_path / "missing.png")[1]
+
+
+def test_video_frames_stride_and_info(tmp_path):
+    path = tmp_path / "v.avi"
+    with VideoSink(path, fps=5) as sink:
+        for i in range(7):
+            sink.write(np.full((16, 24, 3), i * 30, np.uint8))
+    assert sink.frames == 7
+    info = video_info(path)
+    assert (info["width"], info["height"], info["frames"]) == (24, 16, 7)
+    frames = list(read_video_frames(path, stride=3))
+    assert [i for i, _ in frames] == [0, 3, 6]
+    assert abs(float(frames[1][1].mean()) - 90) < 8  # the right frame, not the next one
+    with pytest.raises(ValueError, match="stride"):
+        list(read_video_frames(path, stride=0))
+    (tmp_path / "junk.mp4").write_bytes(b"junk")
+    with pytest.raises(ValueError):
+        video_info(tmp_path / "junk.mp4")
+
+
+def test_prefetch_keeps_order_and_writer_reraises():
+    assert [r for _, r in prefetch(range(20), lambda x: x * x, ahead=3)] == [
+        x * x for x in range(20)
+    ]
+    assert list(prefetch([], lambda x: x)) == []
+    done = []
+    with BackgroundWriter(max_pending=2) as w:
+        for i in range(10):
+            w.submit(done.append, i)
+    assert done == list(range(10))
+    with pytest.raises(ZeroDivisionError):
+        with BackgroundWriter() as w:
+            w.submit(lambda: 1 / 0)
+
+
+def test_summary_totals_per_sample_and_video():
+    acc = SummaryAccumulator(("good", "bad"))
+
+    def rec(group, good, bad):
+        return {"group": group, "heads": good + bad, "counts": {"good": good, "bad": bad}}
+
+    acc.add(rec("s1", 3, 1))
+    acc.add(rec("s1", 0, 0))
+    acc.add(rec("s2", 1, 1))
+    acc.add(rec("clips", 2, 0), video="v.mp4")
+    d = acc.as_dict()
+    assert d["samples"]["s1"] == {"images": 2, "images_without_heads": 1, "heads": 4, "good": 3,
+                                  "bad": 1, "pct_good": 75.0, "heads_per_image": 2.0}  # fmt: skip
+    assert d["samples"]["s2"]["pct_good"] == 50.0 and "clips" not in d["samples"]
+    assert d["videos"]["v.mp4"]["images"] == 1 and d["videos"]["v.mp4"]["pct_good"] == 100.0
+    assert d["total"]["heads"] == 8 and d["total"]["pct_good"] == 75.0
+    assert pct_good({"good": 0, "bad": 0}) is None
+    table = format_summary_table({"totals": d, "skipped": [{"path": "x"}]}, ("good", "bad"))
+    assert "| s1" in table and "75" in table and "video v.mp4" in table and "skipped 1" in table
