@@ -87,9 +87,11 @@ def baseline_detectron2(cfg, weights: str, paths: list[Path], out: Path) -> floa
             vis = Visualizer(image[:, :, ::-1], meta).draw_instance_predictions(inst)
             cv2.imwrite(str(out / p.name), vis.get_image()[:, :, ::-1])
             for box, score, cls, mask in zip(
-                inst.pred_boxes.tensor.tolist(), inst.scores.tolist(),
-                inst.pred_classes.tolist(), inst.pred_masks,
-            ):  # fmt: skip
+                inst.pred_boxes.tensor.tolist(),
+                inst.scores.tolist(),
+                inst.pred_classes.tolist(),
+                inst.pred_masks,
+            ):
                 writer.writerow([p.name, cls, round(score, 4), *box, int(mask.sum())])
     return time.perf_counter() - start
 
@@ -133,8 +135,15 @@ def bench_video(cfg, weights: str, work: Path, lengths: list[int], size: int) ->
         with VideoSink(video, fps=10) as sink:
             for frame in render_video_frames(5, size, size, n):
                 sink.write(frame)
-        cmd = [sys.executable, __file__, "--video-child", str(config), weights, str(video),
-               str(work / f"video_out_{n}")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--video-child",
+            str(config),
+            weights,
+            str(video),
+            str(work / f"video_out_{n}"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return results
@@ -153,18 +162,28 @@ def main(args: argparse.Namespace) -> None:
         t_base = baseline_detectron2(cfg, weights, paths, work / "baseline")
         n, size = len(paths), cfg.INPUT.MIN_SIZE_TEST
         source = f"run {args.run}" if args.run else "random"
-        print(f"crops: {n} x {args.size} px, weights: {source}, test size ours {size} px, "
-              f"torch threads {torch.get_num_threads()}")  # fmt: skip
+        print(
+            f"crops: {n} x {args.size} px, weights: {source}, test size ours {size} px, "
+            f"torch threads {torch.get_num_threads()}"
+        )
         print(f"(a) detectron2 DefaultPredictor+Visualizer @800: {n / t_base:.2f} crops/s")
-        print(f"    tools/infer.py job @{size}: {n / t_ours:.2f} crops/s "
-              f"-> {t_base / t_ours:.2f}x (target >= 5x)")  # fmt: skip
-        print(f"(b) bare forward @{size}: {n / t_bare:.2f} crops/s -> infer.py "
-              f"overhead {100 * (t_ours / t_bare - 1):+.1f} % (target <= 15 %)")  # fmt: skip
-        print(f"    batching: 4 crops per forward pass {n / t_batch4:.2f} crops/s vs 1: "
-              f"{n / t_bare:.2f} ({100 * (t_bare / t_batch4 - 1):+.1f} % throughput)")  # fmt: skip
+        print(
+            f"    tools/infer.py job @{size}: {n / t_ours:.2f} crops/s "
+            f"-> {t_base / t_ours:.2f}x (target >= 5x)"
+        )
+        print(
+            f"(b) bare forward @{size}: {n / t_bare:.2f} crops/s -> infer.py "
+            f"overhead {100 * (t_ours / t_bare - 1):+.1f} % (target <= 15 %)"
+        )
+        print(
+            f"    batching: 4 crops per forward pass {n / t_batch4:.2f} crops/s vs 1: "
+            f"{n / t_bare:.2f} ({100 * (t_bare / t_batch4 - 1):+.1f} % throughput)"
+        )
         for r in bench_video(cfg, weights, work, args.video_frames, args.size):
-            print(f"(c) video {r['frames']:4d} frames: {r['fps']:.2f} frames/s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+            print(
+                f"(c) video {r['frames']:4d} frames: {r['fps']:.2f} frames/s, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -93,12 +93,19 @@ def main(args: argparse.Namespace) -> None:
     setup_logger(name="sperm_d2")
     with tempfile.TemporaryDirectory() as tmp:
         opts = list(args.opts) + [
-            "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
-            "SOLVER.MAX_ITER", str(args.iters + args.warmup),
-            "SOLVER.CHECKPOINT_PERIOD", str(args.checkpoint_period),
-            "SPERM.EPOCHS", "0",
-            "OUTPUT_DIR", tmp,
-        ]  # fmt: skip
+            "DATASETS.TEST",
+            "()",
+            "TEST.EVAL_PERIOD",
+            "0",
+            "SOLVER.MAX_ITER",
+            str(args.iters + args.warmup),
+            "SOLVER.CHECKPOINT_PERIOD",
+            str(args.checkpoint_period),
+            "SPERM.EPOCHS",
+            "0",
+            "OUTPUT_DIR",
+            tmp,
+        ]
         cfg = prepare_config(args.config_file, opts)
         print(f"torch threads: {torch.get_num_threads()}, config: {args.config_file}")
         plain, ours = [], []

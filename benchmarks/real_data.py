@@ -316,8 +316,11 @@ class Runner:
             rc = subprocess.call(list(cmd), cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
         self.seconds[log_name] = round(time.perf_counter() - t0, 1)
         self.cpu_seconds[log_name] = round(_children_cpu_seconds() - cpu0, 1)
-        print(f"  -> exit {rc} in {self.seconds[log_name]:.0f} s "
-              f"({self.cpu_seconds[log_name]:.0f} CPU s), log {log}", flush=True)  # fmt: skip
+        print(
+            f"  -> exit {rc} in {self.seconds[log_name]:.0f} s "
+            f"({self.cpu_seconds[log_name]:.0f} CPU s), log {log}",
+            flush=True,
+        )
         if rc not in ok:
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             raise StepError(f"{Path(cmd[1]).name} exited {rc} (see {log}): {' | '.join(tail)}")
@@ -349,12 +352,17 @@ def schedule_opts(max_iter: int | None) -> list[str]:
     steps = tuple(sorted({s for s in (int(0.73 * max_iter), int(0.9 * max_iter)) if 0 < s}))
     period = max(1, max_iter // 5)
     return [
-        "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.STEPS", str(steps),
-        "SOLVER.WARMUP_ITERS", str(min(100, max_iter // 10)),
-        "SOLVER.CHECKPOINT_PERIOD", str(period),
-        "TEST.EVAL_PERIOD", str(period),
-    ]  # fmt: skip
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.STEPS",
+        str(steps),
+        "SOLVER.WARMUP_ITERS",
+        str(min(100, max_iter // 10)),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(period),
+        "TEST.EVAL_PERIOD",
+        str(period),
+    ]
 
 
 def smoke_subset(src: Path, dst: Path, per_class: int) -> Path:
@@ -390,13 +398,26 @@ def class_folder_tree(images: Sequence[Path], dst: Path) -> Path:
 
 def train_step(run, args, name: str, data_root: Path, run_dir: Path, opts: list[str]) -> dict:
     """tools/train_net.py into ``run_dir``; returns wall time and the measured s/iter."""
-    cmd = [sys.executable, "tools/train_net.py", "--config-file", args.config,
-           "SPERM.DATA_ROOT", _rel(data_root), "OUTPUT_DIR", _rel(run_dir),
-           *schedule_opts(args.max_iter), *opts, *args.opts]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "tools/train_net.py",
+        "--config-file",
+        args.config,
+        "SPERM.DATA_ROOT",
+        _rel(data_root),
+        "OUTPUT_DIR",
+        _rel(run_dir),
+        *schedule_opts(args.max_iter),
+        *opts,
+        *args.opts,
+    ]
     t0 = time.perf_counter()
     run(cmd, f"{name}_train")
-    return {"run_dir": str(run_dir), "train_wall_s": round(time.perf_counter() - t0, 1),
-            **iteration_time(run_dir)}  # fmt: skip
+    return {
+        "run_dir": str(run_dir),
+        "train_wall_s": round(time.perf_counter() - t0, 1),
+        **iteration_time(run_dir),
+    }
 
 
 def iteration_time(run_dir: Path) -> dict:
@@ -417,11 +438,40 @@ def evaluate_step(run, name, run_dir, out_dir, test, val, test_tree, val_tree, w
     """tools/evaluate.py twice: COCO split metrics and image-level grading of the folders."""
     w = ["--weights", weights] if weights else []
     coco_out, folder_out = out_dir / "coco", out_dir / "folders"
-    run([sys.executable, "tools/evaluate.py", "--run", _rel(run_dir), *w, "--dataset", test,
-         "--val-dataset", val, "--output", _rel(coco_out)], f"{name}_eval_coco")  # fmt: skip
-    run([sys.executable, "tools/evaluate.py", "--run", _rel(run_dir), *w, "--folders",
-         _rel(test_tree), "--val-folders", _rel(val_tree), "--label-map", LABELS, "--output",
-         _rel(folder_out)], f"{name}_eval_folders")  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "tools/evaluate.py",
+            "--run",
+            _rel(run_dir),
+            *w,
+            "--dataset",
+            test,
+            "--val-dataset",
+            val,
+            "--output",
+            _rel(coco_out),
+        ],
+        f"{name}_eval_coco",
+    )
+    run(
+        [
+            sys.executable,
+            "tools/evaluate.py",
+            "--run",
+            _rel(run_dir),
+            *w,
+            "--folders",
+            _rel(test_tree),
+            "--val-folders",
+            _rel(val_tree),
+            "--label-map",
+            LABELS,
+            "--output",
+            _rel(folder_out),
+        ],
+        f"{name}_eval_folders",
+    )
     return collect_metrics(coco_out / "metrics.json", folder_out / "metrics.json")
 
 
@@ -439,30 +489,67 @@ def collect_metrics(coco_json: Path, folders_json: Path) -> dict:
 
 
 def prepare_step(run, name, src: Path, data_root: Path, args, extra: Sequence[str]) -> None:
-    run([sys.executable, "tools/prepare_data.py", "--input", str(src), "--from-folders",
-         "--output", _rel(data_root), "--labels", LABELS, "--seed", str(args.seed),
-         "--workers", str(args.workers), *extra], f"{name}_prepare", ok=PREPARE_OK)  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "tools/prepare_data.py",
+            "--input",
+            str(src),
+            "--from-folders",
+            "--output",
+            _rel(data_root),
+            "--labels",
+            LABELS,
+            "--seed",
+            str(args.seed),
+            "--workers",
+            str(args.workers),
+            *extra,
+        ],
+        f"{name}_prepare",
+        ok=PREPARE_OK,
+    )
 
 
 def run_split(run, args, name: str, src: Path, out: Path) -> dict:
     """Stratified train/val/test: prepare, train (selected on val), evaluate on test."""
     data_root = out / "data"
     prepare_step(run, name, src, data_root, args, ["--split", args.split])
-    trees = {s: class_folder_tree(split_images(data_root, s), out / "folders" / s)
-             for s in ("val", "test")}  # fmt: skip
+    trees = {
+        s: class_folder_tree(split_images(data_root, s), out / "folders" / s)
+        for s in ("val", "test")
+    }
     train = train_step(run, args, name, data_root, out / "train", [])
-    test = evaluate_step(run, name, out / "train", out / "eval", "sperm_test", "sperm_val",
-                         trees["test"], trees["val"])  # fmt: skip
-    return {"data_root": str(data_root), "train": train, "test": test,
-            "test_images": len(split_images(data_root, "test"))}  # fmt: skip
+    test = evaluate_step(
+        run,
+        name,
+        out / "train",
+        out / "eval",
+        "sperm_test",
+        "sperm_val",
+        trees["test"],
+        trees["val"],
+    )
+    return {
+        "data_root": str(data_root),
+        "train": train,
+        "test": test,
+        "test_images": len(split_images(data_root, "test")),
+    }
 
 
 def run_kfold(run, args, name: str, src: Path, out: Path) -> dict:
     """K folds over all crops: train on K-1 parts (final checkpoint), report on the held-out one."""
     data_root = out / "data"
     # two ratios: no test part is held out, the K folds cover every crop (the literature's way)
-    prepare_step(run, f"{name}_kfold", src, data_root, args,
-                 ["--split", "0.8,0.2", "--kfold", str(args.kfold)])  # fmt: skip
+    prepare_step(
+        run,
+        f"{name}_kfold",
+        src,
+        data_root,
+        args,
+        ["--split", "0.8,0.2", "--kfold", str(args.kfold)],
+    )
     folds = {}
     for i in args.fold_list:
         tag, fold_out = f"fold{i}", out / f"fold{i}"
@@ -472,9 +559,17 @@ def run_kfold(run, args, name: str, src: Path, out: Path) -> dict:
         }
         opts = ["DATASETS.TRAIN", f'("sperm_{tag}_train",)', "DATASETS.TEST", "()"]
         train = train_step(run, args, f"{name}_{tag}", data_root, fold_out / "train", opts)
-        metrics = evaluate_step(run, f"{name}_{tag}", fold_out / "train", fold_out / "eval",
-                                f"sperm_{tag}_val", f"sperm_{tag}_train", trees["val"],
-                                trees["train"], weights="model_final.pth")  # fmt: skip
+        metrics = evaluate_step(
+            run,
+            f"{name}_{tag}",
+            fold_out / "train",
+            fold_out / "eval",
+            f"sperm_{tag}_val",
+            f"sperm_{tag}_train",
+            trees["val"],
+            trees["train"],
+            weights="model_final.pth",
+        )
         folds[tag] = {"train": train, "test": metrics}
     return {
         "k": args.kfold,
@@ -511,9 +606,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
             "split": args.split,
             "smoke": args.smoke,
-            "command": " ".join(_quote(a) for a in ["python", "benchmarks/real_data.py",
-                                                    *(sys.argv[1:] if argv is None else argv)]),
-        },  # fmt: skip
+            "command": " ".join(
+                _quote(a)
+                for a in [
+                    "python",
+                    "benchmarks/real_data.py",
+                    *(sys.argv[1:] if argv is None else argv),
+                ]
+            ),
+        },
         "datasets": {},
     }
     failed = False

@@ -95,8 +95,13 @@ def test_per_group_good():
 
 
 def test_figures_are_written(tmp_path):
-    plot_confusion_matrix(np.array([[3, 1, 0], [2, 5, 1]]), list(CLASSES),
-                          [*CLASSES, "no head"], tmp_path / "cm.png", title="t")  # fmt: skip
+    plot_confusion_matrix(
+        np.array([[3, 1, 0], [2, 5, 1]]),
+        list(CLASSES),
+        [*CLASSES, "no head"],
+        tmp_path / "cm.png",
+        title="t",
+    )
     assert cv2.imread(str(tmp_path / "cm.png")) is not None
     tiles = [(np.full((50, 30, 3), 100, np.uint8), "good->bad 0.9")] * 7
     assert contact_sheet(tiles, tmp_path / "sheet.png", tile=64, cols=3)

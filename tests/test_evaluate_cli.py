@@ -33,10 +33,22 @@ def test_evaluate_cli_folders_prints_metrics_and_writes_figures(tiny_dataset, tm
             cv2.imwrite(str(root / folder / f"{r['image_id']}.png"), cv2.imread(r["file_name"]))
     out = tmp_path / "eval"
     cmd = [
-        sys.executable, str(REPO / "tools/evaluate.py"), "--config-file", INSTANT,
-        "--folders", str(root), "--val-folders", str(root), "--output", str(out),
-        "--min-score", "0.0", "--opts", "TEST.DETECTIONS_PER_IMAGE", "3",
-    ]  # fmt: skip
+        sys.executable,
+        str(REPO / "tools/evaluate.py"),
+        "--config-file",
+        INSTANT,
+        "--folders",
+        str(root),
+        "--val-folders",
+        str(root),
+        "--output",
+        str(out),
+        "--min-score",
+        "0.0",
+        "--opts",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "3",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for word in ("accuracy", "sensitivity_bad", "specificity_bad", "f1_bad", "no_head", "pred bad"):
@@ -70,8 +82,14 @@ def test_threshold_metrics_hand_computed():
 @pytest.mark.slow
 def test_evaluate_coco_split_in_process(tiny_dataset, tmp_path):
     torch.manual_seed(0)
-    opts = ["SPERM.DATA_ROOT", str(tiny_dataset.root), "SPERM.DATASET_PREFIX", "evaltest",
-            "TEST.DETECTIONS_PER_IMAGE", "3"]  # fmt: skip
+    opts = [
+        "SPERM.DATA_ROOT",
+        str(tiny_dataset.root),
+        "SPERM.DATASET_PREFIX",
+        "evaltest",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "3",
+    ]
     predictor = SpermPredictor(setup_cfg(INSTANT, opts), score_threshold=0.0)
     try:
         result, text = run_evaluation(

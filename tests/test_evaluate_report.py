@@ -22,8 +22,12 @@ def test_report_holds_the_numbers_and_links(tmp_path):
     test.update(
         {"at_threshold/precision": 0.9, "at_threshold/recall": 0.8, "at_threshold/f1": 0.847}
     )
-    metrics = {"test_dataset": "sperm_test", "threshold": 0.61, "threshold_chosen_on": "sperm_val",
-               "test": test}  # fmt: skip
+    metrics = {
+        "test_dataset": "sperm_test",
+        "threshold": 0.61,
+        "threshold_chosen_on": "sperm_val",
+        "test": test,
+    }
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics))
     text = write_demo_report(tmp_path).read_text()
     assert "2 min 05 s" in text and "10 min 00 s" in text

@@ -35,10 +35,22 @@ def test_infer_cli_folder_with_broken_file_and_video(tmp_path):
     writer.release()
     out = tmp_path / "out"
     proc = run_infer(
-        "--input", str(sample), str(video), "--output", str(out), "--confidence-threshold", "0",
-        "--frame-stride", "2", "--um-per-px", "0.1", "--labelme",
-        "--opts", "TEST.DETECTIONS_PER_IMAGE", "3",
-    )  # fmt: skip
+        "--input",
+        str(sample),
+        str(video),
+        "--output",
+        str(out),
+        "--confidence-threshold",
+        "0",
+        "--frame-stride",
+        "2",
+        "--um-per-px",
+        "0.1",
+        "--labelme",
+        "--opts",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "3",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "sample_A" in proc.stdout and "% good" in proc.stdout and "TOTAL" in proc.stdout
     warnings = [line for line in proc.stderr.splitlines() if "skipped" in line]

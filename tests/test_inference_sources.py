@@ -23,9 +23,15 @@ def tree(tmp_path: Path) -> Path:
 
 def test_expand_inputs_folders_files_globs_and_problems(tree):
     files, problems = expand_inputs(
-        [str(tree / "a"), str(tree / "b" / "z.png"), str(tree / "*.mp4"), str(tree / "a" / "x.png"),
-         str(tree / "b" / "notes.txt"), str(tree / "nothing*.png")]
-    )  # fmt: skip
+        [
+            str(tree / "a"),
+            str(tree / "b" / "z.png"),
+            str(tree / "*.mp4"),
+            str(tree / "a" / "x.png"),
+            str(tree / "b" / "notes.txt"),
+            str(tree / "nothing*.png"),
+        ]
+    )
     by_name = {Path(f.path).name: f for f in files}
     assert sorted(by_name) == ["c.mp4", "x.png", "y.jpg", "z.png"]  # x.png listed once
     assert by_name["y.jpg"].group == "a/sub" and by_name["y.jpg"].relpath == "a/sub/y.jpg"
@@ -94,8 +100,15 @@ def test_summary_totals_per_sample_and_video():
     acc.add(rec("s2", 1, 1))
     acc.add(rec("clips", 2, 0), video="v.mp4")
     d = acc.as_dict()
-    assert d["samples"]["s1"] == {"images": 2, "images_without_heads": 1, "heads": 4, "good": 3,
-                                  "bad": 1, "pct_good": 75.0, "heads_per_image": 2.0}  # fmt: skip
+    assert d["samples"]["s1"] == {
+        "images": 2,
+        "images_without_heads": 1,
+        "heads": 4,
+        "good": 3,
+        "bad": 1,
+        "pct_good": 75.0,
+        "heads_per_image": 2.0,
+    }
     assert d["samples"]["s2"]["pct_good"] == 50.0 and "clips" not in d["samples"]
     assert d["videos"]["v.mp4"]["images"] == 1 and d["videos"]["v.mp4"]["pct_good"] == 100.0
     assert d["total"]["heads"] == 8 and d["total"]["pct_good"] == 75.0

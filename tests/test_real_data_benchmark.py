@@ -111,15 +111,30 @@ def test_value_formatting() -> None:
 
 
 def _results(smoke: bool = False) -> dict:
-    test = {"segm/AP": 61.25, "segm/AP50": 95.0, "bbox/AP": 60.0, "pixellib/mAP50": 0.9123,
-            "accuracy": 0.875, "sensitivity_bad": 0.9, "specificity_bad": 0.8, "f1_bad": 0.85,
-            "no_head": 1}  # fmt: skip
+    test = {
+        "segm/AP": 61.25,
+        "segm/AP50": 95.0,
+        "bbox/AP": 60.0,
+        "pixellib/mAP50": 0.9123,
+        "accuracy": 0.875,
+        "sensitivity_bad": 0.9,
+        "specificity_bad": 0.8,
+        "f1_bad": 0.85,
+        "no_head": 1,
+    }
     folds = [dict(test, accuracy=a) for a in (0.8, 0.9)]
     return {
-        "meta": {"date": "2026-11-27 04:00 UTC", "machine": "AMD EPYC, 2 CPU cores",
-                 "config": rd.DEFAULT_CONFIG, "iterations": "1500 iterations", "seed": 0,
-                 "split": "0.7,0.15,0.15", "smoke": smoke, "command": "python x.py",
-                 "commands": ["python tools/train_net.py --config-file c.yaml"]},  # fmt: skip
+        "meta": {
+            "date": "2026-11-27 04:00 UTC",
+            "machine": "AMD EPYC, 2 CPU cores",
+            "config": rd.DEFAULT_CONFIG,
+            "iterations": "1500 iterations",
+            "seed": 0,
+            "split": "0.7,0.15,0.15",
+            "smoke": smoke,
+            "command": "python x.py",
+            "commands": ["python tools/train_net.py --config-file c.yaml"],
+        },
         "datasets": {
             "hushem": {
                 "split": {"test": test, "test_images": 33},
@@ -162,9 +177,13 @@ def test_smoke_table_is_marked_and_failures_listed() -> None:
 def test_schedule_opts() -> None:
     assert rd.schedule_opts(None) == []
     opts = dict(zip(*[iter(rd.schedule_opts(1000))] * 2))
-    assert opts == {"SOLVER.MAX_ITER": "1000", "SOLVER.STEPS": "(730, 900)",
-                    "SOLVER.WARMUP_ITERS": "100", "SOLVER.CHECKPOINT_PERIOD": "200",
-                    "TEST.EVAL_PERIOD": "200"}  # fmt: skip
+    assert opts == {
+        "SOLVER.MAX_ITER": "1000",
+        "SOLVER.STEPS": "(730, 900)",
+        "SOLVER.WARMUP_ITERS": "100",
+        "SOLVER.CHECKPOINT_PERIOD": "200",
+        "TEST.EVAL_PERIOD": "200",
+    }
     assert dict(zip(*[iter(rd.schedule_opts(1))] * 2))["SOLVER.STEPS"] == "()"
 
 
@@ -207,11 +226,27 @@ def test_runner_logs_shows_shell_safe_commands_and_names_failures(tmp_path, caps
 
 
 def test_collect_metrics(tmp_path) -> None:
-    coco = {"threshold": 0.4, "test": {"segm/AP": 50.0, "segm/AP50": 90.0, "bbox/AP": 45.0,
-                                       "pixellib/mAP50": 0.88, "segm/AP75": 1.0}}  # fmt: skip
-    folders = {"threshold": 0.3, "test": {"accuracy": 0.9, "sensitivity_bad": 1.0,
-                                          "specificity_bad": None, "f1_bad": 0.95, "no_head": 0,
-                                          "images": 10}}  # fmt: skip
+    coco = {
+        "threshold": 0.4,
+        "test": {
+            "segm/AP": 50.0,
+            "segm/AP50": 90.0,
+            "bbox/AP": 45.0,
+            "pixellib/mAP50": 0.88,
+            "segm/AP75": 1.0,
+        },
+    }
+    folders = {
+        "threshold": 0.3,
+        "test": {
+            "accuracy": 0.9,
+            "sensitivity_bad": 1.0,
+            "specificity_bad": None,
+            "f1_bad": 0.95,
+            "no_head": 0,
+            "images": 10,
+        },
+    }
     (tmp_path / "c.json").write_text(json.dumps(coco))
     (tmp_path / "f.json").write_text(json.dumps(folders))
     m = rd.collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
@@ -227,9 +262,12 @@ def test_smoke_subset_copies_the_first_crops_per_class(tmp_path) -> None:
             (src / folder / f"{i}.png").write_bytes(b"x")
         (src / folder / "notes.txt").write_text("not an image")
     dst = rd.smoke_subset(src, tmp_path / "dst", 2)
-    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")
-                  if p.is_file()) == ["abnormal/0.png", "abnormal/1.png", "normal/0.png",
-                                      "normal/1.png"]  # fmt: skip
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file()) == [
+        "abnormal/0.png",
+        "abnormal/1.png",
+        "normal/0.png",
+        "normal/1.png",
+    ]
 
 
 # ---------------------------------------------------------------- end to end (slow)
@@ -251,16 +289,46 @@ def test_smoke_run_on_generated_class_folders(tmp_path, capsys) -> None:
         for s in seeds:
             cv2.imwrite(str(data / "hushem" / folder / f"{s}.png"), _crop(s))
     out = tmp_path / "out"
-    fast = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
-            "MODEL.RPN.POST_NMS_TOPK_TEST", "20", "TEST.DETECTIONS_PER_IMAGE", "3",
-            "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2"]  # fmt: skip
-    argv = ["--data", str(data), "--datasets", "hushem,smids", "--smoke", "--max-iter", "1",
-            "--kfold", "0", "--output", str(out), "--opts", *fast]  # fmt: skip
+    fast = [
+        "INPUT.MIN_SIZE_TRAIN",
+        "(64,)",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        "20",
+        "TEST.DETECTIONS_PER_IMAGE",
+        "3",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+    ]
+    argv = [
+        "--data",
+        str(data),
+        "--datasets",
+        "hushem,smids",
+        "--smoke",
+        "--max-iter",
+        "1",
+        "--kfold",
+        "0",
+        "--output",
+        str(out),
+        "--opts",
+        *fast,
+    ]
     assert rd.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     hushem = results["datasets"]["hushem"]
-    assert set(hushem["split"]["test"]) >= {"segm/AP", "segm/AP50", "pixellib/mAP50", "accuracy",
-                                            "sensitivity_bad", "specificity_bad"}  # fmt: skip
+    assert set(hushem["split"]["test"]) >= {
+        "segm/AP",
+        "segm/AP50",
+        "pixellib/mAP50",
+        "accuracy",
+        "sensitivity_bad",
+        "specificity_bad",
+    }
     assert hushem["split"]["test"]["images"] == hushem["split"]["test_images"]
     assert results["datasets"]["smids"]["skipped"].endswith("smids_train: folder not found")
     assert results["meta"]["smoke"] is True

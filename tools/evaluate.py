@@ -20,17 +20,12 @@ import sys
 
 from sperm_d2.config import ConfigError
 from sperm_d2.evaluation.run import run_evaluation
-from sperm_d2.inference import SpermPredictor
+from sperm_d2.inference import SpermPredictor, add_model_arguments
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="training run folder (config.yaml + model_best/final.pth)")
-    src.add_argument("--config-file", help="config YAML (with --weights)")
-    p.add_argument(
-        "--weights", default=None, help="checkpoint (with --config-file) or name in --run"
-    )
+    add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="registered split to report on (<prefix>_test)")
     p.add_argument("--val-dataset", default=None, help="split to choose the threshold on")
     p.add_argument("--folders", default=None, help="class-folder root to report on")
@@ -40,7 +35,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-map", default="configs/labels/default.yaml", help="label map YAML")
     p.add_argument("--min-score", type=float, default=0.05, help="model score floor (AP needs low)")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs")
     return p.parse_args(argv)
 
 
@@ -49,8 +43,15 @@ def main(args: argparse.Namespace) -> int:
     predictor = SpermPredictor.load(
         args.run, args.config_file, args.weights, args.opts, args.min_score
     )
-    _, text = run_evaluation(predictor, args.output, args.dataset, args.val_dataset, args.folders,
-                             args.val_folders, args.label_map)  # fmt: skip
+    _, text = run_evaluation(
+        predictor,
+        args.output,
+        args.dataset,
+        args.val_dataset,
+        args.folders,
+        args.val_folders,
+        args.label_map,
+    )
     print(text)
     return 0
 

@@ -19,27 +19,25 @@ import sys
 from pathlib import Path
 
 from sperm_d2.config import ConfigError
-from sperm_d2.inference import InferOptions, SpermPredictor, run_inference
+from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
 from sperm_d2.inference.records import format_summary_table
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="training run folder (config.yaml + model_best/final.pth)")
-    src.add_argument("--config-file", help="config YAML (with --weights)")
-    p.add_argument(
-        "--weights", default=None, help="checkpoint (with --config-file) or name in --run"
-    )
+    add_model_arguments(p)
     p.add_argument("--input", nargs="+", required=True, help="images, folders, globs, videos")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--confidence-threshold", type=float, default=None,
-                   help="minimum score (default: SPERM.CONFIDENCE_THRESHOLD)")  # fmt: skip
+    p.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="minimum score (default: SPERM.CONFIDENCE_THRESHOLD)",
+    )
     p.add_argument("--um-per-px", type=float, default=None, help="µm per pixel for morphometrics")
     p.add_argument("--frame-stride", type=int, default=1, help="process every n-th video frame")
     p.add_argument("--labelme", action="store_true", help="also write labelme JSON + image copies")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs")
     return p.parse_args(argv)
 
 
@@ -51,8 +49,13 @@ def main(args: argparse.Namespace) -> int:
         args.run, args.config_file, args.weights, args.opts, args.confidence_threshold
     )
     um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
-    opts = InferOptions(Path(args.output), um_per_px=um, frame_stride=args.frame_stride,
-                        labelme=args.labelme, overlays=not args.no_overlays)  # fmt: skip
+    opts = InferOptions(
+        Path(args.output),
+        um_per_px=um,
+        frame_stride=args.frame_stride,
+        labelme=args.labelme,
+        overlays=not args.no_overlays,
+    )
     summary = run_inference(predictor, args.input, opts)
     print(format_summary_table(summary, predictor.class_names))
     print(json.dumps({k: summary[k] for k in ("processed", "images_per_second", "seconds")}))

@@ -61,7 +61,15 @@ def contact_sheet(
         )
         y0, x0 = r * (tile + caption_h), c * tile
         sheet[y0 : y0 + thumb.shape[0], x0 : x0 + thumb.shape[1]] = thumb
-        cv2.putText(sheet, caption[:28], (x0 + 2, y0 + tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                    (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            sheet,
+            caption[:28],
+            (x0 + 2, y0 + tile + 13),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     write_image(str(path), sheet)
     return True

@@ -54,8 +54,9 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
     graded, skipped, overlays = [], [], {}
     colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
     truth = dict(items)
-    for path, pred, error in tqdm(predictor.predict_paths([p for p, _ in items]), total=len(items),
-                                  desc=desc, unit="img"):  # fmt: skip
+    for path, pred, error in tqdm(
+        predictor.predict_paths([p for p, _ in items]), total=len(items), desc=desc, unit="img"
+    ):
         if pred is None:
             logger.warning("skipped %s: %s", path, error)
             skipped.append({"path": path, "reason": error})

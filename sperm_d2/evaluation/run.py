@@ -69,14 +69,25 @@ def coco_text(result: dict, classes: tuple[str, ...]) -> str:
 def folders_text(result: dict) -> str:
     """Accuracy, sensitivity/specificity for bad, F1, no-head count and the confusion matrix."""
     m = result["test"]
-    keys = ("images", "accuracy", "sensitivity_bad", "specificity_bad", "precision_bad", "f1_bad",
-            "no_head")  # fmt: skip
-    table = tabulate([[k, m[k] if isinstance(m[k], int) else _fmt(m[k])] for k in keys],
-                     tablefmt="github", headers=["metric", "value"])  # fmt: skip
+    keys = (
+        "images",
+        "accuracy",
+        "sensitivity_bad",
+        "specificity_bad",
+        "precision_bad",
+        "f1_bad",
+        "no_head",
+    )
+    table = tabulate(
+        [[k, m[k] if isinstance(m[k], int) else _fmt(m[k])] for k in keys],
+        tablefmt="github",
+        headers=["metric", "value"],
+    )
     cm = result["confusion_matrix"]
     cm_rows = [[f"true {r}", *row] for r, row in zip(cm["rows_true"], cm["counts"])]
-    cm_table = tabulate(cm_rows, headers=["", *[f"pred {c}" for c in cm["cols_predicted"]]],
-                        tablefmt="github")  # fmt: skip
+    cm_table = tabulate(
+        cm_rows, headers=["", *[f"pred {c}" for c in cm["cols_predicted"]]], tablefmt="github"
+    )
     head = (
         f"image-level grading of {result['test_root']} at score threshold "
         f"{result['threshold']:.3f} (chosen on {result['threshold_chosen_on']})"

@@ -2,7 +2,7 @@
 video streaming, labelme export and the ``tools/infer.py`` job (``run_inference``)."""
 
 from sperm_d2.inference.morphometrics import HeadMorphometrics, measure_mask, measure_masks
-from sperm_d2.inference.predictor import SpermPredictor, find_run_weights
+from sperm_d2.inference.predictor import SpermPredictor, add_model_arguments, find_run_weights
 from sperm_d2.inference.run import InferOptions, run_inference
 from sperm_d2.inference.types import ImagePrediction, empty_prediction, from_instances
 
@@ -11,6 +11,7 @@ __all__ = [
     "ImagePrediction",
     "InferOptions",
     "SpermPredictor",
+    "add_model_arguments",
     "empty_prediction",
     "find_run_weights",
     "from_instances",

@@ -21,9 +21,18 @@ WHO_WIDTH_UM = (2.5, 3.2)
 WHO_ELLIPTICITY = (1.3, 1.8)
 
 FIELDS = (
-    "area_px", "perimeter_px", "length_px", "width_px", "ellipticity", "angle_deg",
-    "area_um2", "perimeter_um", "length_um", "width_um", "who_flags",
-)  # fmt: skip
+    "area_px",
+    "perimeter_px",
+    "length_px",
+    "width_px",
+    "ellipticity",
+    "angle_deg",
+    "area_um2",
+    "perimeter_um",
+    "length_um",
+    "width_um",
+    "who_flags",
+)
 
 
 @dataclasses.dataclass

@@ -6,6 +6,7 @@ GPU only: on CPU one image at a time measured faster), decodes images ahead in a
 thread, and returns the project's plain numpy dataclass instead of ``Instances``.
 """
 
+import argparse
 import logging
 import os
 from pathlib import Path
@@ -36,6 +37,20 @@ def find_run_weights(run_dir: str | os.PathLike, checkpoint: str = "") -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     raise FileNotFoundError(f"{run_dir}: no checkpoint ({', '.join(names)}) in the run folder")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CLIs' model source: ``--run`` or ``--config-file`` + ``--weights``, and ``--opts``
+    (what :meth:`SpermPredictor.load` takes)."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="training run folder (config.yaml + model_best/final.pth)")
+    src.add_argument("--config-file", help="config YAML (with --weights)")
+    parser.add_argument(
+        "--weights", default=None, help="checkpoint (with --config-file) or name in --run"
+    )
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs (last)"
+    )
 
 
 class SpermPredictor:
