@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENV_REAL_DATA = "SPERM_D2_REAL_DATA"
 #: benchmark name -> folder under the real-data root
 DATASETS = {"hushem": "hushem", "smids": "smids_train"}
-DEFAULT_CONFIG = "configs/sperm_mask_rcnn_R_50_FPN_real_cpu.yaml"
+DEFAULT_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_real_cpu.yaml"
 LABELS = "configs/labels/default.yaml"
 IMAGE_EXTS = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 #: the PixelLib/TensorFlow study this project reproduces (DESIGN.md)
@@ -61,10 +61,15 @@ ROWS = [
     ("bbox/AP", "COCO bbox AP (x100)", "ap"),
     ("pixellib/mAP50", "pixellib/mAP50 (0-1)", "frac"),
     ("accuracy", "image-level accuracy good/bad", "frac"),
+    ("balanced_accuracy", "balanced accuracy (mean of the two recalls)", "frac"),
     ("sensitivity_bad", "sensitivity (bad)", "frac"),
     ("specificity_bad", "specificity (bad)", "frac"),
     ("f1_bad", "F1 (bad)", "frac"),
     ("no_head", "images with no head found", "count"),
+    ("bias_bad", "bias on the bad score (chosen on val)", "num"),
+    ("top_head/accuracy", "accuracy, plain top-head rule (bias 0)", "frac"),
+    ("top_head/balanced_accuracy", "balanced accuracy, plain top-head rule", "frac"),
+    ("majority_accuracy", "accuracy of calling every crop bad", "frac"),
 ]
 #: what ``prepare_data.py`` exit codes mean: 1 = files skipped (SMIDS duplicates), still usable
 PREPARE_OK = (0, 1)
@@ -209,6 +214,8 @@ def fmt_value(v, kind: str) -> str:
         return f"{v:.1f}"
     if kind == "count":
         return f"{int(round(v))}"
+    if kind == "num":
+        return f"{v:+.3f}"
     return f"{v:.3f}"
 
 
@@ -233,7 +240,8 @@ def format_table(results: dict) -> str:
         "",
     ]
     cols, labels = [], []
-    for name, res in results["datasets"].items():
+    runs = list(results["datasets"].items())
+    for name, res in runs:
         if res.get("split"):
             cols.append((res["split"]["test"], False))
             labels.append(f"{name} test split ({res['split'].get('test_images', '?')} images)")
@@ -255,12 +263,32 @@ def format_table(results: dict) -> str:
             "Test split: stratified train/val/test "
             f"{meta['split']}; model (segm/AP50) and score thresholds chosen on val, reported "
             "on test. K-fold: final checkpoint, threshold chosen on the fold's training part, "
-            "reported on the held-out part. Image-level: each crop is graded by its "
-            "highest-scoring head; no head found counts as wrong. SMIDS non_sperm crops are "
-            "negatives for COCO AP and left out of the image-level grading.",
+            "reported on the held-out part. Image-level: each crop is graded by its best head's "
+            "class after adding a bias to the bad score, the bias chosen on the same part as the "
+            "threshold by balanced accuracy (bias 0 is the plain top-head rule, shown too); no "
+            "head found counts as wrong. SMIDS non_sperm crops are negatives for COCO AP and "
+            "left out of the image-level grading.",
         ]
-    skipped = {n: r["skipped"] for n, r in results["datasets"].items() if r.get("skipped")}
-    failed = {n: r["error"] for n, r in results["datasets"].items() if r.get("error")}
+    trainings = [(f"{n} split", r["split"].get("train")) for n, r in runs if r.get("split")]
+    trainings += [
+        (f"{n} {tag}", f.get("train"))
+        for n, r in runs
+        if r.get("kfold")
+        for tag, f in r["kfold"].get("folds", {}).items()
+    ]
+    trainings = [(name, t) for name, t in trainings if t]
+    if trainings:
+        lines += [
+            "",
+            "Trainings (iterations, median s/iter): "
+            + "; ".join(
+                f"{name} {t.get('iterations', '?')} at {fmt_value(t.get('s_per_iter'), 'frac')}"
+                for name, t in trainings
+            )
+            + ".",
+        ]
+    skipped = {n: r["skipped"] for n, r in runs if r.get("skipped")}
+    failed = {n: r["error"] for n, r in runs if r.get("error")}
     lines += [f"- {n}: skipped ({why})" for n, why in skipped.items()]
     lines += [f"- {n}: FAILED ({why})" for n, why in failed.items()]
     if meta.get("commands"):
@@ -396,8 +424,49 @@ def class_folder_tree(images: Sequence[Path], dst: Path) -> Path:
     return dst
 
 
+STAMP = "benchmark_train.json"
+
+
+#: train_net.py arguments whose next token is a folder (absolute in the stamp)
+PATH_KEYS = ("SPERM.DATA_ROOT", "OUTPUT_DIR")
+
+
+def train_stamp(cmd: Sequence[str]) -> str:
+    """What identifies a training: its command (without the interpreter) with the data and run
+    folders made absolute, so a rerun that spells them differently still matches."""
+    parts = [
+        os.path.normpath(REPO / c) if i and cmd[i - 1] in PATH_KEYS else c
+        for i, c in enumerate(cmd)
+    ]
+    return " ".join(_quote(c) for c in parts[1:])
+
+
+def reuse_or_resume(run_dir: Path, cmd: Sequence[str]) -> bool:
+    """True when ``run_dir`` holds a finished training by the same command (reuse it). A
+    training killed part-way is resumed (``--resume``) when its command matches; a folder
+    trained by another command is an error, never silently mixed."""
+    stamp_path = run_dir / STAMP
+    stamp = json.loads(stamp_path.read_text(encoding="utf-8")) if stamp_path.is_file() else None
+    if stamp is None:
+        if run_dir.is_dir() and any(run_dir.glob("*.pth")):
+            raise StepError(
+                f"{run_dir}: holds checkpoints of an unknown training (no {STAMP}); use "
+                "another --output or delete the folder"
+            )
+        return False
+    if stamp["command"] != train_stamp(cmd):
+        raise StepError(
+            f"{run_dir}: trained by another command ({stamp['command']}); use another "
+            "--output or delete the folder"
+        )
+    return bool(stamp.get("finished")) and (run_dir / "model_final.pth").is_file()
+
+
 def train_step(run, args, name: str, data_root: Path, run_dir: Path, opts: list[str]) -> dict:
-    """tools/train_net.py into ``run_dir``; returns wall time and the measured s/iter."""
+    """tools/train_net.py into ``run_dir``; returns wall time and the measured s/iter. A finished
+    training by the same command is reused; a killed one resumes from its last checkpoint."""
+    from sperm_d2.atomic import write_json_atomic
+
     cmd = [
         sys.executable,
         "tools/train_net.py",
@@ -411,8 +480,19 @@ def train_step(run, args, name: str, data_root: Path, run_dir: Path, opts: list[
         *opts,
         *args.opts,
     ]
+    if reuse_or_resume(run_dir, cmd):
+        print(f"  reusing the finished training in {run_dir}", flush=True)
+        return {
+            "run_dir": str(run_dir),
+            "train_wall_s": None,
+            "reused": True,
+            **iteration_time(run_dir),
+        }
+    stamp = {"command": train_stamp(cmd), "finished": False}
+    write_json_atomic(run_dir / STAMP, stamp)
     t0 = time.perf_counter()
-    run(cmd, f"{name}_train")
+    run([*cmd[:2], "--resume", *cmd[2:]], f"{name}_train")
+    write_json_atomic(run_dir / STAMP, {**stamp, "finished": True})
     return {
         "run_dir": str(run_dir),
         "train_wall_s": round(time.perf_counter() - t0, 1),
@@ -482,9 +562,19 @@ def collect_metrics(coco_json: Path, folders_json: Path) -> dict:
     out = {k: coco["test"].get(k) for k in ("segm/AP", "segm/AP50", "bbox/AP", "pixellib/mAP50")}
     out["instance_threshold"] = coco.get("threshold")
     m = folders["test"]
-    for k in ("accuracy", "sensitivity_bad", "specificity_bad", "f1_bad", "no_head", "images"):
+    keys = ("accuracy", "balanced_accuracy", "sensitivity_bad", "specificity_bad", "f1_bad")
+    for k in (*keys, "no_head", "images"):
         out[k] = m.get(k)
     out["image_threshold"] = folders.get("threshold")
+    out["bias_bad"] = folders.get("bias_bad")
+    plain = folders.get("test_top_head") or {}
+    out["top_head/accuracy"] = plain.get("accuracy")
+    out["top_head/balanced_accuracy"] = plain.get("balanced_accuracy")
+    counts = folders.get("confusion_matrix", {}).get("counts")
+    rows = folders.get("confusion_matrix", {}).get("rows_true", [])
+    if counts and "bad" in rows:  # the trivial baseline on an imbalanced set (HuSHeM: 75 % bad)
+        total = sum(map(sum, counts))
+        out["majority_accuracy"] = sum(counts[rows.index("bad")]) / total if total else None
     return out
 
 
@@ -650,11 +740,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_results(out: Path, results: dict) -> None:
     """``results.json`` (NaN -> null) and ``results.md``, each written atomically."""
-    from sperm_d2.atomic import atomic_write
-    from sperm_d2.evaluation.folders import json_safe
+    from sperm_d2.atomic import atomic_write, write_json_atomic
 
-    with atomic_write(out / "results.json") as f:
-        json.dump(json_safe(results), f, indent=2)
+    write_json_atomic(out / "results.json", results)
     with atomic_write(out / "results.md") as f:
         f.write(format_table(results))
 

@@ -5,6 +5,7 @@ A reader (or a killed run) never sees a half-written file: it sees the old one o
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -32,10 +33,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
         raise
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN: an undefined ratio, COCO's AP of an empty size
+    range) replaced by ``None``, numpy scalars and arrays made plain, tuples made lists: what
+    strict JSON readers (``jq``, browsers, other languages) accept."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar or array
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
-    """Serialise ``obj`` as JSON to ``path`` atomically."""
+    """Serialise ``obj`` as strict JSON (:func:`json_safe`: NaN/inf -> ``null``) to ``path``
+    atomically."""
     with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent)
+        json.dump(json_safe(obj), f, indent=indent, allow_nan=False)
         f.write("\n")
 
 

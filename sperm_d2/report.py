@@ -101,17 +101,22 @@ def _folders(out: Path) -> list[str]:
     m = _load(out / "eval_folders" / "metrics.json")
     if not m:
         return ["(no class-folder evaluation found)"]
-    t = m["test"]
-    keys = ("images", "accuracy", "sensitivity_bad", "specificity_bad", "precision_bad", "f1_bad")
-    keys += ("no_head",)
+    t, plain = m["test"], m.get("test_top_head") or m["test"]
+    keys = ("images", "accuracy", "balanced_accuracy", "sensitivity_bad", "specificity_bad")
+    keys += ("precision_bad", "f1_bad", "no_head")
     cm = m["confusion_matrix"]
     cm_rows = [[f"true {r}", *row] for r, row in zip(cm["rows_true"], cm["counts"])]
     lines = [
-        "Each crop is graded by its highest-scoring head; no head found counts as wrong. Score "
-        f"threshold {_num(m['threshold'])} chosen on {m['threshold_chosen_on']}, reported on "
-        f"`{Path(m['test_root']).name}`:",
+        "Each crop is graded by its best head's class after adding a bias to the bad score; no "
+        f"head found counts as wrong. Score threshold {_num(m['threshold'])} and bias "
+        f"{_num(m.get('bias_bad', 0.0))} chosen on {m['threshold_chosen_on']}, reported on "
+        f"`{Path(m['test_root']).name}` (last column: the plain top-head rule, bias 0):",
         "",
-        tabulate([[k, _num(t[k])] for k in keys], headers=["metric", "value"], tablefmt="github"),
+        tabulate(
+            [[k, _num(t.get(k)), _num(plain.get(k))] for k in keys],
+            headers=["metric", "value", "top head"],
+            tablefmt="github",
+        ),
         "",
         tabulate(
             cm_rows, headers=["", *[f"pred {c}" for c in cm["cols_predicted"]]], tablefmt="github"

@@ -8,6 +8,7 @@ import pytest
 
 from sperm_d2.evaluation.classification import (
     GradedImage,
+    choose_bias,
     choose_threshold,
     confusion_matrix,
     grade_metrics,
@@ -109,3 +110,35 @@ def test_figures_are_written(tmp_path):
     assert sheet.shape[1] == 3 * 64 and sheet.shape[0] == 3 * (64 + 18)
     assert not contact_sheet([], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def scored(path, true, good, bad):
+    """A crop whose model gave its best good head ``good`` and best bad head ``bad`` (0: none)."""
+    best = {c: s for c, s in (("good", good), ("bad", bad)) if s > 0}
+    top = max(best, key=best.get) if best else None
+    return GradedImage(path, true, top, best.get(top, 0.0), tuple(best.items()))
+
+
+def test_bias_moves_the_good_bad_boundary_between_detected_classes():
+    g = scored("a", "good", good=0.4, bad=0.6)
+    assert g.predicted() == "bad" and g.flip_bias() == pytest.approx(-0.2)
+    assert g.predicted(bias=-0.19) == "bad" and g.predicted(bias=-0.21) == "good"
+    only_bad = scored("b", "good", good=0.0, bad=0.3)
+    assert only_bad.flip_bias() is None and only_bad.predicted(bias=-1.0) == "bad"
+    assert only_bad.predicted(threshold=0.5, bias=-1.0) is None  # no head above the threshold
+
+
+def test_choose_bias_corrects_a_model_leaning_to_the_majority_class():
+    # every good crop scores bad a little higher than good: the top-head rule calls all bad
+    g = [scored(f"g{i}", "good", 0.5, 0.55 + 0.01 * i) for i in range(4)]
+    g += [scored(f"b{i}", "bad", 0.2, 0.8) for i in range(12)]
+    plain = grade_metrics(g, CLASSES)[0]
+    assert plain["accuracy"] == 0.75 and plain["balanced_accuracy"] == 0.5
+    b = choose_bias(g, CLASSES)
+    assert -0.6 < b < -0.08  # every good crop flips (at -0.05..-0.08), no bad one (-0.6)
+    m = grade_metrics(g, CLASSES, bias=b)[0]
+    assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0 and m["bias"] == b
+    # a perfectly graded set keeps bias 0 (ties go to the smallest |bias|)
+    assert choose_bias([scored("x", "good", 0.9, 0.1), scored("y", "bad", 0.1, 0.9)], CLASSES) == 0
+    # one class only: balanced accuracy is undefined, no bias
+    assert choose_bias(g[4:], CLASSES) == 0.0

@@ -4,6 +4,7 @@ class-folder trees), and one slow end-to-end --smoke run on generated class-fold
 import importlib.util
 import json
 import math
+import os
 from dataclasses import replace
 
 import cv2
@@ -158,6 +159,7 @@ def test_table_says_which_split_each_number_is_on() -> None:
     assert row["| COCO segm AP (x100)"] == "| COCO segm AP (x100) | 61.2 | 61.2 ± 0.0 |  |"
     assert "| 0.912 | 0.912 ± 0.000 | 0.891" in row["| pixellib/mAP50 (0-1)"]
     assert "| 0.875 | 0.850 ± 0.071 | 98 %" in row["| image-level accuracy good/bad"]
+    assert "bias on the bad score (chosen on val)" in md
     assert "- smids: skipped (/data/smids_train: folder not found)" in lines
     assert "python tools/train_net.py --config-file c.yaml" in lines
     assert all(ln.count("|") == header.count("|") for ln in lines if ln.startswith("|"))
@@ -252,6 +254,34 @@ def test_collect_metrics(tmp_path) -> None:
     m = rd.collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
     assert m["segm/AP50"] == 90.0 and "segm/AP75" not in m and m["instance_threshold"] == 0.4
     assert m["accuracy"] == 0.9 and m["specificity_bad"] is None and m["image_threshold"] == 0.3
+    folders["bias_bad"] = -0.2
+    folders["test_top_head"] = {"accuracy": 0.75, "balanced_accuracy": 0.5}
+    folders["confusion_matrix"] = {"rows_true": ["good", "bad"], "counts": [[2, 1, 0], [0, 7, 0]]}
+    (tmp_path / "f.json").write_text(json.dumps(folders))
+    m = rd.collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
+    assert m["bias_bad"] == -0.2 and m["top_head/accuracy"] == 0.75
+    assert m["majority_accuracy"] == 0.7  # 7 of 10 crops are bad
+
+
+def test_finished_training_is_reused_killed_resumed_foreign_refused(tmp_path) -> None:
+    run_dir = tmp_path / "train"
+    cmd = ["python", "tools/train_net.py", "--config-file", "c.yaml", "OUTPUT_DIR", str(run_dir)]
+    assert rd.reuse_or_resume(run_dir, cmd) is False  # nothing there: train
+    run_dir.mkdir()
+    (run_dir / "model_0000099.pth").write_bytes(b"x")
+    with pytest.raises(rd.StepError, match="unknown training"):
+        rd.reuse_or_resume(run_dir, cmd)
+    stamp = {"command": rd.train_stamp(cmd), "finished": False}
+    (run_dir / rd.STAMP).write_text(json.dumps(stamp))
+    assert rd.reuse_or_resume(run_dir, cmd) is False  # killed part-way: train with --resume
+    (run_dir / rd.STAMP).write_text(json.dumps({**stamp, "finished": True}))
+    (run_dir / "model_final.pth").write_bytes(b"x")
+    assert rd.reuse_or_resume(run_dir, cmd) is True
+    # the same folder spelled relative to the repo is the same training
+    rel = [*cmd[:-1], os.path.relpath(run_dir, rd.REPO)]
+    assert rd.reuse_or_resume(run_dir, rel) is True
+    with pytest.raises(rd.StepError, match="trained by another command"):
+        rd.reuse_or_resume(run_dir, [*cmd, "SOLVER.MAX_ITER", "9"])
 
 
 def test_smoke_subset_copies_the_first_crops_per_class(tmp_path) -> None:
@@ -336,3 +366,11 @@ def test_smoke_run_on_generated_class_folders(tmp_path, capsys) -> None:
     assert "hushem test split" in md and "SMOKE RUN" in md
     assert "python tools/train_net.py --config-file" in md
     assert (out / "logs" / "hushem_train.log").is_file()
+    assert "--resume" in md  # a killed benchmark resumes its trainings
+    # a rerun reuses the finished training (evaluation reruns); another schedule is refused
+    assert rd.main(argv) == 0
+    rerun = json.loads((out / "results.json").read_text())["datasets"]["hushem"]
+    assert rerun["split"]["train"]["reused"] is True
+    assert rerun["split"]["test"]["segm/AP50"] == hushem["split"]["test"]["segm/AP50"]
+    assert rd.main([a if a != "1" else "2" for a in argv]) == 1  # --max-iter 2: not the same run
+    assert "trained by another command" in capsys.readouterr().err

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict | None:
         results = SpermTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
-            write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", _plain(results))
+            write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", results)
         return results
     hide_early_stop_traceback()
     trainer = SpermTrainer(cfg)
@@ -161,8 +161,3 @@ def _git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit or "unknown"
-
-
-def _plain(results: dict) -> dict:
-    """Nested evaluator results as JSON-ready Python floats."""
-    return {k: _plain(v) if isinstance(v, dict) else float(v) for k, v in results.items()}

@@ -9,6 +9,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from sperm_d2.evaluation.classification import (
     GradedImage,
+    choose_bias,
     choose_threshold,
     confusion_matrix,
     grade_metrics,
@@ -26,6 +27,7 @@ __all__ = [
     "mean_image_ap",
     # image-level grading on class folders (sperm_d2.evaluation.classification)
     "GradedImage",
+    "choose_bias",
     "choose_threshold",
     "confusion_matrix",
     "grade_metrics",

@@ -4,6 +4,13 @@ An image is graded by its highest-scoring head; an image where no head reaches t
 "no head found", which counts as wrong for accuracy, sensitivity and specificity and is reported
 separately. ``bad`` is the positive class: sensitivity = bad images graded bad / bad images,
 specificity = good images graded good / good images. Pure numpy: no torch, no detectron2.
+
+Class-prior calibration: Mask R-CNN scores every class of a head separately (one detection per
+class above the score floor), so an image carries its best score per class. A ``bias`` added to
+the positive class's score before the arg-max moves the good/bad boundary; chosen on val by
+balanced accuracy (:func:`choose_bias`), it corrects a model that leans to the majority class of
+an imbalanced training set (HuSHeM is 75 % bad) without retraining. ``bias=0`` is the plain
+top-head rule.
 """
 
 import dataclasses
@@ -15,19 +22,45 @@ NO_HEAD = "no head"
 
 @dataclasses.dataclass(frozen=True)
 class GradedImage:
-    """One crop: its true class, and the class and score of its highest-scoring head (or
-    ``None``/0.0 when the model found none at its own score threshold)."""
+    """One crop: its true class, the class and score of its highest-scoring head (or
+    ``None``/0.0 when the model found none at its own score threshold), and the best score of
+    every class detected in it (``()``: only the top head is known)."""
 
     path: str
     true: str
     top_class: str | None
     top_score: float
+    class_scores: tuple[tuple[str, float], ...] = ()
 
-    def predicted(self, threshold: float = 0.0) -> str | None:
-        """The grade at ``threshold``: the top head's class, or ``None`` (no head found)."""
+    def detected(self) -> dict[str, float]:
+        """``{class: best score}`` of the classes detected in the image."""
+        best = dict(self.class_scores)
+        if self.top_class is not None:
+            best.setdefault(self.top_class, self.top_score)
+        return best
+
+    def predicted(
+        self, threshold: float = 0.0, bias: float = 0.0, positive: str = "bad"
+    ) -> str | None:
+        """The grade at ``threshold``: ``None`` (no head found) when no head reaches it, else the
+        detected class with the best score after adding ``bias`` to ``positive``'s (``bias=0``:
+        the top head's class). Only detected classes compete: a class the model gave no score
+        above its floor is never chosen, whatever the bias."""
         if self.top_class is None or self.top_score < threshold:
             return None
-        return self.top_class
+        if bias == 0.0:
+            return self.top_class
+        best = self.detected()
+        return max(sorted(best), key=lambda c: best[c] + (bias if c == positive else 0.0))
+
+    def flip_bias(self, positive: str = "bad") -> float | None:
+        """The bias at which the grade switches to or from ``positive`` (best other detected
+        score minus ``positive``'s); ``None`` when only one of them was detected."""
+        best = self.detected()
+        others = [s for c, s in best.items() if c != positive]
+        if positive not in best or not others:
+            return None
+        return max(others) - best[positive]
 
 
 def confusion_matrix(
@@ -67,11 +100,14 @@ def metrics_from_confusion(
 
     sens, prec = ratio(tp, positives), ratio(tp, predicted_pos)
     f1 = 2 * prec * sens / (prec + sens) if prec + sens > 0 else float("nan")
+    spec = ratio(tn, negatives)
     return {
         "images": n,
         "accuracy": ratio(correct, n),
+        # the mean of the two recalls: what "call everything bad" cannot game on HuSHeM (75 % bad)
+        "balanced_accuracy": (sens + spec) / 2,
         f"sensitivity_{positive}": sens,
-        f"specificity_{positive}": ratio(tn, negatives),
+        f"specificity_{positive}": spec,
         f"precision_{positive}": prec,
         f"f1_{positive}": f1,
         "no_head": int(cm[:, k].sum()),
@@ -84,13 +120,18 @@ def grade_metrics(
     classes: tuple[str, ...],
     threshold: float = 0.0,
     positive: str = "bad",
+    bias: float = 0.0,
 ) -> tuple[dict, np.ndarray]:
-    """``(metrics, confusion matrix)`` of graded images at a score ``threshold``."""
+    """``(metrics, confusion matrix)`` of graded images at a score ``threshold`` and a ``bias``
+    on the ``positive`` class's score."""
     cm = confusion_matrix(
-        [g.true for g in graded], [g.predicted(threshold) for g in graded], classes
+        [g.true for g in graded],
+        [g.predicted(threshold, bias, positive) for g in graded],
+        classes,
     )
     metrics = metrics_from_confusion(cm, classes, positive)
     metrics["threshold"] = float(threshold)
+    metrics["bias"] = float(bias)
     return metrics, cm
 
 
@@ -106,14 +147,41 @@ def choose_threshold(graded: list[GradedImage], classes: tuple[str, ...]) -> flo
     return best
 
 
-def per_group_good(graded: list[GradedImage], group_of, threshold: float = 0.0) -> dict:
+def choose_bias(
+    graded: list[GradedImage],
+    classes: tuple[str, ...],
+    threshold: float = 0.0,
+    positive: str = "bad",
+) -> float:
+    """The bias on ``positive``'s score with the best balanced accuracy on ``graded`` (use the
+    val split; report on test), at a fixed score ``threshold``. Candidates are 0 and a hair
+    either side of every image's :meth:`GradedImage.flip_bias`; ties go to the smallest |bias|.
+    Falls back to 0 when ``graded`` lacks one of the classes (balanced accuracy undefined)."""
+    eps = 1e-6
+    flips = {
+        f
+        for g in graded
+        if g.predicted(threshold) is not None and (f := g.flip_bias(positive)) is not None
+    }
+    candidates = sorted({0.0, *(f + d for f in flips for d in (-eps, eps))}, key=abs)
+    best, best_score = 0.0, -1.0
+    for b in candidates:
+        score = grade_metrics(graded, classes, threshold, positive, b)[0]["balanced_accuracy"]
+        if np.isfinite(score) and score > best_score + 1e-12:
+            best, best_score = b, score
+    return float(best)
+
+
+def per_group_good(
+    graded: list[GradedImage], group_of, threshold: float = 0.0, bias: float = 0.0
+) -> dict:
     """Per sample (``group_of(path)``): images, % graded good among graded images, no-head count."""
     groups: dict[str, list[GradedImage]] = {}
     for g in graded:
         groups.setdefault(group_of(g.path), []).append(g)
     out = {}
     for name, items in sorted(groups.items()):
-        grades = [g.predicted(threshold) for g in items]
+        grades = [g.predicted(threshold, bias) for g in items]
         found = [p for p in grades if p is not None]
         out[name] = {
             "images": len(items),

@@ -1,8 +1,10 @@
 """``evaluate.py --folders``: image-level grading of class folders of single-cell crops.
 
 Layout: ``ROOT/<folder>/<image>``; the label map turns each folder name into a class (a folder
-mapped to ``null``, e.g. ``non_sperm``, is left out and counted). The score threshold is chosen
-on the val folders (when given) and the metrics are reported on the test folders.
+mapped to ``null``, e.g. ``non_sperm``, is left out and counted). The score threshold and the
+class-prior bias (``sperm_d2.evaluation.classification``) are chosen on the val folders (when
+given) and the metrics are reported on the test folders, with the plain top-head rule (bias 0)
+alongside for comparison.
 """
 
 import logging
@@ -10,13 +12,13 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
 from sperm_d2.evaluation.classification import (
     NO_HEAD,
     GradedImage,
+    choose_bias,
     choose_threshold,
     grade_metrics,
     per_group_good,
@@ -62,7 +64,10 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
             skipped.append({"path": path, "reason": error})
             continue
         top = (pred.labels[0], float(pred.scores[0])) if len(pred) else (None, 0.0)
-        g = GradedImage(path, truth[path], *top)
+        best: dict[str, float] = {}
+        for label, score in zip(pred.labels, pred.scores.tolist()):  # sorted by score
+            best.setdefault(label, float(score))
+        g = GradedImage(path, truth[path], *top, class_scores=tuple(best.items()))
         graded.append(g)
         if keep is not None and keep(g) and len(overlays) < MAX_SHEET:
             overlays[path] = draw_prediction(cv2.imread(path), pred.top(1), colors)
@@ -70,67 +75,65 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
 
 
 def evaluate_folders(predictor, test_root, label_map, output_dir, val_root=None) -> dict:
-    """Threshold on val (if given, else the predictor's own), metrics + figures on test."""
+    """Threshold and bias on val (if given, else the predictor's threshold and no bias),
+    metrics + figures on test."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     classes = tuple(predictor.class_names)
-    threshold, val_metrics = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD), None
+    threshold, bias, val_metrics = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD), 0.0, None
     if val_root:
         val_items, _ = list_class_folders(val_root, label_map)
         val_graded, _, _ = grade_folders(predictor, val_items, "val folders")
         threshold = choose_threshold(val_graded, classes)
-        val_metrics = grade_metrics(val_graded, classes, threshold)[0]
+        bias = choose_bias(val_graded, classes, threshold)
+        val_metrics = grade_metrics(val_graded, classes, threshold, bias=bias)[0]
+
+    def grade(g: GradedImage) -> str | None:
+        return g.predicted(threshold, bias)
+
     items, info = list_class_folders(test_root, label_map)
     graded, skipped, overlays = grade_folders(
-        predictor, items, "test folders", keep=lambda g: g.predicted(threshold) != g.true
+        predictor, items, "test folders", keep=lambda g: grade(g) != g.true
     )
-    metrics, cm = grade_metrics(graded, classes, threshold)
+    metrics, cm = grade_metrics(graded, classes, threshold, bias=bias)
     cols = [*classes, NO_HEAD]
     title = f"{Path(test_root).name}: accuracy {metrics['accuracy']:.3f}"
     plot_confusion_matrix(cm, list(classes), cols, out / "confusion_matrix.png", title=title)
-    wrong = [g for g in graded if g.predicted(threshold) != g.true and g.path in overlays]
+    wrong = [g for g in graded if grade(g) != g.true and g.path in overlays]
     tiles = [
-        (overlays[g.path], f"{g.true}->{g.predicted(threshold) or NO_HEAD} {g.top_score:.2f}")
-        for g in wrong
+        (overlays[g.path], f"{g.true}->{grade(g) or NO_HEAD} {g.top_score:.2f}") for g in wrong
     ]
     has_sheet = contact_sheet(tiles, out / "misclassified.png")
     result = {
         "test_root": str(test_root),
         "val_root": str(val_root) if val_root else None,
         "threshold": threshold,
+        "bias_bad": bias,
         "threshold_chosen_on": "val folders" if val_root else "config SPERM.CONFIDENCE_THRESHOLD",
         "test": metrics,
+        # the plain top-head rule at the same threshold: what the bias changed
+        "test_top_head": grade_metrics(graded, classes, threshold)[0],
         "val": val_metrics,
         "confusion_matrix": {
             "rows_true": list(classes),
             "cols_predicted": cols,
             "counts": cm.tolist(),
         },
-        "per_sample": per_group_good(graded, lambda p: Path(p).parent.name, threshold),
+        "per_sample": per_group_good(graded, lambda p: Path(p).parent.name, threshold, bias),
         "skipped": skipped,
         "misclassified": [
             {
                 "path": g.path,
                 "true": g.true,
-                "predicted": g.predicted(threshold),
+                "predicted": grade(g),
                 "score": g.top_score,
+                "class_scores": dict(g.class_scores),
             }
             for g in graded
-            if g.predicted(threshold) != g.true
+            if grade(g) != g.true
         ],
         "misclassified_sheet": "misclassified.png" if has_sheet else None,
         **info,
     }
-    write_json_atomic(out / "metrics.json", json_safe(result))
+    write_json_atomic(out / "metrics.json", result)
     return result
-
-
-def json_safe(obj):
-    """NaN is not JSON: write ``null`` for undefined ratios."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    return obj

@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from sperm_d2.atomic import write_json_atomic
 from sperm_d2.evaluation.coco_split import ap_table, evaluate_coco
-from sperm_d2.evaluation.folders import evaluate_folders, json_safe
+from sperm_d2.evaluation.folders import evaluate_folders
 
 
 def run_evaluation(
@@ -45,7 +45,7 @@ def run_evaluation(
     if val_dataset is None and f"{prefix}_val" in names and dataset != f"{prefix}_val":
         val_dataset = f"{prefix}_val"
     result = evaluate_coco(predictor, dataset, out, val_dataset=val_dataset or None)
-    write_json_atomic(out / "metrics.json", json_safe(result))
+    write_json_atomic(out / "metrics.json", result)
     return result, coco_text(result, predictor.class_names)
 
 
@@ -68,10 +68,11 @@ def coco_text(result: dict, classes: tuple[str, ...]) -> str:
 
 def folders_text(result: dict) -> str:
     """Accuracy, sensitivity/specificity for bad, F1, no-head count and the confusion matrix."""
-    m = result["test"]
+    m, plain = result["test"], result.get("test_top_head") or result["test"]
     keys = (
         "images",
         "accuracy",
+        "balanced_accuracy",
         "sensitivity_bad",
         "specificity_bad",
         "precision_bad",
@@ -79,9 +80,9 @@ def folders_text(result: dict) -> str:
         "no_head",
     )
     table = tabulate(
-        [[k, m[k] if isinstance(m[k], int) else _fmt(m[k])] for k in keys],
+        [[k, *(x[k] if isinstance(x[k], int) else _fmt(x[k]) for x in (m, plain))] for k in keys],
         tablefmt="github",
-        headers=["metric", "value"],
+        headers=["metric", f"bias {result.get('bias_bad', 0.0):+.3f} on bad", "top head (bias 0)"],
     )
     cm = result["confusion_matrix"]
     cm_rows = [[f"true {r}", *row] for r, row in zip(cm["rows_true"], cm["counts"])]
