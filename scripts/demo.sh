@@ -61,35 +61,21 @@ step "evaluate" "$PY" tools/evaluate.py --run "$OUT/train" --dataset sperm_test 
 
 # 3b. image-level grading on class folders of single-head crops (SMIDS style: normal/abnormal
 #     folders mapped by the label map), threshold chosen on the val folders, reported on test
-step "make crops" "$PY" -c "
-import sys, cv2
-from pathlib import Path
-from sperm_d2.data.synthetic import render_scene
-for split, seed0, n in (('val', 5000, int(sys.argv[2])), ('test', 6000, int(sys.argv[2]))):
-    for seed in range(seed0, seed0 + n):
-        image, heads = render_scene(seed, 170, 170, num_heads=1)
-        if heads:
-            folder = Path(sys.argv[1], split, 'normal' if heads[0][0] == 'good' else 'abnormal')
-            folder.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(folder / f'crop_{seed}.png'), image)
-" "$OUT/crops" "$CROPS"
+step "make crops" "$PY" tools/make_synthetic.py --output "$OUT/crops" --crops "$CROPS"
 step "evaluate folders" "$PY" tools/evaluate.py --run "$OUT/train" --folders "$OUT/crops/test" \
   --val-folders "$OUT/crops/val" --label-map configs/labels/default.yaml --output "$OUT/eval_folders"
 
 # 4. inference inputs: two unseen sample folders (one with a corrupt file) and a video
-step "make inputs" "$PY" tools/make_synthetic.py --output "$OUT/inputs/sample_A" \
-  --num-images 8 --size "$SIZE" --seed 101
-"$PY" tools/make_synthetic.py --output "$OUT/inputs/sample_B" --num-images 8 --size 256 --seed 202
-rm -f "$OUT"/inputs/sample_*/*.json  # inference inputs are plain images
-printf 'not an image' >"$OUT/inputs/sample_B/corrupt_upload.png"
-"$PY" -c "
-import sys
-from sperm_d2.data.synthetic import render_video_frames
-from sperm_d2.inference.video import VideoSink
-with VideoSink(sys.argv[1], fps=10) as sink:
-    for frame in render_video_frames(7, 256, 320, int(sys.argv[2])):
-        sink.write(frame)
-" "$OUT/inputs/microscope.mp4" "$FRAMES"
+make_inputs() {  # one step, so each part is timed and named when it fails
+  "$PY" tools/make_synthetic.py --output "$OUT/inputs/sample_A" --num-images 8 --size "$SIZE" \
+    --seed 101 &&
+    "$PY" tools/make_synthetic.py --output "$OUT/inputs/sample_B" --num-images 8 --size 256 \
+      --seed 202 &&
+    rm -f "$OUT"/inputs/sample_*/*.json && # inference inputs are plain images
+    printf 'not an image' >"$OUT/inputs/sample_B/corrupt_upload.png" &&
+    "$PY" tools/make_synthetic.py --output "$OUT/inputs/microscope.mp4" --video "$FRAMES" --seed 7
+}
+step "make inputs" make_inputs
 
 # Synthetic heads are ~34 px long: 0.12 um/px puts a normal one near the WHO median of 4.1 um.
 step "infer" "$PY" tools/infer.py --run "$OUT/train" \

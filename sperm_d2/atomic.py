@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+def _read_umask() -> int:
+    """The process umask; reading it means setting it, so it is read once, at import, not from
+    the writer threads."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path`` for writing; on success rename it onto ``path``.
@@ -22,6 +33,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; give the result the mode a plain open() would (umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from sperm_d2 import atomic
 from sperm_d2.atomic import atomic_write, json_safe, write_json_atomic
 
 
@@ -46,3 +47,9 @@ def test_json_is_strict_nan_and_numpy_become_plain(tmp_path):
         "c": None,
         "d": True,
     }
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

@@ -1,32 +1,83 @@
 #!/usr/bin/env python
-"""Generate a synthetic microscope dataset (PNG + labelme JSON) for demos and tests.
+"""Generate synthetic microscope data for demos and tests: labelme scenes (PNG + JSON, the
+default), single-head crops in class folders (--crops) or a microscope video (--video).
 
-Example:
+Examples:
+    # labelme scenes, then COCO splits
     python tools/make_synthetic.py --output datasets/synthetic_labelme --num-images 160 --size 192
     python tools/prepare_data.py --input datasets/synthetic_labelme --output datasets/sperm
+    # 24 crops per split in OUTPUT/{val,test}/{normal,abnormal}/ (SMIDS layout), for
+    # tools/evaluate.py --folders OUTPUT/test --val-folders OUTPUT/val
+    python tools/make_synthetic.py --output datasets/synthetic_crops --crops 24
+    # a 60-frame 320x256 video at 10 fps, for tools/infer.py --input
+    python tools/make_synthetic.py --output clips/microscope.mp4 --video 60 --seed 7
 """
 
 import argparse
 import logging
 
-from sperm_d2.data.synthetic_io import make_synthetic_dataset
+from sperm_d2.data.synthetic_io import (
+    make_synthetic_crops,
+    make_synthetic_dataset,
+    write_synthetic_video,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--output", required=True, help="folder to write the labelme files into")
-    p.add_argument("--num-images", type=int, default=160, help="number of images (default 160)")
-    p.add_argument("--size", type=int, default=192, help="image side in pixels (default 192)")
+    p.add_argument(
+        "--output", required=True, help="folder to write into; with --video the video file"
+    )
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--num-images", type=int, default=160, help="labelme scenes to write (default 160)"
+    )
+    kind.add_argument(
+        "--crops",
+        type=int,
+        metavar="N",
+        help="write N single-head crops per split into OUTPUT/{val,test}/{normal,abnormal}/",
+    )
+    kind.add_argument(
+        "--video", type=int, metavar="FRAMES", help="write a FRAMES-frame video (.mp4 or .avi)"
+    )
+    p.add_argument("--size", type=int, help="image side in pixels (default 192; 170 with --crops)")
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="with --video: frame size (default 256 320)",
+    )
+    p.add_argument("--fps", type=float, help="with --video: frame rate (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; options that do not apply to the chosen output are errors, not ignored."""
+    p = get_parser()
+    args = p.parse_args(argv)
+    if args.video is None and (args.frame_size is not None or args.fps is not None):
+        p.error("--frame-size and --fps only apply to --video")
+    if args.video is not None and args.size is not None:
+        p.error("--size does not apply to --video; use --frame-size HEIGHT WIDTH")
+    return args
+
+
 def main(args: argparse.Namespace) -> None:
-    make_synthetic_dataset(args.output, args.num_images, args.size, args.seed)
+    if args.video is not None:
+        height, width = args.frame_size or (256, 320)
+        fps = 10.0 if args.fps is None else args.fps
+        write_synthetic_video(args.output, args.video, height, width, args.seed, fps)
+    elif args.crops is not None:
+        make_synthetic_crops(args.output, args.crops, args.size or 170, args.seed)
+    else:
+        make_synthetic_dataset(args.output, args.num_images, args.size or 192, args.seed)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(get_parser().parse_args())
+    main(parse_args())

@@ -20,7 +20,9 @@ _LAZY = {
     "prepare_dataset": "sperm_d2.data.prepare",
     "render_scene": "sperm_d2.data.synthetic",
     "render_video_frames": "sperm_d2.data.synthetic",
+    "make_synthetic_crops": "sperm_d2.data.synthetic_io",
     "make_synthetic_dataset": "sperm_d2.data.synthetic_io",
+    "write_synthetic_video": "sperm_d2.data.synthetic_io",
     "segment_head": "sperm_d2.data.autoannotate",
 }
 

@@ -1,4 +1,5 @@
-"""Write synthetic scenes (sperm_d2.data.synthetic) to disk as PNG + labelme JSON pairs.
+"""Write synthetic scenes (sperm_d2.data.synthetic) to disk: PNG + labelme JSON pairs, single-head
+crops in class folders (the SMIDS layout) or a microscope video.
 
 Heads are labelled with their kind (``normal``, ``tapered``, ``pyriform``, ``amorphous``), which the
 default label map sends to good/bad, so the synthetic data also exercises the label map.
@@ -6,8 +7,10 @@ default label map sends to good/bad, so the synthetic data also exercises the la
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -16,18 +19,29 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.labelme_io import write_labelme_json
-from sperm_d2.data.synthetic import render_scene_detailed
+from sperm_d2.data.synthetic import render_scene, render_scene_detailed, render_video_frames
+from sperm_d2.video_io import VideoSink
 
 logger = logging.getLogger(__name__)
+
+# Crop splits and the first scene seed of each: val and test never share a scene while a split
+# holds at most CROP_SEED_STRIDE crops.
+CROP_SPLITS = ("val", "test")
+CROP_SEED_BASE = 5000
+CROP_SEED_STRIDE = 1000
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    ok, png = cv2.imencode(".png", img)
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, png.tobytes())
 
 
 def write_synthetic_scene(out_dir: Path, stem: str, seed: int, height: int, width: int) -> int:
     """Render scene ``seed`` to ``out_dir/stem.png`` + ``stem.json``; returns its head count."""
     img, heads = render_scene_detailed(np.random.default_rng(seed), height, width)
-    ok, png = cv2.imencode(".png", img)
-    if not ok:
-        raise RuntimeError(f"{out_dir / stem}.png: PNG encoding failed")
-    write_bytes_atomic(out_dir / f"{stem}.png", png.tobytes())
+    _write_png(out_dir / f"{stem}.png", img)
     shapes = [
         {"label": kind, "points": np.round(poly, 2).tolist(), "shape_type": "polygon"}
         for kind, _, poly in heads
@@ -50,3 +64,68 @@ def make_synthetic_dataset(
         heads += write_synthetic_scene(out_dir, f"syn_{i:05d}", seed * 1_000_003 + i, size, size)
     logger.info("wrote %d synthetic images (%d heads) to %s", num_images, heads, out_dir)
     return out_dir
+
+
+def make_synthetic_crops(
+    out_dir: str | os.PathLike, num_crops: int = 24, size: int = 170, seed: int = 0
+) -> dict[str, dict[str, int]]:
+    """Write ``num_crops`` single-head ``size`` x ``size`` crops per split (``val``, ``test``) as
+    ``out_dir/<split>/{normal,abnormal}/crop_<scene seed>.png`` (the SMIDS class-folder layout).
+
+    Split ``k`` uses scene seeds ``5000 + 1000 * k + seed * 1_000_003 + i``, so the same call
+    gives the same files. A scene whose head did not fit is left out and counted as ``skipped``.
+    Returns ``{split: {"normal": n, "abnormal": n, "skipped": n}}``.
+    """
+    if not 0 < num_crops <= CROP_SEED_STRIDE:
+        raise ValueError(
+            f"num_crops={num_crops}: need 1..{CROP_SEED_STRIDE} crops per split "
+            "(more would reuse val scenes in test)"
+        )
+    out_dir = Path(out_dir)
+    counts: dict[str, dict[str, int]] = {}
+    for k, split in enumerate(CROP_SPLITS):
+        counts[split] = {"normal": 0, "abnormal": 0, "skipped": 0}
+        seed0 = CROP_SEED_BASE + CROP_SEED_STRIDE * k + seed * 1_000_003
+        for scene in tqdm(range(seed0, seed0 + num_crops), desc=split, disable=num_crops < 200):
+            img, heads = render_scene(scene, size, size, num_heads=1)
+            if not heads:
+                counts[split]["skipped"] += 1
+                continue
+            folder = "normal" if heads[0][0] == "good" else "abnormal"
+            _write_png(out_dir / split / folder / f"crop_{scene}.png", img)
+            counts[split][folder] += 1
+        logger.info("wrote %s crops to %s: %s", split, out_dir / split, counts[split])
+    return counts
+
+
+def write_synthetic_video(
+    path: str | os.PathLike,
+    num_frames: int = 60,
+    height: int = 256,
+    width: int = 320,
+    seed: int = 7,
+    fps: float = 10.0,
+) -> Path:
+    """Write a ``num_frames``-frame video of one drifting scene (``.mp4``: mp4v, ``.avi``: MJPG).
+
+    The video is written next to ``path`` under a temporary name and renamed onto it when done,
+    so ``path`` never holds a half-written video.
+    """
+    if num_frames < 1:
+        raise ValueError(f"{path}: num_frames={num_frames}, need at least 1 frame")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the suffix: OpenCV picks the container from it
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        with VideoSink(tmp, fps=fps) as sink:
+            for frame in render_video_frames(seed, height, width, num_frames):
+                sink.write(frame)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    logger.info("wrote a %d-frame %dx%d synthetic video to %s", num_frames, width, height, path)
+    return path
