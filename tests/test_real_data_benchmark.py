@@ -1,87 +1,131 @@
-"""benchmarks/real_data.py: its pure parts (arguments, skip reasons, mean ± std, the table, the
-class-folder trees), and one slow end-to-end --smoke run on generated class-folder crops."""
+"""The real-data benchmark (benchmarks/real_data.py, sperm_d2.benchmark): its pure parts
+(argument checks, skip reasons, mean ± std, the table, the class-folder trees, the training
+stamp), the script's parser, and one slow end-to-end --smoke run of the script on generated
+class-folder crops."""
 
+import argparse
 import importlib.util
 import json
+import logging
 import math
 import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
+from sperm_d2.benchmark.options import (
+    DEFAULT_CONFIG,
+    ENV_REAL_DATA,
+    check_args,
+    resolve_data_root,
+    skip_reason,
+)
+from sperm_d2.benchmark.protocol import run_benchmark
+from sperm_d2.benchmark.report import fmt_mean_std, fmt_value, format_table
+from sperm_d2.benchmark.results import aggregate_folds, collect_metrics, mean_std
+from sperm_d2.benchmark.runner import REPO, Runner, StepError
+from sperm_d2.benchmark.training import STAMP, reuse_or_resume, schedule_opts, train_stamp
 from sperm_d2.data.synthetic import draw_scene, sample_scene
 
-from .conftest import REPO
+SCRIPT = REPO / "benchmarks" / "real_data.py"
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("real_data", REPO / "benchmarks/real_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rd = _load_benchmark()
+def _args(**kw) -> argparse.Namespace:
+    """The options :func:`check_args` reads, at the script's defaults, overridden by ``kw``."""
+    defaults = dict(
+        datasets="hushem,smids",
+        kfold=5,
+        folds=None,
+        max_iter=None,
+        smoke=False,
+        smoke_images=8,
+        opts=[],
+        config=DEFAULT_CONFIG,
+    )
+    return argparse.Namespace(**{**defaults, **kw})
 
 
 # ---------------------------------------------------------------- arguments, data location
 
 
-def test_parse_args_defaults_and_lists() -> None:
-    args = rd.parse_args([])
+def test_script_parses_checks_and_documents_its_arguments(capsys) -> None:
+    spec = importlib.util.spec_from_file_location("real_data", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args([])
     assert args.dataset_list == ["hushem", "smids"]
     assert args.kfold == 5 and args.fold_list == [0, 1, 2, 3, 4]
-    assert args.max_iter is None and args.config == rd.DEFAULT_CONFIG
-    args = rd.parse_args(["--datasets", "smids, hushem,smids", "--folds", "3,1", "--max-iter", "9"])
+    assert args.max_iter is None and args.config == DEFAULT_CONFIG and args.opts == []
+    assert vars(_args()).items() <= vars(args).items()  # the unit tests' defaults are the script's
+    assert script.parse_args(["--smoke"]).max_iter == 4
+    with pytest.raises(SystemExit) as e:  # a bad value: status 2 and a one-line message
+        script.parse_args(["--folds", "5"])
+    assert e.value.code == 2
+    assert "error: --folds '5': folds [5] are outside 0..4" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        script.parse_args(["--help"])
+    assert e.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "usage:" in help_text and "python benchmarks/real_data.py --data" in help_text
+
+
+def test_check_args_completes_the_lists() -> None:
+    args = check_args(_args())
+    assert args.dataset_list == ["hushem", "smids"] and args.fold_list == [0, 1, 2, 3, 4]
+    args = check_args(_args(datasets="smids, hushem,smids", folds="3,1", max_iter=9))
     assert args.dataset_list == ["smids", "hushem"] and args.fold_list == [1, 3]
     assert args.max_iter == 9
-    assert rd.parse_args(["--smoke"]).max_iter == 4  # smoke: a handful of iterations
-    assert rd.parse_args(["--smoke", "--max-iter", "2"]).max_iter == 2
-    assert rd.parse_args(["--kfold", "0", "--folds", "7"]).fold_list == []
+    assert check_args(_args(smoke=True)).max_iter == 4  # smoke: a handful of iterations
+    assert check_args(_args(smoke=True, max_iter=2)).max_iter == 2
+    assert check_args(_args(kfold=0, folds="7")).fold_list == []
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "options, message",
     [
-        (["--datasets", "hushem,mnist"], "unknown dataset ['mnist']"),
-        (["--datasets", ","], "empty dataset list"),
-        (["--folds", "5"], "outside 0..4"),
-        (["--folds", "a"], "expected comma-separated fold numbers"),
-        (["--kfold", "1"], "--kfold 1"),
-        (["--max-iter", "0"], "--max-iter 0"),
-        (["--opts", "SOLVER.MAX_ITER"], "KEY VALUE pairs"),
+        ({"datasets": "hushem,mnist"}, "unknown dataset ['mnist']"),
+        ({"datasets": ","}, "empty dataset list"),
+        ({"folds": "5"}, "outside 0..4"),
+        ({"folds": "a"}, "expected comma-separated fold numbers"),
+        ({"kfold": 1}, "--kfold 1"),
+        ({"max_iter": 0}, "--max-iter 0"),
+        ({"smoke_images": 1}, "--smoke-images 1"),
+        ({"opts": ["SOLVER.MAX_ITER"]}, "KEY VALUE pairs"),
     ],
 )
-def test_parse_args_errors_name_the_problem(argv, message, capsys) -> None:
-    with pytest.raises(SystemExit) as e:
-        rd.parse_args(argv)
-    assert e.value.code == 2
-    assert message in capsys.readouterr().err
+def test_check_args_errors_name_the_problem(options, message) -> None:
+    with pytest.raises(ValueError) as e:
+        check_args(_args(**options))
+    assert message in str(e.value)
 
 
 def test_data_root_from_argument_then_environment(tmp_path) -> None:
-    env = {rd.ENV_REAL_DATA: str(tmp_path)}
-    assert rd.resolve_data_root("/x", env) == rd.Path("/x")
-    assert rd.resolve_data_root(None, env) == tmp_path
-    assert rd.resolve_data_root(None, {}) is None
+    env = {ENV_REAL_DATA: str(tmp_path)}
+    assert resolve_data_root("/x", env) == Path("/x")
+    assert resolve_data_root(None, env) == tmp_path
+    assert resolve_data_root(None, {}) is None
 
 
 def test_skip_reasons(tmp_path) -> None:
-    assert "pass --data DIR or set SPERM_D2_REAL_DATA" in rd.skip_reason(None, "hushem")
-    assert rd.skip_reason(tmp_path, "smids").endswith("smids_train: folder not found")
+    assert "pass --data DIR or set SPERM_D2_REAL_DATA" in skip_reason(None, "hushem")
+    assert skip_reason(tmp_path, "smids").endswith("smids_train: folder not found")
     (tmp_path / "hushem").mkdir()
-    assert "no class folders" in rd.skip_reason(tmp_path, "hushem")
+    assert "no class folders" in skip_reason(tmp_path, "hushem")
     (tmp_path / "hushem" / "01_Normal").mkdir()
-    assert rd.skip_reason(tmp_path, "hushem") is None
+    assert skip_reason(tmp_path, "hushem") is None
 
 
-def test_main_without_data_skips_with_a_reason(monkeypatch, tmp_path, capsys) -> None:
-    monkeypatch.delenv(rd.ENV_REAL_DATA, raising=False)
-    assert rd.main(["--output", str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out
-    assert "skipping hushem: no real data" in out and "skipping smids: no real data" in out
+def test_without_data_every_dataset_is_skipped_with_a_reason(tmp_path, caplog) -> None:
+    args = check_args(_args())
+    assert run_benchmark(args, None, tmp_path / "out", "python x.py") is None
+    assert "skipping hushem: no real data" in caplog.text
+    assert "skipping smids: no real data" in caplog.text
     assert not (tmp_path / "out").exists()  # nothing written when nothing ran
 
 
@@ -89,26 +133,26 @@ def test_main_without_data_skips_with_a_reason(monkeypatch, tmp_path, capsys) ->
 
 
 def test_mean_std_over_folds_leaves_out_undefined_values() -> None:
-    agg = rd.mean_std([0.8, 0.9, None, float("nan"), 1.0])
+    agg = mean_std([0.8, 0.9, None, float("nan"), 1.0])
     assert agg["n"] == 3 and agg["mean"] == pytest.approx(0.9)
     assert agg["std"] == pytest.approx(0.1)  # sample std (ddof=1)
-    assert rd.mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1, "values": [0.5]}
-    assert rd.mean_std([None])["mean"] is None
+    assert mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1, "values": [0.5]}
+    assert mean_std([None])["mean"] is None
     folds = [{"accuracy": 0.5, "no_head": 1}, {"accuracy": 1.0, "no_head": 3, "extra": 2.0}]
-    agg = rd.aggregate_folds(folds)
+    agg = aggregate_folds(folds)
     assert list(agg) == ["accuracy", "no_head", "extra"]
     assert agg["no_head"]["mean"] == 2 and agg["extra"]["n"] == 1
     assert agg["accuracy"]["std"] == pytest.approx(math.sqrt(0.125))
 
 
 def test_value_formatting() -> None:
-    assert rd.fmt_value(57.123, "ap") == "57.1"
-    assert rd.fmt_value(0.98765, "frac") == "0.988"
-    assert rd.fmt_value(2.0, "count") == "2"
-    assert rd.fmt_value(float("nan"), "frac") == "n/a" and rd.fmt_value(None, "ap") == "n/a"
-    agg = rd.mean_std([0.9, 0.8, None])
-    assert rd.fmt_mean_std(agg, "frac") == "0.850 ± 0.071 (n=2)"
-    assert rd.fmt_mean_std(None, "frac") == "n/a"
+    assert fmt_value(57.123, "ap") == "57.1"
+    assert fmt_value(0.98765, "frac") == "0.988"
+    assert fmt_value(2.0, "count") == "2"
+    assert fmt_value(float("nan"), "frac") == "n/a" and fmt_value(None, "ap") == "n/a"
+    agg = mean_std([0.9, 0.8, None])
+    assert fmt_mean_std(agg, "frac") == "0.850 ± 0.071 (n=2)"
+    assert fmt_mean_std(None, "frac") == "n/a"
 
 
 def _results(smoke: bool = False) -> dict:
@@ -128,7 +172,7 @@ def _results(smoke: bool = False) -> dict:
         "meta": {
             "date": "2026-11-27 04:00 UTC",
             "machine": "AMD EPYC, 2 CPU cores",
-            "config": rd.DEFAULT_CONFIG,
+            "config": DEFAULT_CONFIG,
             "iterations": "1500 iterations",
             "seed": 0,
             "split": "0.7,0.15,0.15",
@@ -139,7 +183,7 @@ def _results(smoke: bool = False) -> dict:
         "datasets": {
             "hushem": {
                 "split": {"test": test, "test_images": 33},
-                "kfold": {"k": 5, "folds_run": "0,1", "aggregate": rd.aggregate_folds(folds)},
+                "kfold": {"k": 5, "folds_run": "0,1", "aggregate": aggregate_folds(folds)},
             },
             "smids": {"skipped": "/data/smids_train: folder not found"},
         },
@@ -147,10 +191,10 @@ def _results(smoke: bool = False) -> dict:
 
 
 def test_table_says_which_split_each_number_is_on() -> None:
-    md = rd.format_table(_results())
+    md = format_table(_results())
     lines = md.splitlines()
     assert lines[0] == "Real-data benchmark, 2026-11-27 04:00 UTC on AMD EPYC, 2 CPU cores"
-    assert f"config `{rd.DEFAULT_CONFIG}`" in lines[1] and "SMOKE" not in md
+    assert f"config `{DEFAULT_CONFIG}`" in lines[1] and "SMOKE" not in md
     header = next(ln for ln in lines if ln.startswith("| metric"))
     assert "hushem test split (33 images)" in header
     assert "hushem 5-fold CV, held-out folds 0,1 (mean ± std)" in header
@@ -168,7 +212,7 @@ def test_table_says_which_split_each_number_is_on() -> None:
 def test_smoke_table_is_marked_and_failures_listed() -> None:
     res = _results(smoke=True)
     res["datasets"]["smids"] = {"error": "train_net.py exited 1"}
-    md = rd.format_table(res)
+    md = format_table(res)
     assert "SMOKE RUN" in md and "not a result" in md
     assert "- smids: FAILED (train_net.py exited 1)" in md
 
@@ -177,8 +221,8 @@ def test_smoke_table_is_marked_and_failures_listed() -> None:
 
 
 def test_schedule_opts() -> None:
-    assert rd.schedule_opts(None) == []
-    opts = dict(zip(*[iter(rd.schedule_opts(1000))] * 2))
+    assert schedule_opts(None) == []
+    opts = dict(zip(*[iter(schedule_opts(1000))] * 2))
     assert opts == {
         "SOLVER.MAX_ITER": "1000",
         "SOLVER.STEPS": "(730, 900)",
@@ -186,7 +230,7 @@ def test_schedule_opts() -> None:
         "SOLVER.CHECKPOINT_PERIOD": "200",
         "TEST.EVAL_PERIOD": "200",
     }
-    assert dict(zip(*[iter(rd.schedule_opts(1))] * 2))["SOLVER.STEPS"] == "()"
+    assert dict(zip(*[iter(schedule_opts(1))] * 2))["SOLVER.STEPS"] == "()"
 
 
 def test_split_images_and_class_folder_tree(tmp_path) -> None:
@@ -200,29 +244,28 @@ def test_split_images_and_class_folder_tree(tmp_path) -> None:
         {"id": i, "file_name": f"../crops/{f.name}/a.bmp"} for i, f in enumerate(src.iterdir())
     ]
     (root / "annotations" / "test.json").write_text(json.dumps({"images": images}))
-    paths = rd.split_images(root, "test")
+    paths = split_images(root, "test")
     assert sorted(p.parent.name for p in paths) == ["01_Normal", "02_Tapered"]
-    tree = rd.class_folder_tree(paths, tmp_path / "tree")
+    tree = class_folder_tree(paths, tmp_path / "tree")
     links = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.bmp"))
     assert links == ["01_Normal/a.bmp", "02_Tapered/a.bmp"]
     assert all(p.is_symlink() for p in tree.rglob("*.bmp"))  # nothing copied
-    rd.class_folder_tree(paths[:1], tree)  # rebuilt from scratch
+    class_folder_tree(paths[:1], tree)  # rebuilt from scratch
     assert len(list(tree.rglob("*.bmp"))) == 1
     with pytest.raises(ValueError, match="two images named"):
-        rd.class_folder_tree([paths[0], paths[0]], tmp_path / "dup")
+        class_folder_tree([paths[0], paths[0]], tmp_path / "dup")
 
 
-def test_runner_logs_shows_shell_safe_commands_and_names_failures(tmp_path, capsys) -> None:
-    run = rd.Runner(tmp_path / "logs")
-    ok = [rd.sys.executable, "-c", "print('hi')", "DATASETS.TEST", "()"]
+def test_runner_logs_shows_shell_safe_commands_and_names_failures(tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sperm_d2.benchmark")
+    run = Runner(tmp_path / "logs")
+    ok = [sys.executable, "-c", "print('hi')", "DATASETS.TEST", "()"]
     assert run(ok, "ok") == 0
     assert run.commands == ["python -c 'print('\"'\"'hi'\"'\"')' DATASETS.TEST '()'"]
     assert (tmp_path / "logs" / "ok.log").read_text().strip() == "hi"
-    assert (
-        "$ python -c" in capsys.readouterr().out and "ok" in run.seconds and "ok" in run.cpu_seconds
-    )
-    bad = [rd.sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
-    with pytest.raises(rd.StepError, match=r"exited 3 \(see .*bad.log\): boom"):
+    assert "$ python -c" in caplog.text and "ok" in run.seconds and "ok" in run.cpu_seconds
+    bad = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    with pytest.raises(StepError, match=r"exited 3 \(see .*bad.log\): boom"):
         run(bad, "bad")
     assert run(bad[:2] + ["import sys; sys.exit(1)"], "skipped", ok=(0, 1)) == 1
 
@@ -251,37 +294,46 @@ def test_collect_metrics(tmp_path) -> None:
     }
     (tmp_path / "c.json").write_text(json.dumps(coco))
     (tmp_path / "f.json").write_text(json.dumps(folders))
-    m = rd.collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
+    m = collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
     assert m["segm/AP50"] == 90.0 and "segm/AP75" not in m and m["instance_threshold"] == 0.4
     assert m["accuracy"] == 0.9 and m["specificity_bad"] is None and m["image_threshold"] == 0.3
     folders["bias_bad"] = -0.2
     folders["test_top_head"] = {"accuracy": 0.75, "balanced_accuracy": 0.5}
     folders["confusion_matrix"] = {"rows_true": ["good", "bad"], "counts": [[2, 1, 0], [0, 7, 0]]}
     (tmp_path / "f.json").write_text(json.dumps(folders))
-    m = rd.collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
+    m = collect_metrics(tmp_path / "c.json", tmp_path / "f.json")
     assert m["bias_bad"] == -0.2 and m["top_head/accuracy"] == 0.75
     assert m["majority_accuracy"] == 0.7  # 7 of 10 crops are bad
+
+
+def test_train_stamp_is_the_command_with_absolute_folders() -> None:
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", "c.yaml", "SPERM.DATA_ROOT"]
+    cmd += ["out/data", "OUTPUT_DIR", "/abs/train", "DATASETS.TEST", "()"]
+    assert train_stamp(cmd, Path("/repo")) == (
+        "tools/train_net.py --config-file c.yaml SPERM.DATA_ROOT /repo/out/data "
+        "OUTPUT_DIR /abs/train DATASETS.TEST '()'"
+    )
 
 
 def test_finished_training_is_reused_killed_resumed_foreign_refused(tmp_path) -> None:
     run_dir = tmp_path / "train"
     cmd = ["python", "tools/train_net.py", "--config-file", "c.yaml", "OUTPUT_DIR", str(run_dir)]
-    assert rd.reuse_or_resume(run_dir, cmd) is False  # nothing there: train
+    assert reuse_or_resume(run_dir, cmd) is False  # nothing there: train
     run_dir.mkdir()
     (run_dir / "model_0000099.pth").write_bytes(b"x")
-    with pytest.raises(rd.StepError, match="unknown training"):
-        rd.reuse_or_resume(run_dir, cmd)
-    stamp = {"command": rd.train_stamp(cmd), "finished": False}
-    (run_dir / rd.STAMP).write_text(json.dumps(stamp))
-    assert rd.reuse_or_resume(run_dir, cmd) is False  # killed part-way: train with --resume
-    (run_dir / rd.STAMP).write_text(json.dumps({**stamp, "finished": True}))
+    with pytest.raises(StepError, match="unknown training"):
+        reuse_or_resume(run_dir, cmd)
+    stamp = {"command": train_stamp(cmd), "finished": False}
+    (run_dir / STAMP).write_text(json.dumps(stamp))
+    assert reuse_or_resume(run_dir, cmd) is False  # killed part-way: train with --resume
+    (run_dir / STAMP).write_text(json.dumps({**stamp, "finished": True}))
     (run_dir / "model_final.pth").write_bytes(b"x")
-    assert rd.reuse_or_resume(run_dir, cmd) is True
+    assert reuse_or_resume(run_dir, cmd) is True
     # the same folder spelled relative to the repo is the same training
-    rel = [*cmd[:-1], os.path.relpath(run_dir, rd.REPO)]
-    assert rd.reuse_or_resume(run_dir, rel) is True
-    with pytest.raises(rd.StepError, match="trained by another command"):
-        rd.reuse_or_resume(run_dir, [*cmd, "SOLVER.MAX_ITER", "9"])
+    rel = [*cmd[:-1], os.path.relpath(run_dir, REPO)]
+    assert reuse_or_resume(run_dir, rel) is True
+    with pytest.raises(StepError, match="trained by another command"):
+        reuse_or_resume(run_dir, [*cmd, "SOLVER.MAX_ITER", "9"])
 
 
 def test_smoke_subset_copies_the_first_crops_per_class(tmp_path) -> None:
@@ -291,7 +343,7 @@ def test_smoke_subset_copies_the_first_crops_per_class(tmp_path) -> None:
         for i in range(5):
             (src / folder / f"{i}.png").write_bytes(b"x")
         (src / folder / "notes.txt").write_text("not an image")
-    dst = rd.smoke_subset(src, tmp_path / "dst", 2)
+    dst = smoke_subset(src, tmp_path / "dst", 2)
     assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file()) == [
         "abnormal/0.png",
         "abnormal/1.png",
@@ -312,7 +364,7 @@ def _crop(seed: int, size: int = 64) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_smoke_run_on_generated_class_folders(tmp_path, capsys) -> None:
+def test_smoke_run_on_generated_class_folders(tmp_path) -> None:
     data = tmp_path / "real"
     for folder, seeds in (("01_Normal", range(0, 4)), ("02_Tapered", range(4, 8))):
         (data / "hushem" / folder).mkdir(parents=True)
@@ -348,7 +400,15 @@ def test_smoke_run_on_generated_class_folders(tmp_path, capsys) -> None:
         "--opts",
         *fast,
     ]
-    assert rd.main(argv) == 0
+
+    def script(*args: str) -> subprocess.CompletedProcess:
+        """The benchmark as users run it (a rerun must reuse what the last run trained)."""
+        cmd = [sys.executable, str(SCRIPT), *args]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+    first = script(*argv)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "$ python tools/train_net.py --resume" in first.stdout  # each step shown as it runs
     results = json.loads((out / "results.json").read_text())
     hushem = results["datasets"]["hushem"]
     assert set(hushem["split"]["test"]) >= {
@@ -364,13 +424,18 @@ def test_smoke_run_on_generated_class_folders(tmp_path, capsys) -> None:
     assert results["meta"]["smoke"] is True
     md = (out / "results.md").read_text()
     assert "hushem test split" in md and "SMOKE RUN" in md
-    assert "python tools/train_net.py --config-file" in md
+    # a killed benchmark resumes its trainings
+    assert "python tools/train_net.py --resume --config-file" in md
     assert (out / "logs" / "hushem_train.log").is_file()
-    assert "--resume" in md  # a killed benchmark resumes its trainings
     # a rerun reuses the finished training (evaluation reruns); another schedule is refused
-    assert rd.main(argv) == 0
+    assert script(*argv).returncode == 0
     rerun = json.loads((out / "results.json").read_text())["datasets"]["hushem"]
     assert rerun["split"]["train"]["reused"] is True
+    assert (
+        "# finished by an earlier run of this benchmark: reused" in (out / "results.md").read_text()
+    )
     assert rerun["split"]["test"]["segm/AP50"] == hushem["split"]["test"]["segm/AP50"]
-    assert rd.main([a if a != "1" else "2" for a in argv]) == 1  # --max-iter 2: not the same run
-    assert "trained by another command" in capsys.readouterr().err
+    other = script(*[a if a != "1" else "2" for a in argv])  # --max-iter 2: not the same run
+    assert other.returncode == 1
+    assert "real_data.py: hushem failed:" in other.stderr
+    assert "trained by another command" in other.stderr

@@ -1,0 +1,8 @@
+"""The real-data accuracy benchmark behind ``benchmarks/real_data.py``.
+
+``options`` (datasets, data location, argument checks), ``runner`` (one logged subprocess per
+tool call), ``crops`` (smoke subsets and class-folder trees), ``training`` (the training step,
+reused or resumed by its stamp), ``protocol`` (prepare, train, evaluate; split and K-fold),
+``results`` (metrics and mean ± std over folds) and ``report`` (results.json and the Markdown
+table).
+"""

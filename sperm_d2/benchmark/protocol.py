@@ -1,0 +1,231 @@
+"""The benchmark protocol, one tool call per step: prepare (auto-annotate and split the crops),
+train, evaluate; per dataset a stratified train/val/test split, and K-fold cross-validation on
+HuSHeM. :func:`run_benchmark` runs it all and writes the results."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
+from sperm_d2.benchmark.options import DATASETS, skip_reason
+from sperm_d2.benchmark.report import machine_description, write_results
+from sperm_d2.benchmark.results import aggregate_folds, collect_metrics
+from sperm_d2.benchmark.runner import REPO, Runner, StepError, repo_relative
+from sperm_d2.benchmark.training import train_step
+
+logger = logging.getLogger(__name__)
+
+#: label map, relative to the repo root (where the tools run)
+LABELS = "configs/labels/default.yaml"
+#: what ``prepare_data.py`` exit codes mean: 1 = files skipped (SMIDS duplicates), still usable
+PREPARE_OK = (0, 1)
+
+
+def prepare_step(
+    run: Runner,
+    name: str,
+    src: Path,
+    data_root: Path,
+    args: argparse.Namespace,
+    extra: Sequence[str],
+) -> None:
+    """tools/prepare_data.py: auto-annotate the class folders of ``src`` into ``data_root``."""
+    run(
+        [
+            sys.executable,
+            "tools/prepare_data.py",
+            "--input",
+            str(src),
+            "--from-folders",
+            "--output",
+            run.rel(data_root),
+            "--labels",
+            LABELS,
+            "--seed",
+            str(args.seed),
+            "--workers",
+            str(args.workers),
+            *extra,
+        ],
+        f"{name}_prepare",
+        ok=PREPARE_OK,
+    )
+
+
+def evaluate_step(
+    run: Runner,
+    name: str,
+    run_dir: Path,
+    out_dir: Path,
+    test: str,
+    val: str,
+    test_tree: Path,
+    val_tree: Path,
+    weights: str | None = None,
+) -> dict:
+    """tools/evaluate.py twice: COCO metrics on the registered split ``test`` (threshold chosen
+    on ``val``) and image-level grading of the class folders ``test_tree`` (on ``val_tree``);
+    returns :func:`collect_metrics` of the two."""
+    w = ["--weights", weights] if weights else []
+    coco_out, folder_out = out_dir / "coco", out_dir / "folders"
+    evaluate = [sys.executable, "tools/evaluate.py", "--run", run.rel(run_dir), *w]
+    run(
+        [*evaluate, "--dataset", test, "--val-dataset", val, "--output", run.rel(coco_out)],
+        f"{name}_eval_coco",
+    )
+    run(
+        [
+            *evaluate,
+            "--folders",
+            run.rel(test_tree),
+            "--val-folders",
+            run.rel(val_tree),
+            "--label-map",
+            LABELS,
+            "--output",
+            run.rel(folder_out),
+        ],
+        f"{name}_eval_folders",
+    )
+    return collect_metrics(coco_out / "metrics.json", folder_out / "metrics.json")
+
+
+def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: Path) -> dict:
+    """Stratified train/val/test: prepare, train (selected on val), evaluate on test."""
+    data_root = out / "data"
+    prepare_step(run, name, src, data_root, args, ["--split", args.split])
+    trees = {
+        s: class_folder_tree(split_images(data_root, s), out / "folders" / s)
+        for s in ("val", "test")
+    }
+    train = train_step(run, args, name, data_root, out / "train", [])
+    test = evaluate_step(
+        run,
+        name,
+        out / "train",
+        out / "eval",
+        "sperm_test",
+        "sperm_val",
+        trees["test"],
+        trees["val"],
+    )
+    return {
+        "data_root": str(data_root),
+        "train": train,
+        "test": test,
+        "test_images": len(split_images(data_root, "test")),
+    }
+
+
+def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: Path) -> dict:
+    """K folds over all crops: train on K-1 parts (final checkpoint), report on the held-out one."""
+    data_root = out / "data"
+    # two ratios: no test part is held out, the K folds cover every crop (the literature's way)
+    prepare_step(
+        run,
+        f"{name}_kfold",
+        src,
+        data_root,
+        args,
+        ["--split", "0.8,0.2", "--kfold", str(args.kfold)],
+    )
+    folds = {}
+    for i in args.fold_list:
+        tag, fold_out = f"fold{i}", out / f"fold{i}"
+        trees = {
+            s: class_folder_tree(split_images(data_root, f"{tag}_{s}"), fold_out / "folders" / s)
+            for s in ("train", "val")
+        }
+        opts = ["DATASETS.TRAIN", f'("sperm_{tag}_train",)', "DATASETS.TEST", "()"]
+        train = train_step(run, args, f"{name}_{tag}", data_root, fold_out / "train", opts)
+        metrics = evaluate_step(
+            run,
+            f"{name}_{tag}",
+            fold_out / "train",
+            fold_out / "eval",
+            f"sperm_{tag}_val",
+            f"sperm_{tag}_train",
+            trees["val"],
+            trees["train"],
+            weights="model_final.pth",
+        )
+        folds[tag] = {"train": train, "test": metrics}
+    return {
+        "k": args.kfold,
+        "folds_run": ",".join(str(i) for i in args.fold_list),
+        "data_root": str(data_root),
+        "folds": folds,
+        "aggregate": aggregate_folds([f["test"] for f in folds.values()]),
+    }
+
+
+def run_benchmark(
+    args: argparse.Namespace,
+    data_root: Path | None,
+    out: Path,
+    command: str,
+    repo: Path = REPO,
+) -> dict | None:
+    """Every dataset of ``args.dataset_list`` that has crops under ``data_root``: the split
+    protocol, and K-fold on HuSHeM; writes ``out/results.json`` and ``out/results.md`` and
+    returns the results. A dataset that fails is logged and recorded under its ``"error"``; the
+    others still run. When every dataset is skipped nothing is written and None is returned.
+    ``command`` is how the benchmark was started, for the table."""
+    out = Path(out).absolute()
+    args = copy.copy(args)  # the caller's namespace is left as it was
+    if Path(args.config).is_file():  # else taken as relative to the repo root, where tools run
+        args.config = repo_relative(args.config, repo)
+    reasons = {n: skip_reason(data_root, n) for n in args.dataset_list}
+    if all(reasons.values()):
+        for n, why in reasons.items():
+            logger.warning("skipping %s: %s", n, why)
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    run = Runner(out / "logs", repo)
+    iterations = f"{args.max_iter} iterations" if args.max_iter else "the config's schedule"
+    results: dict = {
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine_description(),
+            "config": args.config,
+            "iterations": iterations,
+            "seed": args.seed,
+            "split": args.split,
+            "smoke": args.smoke,
+            "command": command,
+        },
+        "datasets": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="sperm_d2_smoke_") as tmp:
+        for name in args.dataset_list:
+            res: dict = {}
+            results["datasets"][name] = res
+            if reasons[name]:
+                logger.warning("skipping %s: %s", name, reasons[name])
+                res["skipped"] = reasons[name]
+                continue
+            src = data_root / DATASETS[name]
+            if args.smoke:
+                src = smoke_subset(src, Path(tmp) / name, args.smoke_images)
+            t0 = time.perf_counter()
+            try:
+                res["split"] = run_split(run, args, name, src, out / name / "split")
+                if name == "hushem" and args.kfold:
+                    res["kfold"] = run_kfold(run, args, name, src, out / name / "kfold")
+            except (StepError, OSError, ValueError, KeyError) as e:
+                logger.error("%s failed: %s", name, e)
+                res["error"] = str(e)
+            res["wall_s"] = round(time.perf_counter() - t0, 1)
+    results["meta"]["commands"] = run.commands
+    results["meta"]["step_seconds"] = run.seconds
+    results["meta"]["step_cpu_seconds"] = run.cpu_seconds
+    write_results(out, results)
+    return results

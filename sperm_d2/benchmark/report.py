@@ -1,0 +1,154 @@
+"""The benchmark's report: ``results.json`` and ``results.md``, a Markdown table (for README's
+"Results" section) that says which split each number is on, next to the study's figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from sperm_d2.atomic import atomic_write, write_json_atomic
+from sperm_d2.benchmark.results import is_finite
+
+#: the PixelLib/TensorFlow study this project reproduces (DESIGN.md)
+STUDY = {
+    "pixellib/mAP50": "0.891 (study's own labelme test images)",
+    "accuracy": "98 % / 98.8 % (SMIDS normal/abnormal)",
+}
+#: table rows: (result key, label, kind) -- kind "ap" is COCO x100, "frac" is 0-1
+ROWS = [
+    ("segm/AP", "COCO segm AP (x100)", "ap"),
+    ("segm/AP50", "COCO segm AP50 (x100)", "ap"),
+    ("bbox/AP", "COCO bbox AP (x100)", "ap"),
+    ("pixellib/mAP50", "pixellib/mAP50 (0-1)", "frac"),
+    ("accuracy", "image-level accuracy good/bad", "frac"),
+    ("balanced_accuracy", "balanced accuracy (mean of the two recalls)", "frac"),
+    ("sensitivity_bad", "sensitivity (bad)", "frac"),
+    ("specificity_bad", "specificity (bad)", "frac"),
+    ("f1_bad", "F1 (bad)", "frac"),
+    ("no_head", "images with no head found", "count"),
+    ("bias_bad", "bias on the bad score (chosen on val)", "num"),
+    ("top_head/accuracy", "accuracy, plain top-head rule (bias 0)", "frac"),
+    ("top_head/balanced_accuracy", "balanced accuracy, plain top-head rule", "frac"),
+    ("majority_accuracy", "accuracy of calling every crop bad", "frac"),
+]
+
+
+def fmt_value(v: Any, kind: str) -> str:
+    """One number for the table: AP x100 with 1 decimal, fractions with 3, counts as ints."""
+    if not is_finite(v):
+        return "n/a"
+    if kind == "ap":
+        return f"{v:.1f}"
+    if kind == "count":
+        return f"{int(round(v))}"
+    if kind == "num":
+        return f"{v:+.3f}"
+    return f"{v:.3f}"
+
+
+def fmt_mean_std(agg: dict | None, kind: str) -> str:
+    """``mean ± std`` (with ``(n=…)`` when some folds had no defined value)."""
+    if not agg or agg.get("mean") is None:
+        return "n/a"
+    text = f"{fmt_value(agg['mean'], kind)} ± {fmt_value(agg['std'], kind)}"
+    total = len(agg.get("values", []))
+    return text + (f" (n={agg['n']})" if agg["n"] < total else "")
+
+
+def format_table(results: dict) -> str:
+    """Markdown: header lines (date, machine, config, commands) and one table whose columns say
+    which split each number is on, next to the study's figures."""
+    meta = results["meta"]
+    lines = [
+        f"Real-data benchmark, {meta['date']} on {meta['machine']}",
+        f"(config `{meta['config']}`, {meta['iterations']}, split seed {meta['seed']}"
+        + (", **SMOKE RUN: a few crops, a few iterations; not a result**" if meta["smoke"] else "")
+        + ").",
+        "",
+    ]
+    cols, labels = [], []
+    runs = list(results["datasets"].items())
+    for name, res in runs:
+        if res.get("split"):
+            cols.append((res["split"]["test"], False))
+            labels.append(f"{name} test split ({res['split'].get('test_images', '?')} images)")
+        if res.get("kfold"):
+            k = res["kfold"]
+            cols.append((k["aggregate"], True))
+            labels.append(f"{name} {k['k']}-fold CV, held-out folds {k['folds_run']} (mean ± std)")
+    if cols:
+        header = ["metric", *labels, "study (PixelLib R-101)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for key, label, kind in ROWS:
+            cells = [
+                fmt_mean_std(c.get(key), kind) if agg else fmt_value(c.get(key), kind)
+                for c, agg in cols
+            ]
+            lines.append("| " + " | ".join([label, *cells, STUDY.get(key, "")]) + " |")
+        lines += [
+            "",
+            "Test split: stratified train/val/test "
+            f"{meta['split']}; model (segm/AP50) and score thresholds chosen on val, reported "
+            "on test. K-fold: final checkpoint, threshold chosen on the fold's training part, "
+            "reported on the held-out part. Image-level: each crop is graded by its best head's "
+            "class after adding a bias to the bad score, the bias chosen on the same part as the "
+            "threshold by balanced accuracy (bias 0 is the plain top-head rule, shown too); no "
+            "head found counts as wrong. SMIDS non_sperm crops are negatives for COCO AP and "
+            "left out of the image-level grading.",
+        ]
+    trainings = [(f"{n} split", r["split"].get("train")) for n, r in runs if r.get("split")]
+    trainings += [
+        (f"{n} {tag}", f.get("train"))
+        for n, r in runs
+        if r.get("kfold")
+        for tag, f in r["kfold"].get("folds", {}).items()
+    ]
+    trainings = [(name, t) for name, t in trainings if t]
+    if trainings:
+        lines += [
+            "",
+            "Trainings (iterations, median s/iter): "
+            + "; ".join(
+                f"{name} {t.get('iterations', '?')} at {fmt_value(t.get('s_per_iter'), 'frac')}"
+                for name, t in trainings
+            )
+            + ".",
+        ]
+    skipped = {n: r["skipped"] for n, r in runs if r.get("skipped")}
+    failed = {n: r["error"] for n, r in runs if r.get("error")}
+    lines += [f"- {n}: skipped ({why})" for n, why in skipped.items()]
+    lines += [f"- {n}: FAILED ({why})" for n, why in failed.items()]
+    if meta.get("commands"):
+        lines += ["", "Commands (rerun with `" + meta["command"] + "`):", "", "```"]
+        lines += meta["commands"] + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def machine_description() -> str:
+    """CPU model, core count and torch version, e.g. for the results header."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    try:  # imported here: only the header needs torch, and only its version
+        import torch
+
+        extra = f", torch {torch.__version__}, " + (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        )
+    except ImportError:  # the table is still worth writing
+        extra = ""
+    return f"{cpu}, {os.cpu_count()} CPU cores{extra}"
+
+
+def write_results(out: Path, results: dict) -> None:
+    """``results.json`` (NaN -> null) and ``results.md``, each written atomically."""
+    write_json_atomic(out / "results.json", results)
+    with atomic_write(out / "results.md") as f:
+        f.write(format_table(results))
