@@ -23,6 +23,32 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _temp_next_to(path: Path, suffix: str) -> tuple[int, str]:
+    """``(fd, name)`` of a new hidden temporary file in ``path``'s folder (created if needed),
+    with the mode a plain ``open()`` would give (mkstemp's own is 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` for a writer that opens files itself (e.g. OpenCV's
+    ``VideoWriter``); renamed onto ``path`` on success, removed on an exception. It keeps
+    ``path``'s suffix, since such writers pick the format from it."""
+    path = Path(path)
+    fd, tmp = _temp_next_to(path, path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path`` for writing; on success rename it onto ``path``.
@@ -30,11 +56,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_next_to(path, ".tmp")
     try:
-        # mkstemp creates 0600 files; give the result the mode a plain open() would (umask)
-        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

@@ -7,17 +7,15 @@ default label map sends to good/bad, so the synthetic data also exercises the la
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sperm_d2.atomic import write_bytes_atomic
+from sperm_d2.atomic import atomic_path, write_bytes_atomic
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.synthetic import render_scene, render_scene_detailed, render_video_frames
 from sperm_d2.video_io import VideoSink
@@ -114,18 +112,8 @@ def write_synthetic_video(
     if num_frames < 1:
         raise ValueError(f"{path}: num_frames={num_frames}, need at least 1 frame")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the suffix: OpenCV picks the container from it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        with VideoSink(tmp, fps=fps) as sink:
-            for frame in render_video_frames(seed, height, width, num_frames):
-                sink.write(frame)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, VideoSink(tmp, fps=fps) as sink:
+        for frame in render_video_frames(seed, height, width, num_frames):
+            sink.write(frame)
     logger.info("wrote a %d-frame %dx%d synthetic video to %s", num_frames, width, height, path)
     return path
