@@ -116,6 +116,37 @@ def test_evaluator_on_registered_dataset(tiny_dataset) -> None:
     assert _run(evaluator, records, swap_class=True)["mAP50"] == 0.0
 
 
+def _run_duplicated(evaluator: PixellibEvaluator, records: list[dict], wrong_first: bool) -> dict:
+    """Each head detected twice, once per class (as detectron2 does); the wrong class scores
+    above every right one (``wrong_first``) or below all of them."""
+    evaluator.reset()
+    for rec in records:
+        masks, classes = _gt_masks(rec)
+        n = len(classes)
+        right = torch.linspace(0.5, 0.4, n)
+        wrong = right + 0.45 if wrong_first else right - 0.3
+        inst = Instances((rec["height"], rec["width"]))
+        inst.pred_masks = torch.from_numpy(np.concatenate([masks, masks]))
+        inst.scores = torch.cat([right, wrong])
+        inst.pred_classes = torch.from_numpy(np.concatenate([classes, 1 - classes]))
+        evaluator.process([{"image_id": rec["image_id"]}], [{"instances": inst}])
+    return evaluator.evaluate()["pixellib"]
+
+
+def test_evaluator_strict_variant_keeps_one_detection_per_head(tiny_dataset) -> None:
+    name = tiny_dataset.names["val"]
+    records = DatasetCatalog.get(name)
+    evaluator = PixellibEvaluator(name, distributed=False)
+    assert _run(evaluator, records, swap_class=False)["mAP50_strict"] == pytest.approx(1.0)
+    right_first = _run_duplicated(evaluator, records, wrong_first=False)
+    assert right_first["mAP50"] == pytest.approx(1.0)  # duplicates ranked last cost nothing
+    assert right_first["mAP50_strict"] == pytest.approx(1.0)
+    wrong_first = _run_duplicated(evaluator, records, wrong_first=True)
+    # Lenient: every wrong detection ranks first, then every head is found -> AP > 0.
+    assert 0.0 < wrong_first["mAP50"] < 1.0
+    assert wrong_first["mAP50_strict"] == 0.0  # strict: each head keeps only its wrong class
+
+
 def test_build_evaluator_combines_coco_and_pixellib(tiny_dataset, tmp_path) -> None:
     from sperm_d2.config import setup_cfg
 

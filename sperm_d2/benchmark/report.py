@@ -22,6 +22,7 @@ ROWS = [
     ("segm/AP50", "COCO segm AP50 (x100)", "ap"),
     ("bbox/AP", "COCO bbox AP (x100)", "ap"),
     ("pixellib/mAP50", "pixellib/mAP50 (0-1)", "frac"),
+    ("pixellib/mAP50_strict", "pixellib/mAP50 strict (arg-max class per head)", "frac"),
     ("accuracy", "image-level accuracy good/bad", "frac"),
     ("balanced_accuracy", "balanced accuracy (mean of the two recalls)", "frac"),
     ("sensitivity_bad", "sensitivity (bad)", "frac"),

@@ -35,7 +35,8 @@ def collect_metrics(coco_json: Path, folders_json: Path) -> dict:
     """The benchmark's numbers from the two ``evaluate.py`` metrics.json files (test part)."""
     coco = json.loads(Path(coco_json).read_text(encoding="utf-8"))
     folders = json.loads(Path(folders_json).read_text(encoding="utf-8"))
-    out = {k: coco["test"].get(k) for k in ("segm/AP", "segm/AP50", "bbox/AP", "pixellib/mAP50")}
+    keys = ("segm/AP", "segm/AP50", "bbox/AP", "pixellib/mAP50", "pixellib/mAP50_strict")
+    out = {k: coco["test"].get(k) for k in keys}
     out["instance_threshold"] = coco.get("threshold")
     m = folders["test"]
     keys = ("accuracy", "balanced_accuracy", "sensitivity_bad", "specificity_bad", "f1_bad")

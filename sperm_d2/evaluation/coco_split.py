@@ -1,5 +1,6 @@
-"""``evaluate.py`` on registered COCO splits: COCO AP (per class), ``pixellib/mAP50``, and an
-instance-level score threshold chosen on val (best F1 at mask IoU 0.5) and reported on test.
+"""``evaluate.py`` on registered COCO splits: COCO AP (per class), ``pixellib/mAP50`` (and its
+strict variant, one detection per head), and an instance-level score threshold chosen on val
+(best F1 at mask IoU 0.5) and reported on test.
 
 One pass per split: each image's raw ``Instances`` feed the COCO/PixelLib evaluators, and their
 score-ordered matches to the ground truth are kept (a few numbers per head) so every threshold
@@ -18,9 +19,11 @@ from tqdm import tqdm
 
 from sperm_d2.evaluation import build_evaluator
 from sperm_d2.evaluation.pixellib_ap import (
+    IOU_THRESHOLD,
     average_precision,
     encode_masks,
     match_predictions,
+    one_per_head_keep,
     rle_iou,
 )
 from sperm_d2.inference.background import prefetch
@@ -39,15 +42,16 @@ def _gt_rle(segm, height: int, width: int) -> dict:
 
 
 def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) -> dict:
-    """Run the model on a registered split; return ``{"metrics": {...}, "matches": [...]}``.
+    """Run the model on a registered split; return ``{"metrics", "matches", "strict_matches"}``.
 
     ``metrics`` is the flat evaluator dict (``segm/AP50``, ``segm/AP-bad``, ``pixellib/mAP50``...);
-    ``matches`` holds per image ``(scores, matched, num_gt)`` in descending score order.
+    ``matches`` holds per image ``(scores, matched, num_gt)`` in descending score order;
+    ``strict_matches`` the same for the detections left by one-per-head de-duplication.
     """
     records = DatasetCatalog.get(dataset_name)
     evaluator = build_evaluator(predictor.cfg, dataset_name, output_dir)
     evaluator.reset()
-    matches = []
+    matches, strict_matches = [], []
     decoded = prefetch(records, lambda r: read_image(r["file_name"]))
     for record, (image, error) in tqdm(decoded, total=len(records), desc=dataset_name, unit="img"):
         if image is None:  # an annotated image that cannot be read is a broken split
@@ -59,26 +63,43 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
         h, w = record["height"], record["width"]
         gt_rles = [_gt_rle(a["segmentation"], h, w) for a in anns]
         gt_classes = np.array([a["category_id"] for a in anns], np.int64)
-        ious = rle_iou(encode_masks(pred.masks) if len(pred) else [], gt_rles)
+        pred_rles = encode_masks(pred.masks) if len(pred) else []
+        ious = rle_iou(pred_rles, gt_rles)
         matched = match_predictions(ious, pred.scores, pred.classes, gt_classes)
         matches.append((pred.scores, matched, len(gt_classes)))
+        # The same rule as ImagePrediction.one_per_head, on the RLEs already encoded.
+        keep = np.sort(one_per_head_keep(pred_rles, pred.scores, IOU_THRESHOLD, pred.boxes))
+        strict = match_predictions(ious[keep], pred.scores[keep], pred.classes[keep], gt_classes)
+        strict_matches.append((pred.scores[keep], strict, len(gt_classes)))
     results = evaluator.evaluate()
     metrics = {f"{task}/{k}": float(v) for task, d in results.items() for k, v in d.items()}
-    return {"metrics": metrics, "matches": matches}
+    return {"metrics": metrics, "matches": matches, "strict_matches": strict_matches}
 
 
-def threshold_metrics(matches: list, threshold: float) -> dict:
-    """Instance precision/recall/F1 (mask IoU >= 0.5, class match) and PixelLib-style mean
-    per-image AP50 keeping only heads scoring >= ``threshold``."""
-    tp = n_pred = n_gt = 0
+def _mean_ap50(matches: list, threshold: float) -> float:
+    """PixelLib-style mean per-image AP50 of the heads scoring >= ``threshold`` (NaN if no gt)."""
     aps = []
     for scores, matched, num_gt in matches:
         keep = scores >= threshold  # scores are sorted: the kept heads are a prefix
+        if num_gt:
+            aps.append(average_precision(matched[keep], num_gt) if keep.any() else 0.0)
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def threshold_metrics(matches: list, threshold: float, strict_matches: list | None = None) -> dict:
+    """Instance precision/recall/F1 (mask IoU >= 0.5, class match) and PixelLib-style mean
+    per-image AP50 keeping only heads scoring >= ``threshold``; with ``strict_matches`` (one
+    detection per head) also its strict variant (NaN without them).
+
+    De-duplicating then thresholding equals thresholding then de-duplicating (a head's fate
+    depends only on the higher-scoring ones), so the strict matches serve every threshold.
+    """
+    tp = n_pred = n_gt = 0
+    for scores, matched, num_gt in matches:
+        keep = scores >= threshold
         tp += int(matched[keep].sum())
         n_pred += int(keep.sum())
         n_gt += num_gt
-        if num_gt:
-            aps.append(average_precision(matched[keep], num_gt) if keep.any() else 0.0)
     precision = tp / n_pred if n_pred else float("nan")
     recall = tp / n_gt if n_gt else float("nan")
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
@@ -87,7 +108,10 @@ def threshold_metrics(matches: list, threshold: float) -> dict:
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "pixellib_mAP50": float(np.mean(aps)) if aps else float("nan"),
+        "pixellib_mAP50": _mean_ap50(matches, threshold),
+        "pixellib_mAP50_strict": (
+            _mean_ap50(strict_matches, threshold) if strict_matches is not None else float("nan")
+        ),
     }
 
 
@@ -124,11 +148,12 @@ def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | N
         result["threshold_chosen_on"] = f"{val_dataset} (best instance F1)"
         result["val"] = {
             **val["metrics"],
-            **_prefixed(threshold_metrics(val["matches"], threshold)),
+            **_prefixed(threshold_metrics(val["matches"], threshold, val["strict_matches"])),
         }
     test = evaluate_split(predictor, test_dataset, out / "test")
     result["threshold"] = threshold
-    result["test"] = {**test["metrics"], **_prefixed(threshold_metrics(test["matches"], threshold))}
+    at_threshold = threshold_metrics(test["matches"], threshold, test["strict_matches"])
+    result["test"] = {**test["metrics"], **_prefixed(at_threshold)}
     return result
 
 

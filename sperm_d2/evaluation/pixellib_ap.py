@@ -6,6 +6,14 @@ highest IoU (>= 0.5); precision is made monotonically decreasing and integrated 
 point (all-point interpolation, not COCO's 101 points). The mean over images is ``pixellib/mAP50``
 (0-1), the number behind the study's 0.891.
 
+``pixellib/mAP50_strict`` is the same after each head keeps only its arg-max class: detectron2's
+Mask R-CNN scores every proposal once per class, so one head can yield a "good" and a "bad"
+detection, and the lenient metric lets the right one match even when the wrong one scores higher
+(the wrong one only costs a false positive). Matterport/PixelLib emit one
+detection per region, so the image's detections are first de-duplicated class-agnostically
+(:func:`sperm_d2.masks.one_per_head_keep` at IoU 0.5, the rule ``ImagePrediction.one_per_head``
+applies in inference).
+
 Images without ground truth: the per-image AP is undefined there (recall divides by zero, which
 makes PixelLib's mean NaN). They are left out of the mean, counted, and their false positives are
 reported separately (``pixellib/empty_images``, ``pixellib/empty_images_with_fp``), so debris
@@ -15,9 +23,11 @@ images still show up in the numbers without changing the comparable metric.
 from __future__ import annotations
 
 import numpy as np
-from pycocotools import mask as mask_util
 
-IOU_THRESHOLD = 0.5
+# encode_masks / rle_iou live in sperm_d2.masks (shared with inference); re-exported here.
+from sperm_d2.masks import SAME_HEAD_IOU, encode_masks, one_per_head_keep, rle_iou
+
+IOU_THRESHOLD = SAME_HEAD_IOU
 
 
 def mask_iou(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
@@ -25,18 +35,6 @@ def mask_iou(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
     if len(pred_masks) == 0 or len(gt_masks) == 0:
         return np.zeros((len(pred_masks), len(gt_masks)), np.float64)
     return rle_iou(encode_masks(pred_masks), encode_masks(gt_masks))
-
-
-def encode_masks(masks: np.ndarray) -> list[dict]:
-    """COCO RLEs of binary masks ``[N, H, W]`` (compact and fast for IoU)."""
-    return mask_util.encode(np.asfortranarray(np.asarray(masks, dtype=np.uint8).transpose(1, 2, 0)))
-
-
-def rle_iou(pred_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
-    """IoU matrix ``[P, G]`` between two lists of COCO RLEs of the same image size."""
-    if not pred_rles or not gt_rles:
-        return np.zeros((len(pred_rles), len(gt_rles)), np.float64)
-    return np.asarray(mask_util.iou(pred_rles, gt_rles, [0] * len(gt_rles)), np.float64)
 
 
 def match_predictions(
@@ -95,6 +93,32 @@ def image_ap50(
         return 0.0
     matched = match_predictions(ious, pred_scores, pred_classes, gt_classes, iou_threshold)
     return average_precision(matched, len(gt_classes))
+
+
+def image_ap50_strict(
+    ious: np.ndarray,
+    pred_masks: np.ndarray | list[dict],
+    pred_scores: np.ndarray,
+    pred_classes: np.ndarray,
+    gt_classes: np.ndarray,
+    pred_boxes: np.ndarray | None = None,
+    iou_threshold: float = IOU_THRESHOLD,
+) -> float | None:
+    """:func:`image_ap50` after keeping one detection per head (its best-scoring class).
+
+    ``ious`` is the ``[P, G]`` prediction/ground-truth IoU; ``pred_masks`` (``[P, H, W]`` or COCO
+    RLEs) and ``pred_boxes`` decide which predictions are the same head (see
+    :func:`one_per_head_keep`, IoU ``iou_threshold``).
+    """
+    keep = one_per_head_keep(pred_masks, pred_scores, iou_threshold, pred_boxes)
+    ious = np.asarray(ious).reshape(len(pred_scores), len(gt_classes))
+    return image_ap50(
+        ious[keep],
+        np.asarray(pred_scores)[keep],
+        np.asarray(pred_classes)[keep],
+        gt_classes,
+        iou_threshold,
+    )
 
 
 def mean_image_ap(per_image: list[float | None]) -> float:

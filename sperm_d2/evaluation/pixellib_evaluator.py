@@ -1,4 +1,5 @@
-"""``PixellibEvaluator``: detectron2 evaluator producing ``pixellib/mAP50`` (see pixellib_ap)."""
+"""``PixellibEvaluator``: detectron2 evaluator producing ``pixellib/mAP50`` and its strict variant
+``pixellib/mAP50_strict`` (one detection per head; see pixellib_ap)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sperm_d2.evaluation.pixellib_ap import (
     IOU_THRESHOLD,
     encode_masks,
     image_ap50,
+    image_ap50_strict,
     mean_image_ap,
     rle_iou,
 )
@@ -24,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 class PixellibEvaluator(DatasetEvaluator):
-    """Per-image mask AP@0.5 with class match, averaged over images (0-1), as PixelLib reports it.
+    """Per-image mask AP@0.5 with class match, averaged over images (0-1), as PixelLib reports it:
+    ``mAP50`` on every detection, ``mAP50_strict`` with one detection (arg-max class) per head.
 
     Args:
         dataset_name: a registered dataset with instance annotations (polygons or RLE).
@@ -67,9 +70,12 @@ class PixellibEvaluator(DatasetEvaluator):
             scores = inst.scores.numpy()[keep]
             classes = inst.pred_classes.numpy()[keep]
             masks = inst.pred_masks.numpy()[keep] if len(scores) else np.zeros((0, 1, 1), bool)
+            boxes = inst.pred_boxes.tensor.numpy()[keep] if inst.has("pred_boxes") else None
             pred_rles = encode_masks(masks) if len(scores) else []
-            ap = image_ap50(rle_iou(pred_rles, gt_rles), scores, classes, gt_classes)
-            self._results.append((inp["image_id"], ap, len(scores)))
+            ious = rle_iou(pred_rles, gt_rles)
+            ap = image_ap50(ious, scores, classes, gt_classes)
+            strict = image_ap50_strict(ious, pred_rles, scores, classes, gt_classes, boxes)
+            self._results.append((inp["image_id"], ap, strict, len(scores)))
 
     def evaluate(self) -> OrderedDict:
         results = self._results
@@ -78,23 +84,25 @@ class PixellibEvaluator(DatasetEvaluator):
             results = list(itertools.chain(*comm.gather(results, dst=0)))
             if not comm.is_main_process():
                 return OrderedDict()
-        by_image = {image_id: (ap, n) for image_id, ap, n in results}  # de-duplicate padding
-        aps = [ap for ap, _ in by_image.values()]
-        empty = [n for ap, n in by_image.values() if ap is None]
+        by_image = {r[0]: r[1:] for r in results}  # de-duplicate padding
+        aps = [ap for ap, _, _ in by_image.values()]
+        empty = [n for ap, _, n in by_image.values() if ap is None]
         if not by_image:
             logger.warning("%s: no images were evaluated", self._dataset_name)
         metrics = {
             "mAP50": mean_image_ap(aps),
+            "mAP50_strict": mean_image_ap([strict for _, strict, _ in by_image.values()]),
             "images": float(len(aps) - len(empty)),
             "empty_images": float(len(empty)),
             "empty_images_with_fp": float(sum(1 for n in empty if n > 0)),
         }
         logger.info(
-            "%s: pixellib mAP@%.2f = %.4f over %d images with heads (%d without heads, %d of them "
-            "with false detections)",
+            "%s: pixellib mAP@%.2f = %.4f (strict, one detection per head: %.4f) over %d images "
+            "with heads (%d without heads, %d of them with false detections)",
             self._dataset_name,
             IOU_THRESHOLD,
             metrics["mAP50"],
+            metrics["mAP50_strict"],
             metrics["images"],
             metrics["empty_images"],
             metrics["empty_images_with_fp"],

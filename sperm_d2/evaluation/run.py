@@ -54,10 +54,14 @@ def _fmt(v) -> str:
 
 
 def coco_text(result: dict, classes: tuple[str, ...]) -> str:
-    """AP table on test, pixellib/mAP50, and the val-chosen threshold's instance metrics."""
+    """AP table on test, pixellib/mAP50 (lenient and strict), and the val-chosen threshold's
+    instance metrics."""
     test = result["test"]
     lines = [f"COCO AP on {result['test_dataset']} (x100):", ap_table(test, classes)]
-    lines.append(f"pixellib/mAP50 (0-1): {_fmt(test.get('pixellib/mAP50'))}")
+    lines.append(
+        f"pixellib/mAP50 (0-1): {_fmt(test.get('pixellib/mAP50'))}, strict (one detection per "
+        f"head, its arg-max class): {_fmt(test.get('pixellib/mAP50_strict'))}"
+    )
     at = {k.split("/", 1)[1]: v for k, v in test.items() if k.startswith("at_threshold/")}
     lines.append(
         f"score threshold {result['threshold']:.3f} (chosen on {result['threshold_chosen_on']}): "

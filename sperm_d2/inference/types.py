@@ -9,6 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from sperm_d2.masks import SAME_HEAD_IOU, one_per_head_keep
+
+#: optional per-head arrays (``None`` when absent); :meth:`ImagePrediction._select` keeps them
+#: aligned with boxes, masks, scores and classes
+OPTIONAL_PER_HEAD = ("p_bad", "detector_classes")
+
 
 @dataclasses.dataclass
 class ImagePrediction:
@@ -42,26 +48,37 @@ class ImagePrediction:
         """Class name of each head."""
         return [self.class_names[int(c)] for c in self.classes]
 
+    def _select(self, index: Any) -> "ImagePrediction":
+        """A copy holding only the heads ``index`` picks (boolean mask, slice or integer array),
+        with every per-head array (optional ones too, where present) indexed alike."""
+        names = ("boxes", "masks", "scores", "classes")
+        changes = {name: getattr(self, name)[index] for name in names}
+        for name in OPTIONAL_PER_HEAD:
+            # getattr: the optional fields are declared by the dataclass when present at all
+            value = getattr(self, name, None)
+            if value is not None:
+                changes[name] = value[index]
+        return dataclasses.replace(self, **changes)
+
     def above(self, min_score: float) -> "ImagePrediction":
         """A copy holding only the heads scoring at least ``min_score``."""
-        keep = self.scores >= min_score
-        return dataclasses.replace(
-            self,
-            boxes=self.boxes[keep],
-            masks=self.masks[keep],
-            scores=self.scores[keep],
-            classes=self.classes[keep],
-        )
+        return self._select(self.scores >= min_score)
 
     def top(self, k: int) -> "ImagePrediction":
         """A copy holding only the ``k`` highest-scoring heads."""
-        return dataclasses.replace(
-            self,
-            boxes=self.boxes[:k],
-            masks=self.masks[:k],
-            scores=self.scores[:k],
-            classes=self.classes[:k],
-        )
+        return self._select(slice(None, k))
+
+    def one_per_head(self, iou_threshold: float = SAME_HEAD_IOU) -> "ImagePrediction":
+        """A copy keeping one detection per head: its highest-scoring one (arg-max class).
+
+        detectron2's Mask R-CNN can emit a "good" and a "bad" detection of the same head;
+        Matterport/PixelLib keep only the arg-max class of a region. Class-agnostic: in
+        descending score order a head is kept only if its mask IoU (box IoU where a mask is
+        empty) with every head already kept is below ``iou_threshold``
+        (:func:`sperm_d2.masks.one_per_head_keep`). The kept heads stay in their order.
+        """
+        keep = one_per_head_keep(self.masks, self.scores, iou_threshold, self.boxes)
+        return self._select(np.sort(keep))
 
     def counts(self) -> dict[str, int]:
         """Number of heads per class name (every class present, zeros included)."""

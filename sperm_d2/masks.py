@@ -1,0 +1,89 @@
+"""Mask and box overlaps, and the one-detection-per-head rule shared by inference and metrics.
+
+Only numpy and pycocotools: :mod:`sperm_d2.inference` and :mod:`sperm_d2.evaluation` both use it
+without importing each other.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+#: the overlap above which two detections are taken to be the same head (PixelLib's match IoU)
+SAME_HEAD_IOU = 0.5
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """COCO RLEs of binary masks ``[N, H, W]`` (compact and fast for IoU)."""
+    return mask_util.encode(np.asfortranarray(np.asarray(masks, dtype=np.uint8).transpose(1, 2, 0)))
+
+
+def rle_iou(pred_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
+    """IoU matrix ``[P, G]`` between two lists of COCO RLEs of the same image size."""
+    if not pred_rles or not gt_rles:
+        return np.zeros((len(pred_rles), len(gt_rles)), np.float64)
+    return np.asarray(mask_util.iou(pred_rles, gt_rles, [0] * len(gt_rles)), np.float64)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``[P, G]`` of XYXY boxes ``a [P, 4]``, ``b [G, 4]`` (0 where both are empty)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _self_iou(
+    masks: np.ndarray | Sequence[dict] | None, boxes: np.ndarray | None, n: int
+) -> np.ndarray:
+    """Pairwise IoU ``[N, N]``: mask IoU, box IoU for pairs where either mask is empty."""
+    if masks is None or (isinstance(masks, np.ndarray) and masks[:1].size == 0):
+        rles, areas = None, np.zeros(n)  # no masks at all (or 0x0 images): boxes decide
+    else:
+        rles = list(masks) if not isinstance(masks, np.ndarray) else encode_masks(masks)
+        if len(rles) != n:
+            raise ValueError(f"{len(rles)} masks for {n} scores")
+        areas = np.asarray(mask_util.area(rles), np.float64)
+    ious = rle_iou(rles, rles) if rles is not None else np.zeros((n, n))
+    empty = areas <= 0
+    if empty.any():
+        fallback = box_iou(boxes, boxes) if boxes is not None else np.zeros((n, n))
+        either = empty[:, None] | empty[None, :]
+        ious = np.where(either, fallback, ious)
+    return ious
+
+
+def one_per_head_keep(
+    masks: np.ndarray | Sequence[dict] | None,
+    scores: np.ndarray,
+    iou_threshold: float = SAME_HEAD_IOU,
+    boxes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of the detections kept when every head keeps only its best-scoring detection.
+
+    detectron2's Mask R-CNN scores each proposal once per class and so can emit a "good" and a
+    "bad" detection of the same head; Matterport/PixelLib keep only the arg-max class of a region.
+    Class-agnostic: in descending score order a detection is kept only if its IoU with every
+    already-kept one is below ``iou_threshold``. The IoU is the mask IoU (``masks``: ``[N, H, W]``
+    bool or a list of COCO RLEs), or the box IoU (``boxes``: ``[N, 4]`` XYXY) for a pair where
+    either mask is empty; with no boxes such a pair counts as disjoint.
+
+    Returns the kept indices into the inputs, in descending score order (ties in input order).
+    """
+    scores = np.asarray(scores).reshape(-1)
+    n = len(scores)
+    if n == 0:
+        return np.zeros((0,), np.int64)
+    ious = _self_iou(masks, boxes, n)
+    kept: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(ious[i, k] < iou_threshold for k in kept):
+            kept.append(int(i))
+    return np.asarray(kept, np.int64)
