@@ -71,3 +71,54 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.INFER_BATCH_SIZE = 0
     # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
     _C.SPERM.UM_PER_PX = 0.0
+
+    # Second stage: the head grader (sperm_d2.grading), a small CNN on a canonical crop of each
+    # head that gives p_bad. Its own YAML sets MODEL.META_ARCHITECTURE "SpermHeadGrader".
+    _C.SPERM.GRADER = CN()
+    # (str) a detector run's grader: the grader's run folder, used by infer.py/evaluate.py when
+    # --grader is not given; "" = grade with the detector's own class.
+    _C.SPERM.GRADER.RUN = ""
+    # (int) side of the square canonical crop, in pixels.
+    _C.SPERM.GRADER.CROP_SIZE = 64
+    # (float) the head's long axis spans this fraction of the crop side.
+    _C.SPERM.GRADER.HEAD_FRACTION = 0.6
+    # (float) at most this upscaling when cutting a crop (a tiny head stays small, not blurred up).
+    _C.SPERM.GRADER.MAX_SCALE = 8.0
+    # (str) how the model sees the head's mask: "channel" (a 4th input channel), "suppress"
+    # (background pixels replaced by grey) or "none" (colour only).
+    _C.SPERM.GRADER.MASK_MODE = "channel"
+    # (list[int]) output channels of the CNN's stages, after a stride-2 stem (each stage halves the
+    # resolution but the first).
+    _C.SPERM.GRADER.CHANNELS = [24, 48, 96, 192]
+    # (float) dropout before the classifier.
+    _C.SPERM.GRADER.DROPOUT = 0.2
+    # (str) class imbalance: "sampler" (class-balanced batches), "loss" (inverse-frequency class
+    # weights in the loss) or "none".
+    _C.SPERM.GRADER.BALANCE = "sampler"
+    # (float) label smoothing of the cross-entropy targets (0 = off).
+    _C.SPERM.GRADER.LABEL_SMOOTHING = 0.0
+    # (float) mixup Beta(alpha, alpha) on training batches (0 = off).
+    _C.SPERM.GRADER.MIXUP_ALPHA = 0.0
+    # (str) test-time augmentation: "none", or "flips" (mean probability over the 4 flips of the
+    # aligned crop, whose head direction is ambiguous).
+    _C.SPERM.GRADER.TTA = "flips"
+    # (int) crops per forward pass in evaluation and inference.
+    _C.SPERM.GRADER.TEST_BATCH_SIZE = 256
+    # Online augmentation of the cached training crops (done on whole batches, in torch).
+    _C.SPERM.GRADER.AUG = CN()
+    # (bool) random horizontal and vertical flips (the aligned head may point either way).
+    _C.SPERM.GRADER.AUG.FLIP = True
+    # (float) max random rotation in degrees on top of the alignment.
+    _C.SPERM.GRADER.AUG.ROTATE_DEGREES = 10.0
+    # (list[float]) random scale range.
+    _C.SPERM.GRADER.AUG.SCALE = [0.9, 1.1]
+    # (float) max random shift as a fraction of the crop side.
+    _C.SPERM.GRADER.AUG.SHIFT = 0.05
+    # (list[float]) brightness factor range; [1, 1] disables it.
+    _C.SPERM.GRADER.AUG.BRIGHTNESS = [0.8, 1.2]
+    # (list[float]) contrast factor range; [1, 1] disables it.
+    _C.SPERM.GRADER.AUG.CONTRAST = [0.8, 1.2]
+    # (list[float]) saturation factor range (stain intensity); [1, 1] disables it.
+    _C.SPERM.GRADER.AUG.SATURATION = [0.7, 1.3]
+    # (float) max hue shift in degrees (stain colour differs between labs); 0 disables it.
+    _C.SPERM.GRADER.AUG.HUE_DEGREES = 10.0

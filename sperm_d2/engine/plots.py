@@ -71,7 +71,7 @@ def plot_training(metrics: dict[int, dict], out_dir: str | Path) -> list[Path]:
         written.append(out_dir / LOSS_PNG)
 
     fig, ax = _figure("validation loss (training total for reference)", "loss")
-    val_keys = ["validation_loss"] + [k for k in keys if k.startswith("val_loss_")]
+    val_keys = ["validation_loss", "grader/loss"] + [k for k in keys if k.startswith("val_loss_")]
     if _plot_keys(ax, metrics, val_keys):
         _plot_keys(ax, metrics, ["total_loss"], linestyle=":", color="grey")
         ax.set_yscale("log")
@@ -84,9 +84,11 @@ def plot_training(metrics: dict[int, dict], out_dir: str | Path) -> list[Path]:
     ap_keys = [k for k in ap_keys if not k.endswith(("APs", "APm", "APl"))]
     drawn = _plot_keys(ax, metrics, ap_keys)
     drawn += _plot_keys(ax, metrics, ["pixellib/mAP50"], scale=100.0, linewidth=2.5, color="k")
+    grader_keys = ["grader/accuracy", "grader/balanced_accuracy"]
+    drawn += _plot_keys(ax, metrics, grader_keys, scale=100.0)
     if drawn:
         ax.set_ylim(-2, 102)
-        ax.legend(fontsize=8, title="pixellib/mAP50 shown x100")
+        ax.legend(fontsize=8, title="pixellib/mAP50 and grader/* shown x100")
         _save(fig, out_dir / AP_PNG)
         written.append(out_dir / AP_PNG)
     return written

@@ -19,7 +19,7 @@ from sperm_d2.engine.plots import plot_training
 
 logger = logging.getLogger(__name__)
 
-EVAL_PREFIXES = ("bbox/", "segm/", "pixellib/")
+EVAL_PREFIXES = ("bbox/", "segm/", "pixellib/", "grader/")
 VAL_PREFIXES = ("validation_loss", "val_")
 
 

@@ -30,6 +30,7 @@ from sperm_d2.data import register_sperm_datasets
 from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.grading import is_grader
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def prepare_config(config_file: str, opts: list[str]) -> CfgNode:
             f"$SPERM_D2_DATASETS with SPERM.DATASET_PREFIX={cfg.SPERM.DATASET_PREFIX!r}"
         )
     if cfg.SPERM.EPOCHS > 0:
-        num_images = sum(len(DatasetCatalog.get(n)) for n in cfg.DATASETS.TRAIN)
+        num_images = sum(_training_samples(cfg, n) for n in cfg.DATASETS.TRAIN)
         cfg = apply_epoch_schedule(cfg, num_images)
         logger.info(
             "SPERM.EPOCHS=%s over %d images: MAX_ITER=%d, STEPS=%s, EVAL_PERIOD=%d",
@@ -81,6 +82,14 @@ def prepare_config(config_file: str, opts: list[str]) -> CfgNode:
         raise ConfigError(f"{config_file}: SOLVER.AMP.ENABLED needs a CUDA GPU; set it to False")
     cfg.freeze()
     return cfg
+
+
+def _training_samples(cfg: CfgNode, dataset_name: str) -> int:
+    """What one epoch passes over: the images, or for the head grader the annotated heads."""
+    records = DatasetCatalog.get(dataset_name)
+    if not is_grader(cfg):
+        return len(records)
+    return sum(1 for r in records for a in r.get("annotations", []) if not a.get("iscrowd", 0))
 
 
 def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:

@@ -22,6 +22,9 @@ from sperm_d2.engine.early_stop import EarlyStopping
 from sperm_d2.engine.report import ResultsTable, TrainingPlots
 from sperm_d2.engine.val_loss import ValidationLoss
 from sperm_d2.evaluation import build_evaluator
+from sperm_d2.grading import is_grader
+from sperm_d2.grading.evaluator import GraderEvaluator
+from sperm_d2.grading.loader import GraderTrainLoader, build_grader_test_loader
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ def val_loss_period(cfg: CfgNode) -> int:
 class SpermTrainer(DefaultTrainer):
     """DefaultTrainer whose ``build_*`` methods add the project's pieces; the loop is detectron2's.
 
+    * the head grader (``MODEL.META_ARCHITECTURE: SpermHeadGrader``) gets its crop loaders and
+      ``GraderEvaluator`` (``grader/*`` metrics, validation loss included) instead.
     * train loader: ``SPERM.AUG`` augmentations; ``DATALOADER.SAMPLER_TRAIN:
       RepeatFactorTrainingSampler`` (with ``REPEAT_THRESHOLD``) gives class-balanced sampling.
     * evaluator: COCO bbox/segm with per-class AP plus ``pixellib/mAP50``.
@@ -53,6 +58,8 @@ class SpermTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
+        if is_grader(cfg):
+            return GraderTrainLoader(cfg)
         mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
         return build_detection_train_loader(cfg, mapper=mapper)
 
@@ -60,8 +67,16 @@ class SpermTrainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
     ) -> DatasetEvaluators:
+        if is_grader(cfg):
+            return DatasetEvaluators([GraderEvaluator(dataset_name, list(cfg.SPERM.CLASSES))])
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        if is_grader(cfg):
+            return build_grader_test_loader(cfg, dataset_name)
+        return super().build_test_loader(cfg, dataset_name)
 
     def build_checkpointer(self) -> SpermCheckpointer:
         """Atomic, corruption-tolerant checkpointer over the same model and trainer state."""
@@ -86,7 +101,8 @@ class SpermTrainer(DefaultTrainer):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         if evaluate:
             # Validation loss and evaluation run on every process (each takes a shard).
-            if vl_period:
+            # (the grader's evaluator computes its validation loss in the same pass)
+            if vl_period and not is_grader(cfg):
                 ret.append(ValidationLoss(vl_period, cfg, cfg.DATASETS.TEST))
             ret.append(hooks.EvalHook(eval_period, test_and_save_results))
             # Best-model hooks come after the hooks that store their metrics.

@@ -1,0 +1,28 @@
+"""The second stage: a head grader on canonical head crops, giving each head ``p_bad``.
+
+``crop`` cuts the canonical crop (numpy + OpenCV, shared by training and inference), ``samples``
+cuts and caches one crop per annotated head of a registered split, ``model`` is the CNN
+(registered in detectron2's ``META_ARCH_REGISTRY`` on import of this package), ``augment`` and
+``loader`` feed it, ``evaluator`` scores it, ``predictor`` grades the heads a detector found.
+"""
+
+from sperm_d2.grading.crop import CanonicalCrop, canonical_crop, model_input
+from sperm_d2.grading.model import SpermHeadGrader
+
+#: ``MODEL.META_ARCHITECTURE`` of the grader's configs
+GRADER_ARCH = "SpermHeadGrader"
+
+
+def is_grader(cfg) -> bool:
+    """True for a grader config (as opposed to the Mask R-CNN detector's)."""
+    return cfg.MODEL.META_ARCHITECTURE == GRADER_ARCH
+
+
+__all__ = [
+    "GRADER_ARCH",
+    "CanonicalCrop",
+    "SpermHeadGrader",
+    "canonical_crop",
+    "is_grader",
+    "model_input",
+]

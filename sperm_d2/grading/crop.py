@@ -1,0 +1,128 @@
+"""The canonical head crop: one function, used to cut training samples and at inference alike.
+
+From an image and one head's mask, :func:`canonical_crop` cuts a ``size`` x ``size`` crop
+centred on the head, rotated so that its long axis is horizontal, and scaled so that the long
+axis spans ``head_fraction`` of the side. The direction along each axis is fixed by the sign of
+the mask's third moment (its skew), so a head and its mirror image give the same crop up to the
+flips that training augments with. Pure numpy + OpenCV.
+
+Defined results for the awkward cases (never an exception):
+
+* a head touching the image border: the missing pixels repeat the border (``BORDER_REPLICATE``)
+  and the mask channel is 0 there; ``touches_border`` is set;
+* a tiny head: upscaled at most ``max_scale`` times (it stays small rather than a blur);
+* a degenerate mask (fewer than 3 pixels): the crop is centred on its pixels (or on the image
+  centre for an empty mask), not rotated, at the scale that shows the whole image side
+  (``degenerate`` is set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+
+#: fewer mask pixels than this and the orientation is undefined
+MIN_PIXELS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class CanonicalCrop:
+    """One head's crop: ``image`` (S, S, 3) uint8 in the input's channel order, ``mask`` (S, S)
+    uint8 0/255, and the 2x3 ``matrix`` mapping image pixels to crop pixels (``cv2.warpAffine``)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    matrix: np.ndarray
+    angle_degrees: float
+    scale: float
+    degenerate: bool
+    touches_border: bool
+
+
+def head_frame(
+    mask: np.ndarray, size: int, head_fraction: float = 0.6, max_scale: float = 8.0
+) -> tuple[np.ndarray, float, float, bool]:
+    """``(matrix, angle in degrees, scale, degenerate)`` of the canonical frame of ``mask``."""
+    h, w = mask.shape[:2]
+    ys, xs = np.nonzero(mask)
+    if len(xs) < MIN_PIXELS:
+        cx, cy = (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5) if len(xs) else (w / 2, h / 2)
+        scale = min(size / max(h, w, 1), max_scale)
+        return _matrix(cx, cy, 1.0, 0.0, scale, size), 0.0, scale, True
+    px, py = xs.astype(np.float64) + 0.5, ys.astype(np.float64) + 0.5
+    cx, cy = px.mean(), py.mean()
+    dx, dy = px - cx, py - cy
+    # orientation of the major axis from the second central moments
+    theta = 0.5 * math.atan2(2.0 * (dx * dy).mean(), (dx * dx).mean() - (dy * dy).mean())
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = dx * c + dy * s, -dx * s + dy * c  # coordinates along / across the major axis
+    # fix each axis's direction by the skew, so that mirror images meet in one frame
+    su = 1.0 if (u**3).mean() >= 0 else -1.0
+    sv = 1.0 if (v**3).mean() >= 0 else -1.0
+    u_lo, u_hi, v_lo, v_hi = u.min() - 0.5, u.max() + 0.5, v.min() - 0.5, v.max() + 0.5
+    # centre on the middle of the extent (not the centroid): asymmetric heads stay centred
+    mu, mv = (u_lo + u_hi) / 2, (v_lo + v_hi) / 2
+    ccx, ccy = cx + mu * c - mv * s, cy + mu * s + mv * c
+    extent = max(u_hi - u_lo, v_hi - v_lo, 1.0)
+    scale = min(size * head_fraction / extent, max_scale)
+    matrix = _rotation_matrix(ccx, ccy, c * su, s * su, -s * sv, c * sv, scale, size)
+    return matrix, math.degrees(math.atan2(s * su, c * su)), scale, False
+
+
+def _matrix(cx: float, cy: float, c: float, s: float, scale: float, size: int) -> np.ndarray:
+    return _rotation_matrix(cx, cy, c, s, -s, c, scale, size)
+
+
+def _rotation_matrix(cx, cy, ax, ay, bx, by, scale, size) -> np.ndarray:
+    """Pixel-centre-aware 2x3 matrix: crop x along (ax, ay), crop y along (bx, by), centred."""
+    half = size / 2.0
+    rows = np.array([[ax, ay], [bx, by]], np.float64) * scale
+    # continuous coordinates: crop = rows @ (img - centre) + half; cv2 works on pixel centres
+    # (continuous = index + 0.5), hence the 0.5 terms
+    offset = half - rows @ np.array([cx, cy]) + rows @ np.array([0.5, 0.5]) - 0.5
+    return np.hstack([rows, offset[:, None]]).astype(np.float64)
+
+
+def canonical_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    size: int = 64,
+    head_fraction: float = 0.6,
+    max_scale: float = 8.0,
+) -> CanonicalCrop:
+    """Cut the canonical crop of the head ``mask`` (H, W bool/uint8) from ``image`` (H, W, 3)."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(f"image is {image.shape[:2]}, mask is {mask.shape[:2]}")
+    matrix, angle, scale, degenerate = head_frame(mask, size, head_fraction, max_scale)
+    crop = cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    mask_u8 = (np.asarray(mask) > 0).astype(np.uint8) * 255
+    crop_mask = cv2.warpAffine(
+        mask_u8, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+    edges = (mask_u8[0], mask_u8[-1], mask_u8[:, 0], mask_u8[:, -1]) if mask_u8.size else ()
+    touches = any(bool(e.any()) for e in edges)
+    return CanonicalCrop(crop, crop_mask, matrix, angle, scale, degenerate, touches)
+
+
+def model_input(crop: CanonicalCrop, mask_mode: str) -> np.ndarray:
+    """The grader's (S, S, C) uint8 input for ``mask_mode``: "channel" appends the mask as a 4th
+    channel, "suppress" greys out the background, "none" keeps the colour crop only."""
+    if mask_mode == "channel":
+        return np.dstack([crop.image, crop.mask])
+    if mask_mode == "suppress":
+        m = (crop.mask.astype(np.float32) / 255.0)[..., None]
+        grey = np.float32(128.0)
+        return (crop.image.astype(np.float32) * m + grey * (1 - m)).round().astype(np.uint8)
+    if mask_mode == "none":
+        return crop.image
+    raise ValueError(f"SPERM.GRADER.MASK_MODE {mask_mode!r}: use channel, suppress or none")
+
+
+def input_channels(mask_mode: str) -> int:
+    """Number of channels :func:`model_input` gives for ``mask_mode``."""
+    return 4 if mask_mode == "channel" else 3

@@ -1,0 +1,120 @@
+"""``SpermHeadGrader``: a small CNN from scratch on canonical head crops, giving class
+probabilities (and so ``p_bad``) per head. Registered in detectron2's ``META_ARCH_REGISTRY``,
+so ``build_model(cfg)``, ``DetectionCheckpointer`` and ``SpermTrainer`` serve it unchanged.
+
+Input: a batch dict ``{"images": (N, C, S, S) uint8/float 0-255, "labels": (N,) int64,
+"targets": (N, K) soft targets (optional, mixup / label smoothing), "class_weights": (K,)
+(optional)}`` (see ``sperm_d2.grading.loader``). Training returns ``{"loss_cls": ...}``;
+evaluation returns ``{"probs": (N, K)}``, averaged over the flips with ``SPERM.GRADER.TTA
+"flips"``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from sperm_d2.grading.crop import input_channels
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Block(nn.Module):
+    """Two 3x3 convolutions with a residual shortcut (a 1x1 projection when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(cin, cout, stride)
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
+
+
+@META_ARCH_REGISTRY.register()
+class SpermHeadGrader(nn.Module):
+    """A stride-2 stem and a ResNet-style stack of ``SPERM.GRADER.CHANNELS`` stages (one residual
+    block each, every stage but the first halving the resolution), global average pooling,
+    dropout and a linear
+    classifier over ``MODEL.ROI_HEADS.NUM_CLASSES`` (the project's classes)."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__()
+        g = cfg.SPERM.GRADER
+        channels = list(g.CHANNELS)
+        cin = input_channels(g.MASK_MODE)
+        self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        self.label_smoothing = float(g.LABEL_SMOOTHING)
+        self.tta = str(g.TTA)
+        if self.tta not in ("none", "flips"):
+            raise ValueError(f"SPERM.GRADER.TTA {self.tta!r}: use none or flips")
+        mean = list(cfg.MODEL.PIXEL_MEAN)[:3] + [127.5] * (cin - 3)
+        # the mask channel (0/255) is centred like the colour channels
+        std = list(cfg.MODEL.PIXEL_STD)[:3] + [127.5] * (cin - 3)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), False)
+        # a stride-2 stem: the 64-px crop's detail fits 32 px of features, at a quarter the cost
+        self.stem = _conv_bn(cin, channels[0], stride=2)
+        blocks, prev = [], channels[0]
+        for i, c in enumerate(channels):
+            blocks.append(_Block(prev, c, 1 if i == 0 else 2))
+            prev = c
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(float(g.DROPOUT))
+        self.classifier = nn.Linear(prev, self.num_classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits of an (N, C, S, S) batch in 0-255."""
+        x = (images.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+        x = self.blocks(self.stem(x))
+        return self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax class probabilities (N, K), averaged over the 4 flips with TTA "flips"."""
+        if self.tta == "none":
+            return F.softmax(self.logits(images), dim=1)
+        views = [images, images.flip(3), images.flip(2), images.flip(2, 3)]
+        n = images.shape[0]
+        probs = F.softmax(self.logits(torch.cat(views)), dim=1)
+        return probs.view(len(views), n, -1).mean(0)
+
+    def forward(self, batch: dict):
+        images = batch["images"]
+        if not self.training:
+            return {"probs": self.probabilities(images)}
+        logits = self.logits(images)
+        targets = batch.get("targets")
+        if targets is None:
+            targets = F.one_hot(batch["labels"].to(self.device), self.num_classes).float()
+        targets = targets.to(self.device)
+        if self.label_smoothing > 0:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        log_p = F.log_softmax(logits, dim=1)
+        weights = batch.get("class_weights")
+        if weights is not None:  # inverse-frequency class weights ("loss" balancing)
+            per_sample = -(targets * log_p * weights.to(self.device)).sum(1)
+            norm = (targets * weights.to(self.device)).sum(1).mean()
+            return {"loss_cls": per_sample.mean() / norm}
+        return {"loss_cls": -(targets * log_p).sum(1).mean()}
