@@ -171,7 +171,7 @@ def test_warnings_keep_the_file(root) -> None:
     assert res.ignored_labels == {"non_sperm": 1}
 
 
-def test_embedded_image_data_is_written_out(tmp_path) -> None:
+def test_embedded_image_data_is_returned_to_write(tmp_path) -> None:
     root = tmp_path / "in"
     root.mkdir()
     data = _image(tmp_path / "elsewhere" / "e.png")
@@ -185,7 +185,8 @@ def test_embedded_image_data_is_written_out(tmp_path) -> None:
     before = p.read_bytes()
     res = _convert(root, p, out=tmp_path / "out")
     assert res.ok and res.file_name == "images/sub_e.png"
-    assert (tmp_path / "out" / res.file_name).read_bytes() == data  # not re-encoded
+    assert res.embedded == data  # not re-encoded; prepare_dataset writes it with the splits
+    assert not (tmp_path / "out").exists()  # converting writes nothing
     assert p.read_bytes() == before  # input untouched
 
 

@@ -1,15 +1,21 @@
 #!/usr/bin/env python
 """Turn labelme files (or class folders of single-cell crops) into validated COCO splits.
 
-Writes DATA_ROOT/annotations/{train,val,test}.json (or fold{i}_{train,val}.json with --kfold),
-all.json and report.json, and prints the data report. Images are not copied: COCO file_name is
-the image path relative to DATA_ROOT. Exit code 1 when files were skipped, or with --strict on
-any warning.
+Writes DATA_ROOT/annotations/{train,val,test}.json (or fold{i}_{train,val}.json with --kfold)
+and report.json, and prints the data report. Images are not copied: COCO file_name is the image
+path relative to DATA_ROOT. Bad files are skipped, one line each on stderr, and the run goes on.
+Nothing is written when the run cannot produce every split; only files an earlier run of this
+tool wrote (unchanged since) are replaced or removed; --input may not overlap what is written.
+
+Exit code: 0 clean; 1 when files were skipped (or, with --strict, on any warning); 2 when
+nothing was written (bad arguments, no usable file, an empty split), with one line saying why.
 
 Examples:
     python tools/prepare_data.py --input my_labelme/ --output datasets/sperm --split 0.7,0.15,0.15
     python tools/prepare_data.py --input ../shared/data/hushem --from-folders \\
         --output datasets/hushem --kfold 5 --contact-sheet /tmp/contact_hushem.png
+    python tools/prepare_data.py --input my_balanced/ --image-root my_labelme/ \\
+        --output datasets/sperm    # after tools/balance_data.py
 """
 
 import argparse
@@ -20,13 +26,16 @@ from pathlib import Path
 from sperm_d2.data.contact_sheet import write_contact_sheets
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import LABELME_DIR, exit_code, prepare_dataset
-from sperm_d2.data.report import format_report
+from sperm_d2.data.problems import InputError
+from sperm_d2.data.report import format_report, problem_line
 from sperm_d2.data.split import parse_ratios
+
+PROG = "prepare_data.py"
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--input", required=True, help="labelme folder, or class folders with --from-folders"
@@ -57,8 +66,11 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
     try:
+        if args.contact_sheet and not args.from_folders:
+            raise InputError("--contact-sheet needs --from-folders")
         report = prepare_dataset(
             args.input,
             args.output,
@@ -68,16 +80,21 @@ def main(args: argparse.Namespace) -> int:
             args.kfold,
             args.workers,
             args.from_folders,
+            args.image_root,
         )
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # InputError, LabelMapError, a full disk...
+        for problem in getattr(e, "problems", []):
+            print(f"{PROG}: {problem}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    print(format_report(report))
-    if args.contact_sheet and args.from_folders:
+    print(format_report(report, max_problems=0))
+    for problem in report["problems"]["list"]:
+        print(f"{PROG}: {problem_line(problem)}", file=sys.stderr)
+    if args.contact_sheet:
         write_contact_sheets(Path(args.output) / LABELME_DIR, args.contact_sheet)
     return exit_code(report, args.strict)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main(get_parser().parse_args()))
+    sys.exit(main())

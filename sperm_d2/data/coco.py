@@ -66,7 +66,12 @@ def coco_dict(
     }
 
 
-def write_coco(path: str | os.PathLike, coco: dict) -> None:
-    """Write a COCO dict atomically, compact. ``json.dumps`` to a string uses the C encoder;
+def coco_bytes(coco: dict) -> bytes:
+    """A COCO dict as compact, strict JSON bytes. ``json.dumps`` to a string uses the C encoder;
     ``json.dump`` to a file falls back to the pure-Python one (~10x slower on big files)."""
-    write_bytes_atomic(path, json.dumps(coco, separators=(",", ":")).encode("utf-8"))
+    return json.dumps(coco, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def write_coco(path: str | os.PathLike, coco: dict) -> None:
+    """Write a COCO dict atomically, compact (:func:`coco_bytes`)."""
+    write_bytes_atomic(path, coco_bytes(coco))

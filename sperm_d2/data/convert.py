@@ -2,7 +2,10 @@
 
 Pure Python + numpy/pycocotools/PIL (no torch, no detectron2) so it runs in worker processes.
 Errors skip the file; warnings keep it with the offending shape fixed (clipped) or dropped.
-Images are never decoded in full nor re-encoded: the size is read from the image header.
+Every image is decoded in full once (never re-encoded), so a truncated or corrupt file is an
+error here, not a crash in training; an image over :data:`MAX_IMAGE_PIXELS` is refused before
+it is decoded. Nothing is written: an embedded ``imageData`` image is returned with its target
+path and written by the caller once the whole dataset is known to be usable.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.geometry import clip_polygon, mask_stats, shape_to_polygon
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
 from sperm_d2.data.labels import LabelMap
@@ -25,6 +28,12 @@ from sperm_d2.data.problems import ERROR, WARNING, Problem
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
 EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
+#: Largest image accepted (PIL's decompression-bomb threshold, ~9459 x 9459 pixels): a header
+#: claiming more is refused before decoding, instead of exhausting memory.
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -52,15 +61,55 @@ class FileResult:
     image_key: str = ""  # resolved image path, to find two files naming one image
     digest: str = ""  # sha1 of the image bytes, to find byte-identical duplicates
     group: str = ""  # split unit: augmented copies stay with their source (flags.augmented_from)
+    embedded: bytes | None = None  # imageData to write to ``image_key`` (see prepare_dataset)
 
 
 def _inside(path: Path, roots: tuple) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
 
+class ImageProblem(ValueError):
+    """An image that cannot be used; the message says why (without the file name)."""
+
+
 def _image_size(data: bytes) -> tuple[int, int, str]:
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size[0], im.size[1], (im.format or "png").lower()
+    """(width, height, format) of an encoded image, decoded in full.
+
+    The size is the one labelme and detectron2 see: after the EXIF orientation is applied.
+
+    Raises:
+        ImageProblem: not an image, over :data:`MAX_IMAGE_PIXELS`, truncated or corrupt.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise ImageProblem(
+                        f"is {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+                    )
+                fmt = (im.format or "png").lower()
+                orientation = im.getexif().get(_EXIF_ORIENTATION)
+                im.load()  # a truncated file fails here, not at training time
+    except Image.DecompressionBombError:
+        raise ImageProblem(
+            f"claims over {2 * MAX_IMAGE_PIXELS} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageProblem("is not an image PIL can read") from None
+    except ImageProblem:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for corrupt data
+        raise ImageProblem(f"cannot be decoded ({_first_line(e)})") from None
+    if w <= 0 or h <= 0:
+        raise ImageProblem(f"has an empty size {w}x{h}")
+    return (h, w, fmt) if orientation in _TRANSPOSED else (w, h, fmt)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def _error(res: FileResult, kind: str, message: str) -> None:
@@ -72,26 +121,30 @@ def _warn(res: FileResult, kind: str, message: str) -> None:
 
 
 def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
-    """Return (image path, bytes), or None after recording an error."""
+    """Return (image path, bytes, size or None), or None after recording an error. An embedded
+    image's path is where it will be written (``res.embedded`` is set), its size is known."""
     path = doc.image_path
     if path is not None and path.is_file():
         resolved = path.resolve()
         if not _inside(resolved, ctx.allowed_roots or (ctx.input_root.resolve(),)):
             return _error(res, "path_escape", f"imagePath {path} resolves outside the dataset root")
         try:
-            return resolved, resolved.read_bytes()
+            if resolved.stat().st_size > MAX_IMAGE_BYTES:
+                return _error(
+                    res, "image_too_large", f"image {path} is over {MAX_IMAGE_BYTES} bytes"
+                )
+            return resolved, resolved.read_bytes(), None
         except OSError as e:
             return _error(res, "unreadable_image", f"cannot read image {path} ({e.strerror})")
     if doc.image_data is not None:  # embedded image: written out once, byte for byte
         try:
-            _, _, fmt = _image_size(doc.image_data)
-        except (UnidentifiedImageError, OSError, ValueError):
-            return _error(res, "unreadable_image", "embedded imageData is not an image")
+            width, height, fmt = _image_size(doc.image_data)
+        except ImageProblem as e:
+            return _error(res, "unreadable_image", f"embedded imageData {e}")
         ext = {"jpeg": "jpg"}.get(fmt, fmt)
         out = ctx.output_root / EMBEDDED_DIR / Path(res.json_rel).with_suffix(f".{ext}")
-        if not (out.is_file() and out.read_bytes() == doc.image_data):
-            write_bytes_atomic(out, doc.image_data)
-        return out.resolve(), doc.image_data
+        res.embedded = doc.image_data
+        return out.resolve(), doc.image_data, (width, height)
     return _error(res, "missing_image", f"image {path} not found and no imageData")
 
 
@@ -108,6 +161,9 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
         poly = shape_to_polygon(shape.shape_type, shape.points)
         if poly is None:
             ignored_types[shape.shape_type] += 1
+            continue
+        if not np.isfinite(poly).all():  # a circle of astronomic radius: cos * inf
+            _warn(res, "bad_points", f"shape {i} ({shape.label!r}) is out of range, dropped")
             continue
         if len(poly) < 3:
             _warn(
@@ -145,23 +201,37 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
 
 
 def convert_labelme_file(json_path: str | os.PathLike, ctx: ConvertContext) -> FileResult:
-    """Validate and convert one labelme file (see module docstring)."""
+    """Validate and convert one labelme file (see module docstring); never raises: anything
+    unexpected skips the file with one line naming it, so one file cannot abort a batch."""
     json_path = Path(json_path)
-    res = FileResult(Path(os.path.relpath(json_path, ctx.input_root)).as_posix())
+    rel = Path(os.path.relpath(json_path, ctx.input_root)).as_posix()
+    try:
+        return _convert(json_path, FileResult(rel), ctx)
+    except Exception as e:  # a bug or an exotic input: report it with the file, go on
+        res = FileResult(rel)
+        _error(res, "unexpected", f"cannot be converted ({type(e).__name__}: {_first_line(e)})")
+        return res
+
+
+def _convert(json_path: Path, res: FileResult, ctx: ConvertContext) -> FileResult:
     try:
         doc = read_labelme_json(json_path)
     except LabelmeError as e:
         _error(res, "invalid_json", str(e).split(": ", 1)[-1])
         return res
+    for kind, message in doc.warnings:
+        _warn(res, kind, message)
     located = _locate_image(doc, res, ctx)
     if located is None:
         return res
-    image_path, data = located
-    try:
-        width, height, _ = _image_size(data)
-    except (UnidentifiedImageError, OSError, ValueError):
-        _error(res, "unreadable_image", f"image {image_path} cannot be read")
-        return res
+    image_path, data, size = located
+    if size is None:
+        try:
+            size = _image_size(data)[:2]
+        except ImageProblem as e:
+            _error(res, "unreadable_image", f"image {image_path.name} {e}")
+            return res
+    width, height = size
     if (doc.height, doc.width) != (None, None) and (doc.height, doc.width) != (height, width):
         msg = f"JSON says {doc.width}x{doc.height}, image {image_path.name} is {width}x{height}"
         _error(res, "size_mismatch", msg)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,33 +56,83 @@ class LabelmeFile:
     width: int | None
     version: str | None = None
     flags: dict = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (kind, message): kept, odd
 
 
-def _shape(raw: Any, i: int, path: Path) -> LabelmeShape:
+def _number(v: Any) -> float:
+    """A finite float from a JSON number; strings, booleans, NaN and infinities are refused
+    (``float("10,10"[0])`` would silently turn a string point into a wrong coordinate)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{v!r} is not a number")
+    f = float(v)  # OverflowError for an int beyond float range
+    if not math.isfinite(f):
+        raise ValueError(f"{v!r} is not finite")
+    return f
+
+
+def _points(pts: Any) -> list[list[float]]:
+    if not isinstance(pts, list):
+        raise ValueError(f"'points' is {type(pts).__name__}, not a list of [x, y]")
+    out = []
+    for j, p in enumerate(pts):
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise ValueError(f"point {j} is {_short(p)}, not [x, y]")
+        try:
+            out.append([_number(p[0]), _number(p[1])])
+        except (ValueError, OverflowError) as e:
+            raise ValueError(f"point {j} {_short(p)}: {e}") from None
+    return out
+
+
+def _integer(v: Any) -> int:
+    """An int from a JSON integer (or an integral float such as ``3.0``); nothing else."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError
+    if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+        raise ValueError
+    return int(v)
+
+
+def _short(v: Any, limit: int = 40) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shape(raw: Any, i: int, path: Path, warnings: list) -> LabelmeShape:
     if not isinstance(raw, dict):
         raise LabelmeError(f"{path}: shape {i} is not an object")
     label = raw.get("label")
     if not isinstance(label, str):
         raise LabelmeError(f"{path}: shape {i} has no text 'label'")
-    pts = raw.get("points", [])
     try:
-        points = [[float(p[0]), float(p[1])] for p in pts]
-    except (TypeError, ValueError, IndexError, KeyError):
-        raise LabelmeError(f"{path}: shape {i} ({label!r}) has malformed 'points'") from None
+        points = _points(raw.get("points", []))
+    except ValueError as e:
+        raise LabelmeError(f"{path}: shape {i} ({label!r}) has malformed 'points': {e}") from None
     group_id = raw.get("group_id")
     if group_id is not None:
         try:
-            group_id = int(group_id)
-        except (TypeError, ValueError):
+            group_id = _integer(group_id)
+        except ValueError:
             raise LabelmeError(
-                f"{path}: shape {i} has a non-integer group_id {group_id!r}"
+                f"{path}: shape {i} has a non-integer group_id {_short(group_id)}"
             ) from None
     shape_type = raw.get("shape_type") or "polygon"  # 3.x has no shape_type
-    return LabelmeShape(label, points, str(shape_type), group_id, dict(raw.get("flags") or {}))
+    if not isinstance(shape_type, str):
+        raise LabelmeError(f"{path}: shape {i} has a non-text shape_type {_short(shape_type)}")
+    flags = raw.get("flags")
+    if flags is not None and not isinstance(flags, dict):
+        warnings.append(
+            ("bad_flags", f"shape {i} 'flags' is {_short(flags)}, not an object: ignored")
+        )
+        flags = None
+    return LabelmeShape(label, points, shape_type, group_id, dict(flags or {}))
 
 
 def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
-    """Parse a labelme JSON file (any 3.x-5.x version).
+    """Parse a labelme file (any 3.x-5.x version), strictly: every coordinate a finite number.
+
+    Problems that leave the annotation usable (a file without ``shapes``, malformed ``flags``)
+    are listed in :attr:`LabelmeFile.warnings`.
 
     Raises:
         LabelmeError: unreadable file, invalid JSON or a malformed field, in one line.
@@ -89,37 +140,57 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
     path = Path(json_path)
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
+            raw = f.read()
+        # utf-8-sig: files saved by Windows editors may start with a byte-order mark
+        doc = json.loads(raw.decode("utf-8-sig"))
     except OSError as e:
-        raise LabelmeError(f"{path}: cannot read ({e.strerror})") from None
+        raise LabelmeError(f"{path}: cannot read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LabelmeError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("shapes", []), list):
+    except RecursionError:
+        raise LabelmeError(f"{path}: invalid JSON (nested too deeply)") from None
+    warnings: list[tuple[str, str]] = []
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes", []), (list, type(None))):
         raise LabelmeError(f"{path}: not a labelme file (no 'shapes' list)")
-    shapes = [_shape(s, i, path) for i, s in enumerate(doc.get("shapes", []))]
+    if doc.get("shapes") is None:
+        warnings.append(("no_shapes", "no 'shapes' list: taken as an image without heads"))
+    shapes = [_shape(s, i, path, warnings) for i, s in enumerate(doc.get("shapes") or [])]
     image_data = None
     if doc.get("imageData"):
+        if not isinstance(doc["imageData"], str):
+            raise LabelmeError(f"{path}: 'imageData' is not valid base64")
         try:
-            image_data = base64.b64decode("".join(str(doc["imageData"]).split()), validate=True)
+            image_data = base64.b64decode("".join(doc["imageData"].split()), validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise LabelmeError(f"{path}: 'imageData' is not valid base64") from None
     image_path = None
     if doc.get("imagePath"):
-        rel = str(doc["imagePath"]).replace("\\", "/")  # files saved on Windows
+        if not isinstance(doc["imagePath"], str) or "\0" in doc["imagePath"]:
+            raise LabelmeError(f"{path}: 'imagePath' {_short(doc['imagePath'])} is not a path")
+        rel = doc["imagePath"].replace("\\", "/")  # files saved on Windows
         image_path = path.parent / rel
     if image_path is None and image_data is None:
         raise LabelmeError(f"{path}: names no image (neither 'imagePath' nor 'imageData')")
 
-    def _int(key: str) -> int | None:
+    def _size(key: str) -> int | None:
         v = doc.get(key)
+        if v is None:
+            return None
         try:
-            return int(v) if v is not None else None
-        except (TypeError, ValueError):
-            raise LabelmeError(f"{path}: '{key}' is not an integer ({v!r})") from None
+            n = _integer(v)
+        except ValueError:
+            raise LabelmeError(f"{path}: '{key}' is not an integer ({_short(v)})") from None
+        if n <= 0:
+            raise LabelmeError(f"{path}: '{key}' is {n}, not a positive size")
+        return n
 
-    flags = doc.get("flags") if isinstance(doc.get("flags"), dict) else {}
-    h, w = _int("imageHeight"), _int("imageWidth")
-    return LabelmeFile(path, shapes, image_path, image_data, h, w, doc.get("version"), flags)
+    flags = doc.get("flags")
+    if flags is not None and not isinstance(flags, dict):
+        warnings.append(("bad_flags", f"'flags' is {_short(flags)}, not an object: ignored"))
+    flags = flags if isinstance(flags, dict) else {}
+    h, w = _size("imageHeight"), _size("imageWidth")
+    version = doc.get("version") if isinstance(doc.get("version"), str) else None
+    return LabelmeFile(path, shapes, image_path, image_data, h, w, version, flags, warnings)
 
 
 def write_labelme_json(

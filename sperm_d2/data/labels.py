@@ -37,6 +37,30 @@ class UnknownLabelError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so ``tapered: bad`` then ``tapered: good`` would quietly relabel a class)."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102 (PyYAML hook)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable: PyYAML reports it below
+                continue
+            if duplicate:
+                raise _DuplicateKey(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} is given twice"
+                )
+        return super().construct_mapping(node, deep)
+
+
 def normalize_label(raw: str) -> str:
     """Canonical form used for matching: lower case, ``-``/``_``/spaces collapsed to one space."""
     return _SEPARATORS.sub(" ", str(raw)).strip().lower()
@@ -53,15 +77,37 @@ class LabelMap:
     def __post_init__(self) -> None:
         if not self.classes:
             raise LabelMapError(f"{self.source}: 'classes' is empty")
-        if len(set(self.classes)) != len(self.classes):
-            raise LabelMapError(f"{self.source}: duplicate class in {list(self.classes)}")
-        full = {normalize_label(c): c for c in self.classes}
+        full: dict[str, str | None] = {}
+        for c in self.classes:
+            key = normalize_label(c)
+            if not key:
+                raise LabelMapError(f"{self.source}: class name {c!r} is blank")
+            if key in full:  # "good" and "Good" would be one label but two category ids
+                raise LabelMapError(
+                    f"{self.source}: classes {full[key]!r} and {c!r} are the same name (matching "
+                    "ignores case, '-', '_' and spaces)"
+                )
+            full[key] = c
+        seen: dict[str, str] = {}
         for raw, cls in self.mapping.items():
             if cls is not None and cls not in self.classes:
                 raise LabelMapError(
                     f"{self.source}: label {raw!r} maps to {cls!r}, not one of {list(self.classes)}"
                 )
-            full[normalize_label(raw)] = cls
+            key = normalize_label(raw)
+            if not key:
+                raise LabelMapError(f"{self.source}: label {raw!r} is blank")
+            if key in seen and full[key] != cls:
+                raise LabelMapError(
+                    f"{self.source}: labels {seen[key]!r} and {raw!r} are the same label (matching "
+                    f"ignores case, '-', '_' and spaces) but map to {full[key]!r} and {cls!r}"
+                )
+            if key not in seen and key in full and full[key] != cls:
+                raise LabelMapError(
+                    f"{self.source}: label {raw!r} is the class {full[key]!r} but maps to {cls!r}"
+                )
+            seen[key] = raw
+            full[key] = cls
         object.__setattr__(self, "mapping", full)
 
     @classmethod
@@ -75,18 +121,27 @@ class LabelMap:
             raise LabelMapError(f"{source}: 'classes' must be a list of names")
         if not isinstance(labels, Mapping):
             raise LabelMapError(f"{source}: 'labels' must be a mapping raw label -> class or null")
-        return cls(tuple(classes), {str(k): v for k, v in labels.items()}, source)
+        for k in labels:  # YAML reads `yes:`, `no:`, `1:`, `null:` as non-text keys
+            if not isinstance(k, str):
+                raise LabelMapError(f"{source}: label {k!r} is not text; quote it in the YAML")
+        return cls(tuple(classes), dict(labels), source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabelMap":
         """Read a label map YAML file."""
         try:
             with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
+                data = yaml.load(f, Loader=_UniqueKeyLoader)
         except OSError as e:
-            raise LabelMapError(f"{path}: cannot read label map ({e.strerror})") from e
+            raise LabelMapError(f"{path}: cannot read label map ({e.strerror or e})") from e
+        except UnicodeDecodeError:
+            raise LabelMapError(f"{path}: not a UTF-8 text file") from None
+        except _DuplicateKey as e:
+            raise LabelMapError(f"{path}: {e}") from None
         except yaml.YAMLError as e:
             raise LabelMapError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from e
+        except RecursionError:
+            raise LabelMapError(f"{path}: invalid YAML (nested too deeply)") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod

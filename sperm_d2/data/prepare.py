@@ -6,6 +6,10 @@
     annotations/report.json             the data report (see sperm_d2.data.report)
     images/...                          only images that were embedded as imageData
     labelme/...                         only with from_folders: the auto-annotated labelme files
+    .prepare_data_manifest.json         what was written (sperm_d2.data.manifest)
+
+Nothing is written until every file has been read and every split is known to be non-empty;
+the input may not overlap the folders written; only the tool's own earlier outputs are replaced.
 
 COCO ``file_name`` is the image path relative to ``output_root``; images are never copied.
 """
@@ -13,19 +17,37 @@ COCO ``file_name`` is the image path relative to ``output_root``; images are nev
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import math
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
-from sperm_d2.atomic import write_json_atomic
-from sperm_d2.data.coco import assign_ids, coco_dict, image_class, write_coco
-from sperm_d2.data.convert import ConvertContext, FileResult, convert_labelme_file
+from sperm_d2.atomic import write_bytes_atomic, write_json_atomic
+from sperm_d2.data.coco import assign_ids, coco_bytes, coco_dict, image_class
+from sperm_d2.data.convert import (
+    EMBEDDED_DIR,
+    ConvertContext,
+    FileResult,
+    convert_labelme_file,
+)
 from sperm_d2.data.labels import LabelMap
-from sperm_d2.data.problems import ERROR, WARNING, Problem
+from sperm_d2.data.manifest import (
+    check_owned,
+    nearest_existing,
+    overlaps,
+    read_manifest,
+    remove_stale,
+    sha256_file,
+    write_manifest,
+)
+from sperm_d2.data.problems import ERROR, WARNING, InputError, Problem
 from sperm_d2.data.report import build_report
 from sperm_d2.data.split import SPLIT_NAMES, kfold_split, stratified_split
 
@@ -109,6 +131,60 @@ def make_splits(
     return out
 
 
+def split_names(num_ratios: int, kfold: int) -> list[str]:
+    """The split files a run writes (without ``.json``), known before any file is read."""
+    if not kfold:
+        return list(SPLIT_NAMES[num_ratios])
+    folds = [f"fold{f}_{s}" for f in range(kfold) for s in ("train", "val")]
+    return (["test"] if num_ratios == 3 else []) + folds
+
+
+def check_arguments(
+    input_dir: Path,
+    output_root: Path,
+    ratios: Sequence[float],
+    seed: int,
+    kfold: int,
+    workers: int,
+    from_folders: bool,
+    image_roots: Sequence[Path],
+) -> None:
+    """Everything that can be checked before reading a file; raises :class:`InputError`.
+
+    Input and output may not overlap: the input may not be (or lie inside, or contain) a folder
+    the run writes (``annotations/``, ``images/``, with ``from_folders`` ``labelme/``).
+    """
+    if not input_dir.exists():
+        raise InputError(f"--input {input_dir}: folder not found")
+    if not input_dir.is_dir():
+        raise InputError(f"--input {input_dir}: not a folder")
+    if output_root.exists() and not output_root.is_dir():
+        raise InputError(f"--output {output_root}: exists and is not a folder")
+    anchor = nearest_existing(output_root)
+    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
+        raise InputError(f"--output {output_root}: cannot write in {anchor}")
+    targets = ["annotations", EMBEDDED_DIR] + ([LABELME_DIR] if from_folders else [])
+    if input_dir.resolve() == output_root.resolve():
+        raise InputError(f"--input and --output are the same folder {input_dir}")
+    for t in targets:
+        if overlaps(input_dir, output_root / t):
+            raise InputError(
+                f"--input {input_dir} overlaps {output_root / t}, which this run writes; "
+                "keep the inputs outside --output"
+            )
+    for r in image_roots:
+        if not Path(r).is_dir():
+            raise InputError(f"--image-root {r}: folder not found")
+    if not all(math.isfinite(r) and r > 0 for r in ratios) or not 1 <= len(ratios) <= 3:
+        raise InputError(f"--split {list(ratios)}: expected 1-3 positive finite ratios")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InputError(f"--seed {seed}: expected an integer in [0, 2**32)")
+    if kfold < 0 or kfold == 1:
+        raise InputError(f"--kfold {kfold}: expected 0 (no folds) or at least 2")
+    if workers < 1:
+        raise InputError(f"--workers {workers}: expected at least 1")
+
+
 def prepare_dataset(
     input_dir: str | os.PathLike,
     output_root: str | os.PathLike,
@@ -123,60 +199,176 @@ def prepare_dataset(
     """Convert, validate, split and write a dataset; returns the report (also written to JSON).
 
     Images must lie under ``input_dir`` (or, with ``from_folders``, the class folders) or one of
-    ``image_roots``; a labelme file naming an image elsewhere is an error (path escape).
+    ``image_roots``; a labelme file naming an image elsewhere is an error (path escape). Bad files
+    are skipped and reported; nothing is written unless every split gets images. Only files an
+    earlier run wrote (and nobody edited since) are replaced or removed (:mod:`.manifest`).
+
+    Raises:
+        InputError: bad arguments, overlapping input/output, no usable file, an empty split, or
+            a file in the way that the tool did not write. Nothing was written then.
     """
     input_dir, output_root = Path(input_dir), Path(output_root)
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"{input_dir}: input folder not found")
-    output_root.mkdir(parents=True, exist_ok=True)
-    pre_problems: list[Problem] = []
-    scan_root, allowed = input_dir, (input_dir.resolve(),)
+    image_roots = [Path(r) for r in image_roots]
+    check_arguments(input_dir, output_root, ratios, seed, kfold, workers, from_folders, image_roots)
+    owned = read_manifest(output_root)
+    names = split_names(len(ratios), kfold)
+    check_owned(output_root, [f"annotations/{n}.json" for n in names + ["report"]], owned)
     if from_folders:
-        from sperm_d2.data.autoannotate import annotate_class_folders
+        check_owned(output_root, _files_under(output_root, LABELME_DIR), owned)
+    created_root = not output_root.exists()
+    staging = None
+    try:
+        pre_problems: list[Problem] = []
+        scan_root, allowed = input_dir, (input_dir.resolve(),)
+        if from_folders:
+            from sperm_d2.data.autoannotate import annotate_class_folders
 
-        scan_root = output_root / LABELME_DIR
-        pre_problems = annotate_class_folders(input_dir, scan_root, label_map, workers=workers)
-        allowed = (input_dir.resolve(), output_root.resolve())
-    paths = find_labelme_files(scan_root, exclude=[output_root] if not from_folders else [])
-    allowed += tuple(Path(r).resolve() for r in image_roots)
-    ctx = ConvertContext(scan_root, output_root, label_map, allowed)
-    results = convert_all(paths, ctx, workers)
-    problems = pre_problems + [p for r in results for p in r.problems]
-    kept, dup_problems = drop_duplicates([r for r in results if r.ok])
-    problems += dup_problems
-    splits = make_splits(kept, ratios, seed, kfold)
-    entries = dict(zip((r.json_rel for r in kept), assign_ids(kept)))
-    ann_dir = output_root / "annotations"
-    written = set()
-    for name, rs in splits.items():
-        write_coco(
-            ann_dir / f"{name}.json", coco_dict([entries[r.json_rel] for r in rs], label_map, name)
+            output_root.mkdir(parents=True, exist_ok=True)
+            # Built beside labelme/ (same depth: relative imagePaths stay valid) and swapped in
+            # at the end, so a failed run leaves the previous labelme/ as it was.
+            staging = Path(tempfile.mkdtemp(prefix=f".{LABELME_DIR}.partial-", dir=output_root))
+            scan_root = staging
+            pre_problems = annotate_class_folders(input_dir, staging, label_map, workers=workers)
+            allowed = (input_dir.resolve(), output_root.resolve())
+        paths = find_labelme_files(scan_root, exclude=[output_root] if not from_folders else [])
+        if not paths:
+            what = "no image in class folders" if from_folders else "no labelme *.json file"
+            raise InputError(f"--input {input_dir}: {what} found", pre_problems)
+        allowed += tuple(r.resolve() for r in image_roots)
+        ctx = ConvertContext(scan_root, output_root, label_map, allowed)
+        results = convert_all(paths, ctx, workers)
+        problems = pre_problems + [p for r in results for p in r.problems]
+        kept, dup_problems = drop_duplicates([r for r in results if r.ok])
+        problems += dup_problems
+        if not kept:
+            raise InputError(f"--input {input_dir}: none of {len(paths)} file(s) usable", problems)
+        try:
+            splits = make_splits(kept, ratios, seed, kfold)
+        except ValueError as e:
+            raise InputError(str(e), problems) from None
+        empty = [n for n, rs in splits.items() if not rs]
+        if empty:
+            raise InputError(
+                f"--split {','.join(f'{r:g}' for r in ratios)}"
+                f"{f' --kfold {kfold}' if kfold else ''}: {len(kept)} usable image(s) leave "
+                f"{', '.join(empty)} empty; add images or change the ratios",
+                problems,
+            )
+        report = _write_outputs(
+            output_root,
+            owned,
+            kept,
+            splits,
+            problems,
+            label_map,
+            len(paths),
+            staging,
+            dict(
+                input=str(input_dir),
+                output=str(output_root),
+                label_map=label_map.source,
+                classes=list(label_map.classes),
+                split=list(ratios),
+                seed=seed,
+                kfold=kfold,
+                from_folders=from_folders,
+                image_roots=[str(r) for r in image_roots],
+            ),
         )
-        written.add(f"{name}.json")
-    for stale in ann_dir.glob("*.json"):  # a previous run's splits would be registered too
-        if stale.name not in written and stale.name != "report.json":
-            logger.info("removing stale split %s", stale)
-            stale.unlink()
-    settings = {
-        "input": str(input_dir),
-        "output": str(output_root),
-        "label_map": label_map.source,
-        "classes": list(label_map.classes),
-        "split": list(ratios),
-        "seed": seed,
-        "kfold": kfold,
-        "from_folders": from_folders,
-    }
-    report = build_report(kept, splits, problems, label_map.classes, len(paths), settings)
-    write_json_atomic(ann_dir / "report.json", report)
+        staging = None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created_root and output_root.is_dir() and not any(output_root.iterdir()):
+            output_root.rmdir()
     logger.info(
         "%d files: %d converted, %d problems (see %s)",
         len(paths),
         len(kept),
         len(problems),
-        ann_dir / "report.json",
+        output_root / "annotations" / "report.json",
     )
     return report
+
+
+def _files_under(root: Path, sub: str) -> list[str]:
+    folder = root / sub
+    if folder.exists() and not folder.is_dir():
+        return [sub]
+    return [p.relative_to(root).as_posix() for p in folder.rglob("*") if not p.is_dir()]
+
+
+def _write_outputs(
+    root: Path,
+    owned: dict[str, str],
+    kept: Sequence[FileResult],
+    splits: dict[str, list[FileResult]],
+    problems: Sequence[Problem],
+    label_map: LabelMap,
+    files_found: int,
+    staging: Path | None,
+    settings: dict,
+) -> dict:
+    """Write everything (each file atomically), then drop the earlier run's leftovers."""
+    embedded = {
+        Path(os.path.relpath(r.image_key, root.resolve())).as_posix(): r.embedded
+        for r in kept
+        if r.embedded is not None
+    }
+    changed = [rel for rel, data in embedded.items() if _differs(root / rel, data)]
+    check_owned(root, changed, owned)
+    entries = dict(zip((r.json_rel for r in kept), assign_ids(kept)))
+    docs = {
+        f"annotations/{name}.json": coco_bytes(
+            coco_dict([entries[r.json_rel] for r in rs], label_map, name)
+        )
+        for name, rs in splits.items()
+    }
+    report = build_report(kept, splits, problems, label_map.classes, files_found, settings)
+    written: dict[str, str] = {}
+    for rel, data in embedded.items():
+        if rel in changed:
+            write_bytes_atomic(root / rel, data)
+        written[rel] = hashlib.sha256(data).hexdigest()
+    for rel, data in docs.items():
+        write_bytes_atomic(root / rel, data)
+        written[rel] = hashlib.sha256(data).hexdigest()
+    write_json_atomic(root / "annotations" / "report.json", report)
+    written["annotations/report.json"] = sha256_file(root / "annotations" / "report.json")
+    if staging is not None:
+        labelme = {
+            f"{LABELME_DIR}/{p.relative_to(staging).as_posix()}": sha256_file(p)
+            for p in staging.rglob("*")
+            if p.is_file()
+        }
+        old = root / LABELME_DIR
+        if old.exists():  # checked: only our own unchanged files
+            shutil.rmtree(old)
+        os.replace(staging, old)
+        written.update(labelme)
+    for rel in remove_stale(root, set(owned) - set(written), owned):
+        logger.info("removed %s, written by an earlier run and not by this one", root / rel)
+    foreign = sorted(
+        p.name
+        for p in (root / "annotations").glob("*.json")
+        if f"annotations/{p.name}" not in written
+    )
+    if foreign:
+        logger.warning(
+            "%s: %s not written by this run, left in place (register_sperm_datasets registers "
+            "them too)",
+            root / "annotations",
+            foreign,
+        )
+    write_manifest(root, written)
+    return report
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    try:
+        return not (path.is_file() and path.read_bytes() == data)
+    except OSError:
+        return True
 
 
 def exit_code(report: dict, strict: bool = False) -> int:

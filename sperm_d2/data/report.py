@@ -78,7 +78,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def format_report(report: Mapping, max_problems: int = 20) -> str:
-    """A human-readable summary of :func:`build_report`'s output (tables, then problems)."""
+    """A human-readable summary of :func:`build_report`'s output (tables, then problems; with
+    ``max_problems`` 0 only their counts)."""
     classes = list(report["total"]["instances"])
     rows = []
     for name, s in list(report["splits"].items()) + [("total", report["total"])]:
@@ -98,9 +99,14 @@ def format_report(report: Mapping, max_problems: int = 20) -> str:
     for level, counts in report["problems"]["counts"].items():
         if counts:
             out.append(f"{level}s: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
-    plist = report["problems"]["list"]
+    plist = report["problems"]["list"] if max_problems else []
     for p in plist[:max_problems]:
-        out.append(f"  {p['level'].upper()} {p['file']}: {p['message']}")
+        out.append(f"  {problem_line(p)}")
     if len(plist) > max_problems:
         out.append(f"  ... {len(plist) - max_problems} more in report.json")
     return "\n".join(out)
+
+
+def problem_line(problem: Mapping) -> str:
+    """One report problem (a :meth:`Problem.to_dict`) as the line a person reads."""
+    return f"{problem['level'].upper()} {problem['file']}: {problem['message']}"

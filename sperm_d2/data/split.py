@@ -7,22 +7,33 @@ came in; every stratum is spread over the parts in proportion to the ratios.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 
+from sperm_d2.data.problems import InputError
+
 SPLIT_NAMES = {1: ("train",), 2: ("train", "val"), 3: ("train", "val", "test")}
 
 
 def parse_ratios(text: str) -> tuple[float, ...]:
-    """``"0.7,0.15,0.15"`` -> (0.7, 0.15, 0.15); 1-3 non-negative numbers, normalised to sum 1."""
+    """``"0.7,0.15,0.15"`` -> (0.7, 0.15, 0.15); 1-3 positive finite numbers, normalised to sum 1.
+
+    A zero ratio is refused (it would write an empty split): leave the part out instead.
+    """
     try:
         ratios = tuple(float(v) for v in str(text).split(","))
     except ValueError:
-        raise ValueError(f"--split {text!r}: expected 1-3 comma-separated numbers") from None
-    if not 1 <= len(ratios) <= 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
-        raise ValueError(f"--split {text!r}: expected 1-3 non-negative numbers, e.g. 0.7,0.15,0.15")
+        raise InputError(f"--split {text!r}: expected 1-3 comma-separated numbers") from None
+    if not 1 <= len(ratios) <= 3:
+        raise InputError(f"--split {text!r}: expected 1-3 numbers (train,val[,test])")
+    if not all(math.isfinite(r) and r > 0 for r in ratios):
+        raise InputError(
+            f"--split {text!r}: every ratio must be a positive finite number, e.g. 0.7,0.15,0.15 "
+            "(leave a part out rather than giving it 0)"
+        )
     total = sum(ratios)
     return tuple(r / total for r in ratios)
 
