@@ -3,24 +3,31 @@
 
 The output folder holds a labelme JSON for every original (pointing at the untouched original
 image) plus PNG + JSON for each augmented copy; copies follow their source into the same split.
+The folder appears whole or not at all; a rerun replaces an earlier run's output, never files
+it did not write. Unusable input files are skipped, one line each on stderr.
+
+Exit code: 0 clean; 1 when input files were skipped; 2 when nothing was written (one line why).
 
 Example:
     python tools/balance_data.py --input my_labelme/ --output my_balanced/ --target 650
-    python tools/prepare_data.py --input my_balanced/ --image-root my_labelme/ \
+    python tools/prepare_data.py --input my_balanced/ --image-root my_labelme/ \\
         --output datasets/sperm
 """
 
 import argparse
 import json
 import logging
+import sys
 
 from sperm_d2.data.balance import balance_labelme
 from sperm_d2.data.labels import LabelMap
 
+PROG = "balance_data.py"
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--input", required=True, help="labelme folder (not modified)")
     p.add_argument("--output", required=True, help="folder for the balanced labelme dataset")
@@ -30,13 +37,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> None:
-    counts = balance_labelme(
-        args.input, args.output, LabelMap.load(args.labels), args.target, args.seed
-    )
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        counts = balance_labelme(
+            args.input, args.output, LabelMap.load(args.labels), args.target, args.seed
+        )
+    except (OSError, ValueError) as e:  # InputError, LabelMapError, a full disk...
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    lines = counts["skipped"].pop("lines")
     print(json.dumps(counts, indent=2))
+    for line in lines:
+        print(f"{PROG}: skipped {line}", file=sys.stderr)
+    return 1 if lines else 0
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(get_parser().parse_args())
+    sys.exit(main())

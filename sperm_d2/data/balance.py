@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_bytes_atomic
-from sperm_d2.data.convert import AUGMENTED_FROM
+from sperm_d2.data.convert import AUGMENTED_FROM, ImageProblem, image_size
 from sperm_d2.data.geometry import shape_to_polygon
 from sperm_d2.data.imageops import affine_coords, rot90_coords, shift_hue
 from sperm_d2.data.labelme_io import (
@@ -32,10 +33,22 @@ from sperm_d2.data.labelme_io import (
     read_labelme_json,
     write_labelme_json,
 )
-from sperm_d2.data.labels import LabelMap
+from sperm_d2.data.labels import LabelMap, UnknownLabelError
+from sperm_d2.data.manifest import (
+    check_owned,
+    hash_tree,
+    nearest_existing,
+    overlaps,
+    read_manifest,
+    write_manifest,
+)
 from sperm_d2.data.prepare import find_labelme_files
+from sperm_d2.data.problems import InputError
 
 logger = logging.getLogger(__name__)
+
+MANIFEST = ".balance_data_manifest.json"  # what a run wrote: replaced by the next run only
+TOOL = "balance_data.py"
 
 
 def augment_pair(
@@ -91,11 +104,13 @@ def _shape_dicts(doc: LabelmeFile) -> list[dict]:
 def _copy(doc: LabelmeFile, out_dir: Path, stem: str, source: str, rng) -> None:
     img = cv2.imread(str(doc.image_path), cv2.IMREAD_COLOR)
     if img is None:
-        raise LabelmeError(f"{doc.json_path}: cannot read image {doc.image_path}")
+        raise LabelmeError(f"{doc.json_path}: OpenCV cannot read image {doc.image_path}")
     keep = [(s, shape_to_polygon(s.shape_type, s.points)) for s in doc.shapes]
     keep = [(s, p) for s, p in keep if p is not None and len(p) >= 3]  # points/lines cannot follow
     aug, polys = augment_pair(img, [p for _, p in keep], rng)
     ok, png = cv2.imencode(".png", aug)
+    if not ok:
+        raise LabelmeError(f"{doc.json_path}: cannot encode an augmented copy")
     write_bytes_atomic(out_dir / f"{stem}.png", png.tobytes())
     shapes = [
         {
@@ -116,34 +131,75 @@ def _copy(doc: LabelmeFile, out_dir: Path, stem: str, source: str, rng) -> None:
     )
 
 
+def _check_paths(input_dir: Path, output_dir: Path, target: int | None) -> None:
+    if not input_dir.is_dir():
+        raise InputError(f"--input {input_dir}: folder not found")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output {output_dir}: exists and is not a folder")
+    if overlaps(input_dir, output_dir):
+        raise InputError(f"--input {input_dir} and --output {output_dir} overlap; keep them apart")
+    if target is not None and target < 1:
+        raise InputError(f"--target {target}: expected at least 1 image per class")
+    anchor = nearest_existing(output_dir.parent)
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise InputError(f"--output {output_dir}: cannot write in {anchor}")
+
+
 def balance_labelme(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     label_map: LabelMap,
     target: int | None = None,
     seed: int = 0,
-) -> dict[str, dict[str, int]]:
+) -> dict:
     """Bring every class to ``target`` images (default: the largest class); returns counts.
 
-    Only images whose labelme file reads cleanly and has an image file take part; others are
-    counted as skipped (run ``tools/prepare_data.py`` for the full validation).
+    Only images whose labelme file reads cleanly and whose image decodes take part; the others
+    are listed in ``skipped["lines"]`` (one line each; run ``tools/prepare_data.py`` for the full
+    validation). The output folder is built beside ``output_dir`` and renamed into place, so it
+    appears whole or not at all; an existing ``output_dir`` is replaced only if it is empty or
+    holds an earlier run's files, unchanged (``.balance_data_manifest.json``).
+
+    Raises:
+        InputError: missing input, overlapping input/output, a foreign file in the way.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    _check_paths(input_dir, output_dir, target)
+    if output_dir.is_dir():
+        owned = read_manifest(output_dir, MANIFEST)
+        check_owned(output_dir, hash_tree(output_dir, skip=MANIFEST), owned, TOOL)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        counts = _balance(input_dir, staging, label_map, target, seed)
+        write_manifest(staging, hash_tree(staging), MANIFEST, TOOL)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)  # checked above: empty, or our own unchanged files
+        os.replace(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts
+
+
+def _balance(
+    input_dir: Path, output_dir: Path, label_map: LabelMap, target: int | None, seed: int
+) -> dict:
     by_class: dict[str, list[tuple[str, LabelmeFile]]] = {c: [] for c in label_map.classes}
-    skipped = 0
-    for path in find_labelme_files(input_dir, exclude=[output_dir]):
+    skipped: list[str] = []
+    for path in find_labelme_files(input_dir):
         rel = Path(os.path.relpath(path, input_dir)).as_posix()
         try:
             doc = read_labelme_json(path)
             if doc.image_path is None or not doc.image_path.is_file():
-                raise LabelmeError(f"{path}: image not found")
-            with Image.open(doc.image_path) as im:  # header only: the real size
-                w, h = im.size
-            write_labelme_json(output_dir / rel, doc.image_path, h, w, _shape_dicts(doc), doc.flags)
+                raise LabelmeError(f"{path}: image {doc.image_path} not found")
+            try:
+                w, h, _ = image_size(doc.image_path.read_bytes())
+            except ImageProblem as e:
+                raise LabelmeError(f"{path}: image {doc.image_path.name} {e}") from None
             cls = _image_class(doc, label_map)
-        except (LabelmeError, KeyError, OSError) as e:
-            logger.warning("skipped: %s", e)
-            skipped += 1
+            write_labelme_json(output_dir / rel, doc.image_path, h, w, _shape_dicts(doc), doc.flags)
+        except (LabelmeError, UnknownLabelError, OSError) as e:
+            skipped.append(f"{rel}: {' '.join(str(e).split())}")
             continue
         if cls is not None:
             by_class[cls].append((rel, doc))
@@ -153,10 +209,21 @@ def balance_labelme(
     added = {c: 0 for c in by_class}
     for cls, docs in by_class.items():
         need = max(0, goal - len(docs)) if docs else 0
-        for i in tqdm(range(need), desc=f"balance {cls}", unit="img", disable=need < 50):
+        bar = tqdm(total=need, desc=f"balance {cls}", unit="img", disable=need < 50)
+        i = 0
+        while added[cls] < need and docs:
             rel, doc = docs[i % len(docs)]
-            stem = f"aug_{cls}_{i:05d}"
-            _copy(doc, output_dir / "augmented", stem, rel, rng)
+            try:
+                _copy(doc, output_dir / "augmented", f"aug_{cls}_{added[cls]:05d}", rel, rng)
+            except (LabelmeError, OSError, cv2.error) as e:  # e.g. a format PIL reads, OpenCV not
+                skipped.append(f"{rel}: no augmented copy: {' '.join(str(e).split())}")
+                docs.remove((rel, doc))
+                continue
             added[cls] += 1
-    logger.info("balanced %s: before %s, added %s, skipped %d", input_dir, before, added, skipped)
-    return {"before": before, "added": added, "skipped": {"files": skipped}}
+            bar.update()
+            i += 1
+        bar.close()
+    logger.info(
+        "balanced %s: before %s, added %s, skipped %d", input_dir, before, added, len(skipped)
+    )
+    return {"before": before, "added": added, "skipped": {"files": len(skipped), "lines": skipped}}

@@ -72,7 +72,7 @@ class ImageProblem(ValueError):
     """An image that cannot be used; the message says why (without the file name)."""
 
 
-def _image_size(data: bytes) -> tuple[int, int, str]:
+def image_size(data: bytes) -> tuple[int, int, str]:
     """(width, height, format) of an encoded image, decoded in full.
 
     The size is the one labelme and detectron2 see: after the EXIF orientation is applied.
@@ -138,7 +138,7 @@ def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
             return _error(res, "unreadable_image", f"cannot read image {path} ({e.strerror})")
     if doc.image_data is not None:  # embedded image: written out once, byte for byte
         try:
-            width, height, fmt = _image_size(doc.image_data)
+            width, height, fmt = image_size(doc.image_data)
         except ImageProblem as e:
             return _error(res, "unreadable_image", f"embedded imageData {e}")
         ext = {"jpeg": "jpg"}.get(fmt, fmt)
@@ -227,7 +227,7 @@ def _convert(json_path: Path, res: FileResult, ctx: ConvertContext) -> FileResul
     image_path, data, size = located
     if size is None:
         try:
-            size = _image_size(data)[:2]
+            size = image_size(data)[:2]
         except ImageProblem as e:
             _error(res, "unreadable_image", f"image {image_path.name} {e}")
             return res

@@ -40,14 +40,14 @@ def overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def read_manifest(root: Path) -> dict[str, str]:
+def read_manifest(root: Path, name: str = MANIFEST) -> dict[str, str]:
     """``{relative posix path: sha256}`` of the files an earlier run wrote under ``root``.
 
     Without a manifest, a root whose ``annotations/report.json`` is a prepare_data report is a
     legacy one: its split files, its report and (after ``--from-folders``) its ``labelme/`` files
     count as written by the tool, whatever their content.
     """
-    path = root / MANIFEST
+    path = root / name
     if path.is_file():
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -57,6 +57,8 @@ def read_manifest(root: Path) -> dict[str, str]:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         raise InputError(f"{path}: unreadable manifest; remove it (and {root}'s outputs) first")
+    if name != MANIFEST:
+        return {}
     report = root / "annotations" / "report.json"
     try:
         settings = json.loads(report.read_text(encoding="utf-8"))["settings"]
@@ -84,13 +86,15 @@ def is_owned(root: Path, rel: str, owned: Mapping[str, str]) -> bool:
     return digest == ANY or digest == sha256_file(path)
 
 
-def check_owned(root: Path, rels: Iterable[str], owned: Mapping[str, str]) -> None:
+def check_owned(
+    root: Path, rels: Iterable[str], owned: Mapping[str, str], tool: str = "prepare_data.py"
+) -> None:
     """Raise :class:`InputError` naming the first of ``rels`` that the tool may not replace."""
     for rel in sorted(rels):
         if not is_owned(root, rel, owned):
             raise InputError(
-                f"{root / rel}: exists and was not written by prepare_data.py (or was edited "
-                "since); move it away or choose another --output"
+                f"{root / rel}: exists and was not written by {tool} (or was edited since); "
+                "move it away or choose another --output"
             )
 
 
@@ -113,11 +117,20 @@ def remove_stale(root: Path, stale: Iterable[str], owned: Mapping[str, str]) -> 
     return removed
 
 
-def write_manifest(root: Path, files: Mapping[str, str]) -> None:
+def write_manifest(
+    root: Path, files: Mapping[str, str], name: str = MANIFEST, tool: str = "prepare_data.py"
+) -> None:
     """Record ``{relative path: sha256}`` as this run's output (atomically)."""
-    write_json_atomic(
-        root / MANIFEST, {"tool": "prepare_data.py", "files": dict(sorted(files.items()))}
-    )
+    write_json_atomic(root / name, {"tool": tool, "files": dict(sorted(files.items()))})
+
+
+def hash_tree(root: Path, skip: str = "") -> dict[str, str]:
+    """``{relative posix path: sha256}`` of every file under ``root`` but ``skip``."""
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != skip
+    }
 
 
 def nearest_existing(path: Path) -> Path:

@@ -17,9 +17,7 @@ COCO ``file_name`` is the image path relative to ``output_root``; images are nev
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -29,35 +27,28 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
-from sperm_d2.atomic import write_bytes_atomic, write_json_atomic
-from sperm_d2.data.coco import assign_ids, coco_bytes, coco_dict, image_class
-from sperm_d2.data.convert import (
-    EMBEDDED_DIR,
-    ConvertContext,
-    FileResult,
-    convert_labelme_file,
-)
+from sperm_d2.data.coco import image_class
+from sperm_d2.data.convert import ConvertContext, FileResult, convert_labelme_file
 from sperm_d2.data.labels import LabelMap
-from sperm_d2.data.manifest import (
-    check_owned,
-    nearest_existing,
-    overlaps,
-    read_manifest,
-    remove_stale,
-    sha256_file,
-    write_manifest,
+from sperm_d2.data.manifest import check_owned, read_manifest
+from sperm_d2.data.prepare_io import (
+    LABELME_DIR,
+    check_arguments,
+    files_under,
+    split_names,
+    write_outputs,
 )
 from sperm_d2.data.problems import ERROR, WARNING, InputError, Problem
-from sperm_d2.data.report import build_report
 from sperm_d2.data.split import SPLIT_NAMES, kfold_split, stratified_split
 
 logger = logging.getLogger(__name__)
 
-LABELME_DIR = "labelme"
+__all__ = ["LABELME_DIR", "exit_code", "find_labelme_files", "prepare_dataset"]
 
 
 def find_labelme_files(root: str | os.PathLike, exclude: Iterable[Path] = ()) -> list[Path]:
-    """All ``*.json`` files under ``root`` (sorted), skipping hidden folders and ``exclude``."""
+    """All ``*.json`` files under ``root`` (sorted), skipping hidden files and folders (the tools'
+    manifests, macOS ``._*`` debris) and ``exclude``."""
     root = Path(root)
     excluded = [Path(e).resolve() for e in exclude]
     out = []
@@ -66,7 +57,11 @@ def find_labelme_files(root: str | os.PathLike, exclude: Iterable[Path] = ()) ->
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and (here / d) not in excluded
         )
-        out.extend(Path(dirpath) / f for f in filenames if f.lower().endswith(".json"))
+        out.extend(
+            Path(dirpath) / f
+            for f in filenames
+            if f.lower().endswith(".json") and not f.startswith(".")
+        )
     return sorted(out, key=lambda p: Path(os.path.relpath(p, root)).as_posix())
 
 
@@ -131,60 +126,6 @@ def make_splits(
     return out
 
 
-def split_names(num_ratios: int, kfold: int) -> list[str]:
-    """The split files a run writes (without ``.json``), known before any file is read."""
-    if not kfold:
-        return list(SPLIT_NAMES[num_ratios])
-    folds = [f"fold{f}_{s}" for f in range(kfold) for s in ("train", "val")]
-    return (["test"] if num_ratios == 3 else []) + folds
-
-
-def check_arguments(
-    input_dir: Path,
-    output_root: Path,
-    ratios: Sequence[float],
-    seed: int,
-    kfold: int,
-    workers: int,
-    from_folders: bool,
-    image_roots: Sequence[Path],
-) -> None:
-    """Everything that can be checked before reading a file; raises :class:`InputError`.
-
-    Input and output may not overlap: the input may not be (or lie inside, or contain) a folder
-    the run writes (``annotations/``, ``images/``, with ``from_folders`` ``labelme/``).
-    """
-    if not input_dir.exists():
-        raise InputError(f"--input {input_dir}: folder not found")
-    if not input_dir.is_dir():
-        raise InputError(f"--input {input_dir}: not a folder")
-    if output_root.exists() and not output_root.is_dir():
-        raise InputError(f"--output {output_root}: exists and is not a folder")
-    anchor = nearest_existing(output_root)
-    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
-        raise InputError(f"--output {output_root}: cannot write in {anchor}")
-    targets = ["annotations", EMBEDDED_DIR] + ([LABELME_DIR] if from_folders else [])
-    if input_dir.resolve() == output_root.resolve():
-        raise InputError(f"--input and --output are the same folder {input_dir}")
-    for t in targets:
-        if overlaps(input_dir, output_root / t):
-            raise InputError(
-                f"--input {input_dir} overlaps {output_root / t}, which this run writes; "
-                "keep the inputs outside --output"
-            )
-    for r in image_roots:
-        if not Path(r).is_dir():
-            raise InputError(f"--image-root {r}: folder not found")
-    if not all(math.isfinite(r) and r > 0 for r in ratios) or not 1 <= len(ratios) <= 3:
-        raise InputError(f"--split {list(ratios)}: expected 1-3 positive finite ratios")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise InputError(f"--seed {seed}: expected an integer in [0, 2**32)")
-    if kfold < 0 or kfold == 1:
-        raise InputError(f"--kfold {kfold}: expected 0 (no folds) or at least 2")
-    if workers < 1:
-        raise InputError(f"--workers {workers}: expected at least 1")
-
-
 def prepare_dataset(
     input_dir: str | os.PathLike,
     output_root: str | os.PathLike,
@@ -214,7 +155,7 @@ def prepare_dataset(
     names = split_names(len(ratios), kfold)
     check_owned(output_root, [f"annotations/{n}.json" for n in names + ["report"]], owned)
     if from_folders:
-        check_owned(output_root, _files_under(output_root, LABELME_DIR), owned)
+        check_owned(output_root, files_under(output_root, LABELME_DIR), owned)
     created_root = not output_root.exists()
     staging = None
     try:
@@ -254,7 +195,7 @@ def prepare_dataset(
                 f"{', '.join(empty)} empty; add images or change the ratios",
                 problems,
             )
-        report = _write_outputs(
+        report = write_outputs(
             output_root,
             owned,
             kept,
@@ -289,86 +230,6 @@ def prepare_dataset(
         output_root / "annotations" / "report.json",
     )
     return report
-
-
-def _files_under(root: Path, sub: str) -> list[str]:
-    folder = root / sub
-    if folder.exists() and not folder.is_dir():
-        return [sub]
-    return [p.relative_to(root).as_posix() for p in folder.rglob("*") if not p.is_dir()]
-
-
-def _write_outputs(
-    root: Path,
-    owned: dict[str, str],
-    kept: Sequence[FileResult],
-    splits: dict[str, list[FileResult]],
-    problems: Sequence[Problem],
-    label_map: LabelMap,
-    files_found: int,
-    staging: Path | None,
-    settings: dict,
-) -> dict:
-    """Write everything (each file atomically), then drop the earlier run's leftovers."""
-    embedded = {
-        Path(os.path.relpath(r.image_key, root.resolve())).as_posix(): r.embedded
-        for r in kept
-        if r.embedded is not None
-    }
-    changed = [rel for rel, data in embedded.items() if _differs(root / rel, data)]
-    check_owned(root, changed, owned)
-    entries = dict(zip((r.json_rel for r in kept), assign_ids(kept)))
-    docs = {
-        f"annotations/{name}.json": coco_bytes(
-            coco_dict([entries[r.json_rel] for r in rs], label_map, name)
-        )
-        for name, rs in splits.items()
-    }
-    report = build_report(kept, splits, problems, label_map.classes, files_found, settings)
-    written: dict[str, str] = {}
-    for rel, data in embedded.items():
-        if rel in changed:
-            write_bytes_atomic(root / rel, data)
-        written[rel] = hashlib.sha256(data).hexdigest()
-    for rel, data in docs.items():
-        write_bytes_atomic(root / rel, data)
-        written[rel] = hashlib.sha256(data).hexdigest()
-    write_json_atomic(root / "annotations" / "report.json", report)
-    written["annotations/report.json"] = sha256_file(root / "annotations" / "report.json")
-    if staging is not None:
-        labelme = {
-            f"{LABELME_DIR}/{p.relative_to(staging).as_posix()}": sha256_file(p)
-            for p in staging.rglob("*")
-            if p.is_file()
-        }
-        old = root / LABELME_DIR
-        if old.exists():  # checked: only our own unchanged files
-            shutil.rmtree(old)
-        os.replace(staging, old)
-        written.update(labelme)
-    for rel in remove_stale(root, set(owned) - set(written), owned):
-        logger.info("removed %s, written by an earlier run and not by this one", root / rel)
-    foreign = sorted(
-        p.name
-        for p in (root / "annotations").glob("*.json")
-        if f"annotations/{p.name}" not in written
-    )
-    if foreign:
-        logger.warning(
-            "%s: %s not written by this run, left in place (register_sperm_datasets registers "
-            "them too)",
-            root / "annotations",
-            foreign,
-        )
-    write_manifest(root, written)
-    return report
-
-
-def _differs(path: Path, data: bytes) -> bool:
-    try:
-        return not (path.is_file() and path.read_bytes() == data)
-    except OSError:
-        return True
 
 
 def exit_code(report: dict, strict: bool = False) -> int:
