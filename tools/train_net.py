@@ -10,6 +10,9 @@ Usage:
         MODEL.WEIGHTS output/run1/model_best.pth     # COCO AP + pixellib/mAP50 on DATASETS.TEST
     python tools/train_net.py --config-file ... --num-gpus 2   # 2 processes (GPUs, or CPU/gloo)
 
+The config, datasets, OUTPUT_DIR and MODEL.WEIGHTS are checked before the run folder is made;
+any problem is one line on stderr (exit 2: config/data, 1: checkpoint or a failed run).
+
 The run folder (OUTPUT_DIR) receives config.yaml, run_info.json, checkpoints, model_best.pth with
 best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine).
 """
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (TrainingDivergedError, CheckpointError) as e:
         print(f"train_net.py: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a folder that became unwritable...
+        print(f"train_net.py: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,13 +1,13 @@
 """Build the one config object a run uses: detectron2 defaults + SPERM keys + YAML + overrides."""
 
 import logging
-import os
 from typing import Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
 
 from sperm_d2.config.defaults import add_sperm_config
+from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain
 
 logger = logging.getLogger(__name__)
 
@@ -31,28 +31,47 @@ def setup_cfg(
     A CUDA device asked for on a machine without one falls back to the CPU (with a warning).
 
     Raises:
-        ConfigError: the file is missing or holds/overrides a key that does not exist, with the
-            file (or "command line") and the key named in one line.
+        ConfigError: in one line naming the file (or "command line") and the key: a missing,
+            empty or malformed file or ``_BASE_``, an unknown key, a wrong type, a number that is
+            not finite or out of range (:func:`sperm_d2.config.validate.check_values`).
     """
     cfg = get_sperm_cfg()
+    source = config_file or "command line"
     if config_file:
-        if not os.path.isfile(config_file):
-            raise ConfigError(f"{config_file}: config file not found")
+        try:
+            check_yaml_chain(config_file)
+        except ConfigCheckError as e:
+            raise ConfigError(str(e)) from None
         try:
             cfg.merge_from_file(config_file)
-        except (KeyError, ValueError, AssertionError, TypeError) as e:
+        except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
             raise ConfigError(f"{config_file}: {_one_line(e)}") from e
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"command line: overrides come as KEY VALUE pairs, got {list(opts)}")
         try:
             cfg.merge_from_list(list(opts))
-        except (KeyError, ValueError, AssertionError, TypeError) as e:
+        except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
             raise ConfigError(f"command line: {_one_line(e)}") from e
+        source = f"{config_file} + command line" if config_file else "command line"
+    try:
+        check_values(cfg, source)
+    except ConfigCheckError as e:
+        raise ConfigError(str(e)) from None
     _fall_back_to_cpu(cfg)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def check_training_cfg(cfg: CfgNode, source: str) -> None:
+    """What training needs on top of :func:`setup_cfg`'s checks (positive learning rate, batch
+    and schedule; ``MODEL.ROI_HEADS.NUM_CLASSES`` equal to ``len(SPERM.CLASSES)`` for Mask
+    R-CNN). Raises :class:`ConfigError`."""
+    try:
+        check_values(cfg, source, training=True)
+    except ConfigCheckError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _fall_back_to_cpu(cfg: CfgNode) -> None:

@@ -107,6 +107,38 @@ class SpermCheckpointer(DetectionCheckpointer):
             self._parsed_url_during_load = None
 
 
+def check_weights_file(path: str) -> None:
+    """Fail now, in one line, if ``path`` (``MODEL.WEIGHTS``) is not a readable checkpoint.
+
+    Local ``.pth``/``.pt`` files are opened with ``torch.load(weights_only=True, mmap=True)``
+    (memory-mapped: the tensors are not read); detectron2/Caffe2 ``.pkl`` files only have to
+    exist (they are pickles detectron2 itself opens). URLs are left to detectron2's loader.
+
+    Raises:
+        CheckpointError: missing, empty, not a file, or not a torch checkpoint.
+    """
+    if "://" in path:
+        return
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{path}: MODEL.WEIGHTS file not found")
+    if not p.is_file():
+        raise CheckpointError(f"{path}: MODEL.WEIGHTS is not a file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{path}: MODEL.WEIGHTS file is empty")
+    if p.suffix == ".pkl":
+        return
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(
+            f"{path}: MODEL.WEIGHTS is not a readable torch checkpoint "
+            f"({type(e).__name__}: {_first_line(e)[:200]})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: MODEL.WEIGHTS holds a {type(obj).__name__}, not weights")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else "no message"

@@ -10,24 +10,27 @@ import argparse
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils import logger as d2_logger
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 import sperm_d2
 from sperm_d2.atomic import atomic_write, write_json_atomic
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
+from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import register_sperm_datasets
-from sperm_d2.engine.checkpoint import SpermCheckpointer
+from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, check_weights_file
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer
 from sperm_d2.grading import is_grader
@@ -56,9 +59,15 @@ def launch_from_args(args: argparse.Namespace) -> None:
     )
 
 
-def prepare_config(config_file: str, opts: list[str]) -> CfgNode:
-    """Resolve a run's config: file + overrides, datasets registered, epoch schedule applied."""
+def prepare_config(config_file: str, opts: list[str], training: bool = True) -> CfgNode:
+    """Resolve a run's config: file + overrides, datasets registered, epoch schedule applied.
+
+    Everything a run needs is checked here, before its folder exists (see :func:`check_run`).
+    """
     cfg = setup_cfg(config_file, opts, freeze=False)
+    source = config_file or "command line"
+    if training:
+        check_training_cfg(cfg, source)
     register_sperm_datasets(cfg)
     missing = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n not in DatasetCatalog]
     if missing:
@@ -67,8 +76,13 @@ def prepare_config(config_file: str, opts: list[str]) -> CfgNode:
             f"annotations/<split>.json under SPERM.DATA_ROOT ({cfg.SPERM.DATA_ROOT or 'unset'}) or "
             f"$SPERM_D2_DATASETS with SPERM.DATASET_PREFIX={cfg.SPERM.DATASET_PREFIX!r}"
         )
-    if cfg.SPERM.EPOCHS > 0:
-        num_images = sum(_training_samples(cfg, n) for n in cfg.DATASETS.TRAIN)
+    sizes = _load_datasets(cfg, dict.fromkeys((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)))
+    num_images = sum(sizes[n] for n in cfg.DATASETS.TRAIN)
+    if training and cfg.DATASETS.TRAIN and not num_images:
+        raise ConfigError(
+            f"{source}: training dataset(s) {list(cfg.DATASETS.TRAIN)} hold nothing to train on"
+        )
+    if cfg.SPERM.EPOCHS > 0 and training:
         cfg = apply_epoch_schedule(cfg, num_images)
         logger.info(
             "SPERM.EPOCHS=%s over %d images: MAX_ITER=%d, STEPS=%s, EVAL_PERIOD=%d",
@@ -84,12 +98,49 @@ def prepare_config(config_file: str, opts: list[str]) -> CfgNode:
     return cfg
 
 
+def _load_datasets(cfg: CfgNode, names) -> dict[str, int]:
+    """Training samples of each named dataset (:func:`_training_samples`), read now so a broken
+    annotation file fails before the run folder exists (one line naming it), not inside the
+    data loader or at the first evaluation."""
+    sizes = {}
+    for name in names:
+        try:
+            sizes[name] = _training_samples(cfg, name)
+        except Exception as e:  # json, pycocotools and detectron2 raise many types
+            json_file = getattr(MetadataCatalog.get(name), "json_file", name)
+            raise ConfigError(
+                f"{json_file}: dataset {name} cannot be loaded ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:300]}); re-run tools/prepare_data.py"
+            ) from None
+    return sizes
+
+
 def _training_samples(cfg: CfgNode, dataset_name: str) -> int:
     """What one epoch passes over: the images, or for the head grader the annotated heads."""
     records = DatasetCatalog.get(dataset_name)
     if not is_grader(cfg):
         return len(records)
     return sum(1 for r in records for a in r.get("annotations", []) if not a.get("iscrowd", 0))
+
+
+def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """The run folder can be made and the weights to start from are usable, before anything is
+    written. Raises :class:`ConfigError` or :class:`CheckpointError` in one line."""
+    out = Path(cfg.OUTPUT_DIR)
+    if not cfg.OUTPUT_DIR:
+        raise ConfigError("OUTPUT_DIR is empty; name the run folder")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"OUTPUT_DIR {out}: exists and is not a folder")
+    anchor = out
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
+        raise ConfigError(f"OUTPUT_DIR {out}: cannot write in {anchor}")
+    resuming = args.resume and (out / "last_checkpoint").is_file()
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not resuming:
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS (the checkpoint to evaluate)")
+    if cfg.MODEL.WEIGHTS and not resuming:
+        check_weights_file(cfg.MODEL.WEIGHTS)
 
 
 def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
@@ -124,22 +175,34 @@ def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> dict | None:
-    """Train, or with ``--eval-only`` evaluate ``MODEL.WEIGHTS``; returns the results."""
-    cfg = prepare_config(args.config_file, args.opts)
-    setup_run(cfg, args)
+    """Train, or with ``--eval-only`` evaluate ``MODEL.WEIGHTS``; returns the results.
+
+    Inputs are checked before the run folder is made; if the run still fails before its first
+    iteration (model, data loader or checkpoint), a folder this call created is removed again.
+    """
+    cfg = prepare_config(args.config_file, args.opts, training=not args.eval_only)
+    check_run(cfg, args)
+    out = Path(cfg.OUTPUT_DIR)
+    created = not out.exists()
+    try:
+        setup_run(cfg, args)
+        if args.eval_only:
+            model = SpermTrainer.build_model(cfg)
+            _load(SpermCheckpointer(model, save_dir=cfg.OUTPUT_DIR), cfg.MODEL.WEIGHTS, args.resume)
+        else:
+            hide_early_stop_traceback()
+            trainer = SpermTrainer(cfg)
+            _load(trainer, cfg.MODEL.WEIGHTS, args.resume)
+    except BaseException:
+        if created and comm.is_main_process():
+            _remove_run_folder(out)
+        raise
     if args.eval_only:
-        model = SpermTrainer.build_model(cfg)
-        SpermCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
         results = SpermTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
             write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", results)
         return results
-    hide_early_stop_traceback()
-    trainer = SpermTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
     try:
         return trainer.train()
     except EarlyStop as stop:
@@ -154,6 +217,44 @@ def run(args: argparse.Namespace) -> dict | None:
             "SOLVER.CLIP_GRADIENTS.ENABLED True, or SOLVER.AMP.ENABLED False; check the data "
             "for degenerate boxes (tools/prepare_data.py reports them)."
         ) from e
+
+
+def _load(target, weights: str, resume: bool) -> None:
+    """``resume_or_load`` on a trainer or checkpointer; a file that cannot be read is a
+    :class:`CheckpointError` naming it (URLs fail here too when there is no network)."""
+    try:
+        if isinstance(target, SpermCheckpointer):
+            target.resume_or_load(weights, resume=resume)
+        else:
+            target.resume_or_load(resume=resume)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"{weights or 'checkpoint'}: cannot be loaded ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]})"
+        ) from e
+
+
+def _remove_run_folder(out: Path) -> None:
+    """Delete a run folder this process made for a run that never started (closing the log
+    files detectron2's ``setup_logger`` opened in it first)."""
+    for name in ("detectron2", "sperm_d2", "fvcore"):
+        log = logging.getLogger(name)
+        for h in list(log.handlers):
+            stream = getattr(h, "stream", None)
+            path = getattr(h, "baseFilename", None) or getattr(stream, "name", None)
+            if isinstance(path, str) and Path(path).resolve().is_relative_to(out.resolve()):
+                log.removeHandler(h)
+                h.close()
+                if stream is not None and stream not in (sys.stdout, sys.stderr):
+                    stream.close()
+    # both are lru_cached: a later setup_logger call for this folder must open a new file
+    for cached in (setup_logger, getattr(d2_logger, "_cached_log_stream", None)):
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    shutil.rmtree(out, ignore_errors=True)
+    logger.info("removed %s: the run did not start", out)
 
 
 def _git_commit() -> str:

@@ -1,0 +1,179 @@
+"""Config checks that run before anything is built: one line naming the file or key.
+
+* :func:`check_yaml_chain` reads a config file and its ``_BASE_`` chain with ``yaml.safe_load``
+  first, so a missing, empty, malformed or self-including file (or one with Python tags, which
+  detectron2 would otherwise load with ``yaml.unsafe_load``) fails in one line.
+* :func:`check_values` refuses values that would only fail later, after a run folder exists:
+  non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1], and a
+  Mask R-CNN class count that disagrees with ``SPERM.CLASSES``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterator
+
+import yaml
+from detectron2.config import CfgNode
+
+BASE_KEY = "_BASE_"
+MAX_BASE_DEPTH = 16
+
+#: keys that must lie in [0, 1] (checked when the key exists in this config)
+UNIT_INTERVAL = (
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+    "MODEL.RPN.NMS_THRESH",
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION",
+    "MODEL.RPN.POSITIVE_FRACTION",
+    "SOLVER.WARMUP_FACTOR",
+    "SPERM.CONFIDENCE_THRESHOLD",
+    "SPERM.PIXELLIB_SCORE_THRESH",
+)
+#: keys that must be > 0
+POSITIVE = (
+    "SOLVER.BASE_LR",
+    "SOLVER.IMS_PER_BATCH",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "SOLVER.GAMMA",
+    "INPUT.MAX_SIZE_TRAIN",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+)
+#: keys that must be >= 0
+NON_NEGATIVE = (
+    "SOLVER.MAX_ITER",
+    "SOLVER.WARMUP_ITERS",
+    "SOLVER.WEIGHT_DECAY",
+    "SOLVER.MOMENTUM",
+    "TEST.EVAL_PERIOD",
+    "DATALOADER.NUM_WORKERS",
+    "INPUT.MIN_SIZE_TEST",
+    "INPUT.MAX_SIZE_TEST",
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "SPERM.EPOCHS",
+    "SPERM.UM_PER_PX",
+)
+
+
+class ConfigCheckError(ValueError):
+    """Raised by the checks; :func:`sperm_d2.config.setup_cfg` turns it into a ConfigError."""
+
+
+def _load(path: str, included_by: str | None) -> Any:
+    where = f" (the _BASE_ of {included_by})" if included_by else ""
+    if not os.path.isfile(path):
+        raise ConfigCheckError(f"{path}: config file not found{where}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except UnicodeDecodeError:
+        raise ConfigCheckError(f"{path}: not a UTF-8 text file{where}") from None
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigCheckError(
+            f"{path}: unsupported YAML tag ({' '.join(str(e.problem).split())}); configs are "
+            "plain YAML"
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigCheckError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise ConfigCheckError(f"{path}: invalid YAML (nested too deeply)") from None
+    except OSError as e:
+        raise ConfigCheckError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def check_yaml_chain(config_file: str, _chain: tuple[str, ...] = ()) -> None:
+    """Check ``config_file`` and, recursively, its ``_BASE_`` files (resolved like detectron2:
+    relative to the including file, ``~`` expanded)."""
+    real = os.path.realpath(config_file)
+    if real in _chain:
+        raise ConfigCheckError(f"{config_file}: _BASE_ includes itself (a cycle)")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigCheckError(f"{config_file}: _BASE_ chain deeper than {MAX_BASE_DEPTH}")
+    doc = _load(config_file, _chain[-1] if _chain else None)
+    if doc is None:
+        raise ConfigCheckError(f"{config_file}: empty config file")
+    if not isinstance(doc, dict):
+        raise ConfigCheckError(
+            f"{config_file}: a config is a mapping of KEY: value, not {type(doc).__name__}"
+        )
+    bases = doc.get(BASE_KEY)
+    if bases is None:
+        return
+    for base in bases if isinstance(bases, list) else [bases]:
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigCheckError(f"{config_file}: _BASE_ {base!r} is not a file path")
+        if base.startswith(("http://", "https://")):
+            raise ConfigCheckError(f"{config_file}: _BASE_ {base} is a URL; use a local file")
+        base = os.path.expanduser(base)
+        if not os.path.isabs(base):
+            base = os.path.join(os.path.dirname(config_file), base)
+        check_yaml_chain(base, _chain + (real,))
+
+
+def _walk(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            yield from _walk(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _get(cfg: CfgNode, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _numbers(value: Any) -> Iterator[float]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _numbers(v)
+
+
+def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
+    """Refuse values that cannot make a sensible run (see module docstring); ``source`` names
+    where the config came from. ``training`` adds what only training needs: a positive learning
+    rate, batch and schedule, and class counts that agree."""
+    for key, value in _walk(cfg):
+        if any(not math.isfinite(v) for v in _numbers(value)):
+            raise ConfigCheckError(f"{source}: {key} = {value!r} is not a finite number")
+    rules = [
+        (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
+        (UNIT_INTERVAL, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ]
+    if training:
+        rules.append((POSITIVE, lambda v: v > 0, "> 0"))
+    for keys, ok, want in rules:
+        for key in keys:
+            value = _get(cfg, key)
+            if value is not None and not all(ok(v) for v in _numbers(value)):
+                raise ConfigCheckError(f"{source}: {key} = {value!r}, expected {want}")
+    if not training:
+        return
+    if cfg.SOLVER.MAX_ITER <= 0 and not _get(cfg, "SPERM.EPOCHS"):
+        raise ConfigCheckError(
+            f"{source}: SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, expected > 0 (or SPERM.EPOCHS)"
+        )
+    sizes = _get(cfg, "INPUT.MIN_SIZE_TRAIN")
+    if sizes is not None and not all(v > 0 for v in _numbers(sizes)):
+        raise ConfigCheckError(f"{source}: INPUT.MIN_SIZE_TRAIN = {sizes!r}, expected sizes > 0")
+    classes = list(_get(cfg, "SPERM.CLASSES") or [])
+    if not classes or len(set(classes)) != len(classes):
+        raise ConfigCheckError(f"{source}: SPERM.CLASSES = {classes!r}, expected distinct names")
+    # Only Mask R-CNN's box head counts classes; the grader (SpermHeadGrader) has its own.
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        if num != len(classes):
+            raise ConfigCheckError(
+                f"{source}: MODEL.ROI_HEADS.NUM_CLASSES = {num} but SPERM.CLASSES has "
+                f"{len(classes)} ({classes}); make them agree"
+            )
