@@ -1,0 +1,80 @@
+"""Helpers of the hostile-input corpus tests: run a tool's ``main`` in-process, hash inputs,
+craft malformed files (decompression-bomb and truncated PNGs, labelme documents)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from .conftest import REPO
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None  # escaped main(): a traceback for a user
+
+    def lines(self, prog: str) -> list[str]:
+        """The tool's own stderr lines (argparse's usage lines and log records excluded)."""
+        return [line for line in self.stderr.splitlines() if line.startswith(f"{prog}: ")]
+
+
+def run_main(main, argv: list[str]) -> Outcome:
+    """Call ``main(argv)`` capturing stdout/stderr; an exception is recorded, not raised."""
+    out, err = io.StringIO(), io.StringIO()
+    exc = None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse
+            code = e.code if isinstance(e.code, int) else 1
+        except Exception as e:  # noqa: BLE001 - the corpus records what escapes
+            exc, code = e, -1
+    return Outcome(code, out.getvalue(), err.getvalue(), exc)
+
+
+def tree_hashes(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under (or at) ``roots``."""
+    out = {}
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for p in files:
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def edit_json(path: Path, fn, allow_nan: bool = True) -> None:
+    """Rewrite a labelme file through ``fn(doc)`` (which may return a replacement)."""
+    doc = json.loads(path.read_text())
+    new = fn(doc)
+    path.write_text(json.dumps(doc if new is None else new, allow_nan=allow_nan))
