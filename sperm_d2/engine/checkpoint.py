@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,9 @@ class SpermCheckpointer(DetectionCheckpointer):
 def check_weights_file(path: str) -> None:
     """Fail now, in one line, if ``path`` (``MODEL.WEIGHTS``) is not a readable checkpoint.
 
-    Local ``.pth``/``.pt`` files are opened with ``torch.load(weights_only=True, mmap=True)``
-    (memory-mapped: the tensors are not read); detectron2/Caffe2 ``.pkl`` files only have to
-    exist (they are pickles detectron2 itself opens). URLs are left to detectron2's loader.
+    Local ``.pth``/``.pt`` files are opened with ``torch.load(weights_only=True)``, memory-mapped
+    where the format allows (the tensors are not read); detectron2/Caffe2 ``.pkl`` files only
+    have to exist (pickles detectron2 itself opens). URLs are left to detectron2's loader.
 
     Raises:
         CheckpointError: missing, empty, not a file, or not a torch checkpoint.
@@ -129,7 +130,9 @@ def check_weights_file(path: str) -> None:
     if p.suffix == ".pkl":
         return
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        # mmap (tensors not read) needs the zip format of torch >= 1.6; older files load whole
+        mmap = zipfile.is_zipfile(p)
+        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(
             f"{path}: MODEL.WEIGHTS is not a readable torch checkpoint "

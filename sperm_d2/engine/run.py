@@ -65,7 +65,8 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
     Everything a run needs is checked here, before its folder exists (see :func:`check_run`).
     """
     cfg = setup_cfg(config_file, opts, freeze=False)
-    source = config_file or "command line"
+    source = " + ".join(([config_file] if config_file else []) + (["command line"] if opts else []))
+    source = source or "defaults"
     if training:
         check_training_cfg(cfg, source)
     register_sperm_datasets(cfg)
