@@ -2,14 +2,17 @@
 """Benchmark labelme -> COCO conversion: files/s with 1 worker and with N, same files, same run.
 
 Writes N unique synthetic labelme files (PNG + JSON, a few heads each) into a temporary folder,
-then times ``prepare_dataset`` (read, validate, rasterise masks, hash images, split, write COCO)
-with 1 worker and with --workers, and prints files/s and the speed-up ratio.
+then times ``prepare_dataset`` (read, validate, decode every image in full, rasterise masks,
+hash images, split, write COCO) with 1 worker and with --workers, and prints files/s and the
+speed-up ratio. It also prints what decoding each image in full (so a truncated file is caught
+at conversion, issue 11) costs against reading its header only.
 
 Example:
     python benchmarks/bench_convert.py --num-files 2000 --workers 2
 """
 
 import argparse
+import io
 import logging
 import tempfile
 import time
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from sperm_d2.data.convert import image_size
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset
@@ -47,6 +52,20 @@ def main(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         make_files(src, args.num_files, args.size)
         print(f"made {args.num_files} files of {args.size}px in {time.perf_counter() - t0:.1f}s")
+        pngs = [p.read_bytes() for p in sorted(src.rglob("*.png"))]
+        t0 = time.perf_counter()
+        for data in pngs:
+            with Image.open(io.BytesIO(data)) as im:
+                im.size
+        header = (time.perf_counter() - t0) / len(pngs)
+        t0 = time.perf_counter()
+        for data in pngs:
+            image_size(data)
+        full = (time.perf_counter() - t0) / len(pngs)
+        print(
+            f"image check per file: header only {header * 1e3:.3f} ms, full decode "
+            f"{full * 1e3:.3f} ms (+{(full - header) * 1e3:.3f} ms, {full / header:.1f}x)"
+        )
         rates = {}
         for workers in sorted({1, args.workers}):
             t0 = time.perf_counter()
