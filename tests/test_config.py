@@ -8,6 +8,8 @@ import torch
 from detectron2.modeling import build_model
 
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
+from sperm_d2.grading import is_grader  # also registers SpermHeadGrader with detectron2
+from sperm_d2.grading.crop import input_channels
 
 from .conftest import REPO
 
@@ -29,6 +31,9 @@ def test_there_are_configs() -> None:
 def test_config_merges_and_builds_model(path) -> None:
     cfg = setup_cfg(str(path), ["MODEL.DEVICE", "cpu"])
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == len(cfg.SPERM.CLASSES) == 2
+    if is_grader(cfg):
+        check_grader_builds(cfg)
+        return
     assert cfg.MODEL.MASK_ON
     model = build_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
@@ -39,6 +44,17 @@ def test_config_merges_and_builds_model(path) -> None:
     with torch.no_grad():
         out = model([{"image": torch.randint(0, 255, (3, size, size), dtype=torch.uint8)}])
     assert "instances" in out[0]
+
+
+def check_grader_builds(cfg) -> None:
+    """The head grader: a forward pass gives class probabilities for a batch of crops."""
+    model = build_model(cfg).eval()
+    channels = input_channels(cfg.SPERM.GRADER.MASK_MODE)
+    size = cfg.SPERM.GRADER.CROP_SIZE
+    with torch.no_grad():
+        out = model({"images": torch.randint(0, 255, (2, channels, size, size), dtype=torch.uint8)})
+    assert out["probs"].shape == (2, 2)
+    assert torch.allclose(out["probs"].sum(1), torch.ones(2))
 
 
 def test_scratch_configs_use_groupnorm_and_train_everything() -> None:

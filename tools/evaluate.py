@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     predictor = SpermPredictor.load(
-        args.run, args.config_file, args.weights, args.opts, args.min_score
+        args.run, args.config_file, args.weights, args.opts, args.min_score, args.grader
     )
     _, text = run_evaluation(
         predictor,

@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     if args.frame_stride < 1:
         sys.exit("--frame-stride must be >= 1")
     predictor = SpermPredictor.load(
-        args.run, args.config_file, args.weights, args.opts, args.confidence_threshold
+        args.run, args.config_file, args.weights, args.opts, args.confidence_threshold, args.grader
     )
     um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
     opts = InferOptions(

@@ -2,9 +2,11 @@
 strict variant, one detection per head), and an instance-level score threshold chosen on val
 (best F1 at mask IoU 0.5) and reported on test.
 
-One pass per split: each image's raw ``Instances`` feed the COCO/PixelLib evaluators, and their
-score-ordered matches to the ground truth are kept (a few numbers per head) so every threshold
-can be scored afterwards without running the model again.
+With a head grader (``predictor.grader``) every head carries the grader's grade, so COCO AP
+per class and both ``pixellib/mAP50`` variants score the grades. One pass per split: each
+image's ``Instances`` feed the COCO/PixelLib evaluators, and their score-ordered matches to the
+ground truth are kept (a few numbers per head) so every threshold can be scored afterwards
+without running the model again.
 """
 
 import logging
@@ -12,7 +14,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from detectron2.data import DatasetCatalog
+from detectron2.structures import Boxes, Instances
 from pycocotools import mask as mask_util
 from tabulate import tabulate
 from tqdm import tqdm
@@ -28,7 +32,7 @@ from sperm_d2.evaluation.pixellib_ap import (
 )
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.sources import read_image
-from sperm_d2.inference.types import from_instances
+from sperm_d2.inference.types import ImagePrediction, from_instances
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,16 @@ def _gt_rle(segm, height: int, width: int) -> dict:
     if isinstance(segm.get("counts"), list):  # uncompressed RLE
         return mask_util.frPyObjects(segm, height, width)
     return segm
+
+
+def to_instances(pred: ImagePrediction) -> Instances:
+    """detectron2 ``Instances`` of an :class:`ImagePrediction` (for detectron2's evaluators)."""
+    inst = Instances(pred.image_size)
+    inst.pred_boxes = Boxes(torch.from_numpy(pred.boxes))
+    inst.scores = torch.from_numpy(pred.scores)
+    inst.pred_classes = torch.from_numpy(pred.classes)
+    inst.pred_masks = torch.from_numpy(pred.masks)
+    return inst
 
 
 def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) -> dict:
@@ -57,8 +71,11 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
         if image is None:  # an annotated image that cannot be read is a broken split
             raise OSError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
         instances = predictor.predict_instances([image])[0]
-        evaluator.process([record], [{"instances": instances}])
         pred = from_instances(instances, record["file_name"], predictor.class_names)
+        if predictor.grader is not None:  # every metric then scores the grader's grades
+            pred = predictor.grader.grade(image, pred)
+            instances = to_instances(pred)
+        evaluator.process([record], [{"instances": instances}])
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         h, w = record["height"], record["width"]
         gt_rles = [_gt_rle(a["segmentation"], h, w) for a in anns]
@@ -139,7 +156,8 @@ def ap_table(metrics: dict, classes: tuple[str, ...]) -> str:
 def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | None = None) -> dict:
     """Evaluate ``test_dataset``; with ``val_dataset`` choose the instance threshold there first."""
     out = Path(output_dir)
-    result: dict = {"test_dataset": test_dataset, "val_dataset": val_dataset}
+    grader = predictor.grader.source if predictor.grader is not None else None
+    result: dict = {"test_dataset": test_dataset, "val_dataset": val_dataset, "grader": grader}
     threshold = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD)
     result["threshold_chosen_on"] = "config SPERM.CONFIDENCE_THRESHOLD"
     if val_dataset:

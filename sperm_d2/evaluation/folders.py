@@ -3,8 +3,8 @@
 Layout: ``ROOT/<folder>/<image>``; the label map turns each folder name into a class (a folder
 mapped to ``null``, e.g. ``non_sperm``, is left out and counted). The score threshold and the
 class-prior bias (``sperm_d2.evaluation.classification``) are chosen on the val folders (when
-given) and the metrics are reported on the test folders, with the plain top-head rule (bias 0)
-alongside for comparison.
+given; with a head grader the bias moves the grader's ``p_bad`` boundary) and the metrics are
+reported on the test folders, with the plain top-head rule (bias 0) alongside for comparison.
 """
 
 import logging
@@ -50,6 +50,22 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
     return items, {"ignored_folders": ignored}
 
 
+def class_scores(pred) -> tuple[tuple[str, float], ...]:
+    """What the class-prior bias weighs, per class: with a grader, the top head's class
+    probabilities (``p_bad`` and, with two classes, ``1 - p_bad`` for the other); without one,
+    the best detector score of each class detected in the image."""
+    if not len(pred):
+        return ()
+    if pred.p_bad is not None:
+        p_bad = float(pred.p_bad[0])
+        others = [c for c in pred.class_names if c != "bad"]
+        return (("bad", p_bad),) + (((others[0], 1.0 - p_bad),) if len(others) == 1 else ())
+    best: dict[str, float] = {}
+    for label, score in zip(pred.labels, pred.scores.tolist()):  # sorted by score
+        best.setdefault(label, float(score))
+    return tuple(best.items())
+
+
 def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None):
     """Predict every crop; return ``[GradedImage]`` and the skipped files. ``keep(graded)`` says
     which images to keep drawn overlays for (returned as a dict path -> BGR overlay)."""
@@ -64,10 +80,7 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
             skipped.append({"path": path, "reason": error})
             continue
         top = (pred.labels[0], float(pred.scores[0])) if len(pred) else (None, 0.0)
-        best: dict[str, float] = {}
-        for label, score in zip(pred.labels, pred.scores.tolist()):  # sorted by score
-            best.setdefault(label, float(score))
-        g = GradedImage(path, truth[path], *top, class_scores=tuple(best.items()))
+        g = GradedImage(path, truth[path], *top, class_scores=class_scores(pred))
         graded.append(g)
         if keep is not None and keep(g) and len(overlays) < MAX_SHEET:
             overlays[path] = draw_prediction(cv2.imread(path), pred.top(1), colors)
@@ -106,6 +119,7 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, val_root=None)
     has_sheet = contact_sheet(tiles, out / "misclassified.png")
     result = {
         "test_root": str(test_root),
+        "grader": predictor.grader.source if predictor.grader is not None else None,
         "val_root": str(val_root) if val_root else None,
         "threshold": threshold,
         "bias_bad": bias,

@@ -35,13 +35,17 @@ def draw_prediction(
         cv2.addWeighted(tint, alpha, out, 1 - alpha, 0, dst=out)
     scale = max(0.3, min(out.shape[:2]) / 500)
     thickness = 1 if scale < 0.8 else 2
-    for mask, box, cls, score in zip(pred.masks, pred.boxes, pred.classes, pred.scores):
+    for i, (mask, box, cls, score) in enumerate(
+        zip(pred.masks, pred.boxes, pred.classes, pred.scores)
+    ):
         color = colors_bgr[int(cls) % len(colors_bgr)]
         contours, _ = cv2.findContours(
             mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
         cv2.drawContours(out, contours, -1, color, thickness, cv2.LINE_AA)
-        text = f"{pred.class_names[int(cls)]} {score:.2f}"
+        # graded heads show the grader's p_bad; detector-only heads the detector's score
+        detail = f"p_bad {pred.p_bad[i]:.2f}" if pred.p_bad is not None else f"{score:.2f}"
+        text = f"{pred.class_names[int(cls)]} {detail}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         x0, y0 = max(0, min(int(box[0]), out.shape[1] - tw)), int(box[1])  # keep it in the image
         y = y0 - 2 if y0 - th - base >= 0 else min(int(box[3]) + th + 2, out.shape[0] - 1)

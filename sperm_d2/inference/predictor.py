@@ -21,22 +21,11 @@ from detectron2.modeling import build_model
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.inference.background import prefetch
+from sperm_d2.inference.grader import HeadGrader
+from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction, from_instances
 
 logger = logging.getLogger(__name__)
-
-#: checkpoint names tried, in order, by :meth:`SpermPredictor.from_run`.
-RUN_CHECKPOINTS = ("model_best.pth", "model_final.pth")
-
-
-def find_run_weights(run_dir: str | os.PathLike, checkpoint: str = "") -> Path:
-    """The checkpoint file of a run folder: ``checkpoint`` if given, else best, else final."""
-    run_dir = Path(run_dir)
-    names = [checkpoint] if checkpoint else list(RUN_CHECKPOINTS)
-    for name in names:
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise FileNotFoundError(f"{run_dir}: no checkpoint ({', '.join(names)}) in the run folder")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +36,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--config-file", help="config YAML (with --weights)")
     parser.add_argument(
         "--weights", default=None, help="checkpoint (with --config-file) or name in --run"
+    )
+    parser.add_argument(
+        "--grader",
+        default=None,
+        help="head-grader run folder: each head gets p_bad and its grade from it (default: the "
+        "detector run's SPERM.GRADER.RUN, if set; 'none' grades with the detector's class)",
     )
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs (last)"
@@ -62,6 +57,8 @@ class SpermPredictor:
         score_threshold: drop heads below this score inside the model (fewer masks to paste);
             ``None`` keeps the config's ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
         batch_size: images per forward pass; ``None`` uses ``SPERM.INFER_BATCH_SIZE`` (0 = auto).
+        grader: a :class:`HeadGrader` that grades every head (``p_bad``, grade); ``None`` keeps
+            the detector's own class.
     """
 
     def __init__(
@@ -70,6 +67,7 @@ class SpermPredictor:
         weights: str | os.PathLike | None = None,
         score_threshold: float | None = None,
         batch_size: int | None = None,
+        grader: HeadGrader | None = None,
     ) -> None:
         cfg = cfg.clone()
         cfg.defrost()
@@ -90,17 +88,19 @@ class SpermPredictor:
         auto = 1 if cfg.MODEL.DEVICE == "cpu" else 4
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         self.batch_size = max(1, int(size) or auto)
+        self.grader = grader
+        if grader is not None and grader.class_names != self.class_names:
+            raise ValueError(
+                f"{grader.source}: grader classes {list(grader.class_names)} differ from the "
+                f"detector's SPERM.CLASSES {list(self.class_names)}"
+            )
 
     @classmethod
     def from_run(
         cls, run_dir: str | os.PathLike, checkpoint: str = "", opts: Sequence[str] = (), **kwargs
     ) -> "SpermPredictor":
         """Load a training run folder (``config.yaml`` + ``model_best.pth``/``model_final.pth``)."""
-        run_dir = Path(run_dir)
-        config = run_dir / "config.yaml"
-        if not config.is_file():
-            raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
-        cfg = setup_cfg(str(config), opts)
+        cfg = run_config(run_dir, opts)
         return cls(cfg, weights=find_run_weights(run_dir, checkpoint), **kwargs)
 
     @classmethod
@@ -111,11 +111,13 @@ class SpermPredictor:
         weights: str | None = None,
         opts: Sequence[str] = (),
         confidence_threshold: float | None = None,
+        grader: str | None = None,
         **kwargs,
     ) -> "SpermPredictor":
         """What the CLIs call: a run folder (``weights`` = checkpoint name in it) or a config file
         (``weights`` = checkpoint path). ``confidence_threshold=None`` uses the config's
-        ``SPERM.CONFIDENCE_THRESHOLD``."""
+        ``SPERM.CONFIDENCE_THRESHOLD``. ``grader``: a head-grader run folder; ``None`` uses the
+        detector config's ``SPERM.GRADER.RUN`` when set, "none" uses no grader."""
         if (run is None) == (config_file is None):
             raise ValueError("give either a run folder or a config file")
         config = str(Path(run) / "config.yaml") if run is not None else config_file
@@ -123,6 +125,9 @@ class SpermPredictor:
         if confidence_threshold is None:
             confidence_threshold = cfg.SPERM.CONFIDENCE_THRESHOLD
         kwargs["score_threshold"] = confidence_threshold
+        grader = cfg.SPERM.GRADER.RUN if grader is None else grader
+        if grader and grader.lower() != "none":
+            kwargs["grader"] = HeadGrader.from_run(grader)
         if run is not None:
             return cls.from_run(run, checkpoint=weights or "", opts=opts, **kwargs)
         return cls(cfg, weights=weights, **kwargs)
@@ -151,13 +156,16 @@ class SpermPredictor:
         sources: Sequence[str] | None = None,
         frames: Sequence[int | None] | None = None,
     ) -> list[ImagePrediction]:
-        """Predict several images in one forward pass."""
+        """Predict several images in one forward pass (then grade their heads, with a grader)."""
         sources = sources if sources is not None else [""] * len(images)
         frames = frames if frames is not None else [None] * len(images)
-        return [
+        preds = [
             from_instances(inst, src, self.class_names, frame)
             for inst, src, frame in zip(self.predict_instances(images), sources, frames)
         ]
+        if self.grader is not None:
+            preds = [self.grader.grade(im, p) for im, p in zip(images, preds)]
+        return preds
 
     def __call__(
         self, image: np.ndarray, source: str = "", frame: int | None = None

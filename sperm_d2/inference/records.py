@@ -8,12 +8,34 @@ from tabulate import tabulate
 from sperm_d2.inference.morphometrics import FIELDS, measure_masks
 from sperm_d2.inference.types import ImagePrediction
 
-INSTANCE_COLUMNS = ("file", "frame", "instance", "class", "score", "x0", "y0", "x1", "y1") + FIELDS
+#: ``class`` is the grade (the grader's when one is used, else the detector's); ``p_bad`` and
+#: ``detector_class`` are filled only when a head grader graded the heads
+INSTANCE_COLUMNS = (
+    "file",
+    "frame",
+    "instance",
+    "class",
+    "score",
+    "p_bad",
+    "detector_class",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+) + FIELDS
+
+
+#: per-head values repeated in ``images.jsonl`` (the grader's are null without a grader)
+RECORD_KEYS = ("class", "score", "p_bad", "detector_class", "x0", "y0", "x1", "y1")
+RECORD_KEYS += ("area_px", "who_flags")
+GRADER_COLUMNS = ("p_bad", "detector_class")
 
 
 def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
-    """One ``instances.csv`` row per head: file, frame, class, score, box and morphometrics."""
+    """One ``instances.csv`` row per head: file, frame, grade, detector score, ``p_bad`` and the
+    detector's class (with a grader), box and morphometrics."""
     rows = []
+    graded = pred.p_bad is not None
     for i, (morph, box, cls, score) in enumerate(
         zip(measure_masks(pred.masks, um_per_px), pred.boxes, pred.classes, pred.scores)
     ):
@@ -23,6 +45,8 @@ def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
             "instance": i,
             "class": pred.class_names[int(cls)],
             "score": round(float(score), 4),
+            "p_bad": round(float(pred.p_bad[i]), 4) if graded else "",
+            "detector_class": pred.class_names[int(pred.detector_classes[i])] if graded else "",
         }
         row.update({k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
         row.update(morph.as_row())
@@ -43,7 +67,7 @@ def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
         "counts": counts,
         "pct_good": pct_good(counts),
         "instances": [
-            {k: r[k] for k in ("class", "score", "x0", "y0", "x1", "y1", "area_px", "who_flags")}
+            {k: (None if k in GRADER_COLUMNS and r[k] == "" else r[k]) for k in RECORD_KEYS}
             for r in rows
         ],
     }

@@ -92,6 +92,7 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
     elapsed = time.perf_counter() - start
     summary = {
         "weights": predictor.weights,
+        "grader": predictor.grader.source if predictor.grader else None,
         "classes": list(predictor.class_names),
         "confidence_threshold": predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         "test_size": [predictor.cfg.INPUT.MIN_SIZE_TEST, predictor.cfg.INPUT.MAX_SIZE_TEST],

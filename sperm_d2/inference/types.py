@@ -29,6 +29,10 @@ class ImagePrediction:
         classes: ``(N,)`` int64 class indices into ``class_names`` (0-based).
         class_names: names of the classes, in category-id order (``cfg.SPERM.CLASSES``).
         frame: frame index for video frames, ``None`` for still images.
+        p_bad: ``(N,)`` float32 probability that each head is bad, from the head grader;
+            ``None`` without a grader (then ``classes`` are the detector's own).
+        detector_classes: ``(N,)`` int64 the detector's own class of each head when a grader
+            set ``classes``; ``None`` without a grader.
     """
 
     source: str
@@ -39,6 +43,8 @@ class ImagePrediction:
     classes: np.ndarray
     class_names: tuple[str, ...]
     frame: int | None = None
+    p_bad: np.ndarray | None = None
+    detector_classes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -54,8 +60,7 @@ class ImagePrediction:
         names = ("boxes", "masks", "scores", "classes")
         changes = {name: getattr(self, name)[index] for name in names}
         for name in OPTIONAL_PER_HEAD:
-            # getattr: the optional fields are declared by the dataclass when present at all
-            value = getattr(self, name, None)
+            value = getattr(self, name)
             if value is not None:
                 changes[name] = value[index]
         return dataclasses.replace(self, **changes)

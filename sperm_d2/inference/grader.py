@@ -1,0 +1,108 @@
+"""``HeadGrader``: a trained head-grader run applied to the heads a detector found.
+
+Each head of an :class:`ImagePrediction` is cut into its canonical crop (the same function that
+cut the training samples, ``sperm_d2.grading.crop``); the crops of all heads of an image go
+through the grader in one batch. The grade replaces ``classes``, ``p_bad`` is set, and the
+detector's own class is kept in ``detector_classes``. Before grading, the detector's duplicate
+detections of one head (one per class) are reduced to one (:meth:`ImagePrediction.one_per_head`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.modeling import build_model
+
+from sperm_d2.grading import is_grader
+from sperm_d2.grading.crop import canonical_crop, model_input
+from sperm_d2.grading.samples import crop_settings
+from sperm_d2.inference.runs import find_run_weights, run_config
+from sperm_d2.inference.types import ImagePrediction
+
+logger = logging.getLogger(__name__)
+
+
+class HeadGrader:
+    """Grade heads with a ``SpermHeadGrader`` model (``cfg`` its run's config)."""
+
+    def __init__(self, cfg: CfgNode, weights: str | os.PathLike, source: str = "") -> None:
+        if not is_grader(cfg):
+            raise ValueError(
+                f"{source or 'grader config'}: MODEL.META_ARCHITECTURE is "
+                f"{cfg.MODEL.META_ARCHITECTURE}, not a head grader (SpermHeadGrader)"
+            )
+        cfg = cfg.clone()
+        cfg.defrost()
+        if not torch.cuda.is_available():
+            cfg.MODEL.DEVICE = "cpu"
+        cfg.freeze()
+        self.cfg = cfg
+        self.source = str(source or weights)
+        self.class_names = tuple(cfg.SPERM.CLASSES)
+        if "bad" not in self.class_names:
+            raise ValueError(f"{self.source}: the grader's classes {self.class_names} lack 'bad'")
+        self.bad_index = self.class_names.index("bad")
+        self.settings = crop_settings(cfg)
+        self.batch_size = max(1, int(cfg.SPERM.GRADER.TEST_BATCH_SIZE))
+        self.model = build_model(cfg).eval()
+        self.weights = str(weights)
+        DetectionCheckpointer(self.model).load(self.weights)
+
+    @classmethod
+    def from_run(
+        cls, run_dir: str | os.PathLike, checkpoint: str = "", opts: Sequence[str] = ()
+    ) -> "HeadGrader":
+        """Load a grader's training run folder (``config.yaml`` + ``model_best.pth``)."""
+        cfg = run_config(run_dir, opts)
+        return cls(cfg, find_run_weights(run_dir, checkpoint), source=str(run_dir))
+
+    def crops(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(N, C, S, S) uint8 model inputs of the heads ``masks`` (N, H, W) of a BGR image."""
+        s = self.settings
+        if s["format"] == "RGB":
+            image = image[:, :, ::-1]
+        inputs = [
+            model_input(
+                canonical_crop(image, m, s["size"], s["head_fraction"], s["max_scale"]),
+                s["mask_mode"],
+            )
+            for m in masks
+        ]
+        if not inputs:
+            channels = 4 if s["mask_mode"] == "channel" else 3
+            return np.zeros((0, channels, s["size"], s["size"]), np.uint8)
+        return np.stack(inputs).transpose(0, 3, 1, 2)
+
+    def probabilities(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities of the heads ``masks`` of a BGR ``image``."""
+        crops = torch.from_numpy(np.ascontiguousarray(self.crops(image, masks)))
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.batch_size):
+                batch = crops[i : i + self.batch_size]
+                out.append(self.model({"images": batch})["probs"].float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def grade(self, image: np.ndarray, pred: ImagePrediction) -> ImagePrediction:
+        """``pred`` with one detection per head, each graded: ``classes`` from the grader (its
+        arg-max class), ``p_bad`` set, the detector's class kept in ``detector_classes``."""
+        if tuple(pred.class_names) != self.class_names:
+            raise ValueError(
+                f"{self.source}: grader classes {list(self.class_names)} differ from the "
+                f"detector's {list(pred.class_names)}"
+            )
+        pred = pred.one_per_head()
+        probs = self.probabilities(image, pred.masks)
+        return dataclasses.replace(
+            pred,
+            classes=probs.argmax(1).astype(np.int64),
+            p_bad=probs[:, self.bad_index].astype(np.float32),
+            detector_classes=pred.classes.copy(),
+        )
