@@ -384,3 +384,25 @@ def test_balance_foreign_output_refused_bad_file_skipped(src, tmp_path) -> None:
     (line,) = res.lines("balance_data.py")
     assert BAD in line and "skipped" in line
     assert not (bal / BAD).exists() and (bal / "syn_00001.json").is_file()
+
+
+def test_reviewed_auto_annotations_prepared_again_are_never_deleted(tmp_path) -> None:
+    """--from-folders writes root/labelme; the user reviews it and prepares it as --input into
+    the same root: the earlier run's own files are now input and must survive."""
+    from sperm_d2.data.synthetic_io import make_synthetic_crops
+
+    make_synthetic_crops(tmp_path / "crops", 12, size=96)
+    crops, root = tmp_path / "crops" / "val", tmp_path / "root"
+    args = ["--output", str(root), "--split", "0.5,0.5"]
+    assert run_main(PREPARE.main, ["--input", str(crops), "--from-folders"] + args).code == 0
+    labelme = root / "labelme"
+    edited = sorted(labelme.rglob("*.json"))[0]
+    edited.write_text(edited.read_text().replace('"version"', '"version" ', 1))  # reviewed
+    before = tree_hashes(labelme)
+    again = ["--input", str(labelme), "--image-root", str(crops)] + args
+    res = run_main(PREPARE.main, again)
+    assert res.code == 0, res.stderr
+    assert tree_hashes(labelme) == before
+    res = run_main(PREPARE.main, ["--input", str(crops), "--from-folders"] + args)
+    assert res.code == 2 and edited.name in res.lines("prepare_data.py")[0]  # edit protected
+    assert tree_hashes(labelme) == before

@@ -147,8 +147,22 @@ def write_outputs(
             shutil.rmtree(old)
         os.replace(staging, old)
         written.update(labelme)
-    for rel in remove_stale(root, set(owned) - set(written), owned):
+    # An earlier run's file is stale unless this run reads it: the labelme/ of --from-folders
+    # (reviewed, then prepared again as --input) or anything under --input/--image-root.
+    readers = [Path(settings["input"]).resolve()] + [
+        Path(r).resolve() for r in settings.get("image_roots", [])
+    ]
+    stale, kept_owned = set(), {}
+    for rel in set(owned) - set(written):
+        path = (root / rel).resolve()
+        read = any(path == r or r in path.parents for r in readers)
+        if read or (staging is None and rel.startswith(f"{LABELME_DIR}/")):
+            kept_owned[rel] = owned[rel]
+        else:
+            stale.add(rel)
+    for rel in remove_stale(root, stale, owned):
         logger.info("removed %s, written by an earlier run and not by this one", root / rel)
+    written.update(kept_owned)  # still ours: a later --from-folders run may replace them
     foreign = sorted(
         p.name
         for p in (root / "annotations").glob("*.json")
