@@ -4,10 +4,14 @@
 For each dataset: auto-annotate the crops and write a stratified train/val/test split
 (tools/prepare_data.py), train (tools/train_net.py, model selected on val), then evaluate on the
 TEST split (tools/evaluate.py): COCO segm AP/AP50, pixellib/mAP50, and image-level good/bad
-accuracy, sensitivity and specificity for bad (score threshold chosen on val). On HuSHeM it also
-runs K-fold cross-validation (the literature's protocol): each fold trains on K-1 parts and is
-reported on the held-out part (final checkpoint, threshold chosen on the fold's training part,
-so nothing is selected on the reported part); the table gives mean +- std over folds.
+accuracy, sensitivity and specificity for bad (score threshold chosen on val). A head grader
+(--grader-config, second stage) is trained on the same split and the evaluation is repeated
+with it (detector + grader, side by side with detector only), and the grader alone is scored on
+the ground-truth head masks of the reported part (grading errors apart from detection errors).
+On HuSHeM it also runs K-fold cross-validation (the literature's protocol): each fold trains
+on K-1 parts and is reported on the held-out part (final checkpoint, threshold chosen on the
+fold's training part, so nothing is selected on the reported part); the table gives mean +- std
+over folds.
 
 Every step is a subprocess call to the tools, printed as a command anyone can rerun; their logs
 and run folders go under --output. Writes OUTPUT/results.json and OUTPUT/results.md (a Markdown
@@ -32,7 +36,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from sperm_d2.benchmark.options import DEFAULT_CONFIG, ENV_REAL_DATA, check_args, resolve_data_root
+from sperm_d2.benchmark.options import (
+    DEFAULT_CONFIG,
+    DEFAULT_GRADER_CONFIG,
+    ENV_REAL_DATA,
+    check_args,
+    resolve_data_root,
+)
 from sperm_d2.benchmark.protocol import run_benchmark
 from sperm_d2.benchmark.report import format_table
 
@@ -56,6 +66,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", default=None, help="run only these folds, e.g. 0,1 (default all)")
     p.add_argument(
         "--max-iter", type=int, default=None, help="override the config's SOLVER.MAX_ITER"
+    )
+    p.add_argument(
+        "--grader-config",
+        default=DEFAULT_GRADER_CONFIG,
+        help="head-grader config trained per split and fold ('none': detector only)",
+    )
+    p.add_argument(
+        "--grader-epochs", type=int, default=None, help="override the grader's SPERM.EPOCHS"
     )
     p.add_argument(
         "--smoke",

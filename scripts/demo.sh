@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main job end to end on a generated synthetic dataset (what `make demo` runs):
-#   synthetic labelme data -> COCO train/val/test -> train the CPU config -> evaluate on test
-#   -> infer on sample folders (one holds a broken file) and on a generated microscope video
+#   synthetic labelme data -> COCO train/val/test -> train the CPU config and the head grader
+#   -> evaluate on test -> infer on sample folders (one holds a broken file) and on a generated microscope video
 #   -> OUT/REPORT.md (tables, training plots, overlays).
 # Usage: bash scripts/demo.sh [PYTHON] [OUT]      (defaults: .venv/bin/python output/demo)
 # Knobs (environment): DEMO_IMAGES (160), DEMO_SIZE (192), DEMO_ITERS (the config's schedule),
-# DEMO_VIDEO_FRAMES (60), DEMO_CROPS (24 single-head crops per val/test class-folder set).
+# DEMO_VIDEO_FRAMES (60), DEMO_CROPS (24 single-head crops per val/test class-folder set),
+# DEMO_GRADER_EPOCHS (40).
 # Budget: <= 20 min on 2 CPU cores including `make install`; the step times land in REPORT.md.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ IMAGES=${DEMO_IMAGES:-160}
 SIZE=${DEMO_SIZE:-192}
 FRAMES=${DEMO_VIDEO_FRAMES:-60}
 CROPS=${DEMO_CROPS:-24}
+GRADER_EPOCHS=${DEMO_GRADER_EPOCHS:-40}
 CONFIG=configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml
 
 START=$(date +%s)
@@ -55,15 +57,21 @@ fi
 step "train" "$PY" tools/train_net.py --config-file "$CONFIG" \
   SPERM.DATA_ROOT "$OUT/data" OUTPUT_DIR "$OUT/train" SEED 0 "${SCHEDULE[@]}"
 
+# 2b. train the head grader (second stage) on canonical crops of the same split's heads (best
+#     checkpoint on val balanced accuracy); every later step grades heads with it (p_bad)
+step "train grader" "$PY" tools/train_net.py --config-file configs/sperm_grader_cpu.yaml \
+  SPERM.DATA_ROOT "$OUT/data" OUTPUT_DIR "$OUT/grader" SEED 0 SPERM.EPOCHS "$GRADER_EPOCHS"
+
 # 3. evaluate on the held-out test split (threshold chosen on val)
-step "evaluate" "$PY" tools/evaluate.py --run "$OUT/train" --dataset sperm_test \
-  --val-dataset sperm_val --output "$OUT/eval"
+step "evaluate" "$PY" tools/evaluate.py --run "$OUT/train" --grader "$OUT/grader" \
+  --dataset sperm_test --val-dataset sperm_val --output "$OUT/eval"
 
 # 3b. image-level grading on class folders of single-head crops (SMIDS style: normal/abnormal
 #     folders mapped by the label map), threshold chosen on the val folders, reported on test
 step "make crops" "$PY" tools/make_synthetic.py --output "$OUT/crops" --crops "$CROPS"
-step "evaluate folders" "$PY" tools/evaluate.py --run "$OUT/train" --folders "$OUT/crops/test" \
-  --val-folders "$OUT/crops/val" --label-map configs/labels/default.yaml --output "$OUT/eval_folders"
+step "evaluate folders" "$PY" tools/evaluate.py --run "$OUT/train" --grader "$OUT/grader" \
+  --folders "$OUT/crops/test" --val-folders "$OUT/crops/val" --label-map configs/labels/default.yaml \
+  --output "$OUT/eval_folders"
 
 # 4. inference inputs: two unseen sample folders (one with a corrupt file) and a video
 make_inputs() {  # one step, so each part is timed and named when it fails
@@ -78,7 +86,7 @@ make_inputs() {  # one step, so each part is timed and named when it fails
 step "make inputs" make_inputs
 
 # Synthetic heads are ~34 px long: 0.12 um/px puts a normal one near the WHO median of 4.1 um.
-step "infer" "$PY" tools/infer.py --run "$OUT/train" \
+step "infer" "$PY" tools/infer.py --run "$OUT/train" --grader "$OUT/grader" \
   --input "$OUT/inputs/sample_A" "$OUT/inputs/sample_B" "$OUT/inputs/microscope.mp4" \
   --output "$OUT/infer" --frame-stride 2 --um-per-px 0.12 --labelme
 

@@ -59,20 +59,40 @@ def _data(out: Path) -> list[str]:
     return [tabulate(rows, headers=heads, tablefmt="github")]
 
 
-def _training(out: Path) -> list[str]:
+def _training(out: Path, run: str = "train") -> list[str]:
     lines = []
-    cfg_path = out / "train" / "config.yaml"
+    cfg_path = out / run / "config.yaml"
     if cfg_path.is_file():
-        lines.append("Config: [`train/config.yaml`](train/config.yaml) (resolved).")
-    best = _load(out / "train" / "best_model.json")
+        lines.append(f"Config: [`{run}/config.yaml`]({run}/config.yaml) (resolved).")
+    best = _load(out / run / "best_model.json")
     if best:
         lines.append(
             f"Best checkpoint on **val** by `{best['metric']}`: {_num(best['value'], 2)} at "
-            f"iteration {best['iteration']} (`train/{best['checkpoint']}`)."
+            f"iteration {best['iteration']} (`{run}/{best['checkpoint']}`)."
         )
-    for plot in sorted((out / "train").glob("plot_*.png")):
-        lines.append(f"\n![{plot.stem}](train/{plot.name})")
-    return lines or ["(no training run found)"]
+        graded = {
+            k.split("/", 1)[1]: v for k, v in best.get("metrics", {}).items() if "grader/" in k
+        }
+        if graded:
+            lines.append(
+                "On the val heads (ground-truth masks): "
+                + ", ".join(f"{k} {_num(graded.get(k))}" for k in GRADER_KEYS if k in graded)
+                + "."
+            )
+    for plot in sorted((out / run).glob("plot_*.png")):
+        lines.append(f"\n![{plot.stem}]({run}/{plot.name})")
+    return lines or [f"(no training run found in {run}/)"]
+
+
+#: the head grader's val numbers shown in the report
+GRADER_KEYS = ("accuracy", "balanced_accuracy", "recall_good", "recall_bad", "loss")
+
+
+def _graded_by(m: dict) -> str:
+    """How the heads were graded in an evaluation's metrics.json."""
+    if m.get("grader"):
+        return f"Heads graded by the head grader `{Path(m['grader']).name}/` (p_bad). "
+    return "Heads graded by the detector's own class. "
 
 
 def _evaluation(out: Path) -> list[str]:
@@ -84,12 +104,13 @@ def _evaluation(out: Path) -> list[str]:
     rows = [[t, *[_num(test.get(f"{t}/{c}"), 1) for c in cols]] for t in ("bbox", "segm")]
     at = {k.split("/", 1)[1]: v for k, v in test.items() if k.startswith("at_threshold/")}
     return [
-        f"COCO AP (x100) on the held-out **{m['test_dataset']}** split:",
+        _graded_by(m) + f"COCO AP (x100) on the held-out **{m['test_dataset']}** split:",
         "",
         tabulate(rows, headers=["task", *cols], tablefmt="github"),
         "",
         f"- **segm/AP50 = {_num(test.get('segm/AP50'), 1)}**; the study's per-image metric "
-        f"`pixellib/mAP50` = {_num(test.get('pixellib/mAP50'))} (0-1).",
+        f"`pixellib/mAP50` = {_num(test.get('pixellib/mAP50'))} (0-1; strict, one class per "
+        f"head: {_num(test.get('pixellib/mAP50_strict'))}).",
         f"- Score threshold {_num(m['threshold'])} chosen on {m['threshold_chosen_on']}; on test "
         f"at that threshold: precision {_num(at.get('precision'))}, "
         f"recall {_num(at.get('recall'))}, F1 {_num(at.get('f1'))} (mask IoU >= 0.5, class match).",
@@ -107,7 +128,8 @@ def _folders(out: Path) -> list[str]:
     cm = m["confusion_matrix"]
     cm_rows = [[f"true {r}", *row] for r, row in zip(cm["rows_true"], cm["counts"])]
     lines = [
-        "Each crop is graded by its best head's class after adding a bias to the bad score; no "
+        _graded_by(m) + "Each crop is graded by its best head's class after adding a bias to "
+        "the bad score; no "
         f"head found counts as wrong. Score threshold {_num(m['threshold'])} and bias "
         f"{_num(m.get('bias_bad', 0.0))} chosen on {m['threshold_chosen_on']}, reported on "
         f"`{Path(m['test_root']).name}` (last column: the plain top-head rule, bias 0):",
@@ -146,7 +168,7 @@ def _inference(out: Path) -> list[str]:
         f"{s['images_processed']} images and {s['videos_processed']} video(s) "
         f"({s['video_frames_processed']} frames) in {s['seconds']} s: "
         f"{s['images_per_second']} images/s at test size {s['test_size'][0]} px, confidence "
-        f">= {s['confidence_threshold']}.",
+        f">= {s['confidence_threshold']}. " + _graded_by(s),
         "",
         tabulate(
             rows,
@@ -201,8 +223,8 @@ def _csv_head(path: Path, n: int = 6) -> str:
         return "(missing)"
     with path.open(encoding="utf-8") as f:
         rows = [r for _, r in zip(range(n), csv.DictReader(f))]
-    keep = ("file", "frame", "class", "score", "area_px", "length_um", "width_um", "ellipticity")
-    keep += ("who_flags",)
+    keep = ("file", "frame", "class", "p_bad", "detector_class", "score", "area_px", "length_um")
+    keep += ("width_um", "ellipticity", "who_flags")
     table = [[os.path.basename(r["file"]) if k == "file" else r[k] for k in keep] for r in rows]
     return tabulate(table, headers=keep, tablefmt="github")
 
@@ -216,8 +238,8 @@ def write_demo_report(out: str | os.PathLike) -> Path:
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()} "
         f"({os.cpu_count()} CPU cores, Python {platform.python_version()}).",
         "Synthetic microscope images (PNG + labelme) were converted to COCO splits, the CPU config "
-        "was trained from scratch, the best checkpoint on **val** was evaluated on **test**, and "
-        "inference ran on unseen sample folders and a generated video.",
+        "and the head grader were trained from scratch, the best checkpoints on **val** were "
+        "evaluated on **test**, and inference ran on unseen sample folders and a generated video.",
         "",
         "## Wall time",
         "",
@@ -230,6 +252,14 @@ def write_demo_report(out: str | os.PathLike) -> Path:
         "## Training (`train/`)",
         "",
         *_training(out),
+        "",
+        "## Head grader (`grader/`)",
+        "",
+        "The second stage: a small CNN trained from scratch on a canonical crop of every "
+        "annotated head (rotated to its long axis, scaled, mask as a 4th channel); it gives "
+        "each head `p_bad` and its grade.",
+        "",
+        *_training(out, "grader"),
         "",
         "## Test metrics (`eval/`)",
         "",

@@ -21,6 +21,7 @@ import pytest
 from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
 from sperm_d2.benchmark.options import (
     DEFAULT_CONFIG,
+    DEFAULT_GRADER_CONFIG,
     ENV_REAL_DATA,
     check_args,
     resolve_data_root,
@@ -47,6 +48,8 @@ def _args(**kw) -> argparse.Namespace:
         smoke_images=8,
         opts=[],
         config=DEFAULT_CONFIG,
+        grader_config=DEFAULT_GRADER_CONFIG,
+        grader_epochs=None,
     )
     return argparse.Namespace(**{**defaults, **kw})
 

@@ -13,6 +13,8 @@ ENV_REAL_DATA = "SPERM_D2_REAL_DATA"
 DATASETS = {"hushem": "hushem", "smids": "smids_train"}
 #: training config, relative to the repo root (where the tools run)
 DEFAULT_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_real_cpu.yaml"
+#: the head grader's training config (second stage), relative to the repo root
+DEFAULT_GRADER_CONFIG = "configs/sperm_grader_cpu.yaml"
 
 
 def parse_csv(text: str, allowed: Sequence[str] | None = None, what: str = "value") -> list[str]:
@@ -45,8 +47,8 @@ def parse_folds(text: str | None, kfold: int) -> list[int]:
 
 def check_args(args: argparse.Namespace) -> argparse.Namespace:
     """Check the parsed options and complete them: ``dataset_list`` and ``fold_list`` from
-    ``--datasets``/``--folds``, ``--max-iter`` 4 for ``--smoke``. Raises ValueError naming the
-    option."""
+    ``--datasets``/``--folds``, ``--max-iter`` 4 and ``--grader-epochs`` 1 for ``--smoke``,
+    ``--grader-config none`` as "". Raises ValueError naming the option."""
     args.dataset_list = parse_csv(args.datasets, list(DATASETS), "dataset")
     if args.kfold < 0 or args.kfold == 1:
         raise ValueError(f"--kfold {args.kfold}: use 0 (none) or at least 2")
@@ -55,6 +57,12 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         args.max_iter = 4
     if args.max_iter is not None and args.max_iter < 1:
         raise ValueError(f"--max-iter {args.max_iter}: must be at least 1")
+    if args.grader_config.lower() == "none":
+        args.grader_config = ""
+    if args.grader_epochs is None and args.smoke:
+        args.grader_epochs = 1
+    if args.grader_epochs is not None and args.grader_epochs < 1:
+        raise ValueError(f"--grader-epochs {args.grader_epochs}: must be at least 1")
     if args.smoke_images < 2:
         raise ValueError(f"--smoke-images {args.smoke_images}: must be at least 2")
     if len(args.opts) % 2:

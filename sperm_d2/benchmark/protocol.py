@@ -1,6 +1,7 @@
 """The benchmark protocol, one tool call per step: prepare (auto-annotate and split the crops),
-train, evaluate; per dataset a stratified train/val/test split, and K-fold cross-validation on
-HuSHeM. :func:`run_benchmark` runs it all and writes the results."""
+train the detector, evaluate; train the head grader, score it alone, evaluate detector + grader;
+per dataset a stratified train/val/test split, and K-fold cross-validation on HuSHeM.
+:func:`run_benchmark` runs it all and writes the results."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Sequence
 from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
 from sperm_d2.benchmark.options import DATASETS, skip_reason
 from sperm_d2.benchmark.report import machine_description, write_results
-from sperm_d2.benchmark.results import aggregate_folds, collect_metrics
+from sperm_d2.benchmark.results import aggregate_folds, collect_grader_only, collect_metrics
 from sperm_d2.benchmark.runner import REPO, Runner, StepError, repo_relative
 from sperm_d2.benchmark.training import train_step
 
@@ -70,11 +71,14 @@ def evaluate_step(
     test_tree: Path,
     val_tree: Path,
     weights: str | None = None,
+    grader: Path | None = None,
 ) -> dict:
     """tools/evaluate.py twice: COCO metrics on the registered split ``test`` (threshold chosen
-    on ``val``) and image-level grading of the class folders ``test_tree`` (on ``val_tree``);
-    returns :func:`collect_metrics` of the two."""
+    on ``val``) and image-level grading of the class folders ``test_tree`` (on ``val_tree``),
+    with the head grader of the run folder ``grader`` when given; returns
+    :func:`collect_metrics` of the two."""
     w = ["--weights", weights] if weights else []
+    w += ["--grader", run.rel(grader)] if grader else []
     coco_out, folder_out = out_dir / "coco", out_dir / "folders"
     evaluate = [sys.executable, "tools/evaluate.py", "--run", run.rel(run_dir), *w]
     run(
@@ -98,6 +102,68 @@ def evaluate_step(
     return collect_metrics(coco_out / "metrics.json", folder_out / "metrics.json")
 
 
+def grader_step(
+    run: Runner,
+    args: argparse.Namespace,
+    name: str,
+    data_root: Path,
+    grader_dir: Path,
+    opts: Sequence[str],
+    test: str,
+) -> dict:
+    """Train the head grader (``opts``: its datasets) and score it alone on the ground-truth
+    head masks of the registered split ``test`` (``train_net.py --eval-only``); returns the
+    training's times and ``grader_only/*`` metrics."""
+    train = train_step(run, args, f"{name}_grader", data_root, grader_dir, opts, grader=True)
+    weights = grader_dir / "model_best.pth"  # selected on val; a fold has none: final
+    if not weights.is_file():
+        weights = grader_dir / "model_final.pth"
+    eval_dir = grader_dir / f"eval_{test}"
+    run(
+        [
+            sys.executable,
+            "tools/train_net.py",
+            "--config-file",
+            run.rel(grader_dir / "config.yaml"),
+            "--eval-only",
+            "SPERM.DATA_ROOT",
+            run.rel(data_root),
+            "MODEL.WEIGHTS",
+            run.rel(weights),
+            "DATASETS.TEST",
+            f'("{test}",)',
+            "OUTPUT_DIR",
+            run.rel(eval_dir),
+        ],
+        f"{name}_grader_eval",
+    )
+    return {"train": train, "test": collect_grader_only(eval_dir / "eval_results.json")}
+
+
+def with_grader(
+    run: Runner,
+    args: argparse.Namespace,
+    name: str,
+    data_root: Path,
+    out: Path,
+    grader_opts: Sequence[str],
+    test: str,
+    evaluate,
+) -> tuple[dict | None, dict]:
+    """The grader's part of a split or fold: train it, score it alone, then ``evaluate(grader
+    run folder)`` detector + grader; returns ``(grader training, metrics)`` with the
+    detector + grader metrics under ``graded/`` and the grader alone under ``grader_only/``
+    (``(None, {})`` without ``--grader-config``)."""
+    if not args.grader_config:
+        return None, {}
+    grader = grader_step(run, args, name, data_root, out / "grader", grader_opts, test)
+    graded = evaluate(out / "grader")
+    return grader["train"], {
+        **{f"graded/{k}": v for k, v in graded.items()},
+        **grader["test"],
+    }
+
+
 def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: Path) -> dict:
     """Stratified train/val/test: prepare, train (selected on val), evaluate on test."""
     data_root = out / "data"
@@ -107,20 +173,27 @@ def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
         for s in ("val", "test")
     }
     train = train_step(run, args, name, data_root, out / "train", [])
-    test = evaluate_step(
-        run,
-        name,
-        out / "train",
-        out / "eval",
-        "sperm_test",
-        "sperm_val",
-        trees["test"],
-        trees["val"],
-    )
+
+    def evaluate(grader: Path | None = None) -> dict:
+        return evaluate_step(
+            run,
+            f"{name}_graded" if grader else name,
+            out / "train",
+            out / ("eval_graded" if grader else "eval"),
+            "sperm_test",
+            "sperm_val",
+            trees["test"],
+            trees["val"],
+            grader=grader,
+        )
+
+    test = evaluate()
+    grader_train, graded = with_grader(run, args, name, data_root, out, [], "sperm_test", evaluate)
     return {
         "data_root": str(data_root),
         "train": train,
-        "test": test,
+        "grader_train": grader_train,
+        "test": {**test, **graded},
         "test_images": len(split_images(data_root, "test")),
     }
 
@@ -146,18 +219,27 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
         }
         opts = ["DATASETS.TRAIN", f'("sperm_{tag}_train",)', "DATASETS.TEST", "()"]
         train = train_step(run, args, f"{name}_{tag}", data_root, fold_out / "train", opts)
-        metrics = evaluate_step(
-            run,
-            f"{name}_{tag}",
-            fold_out / "train",
-            fold_out / "eval",
-            f"sperm_{tag}_val",
-            f"sperm_{tag}_train",
-            trees["val"],
-            trees["train"],
-            weights="model_final.pth",
+
+        def evaluate(grader: Path | None = None) -> dict:
+            return evaluate_step(
+                run,
+                f"{name}_{tag}_graded" if grader else f"{name}_{tag}",
+                fold_out / "train",
+                fold_out / ("eval_graded" if grader else "eval"),
+                f"sperm_{tag}_val",
+                f"sperm_{tag}_train",
+                trees["val"],
+                trees["train"],
+                weights="model_final.pth",
+                grader=grader,
+            )
+
+        metrics = evaluate()
+        # the grader, like the detector, selects nothing on the held-out part: final checkpoint
+        grader_train, graded = with_grader(
+            run, args, f"{name}_{tag}", data_root, fold_out, opts, f"sperm_{tag}_val", evaluate
         )
-        folds[tag] = {"train": train, "test": metrics}
+        folds[tag] = {"train": train, "grader_train": grader_train, "test": {**metrics, **graded}}
     return {
         "k": args.kfold,
         "folds_run": ",".join(str(i) for i in args.fold_list),

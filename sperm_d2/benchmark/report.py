@@ -15,6 +15,7 @@ from sperm_d2.benchmark.results import is_finite
 STUDY = {
     "pixellib/mAP50": "0.891 (study's own labelme test images)",
     "accuracy": "98 % / 98.8 % (SMIDS normal/abnormal)",
+    "graded/accuracy": "98 % / 98.8 % (SMIDS normal/abnormal)",
 }
 #: table rows: (result key, label, kind) -- kind "ap" is COCO x100, "frac" is 0-1
 ROWS = [
@@ -33,6 +34,19 @@ ROWS = [
     ("top_head/accuracy", "accuracy, plain top-head rule (bias 0)", "frac"),
     ("top_head/balanced_accuracy", "balanced accuracy, plain top-head rule", "frac"),
     ("majority_accuracy", "accuracy of calling every crop bad", "frac"),
+    # the second stage: detector + head grader (grade and p_bad from the grader), same protocol
+    ("graded/accuracy", "**detector + grader**: image-level accuracy good/bad", "frac"),
+    ("graded/balanced_accuracy", "detector + grader: balanced accuracy", "frac"),
+    ("graded/sensitivity_bad", "detector + grader: sensitivity (bad)", "frac"),
+    ("graded/specificity_bad", "detector + grader: specificity (bad)", "frac"),
+    ("graded/f1_bad", "detector + grader: F1 (bad)", "frac"),
+    ("graded/bias_bad", "detector + grader: bias on p_bad (chosen on val)", "num"),
+    ("graded/top_head/accuracy", "detector + grader: accuracy at p_bad 0.5 (bias 0)", "frac"),
+    ("graded/top_head/balanced_accuracy", "detector + grader: balanced accuracy, bias 0", "frac"),
+    ("graded/segm/AP50", "detector + grader: COCO segm AP50 (x100)", "ap"),
+    ("graded/pixellib/mAP50_strict", "detector + grader: pixellib/mAP50 strict", "frac"),
+    ("grader_only/accuracy", "grader alone on ground-truth masks: accuracy", "frac"),
+    ("grader_only/balanced_accuracy", "grader alone on ground-truth masks: balanced acc.", "frac"),
 ]
 
 
@@ -97,14 +111,25 @@ def format_table(results: dict) -> str:
             "class after adding a bias to the bad score, the bias chosen on the same part as the "
             "threshold by balanced accuracy (bias 0 is the plain top-head rule, shown too); no "
             "head found counts as wrong. SMIDS non_sperm crops are negatives for COCO AP and "
-            "left out of the image-level grading.",
+            "left out of the image-level grading. Detector + grader: the same detector finds "
+            "and outlines the heads (one detection per head), the head grader trained on the "
+            "same training part (selected on val by balanced accuracy; K-fold: final "
+            "checkpoint) grades them, the bias on p_bad chosen like the detector's. Grader "
+            "alone: the grader on the ground-truth (auto-annotated) head masks of the reported "
+            "part, so detection and grading errors can be told apart.",
         ]
-    trainings = [(f"{n} split", r["split"].get("train")) for n, r in runs if r.get("split")]
+    trainings = [
+        (f"{n} split{kind}", r["split"].get(key))
+        for n, r in runs
+        if r.get("split")
+        for key, kind in (("train", ""), ("grader_train", " grader"))
+    ]
     trainings += [
-        (f"{n} {tag}", f.get("train"))
+        (f"{n} {tag}{kind}", f.get(key))
         for n, r in runs
         if r.get("kfold")
         for tag, f in r["kfold"].get("folds", {}).items()
+        for key, kind in (("train", ""), ("grader_train", " grader"))
     ]
     trainings = [(name, t) for name, t in trainings if t]
     if trainings:

@@ -53,3 +53,12 @@ def collect_metrics(coco_json: Path, folders_json: Path) -> dict:
         total = sum(map(sum, counts))
         out["majority_accuracy"] = sum(counts[rows.index("bad")]) / total if total else None
     return out
+
+
+def collect_grader_only(eval_results_json: Path) -> dict:
+    """The grader alone on the ground-truth head masks (``train_net.py --eval-only``'s
+    eval_results.json): ``grader_only/accuracy``, ``grader_only/balanced_accuracy``, ..."""
+    results = json.loads(Path(eval_results_json).read_text(encoding="utf-8"))
+    grader = results.get("grader", {})
+    keys = ("accuracy", "balanced_accuracy", "recall_good", "recall_bad", "heads")
+    return {f"grader_only/{k}": grader.get(k) for k in keys}

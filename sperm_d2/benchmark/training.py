@@ -85,22 +85,28 @@ def train_step(
     data_root: Path,
     run_dir: Path,
     opts: Sequence[str],
+    grader: bool = False,
 ) -> dict:
-    """tools/train_net.py into ``run_dir`` (``args.config``, ``--max-iter`` schedule, ``opts``
-    then ``args.opts``); returns wall time and the measured s/iter. A finished training by the
-    same command is reused; a killed one resumes from its last checkpoint."""
+    """tools/train_net.py into ``run_dir``: the detector (``args.config``, ``--max-iter``
+    schedule, ``opts`` then ``args.opts``) or, with ``grader``, the head grader
+    (``args.grader_config``, ``--grader-epochs``, ``opts``); returns wall time and the measured
+    s/iter. A finished training by the same command is reused; a killed one resumes from its
+    last checkpoint."""
+    if grader:
+        epochs = [] if args.grader_epochs is None else ["SPERM.EPOCHS", str(args.grader_epochs)]
+        config, extra = args.grader_config, [*epochs, *opts]
+    else:
+        config, extra = args.config, [*schedule_opts(args.max_iter), *opts, *args.opts]
     cmd = [
         sys.executable,
         "tools/train_net.py",
         "--config-file",
-        args.config,
+        config,
         "SPERM.DATA_ROOT",
         run.rel(data_root),
         "OUTPUT_DIR",
         run.rel(run_dir),
-        *schedule_opts(args.max_iter),
-        *opts,
-        *args.opts,
+        *extra,
     ]
     resumable = [*cmd[:2], "--resume", *cmd[2:]]
     if reuse_or_resume(run_dir, cmd, run.repo):
