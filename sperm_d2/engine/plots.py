@@ -84,11 +84,14 @@ def plot_training(metrics: dict[int, dict], out_dir: str | Path) -> list[Path]:
     ap_keys = [k for k in ap_keys if not k.endswith(("APs", "APm", "APl"))]
     drawn = _plot_keys(ax, metrics, ap_keys)
     drawn += _plot_keys(ax, metrics, ["pixellib/mAP50"], scale=100.0, linewidth=2.5, color="k")
+    drawn += _plot_keys(
+        ax, metrics, ["pixellib/mAP50_strict"], scale=100.0, linewidth=2.5, color="grey"
+    )
     grader_keys = ["grader/accuracy", "grader/balanced_accuracy"]
     drawn += _plot_keys(ax, metrics, grader_keys, scale=100.0)
     if drawn:
         ax.set_ylim(-2, 102)
-        ax.legend(fontsize=8, title="pixellib/mAP50 and grader/* shown x100")
+        ax.legend(fontsize=8, title="pixellib/* and grader/* shown x100")
         _save(fig, out_dir / AP_PNG)
         written.append(out_dir / AP_PNG)
     return written

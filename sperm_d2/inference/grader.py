@@ -90,14 +90,18 @@ class HeadGrader:
                 out.append(self.model({"images": batch})["probs"].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
+    def check_classes(self, class_names) -> None:
+        """Raise ValueError unless the detector's ``class_names`` are the grader's own."""
+        if tuple(class_names) != self.class_names:
+            raise ValueError(
+                f"{self.source}: grader classes {list(self.class_names)} differ from the "
+                f"detector's SPERM.CLASSES {list(class_names)}"
+            )
+
     def grade(self, image: np.ndarray, pred: ImagePrediction) -> ImagePrediction:
         """``pred`` with one detection per head, each graded: ``classes`` from the grader (its
         arg-max class), ``p_bad`` set, the detector's class kept in ``detector_classes``."""
-        if tuple(pred.class_names) != self.class_names:
-            raise ValueError(
-                f"{self.source}: grader classes {list(self.class_names)} differ from the "
-                f"detector's {list(pred.class_names)}"
-            )
+        self.check_classes(pred.class_names)
         pred = pred.one_per_head()
         probs = self.probabilities(image, pred.masks)
         return dataclasses.replace(
