@@ -6,7 +6,9 @@
 (b) at the same test size, infer.py's overhead over the bare model forward; target <= 15 %;
     plus the same forward with 4 crops per pass (is batching worth it on this device?);
 (c) video frames/s and peak RSS for a short and a long video, each in a fresh process (peak RSS
-    must not grow with video length).
+    must not grow with video length);
+(d) with ``--grader RUN``: what grading every head with the head grader adds to infer.py's time
+    per image (same detector, same crops, runs alternated, best of ``--repeats``); target <= 15 %.
 
 Without ``--run`` the weights are random (saved once, loaded by both sides); the score threshold
 is 0 and DETECTIONS_PER_IMAGE 5 on both sides, so the box and mask heads run on every crop as they
@@ -15,6 +17,8 @@ would with a trained model (random FrozenBN/GN weights otherwise find little or 
 Usage:
     python benchmarks/bench_infer.py                       # 200 crops of 170 px, videos 30/120
     python benchmarks/bench_infer.py --num-crops 40 --video-frames 20 80 --run output/demo/train
+    python benchmarks/bench_infer.py --num-crops 40 --video-frames 20 --run output/demo/train \
+        --grader output/demo/grader
 """
 
 import argparse
@@ -32,7 +36,7 @@ import torch
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_scene, render_video_frames
-from sperm_d2.inference import InferOptions, SpermPredictor, run_inference
+from sperm_d2.inference import HeadGrader, InferOptions, SpermPredictor, run_inference
 from sperm_d2.inference.video import VideoSink
 
 CPU_CONFIG = "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"
@@ -96,13 +100,34 @@ def baseline_detectron2(cfg, weights: str, paths: list[Path], out: Path) -> floa
     return time.perf_counter() - start
 
 
-def ours(cfg, weights: str, folder: Path, out: Path) -> tuple[float, SpermPredictor]:
-    predictor = SpermPredictor(cfg, weights=weights)
-    predictor.predict_instances([cv2.imread(str(next(folder.glob("*.png"))))])  # warm-up
+def ours(
+    cfg, weights: str, folder: Path, out: Path, grader: HeadGrader | None = None
+) -> tuple[float, SpermPredictor]:
+    predictor = SpermPredictor(cfg, weights=weights, grader=grader)
+    predictor(cv2.imread(str(next(folder.glob("*.png")))))  # warm-up
+    return timed_inference(predictor, folder, out), predictor
+
+
+def timed_inference(predictor: SpermPredictor, folder: Path, out: Path) -> float:
+    """Seconds of ``run_inference`` (infer.py's job) on ``folder``."""
     start = time.perf_counter()
     summary = run_inference(predictor, [str(folder)], InferOptions(out))
     assert summary["images_processed"] > 0
-    return time.perf_counter() - start, predictor
+    return time.perf_counter() - start
+
+
+def grader_overhead(cfg, weights: str, grader_run: str, folder: Path, work: Path, repeats: int):
+    """(seconds without, seconds with the grader, heads graded): best of ``repeats``, alternated."""
+    plain = SpermPredictor(cfg, weights=weights)
+    graded = SpermPredictor(cfg, weights=weights, grader=HeadGrader.from_run(grader_run))
+    warm = cv2.imread(str(next(folder.glob("*.png"))))
+    plain(warm), graded(warm)
+    times: dict[str, list[float]] = {"plain": [], "graded": []}
+    for i in range(repeats):
+        for name, predictor in (("plain", plain), ("graded", graded)):
+            times[name].append(timed_inference(predictor, folder, work / f"{name}_{i}"))
+    heads = len((work / "graded_0" / "instances.csv").read_text().splitlines()) - 1
+    return min(times["plain"]), min(times["graded"]), heads
 
 
 def bare_forward(predictor: SpermPredictor, paths: list[Path], batch: int = 1) -> float:
@@ -184,6 +209,15 @@ def main(args: argparse.Namespace) -> None:
                 f"(c) video {r['frames']:4d} frames: {r['fps']:.2f} frames/s, "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB"
             )
+        if args.grader:
+            t_plain, t_graded, heads = grader_overhead(
+                cfg, weights, args.grader, work / "crops", work, args.repeats
+            )
+            print(
+                f"(d) head grader {args.grader}: infer.py {n / t_plain:.2f} crops/s without, "
+                f"{n / t_graded:.2f} with ({heads} heads graded) -> "
+                f"{100 * (t_graded / t_plain - 1):+.1f} % time per image (target <= 15 %)"
+            )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -192,6 +226,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-crops", type=int, default=200)
     p.add_argument("--size", type=int, default=170, help="crop side in px")
     p.add_argument("--video-frames", type=int, nargs="+", default=[30, 120])
+    p.add_argument("--grader", default=None, help="head-grader run folder: measure (d)")
+    p.add_argument("--repeats", type=int, default=2, help="(d): runs of each side, best kept")
     p.add_argument("--video-child", nargs=4, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
