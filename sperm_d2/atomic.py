@@ -7,9 +7,10 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 
 def _read_umask() -> int:
@@ -96,3 +97,98 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, "wb") as f:
         f.write(data)
+
+
+def paths_overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` (resolved, symlinks followed) are the same path or one lies
+    inside the other."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra == rb or ra.is_relative_to(rb) or rb.is_relative_to(ra)
+
+
+def check_output_dir(
+    path: str | os.PathLike,
+    overwrite: bool,
+    own_names: set[str],
+    flag: str = "--output",
+    keep: Sequence[tuple[str, str | os.PathLike]] = (),
+) -> None:
+    """Refuse, in one line naming ``flag``, an output folder a run cannot (or may not) replace.
+
+    ``keep`` names what the run reads, as ``(argument, path)``: the output may not be one of
+    them, lie inside one (it would become an input) or contain one (replacing the output would
+    delete it). A new or empty folder is fine. A folder with files needs ``overwrite``, and even
+    then only a folder whose top-level entries are all ``own_names`` (an earlier run's outputs)
+    is replaced: a folder holding anything else was not written by the tool, and replacing it
+    would delete what it did not write. The nearest existing ancestor must be a writable folder.
+
+    Raises:
+        ValueError: the reason, starting with ``flag`` and the path.
+    """
+    path = Path(path)
+    for arg, other in keep:
+        if not paths_overlap(path, other):
+            continue
+        rp, ro = Path(path).resolve(), Path(other).resolve()
+        how = "is" if rp == ro else "lies inside" if rp.is_relative_to(ro) else "contains"
+        raise ValueError(f"{flag} {path}: {how} {arg} {other}; write the output elsewhere")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder")
+    if path.is_dir():
+        entries = sorted(p.name for p in path.iterdir())
+        if entries and not overwrite:
+            raise ValueError(
+                f"{flag} {path}: folder exists and is not empty; give --overwrite to replace "
+                "an earlier run's output wholly, or name a new folder"
+            )
+        foreign = [n for n in entries if n not in own_names]
+        if foreign:
+            raise ValueError(
+                f"{flag} {path}: holds {foreign[0]!r} (and {len(foreign) - 1} more), which this "
+                "tool does not write; it replaces only an earlier run's output folder"
+            )
+    anchor = path
+    while not anchor.exists():
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise ValueError(f"{flag} {path}: {anchor} is a file, not a folder")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {anchor} is not writable")
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder's contents in a new hidden folder beside ``path``; on success it replaces
+    ``path`` as a whole (an earlier folder there is moved aside, then deleted), so readers see
+    the old outputs or the new ones, never a mix. On an exception the staging folder and any
+    parent folders made for it are removed and ``path`` is left as it was."""
+    path = Path(path).absolute()
+    made = []  # parents created here, removed again if the run fails
+    parent = path.parent
+    while not parent.exists():
+        made.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # put the earlier folder back
+                os.replace(old / path.name, path)
+                old.rmdir()
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

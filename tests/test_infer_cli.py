@@ -51,7 +51,7 @@ def test_infer_cli_folder_with_broken_file_and_video(tmp_path):
         "TEST.DETECTIONS_PER_IMAGE",
         "3",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]  # processed, but a file was skipped
     assert "sample_A" in proc.stdout and "% good" in proc.stdout and "TOTAL" in proc.stdout
     warnings = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert len(warnings) == 1 and "broken.jpg" in warnings[0]
@@ -69,9 +69,25 @@ def test_infer_cli_folder_with_broken_file_and_video(tmp_path):
     assert len(lines) == 5
 
 
-def test_infer_cli_exit_code_is_1_when_nothing_was_processed(tmp_path):
+def test_infer_cli_exit_code_is_2_and_nothing_written_when_nothing_was_processed(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
-    proc = run_infer("--input", str(tmp_path / "bad.png"), "--output", str(tmp_path / "o"))
-    assert proc.returncode == 1
-    assert "bad.png" in proc.stderr
-    assert np.isfinite(json.loads((tmp_path / "o" / "summary.json").read_text())["seconds"])
+    proc = run_infer("--input", str(tmp_path / "bad.png"), "--output", str(tmp_path / "o" / "p"))
+    assert proc.returncode == 2
+    [line] = [line for line in proc.stderr.splitlines() if line.startswith("infer.py: ")]
+    assert "nothing processed" in line and "bad.png" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png"]  # no o/, no o/p/
+
+
+@pytest.mark.slow
+def test_infer_cli_clean_run_exits_0_and_rerun_needs_overwrite(tmp_path):
+    frame = next(iter(render_video_frames(1, 64, 64, 1)))
+    cv2.imwrite(str(tmp_path / "a.png"), frame)
+    out = tmp_path / "out"
+    args = ("--input", str(tmp_path / "a.png"), "--output", str(out))
+    assert run_infer(*args).returncode == 0
+    first = (out / "summary.json").read_bytes()
+    proc = run_infer(*args)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert (out / "summary.json").read_bytes() == first
+    assert run_infer(*args, "--overwrite").returncode == 0
+    assert np.isfinite(json.loads((out / "summary.json").read_text())["seconds"])

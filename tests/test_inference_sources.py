@@ -115,3 +115,70 @@ def test_summary_totals_per_sample_and_video():
     assert pct_good({"good": 0, "bad": 0}) is None
     table = format_summary_table({"totals": d, "skipped": [{"path": "x"}]}, ("good", "bad"))
     assert "| s1" in table and "75" in table and "video v.mp4" in table and "skipped 1" in table
+
+
+def test_read_image_refuses_oversized_headers_and_truncated_files(tmp_path):
+    from .hostile_inputs import png_header
+
+    (tmp_path / "bomb.png").write_bytes(png_header(100000, 100000))
+    (tmp_path / "big.png").write_bytes(png_header(12000, 12000))  # over the limit, under 2x
+    good = tmp_path / "g.png"
+    cv2.imwrite(str(good), np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8))
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200])
+    assert "limit" in read_image(tmp_path / "bomb.png")[1]
+    assert "12000x12000" in read_image(tmp_path / "big.png")[1]
+    assert "truncated" in read_image(tmp_path / "cut.png")[1]
+    assert read_image(good)[1] is None
+
+
+def test_check_inputs_refuses_what_names_nothing_and_input_root(tree):
+    from sperm_d2.inference.sources import check_inputs, input_root
+
+    assert len(check_inputs([str(tree / "a"), str(tree / "*.mp4")])) == 3
+    with pytest.raises(ValueError, match=r"--input .*nope.*\(and 1 more input like it\)"):
+        check_inputs([str(tree / "nope"), str(tree / "b" / "notes.txt"), str(tree / "a")])
+    assert input_root(str(tree / "a" / "**" / "*.png")) == tree / "a"
+    assert input_root(str(tree / "a")) == tree / "a"
+
+
+def test_folder_expansion_ignores_hidden_entries(tree):
+    (tree / "a" / ".out.x.partial").mkdir()
+    (tree / "a" / ".out.x.partial" / "o.png").write_bytes(b"")
+    (tree / "a" / ".hidden.png").write_bytes(b"")
+    files, _ = expand_inputs([str(tree / "a")])
+    assert sorted(Path(f.path).name for f in files) == ["x.png", "y.jpg"]
+
+
+def test_video_frames_counts_what_was_read(tmp_path):
+    from sperm_d2.inference.sources import VideoFrames
+
+    path = tmp_path / "v.avi"
+    with VideoSink(path, fps=5) as sink:
+        for i in range(7):
+            sink.write(np.full((16, 24, 3), i * 30, np.uint8))
+    frames = VideoFrames(path, stride=2)
+    assert [i for i, _ in frames] == [0, 2, 4, 6] and frames.frames_read == 7
+
+
+def test_staged_dir_replaces_wholly_or_leaves_everything(tmp_path):
+    from sperm_d2.atomic import check_output_dir, staged_dir
+
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(RuntimeError):
+        with staged_dir(out) as d:
+            (d / "x").write_text("half")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no empty parents
+    with staged_dir(out) as d:
+        (d / "old.txt").write_text("1")
+    with staged_dir(out) as d:
+        (d / "new.txt").write_text("2")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in out.parent.iterdir()] == ["out"]
+    with pytest.raises(ValueError, match="--overwrite"):
+        check_output_dir(out, False, {"new.txt"})
+    check_output_dir(out, True, {"new.txt"})
+    with pytest.raises(ValueError, match="new.txt"):
+        check_output_dir(out, True, {"other"})
+    with pytest.raises(ValueError, match="contains --input"):
+        check_output_dir(tmp_path, True, set(), keep=[("--input", out / "new.txt")])

@@ -11,20 +11,31 @@ Usage:
 COCO mode prints the AP table (per class), pixellib/mAP50 and the instance metrics at the
 val-chosen threshold; folder mode prints accuracy, sensitivity/specificity for bad, F1, the
 no-head count and the confusion matrix, and writes confusion_matrix.png and misclassified.png.
-Both write metrics.json into --output.
+Both write metrics.json into --output, built beside it and moved into place at the end; an
+existing --output is replaced only with --overwrite (and only if it holds an earlier evaluate.py
+output). Class-folder images that cannot be read are skipped, one warning each, and listed in
+metrics.json.
+
+Exit code: 0 clean; 1 when test images were skipped; 2 when nothing was written (bad arguments,
+model, inputs or output folder, nothing evaluated), with one line saying why.
 """
 
 import argparse
 import logging
 import sys
 
-from sperm_d2.config import ConfigError
-from sperm_d2.evaluation.run import run_evaluation
+from sperm_d2.evaluation.run import check_evaluation, run_evaluation
 from sperm_d2.inference import SpermPredictor, add_model_arguments
+from sperm_d2.inference.arguments import unit_interval
+from sperm_d2.inference.model_source import check_model_source
+
+PROG = "evaluate.py"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="registered split to report on (<prefix>_test)")
     p.add_argument("--val-dataset", default=None, help="split to choose the threshold on")
@@ -33,31 +44,31 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--val-folders", default=None, help="class-folder root to choose the threshold on"
     )
     p.add_argument("--label-map", default="configs/labels/default.yaml", help="label map YAML")
-    p.add_argument("--min-score", type=float, default=0.05, help="model score floor (AP needs low)")
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument(
+        "--min-score", type=unit_interval, default=0.05, help="model score floor in [0, 1]"
+    )
+    p.add_argument("--output", required=True, help="output folder (new, empty, or --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluate.py output")
     return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    predictor = SpermPredictor.load(
-        args.run, args.config_file, args.weights, args.opts, args.min_score, args.grader
-    )
-    _, text = run_evaluation(
-        predictor,
-        args.output,
-        args.dataset,
-        args.val_dataset,
-        args.folders,
-        args.val_folders,
-        args.label_map,
-    )
+    mode = (args.dataset, args.val_dataset, args.folders, args.val_folders, args.label_map)
+    try:  # every check before a model loads or a folder is made
+        src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
+        reads = [("the model", p) for p in src.reads]
+        check_evaluation(src.cfg, args.output, args.overwrite, *mode, reads=reads)
+        predictor = SpermPredictor.from_source(src, args.min_score)
+        result, text = run_evaluation(predictor, args.output, *mode, overwrite=args.overwrite)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # one line, no traceback
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{PROG}: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        return 2
     print(text)
-    return 0
+    return 1 if result.get("skipped") else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(parse_args()))
-    except (OSError, ValueError, KeyError, ConfigError) as e:  # one actionable line, no traceback
-        sys.exit(f"evaluate.py: error: {e}")
+    sys.exit(main())

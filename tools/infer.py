@@ -9,7 +9,13 @@ Usage:
 
 Writes overlays/, videos/<name>_annotated.mp4, instances.csv (one row per head, with
 morphometrics), images.jsonl (one line per image/frame), summary.json, and labelme/ with
---labelme; prints the per-sample table (% good). Exit code 0 only if an input was processed.
+--labelme; prints the per-sample table (% good). The outputs are built beside --output and
+replace it whole at the end; an existing --output is replaced only with --overwrite (and only if
+it holds an earlier infer.py output). Unreadable images/videos are skipped, one warning each,
+and listed in summary.json (a video that ends early is listed under "incomplete").
+
+Exit code: 0 clean; 1 when inputs were skipped or a video ended early; 2 when nothing was written
+(bad arguments, model, inputs or output folder, or nothing processed), with one line saying why.
 """
 
 import argparse
@@ -18,52 +24,74 @@ import logging
 import sys
 from pathlib import Path
 
-from sperm_d2.config import ConfigError
+from sperm_d2.atomic import check_output_dir
 from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
+from sperm_d2.inference.arguments import non_negative, positive_int, unit_interval
+from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.inference.records import format_summary_table
+from sperm_d2.inference.run import INFER_OUTPUTS
+from sperm_d2.inference.sources import check_inputs, input_root
+
+PROG = "infer.py"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     add_model_arguments(p)
     p.add_argument("--input", nargs="+", required=True, help="images, folders, globs, videos")
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--output", required=True, help="output folder (new, empty, or --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier infer.py output")
     p.add_argument(
         "--confidence-threshold",
-        type=float,
+        type=unit_interval,
         default=None,
-        help="minimum score (default: SPERM.CONFIDENCE_THRESHOLD)",
+        help="minimum score in [0, 1] (default: SPERM.CONFIDENCE_THRESHOLD)",
     )
-    p.add_argument("--um-per-px", type=float, default=None, help="µm per pixel for morphometrics")
-    p.add_argument("--frame-stride", type=int, default=1, help="process every n-th video frame")
+    p.add_argument("--um-per-px", type=non_negative, default=None, help="µm per pixel (>= 0)")
+    p.add_argument("--frame-stride", type=positive_int, default=1, help="every n-th video frame")
     p.add_argument("--labelme", action="store_true", help="also write labelme JSON + image copies")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
     return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.frame_stride < 1:
-        sys.exit("--frame-stride must be >= 1")
-    predictor = SpermPredictor.load(
-        args.run, args.config_file, args.weights, args.opts, args.confidence_threshold, args.grader
-    )
-    um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
-    opts = InferOptions(
-        Path(args.output),
-        um_per_px=um,
-        frame_stride=args.frame_stride,
-        labelme=args.labelme,
-        overlays=not args.no_overlays,
-    )
-    summary = run_inference(predictor, args.input, opts)
+    try:  # every check before a model loads or a folder is made
+        src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
+        check_inputs(args.input)
+        reads = [("--input", input_root(i)) for i in args.input] + [
+            ("the model", p) for p in src.reads
+        ]
+        check_output_dir(args.output, args.overwrite, INFER_OUTPUTS, keep=reads)
+        predictor = SpermPredictor.from_source(src, args.confidence_threshold)
+        um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
+        opts = InferOptions(
+            Path(args.output),
+            um_per_px=um,
+            frame_stride=args.frame_stride,
+            labelme=args.labelme,
+            overlays=not args.no_overlays,
+            overwrite=args.overwrite,
+        )
+        summary = run_inference(predictor, args.input, opts)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # one line, no traceback
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if not summary["processed"]:
+        first = summary["skipped"][0] if summary["skipped"] else {"path": "?", "reason": "?"}
+        print(
+            f"{PROG}: error: nothing processed: {len(summary['skipped'])} input(s) skipped "
+            f"(first: {first['path']}: {first['reason']}); {args.output} not written",
+            file=sys.stderr,
+        )
+        return 2
     print(format_summary_table(summary, predictor.class_names))
     print(json.dumps({k: summary[k] for k in ("processed", "images_per_second", "seconds")}))
-    return 0 if summary["processed"] > 0 else 1
+    return 1 if summary["skipped"] or summary["incomplete"] else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(parse_args()))
-    except (OSError, ValueError, KeyError, ConfigError) as e:  # one actionable line, no traceback
-        sys.exit(f"infer.py: error: {e}")
+    sys.exit(main())

@@ -1,13 +1,88 @@
-"""The ``tools/evaluate.py`` job: a COCO split or class folders -> metrics.json + text."""
+"""The ``tools/evaluate.py`` job: a COCO split or class folders -> metrics.json + text.
+
+:func:`check_evaluation` checks the arguments, inputs and output folder before a model loads;
+:func:`run_evaluation` builds the outputs in a hidden folder beside ``output_dir`` that replaces
+it whole at the end, so a failed run leaves ``output_dir`` as it was.
+"""
 
 import math
+import os
 from pathlib import Path
+from typing import Sequence
 
+from detectron2.config import CfgNode
 from tabulate import tabulate
 
-from sperm_d2.atomic import write_json_atomic
+from sperm_d2.atomic import check_output_dir, staged_dir, write_json_atomic
 from sperm_d2.evaluation.coco_split import ap_table, evaluate_coco
-from sperm_d2.evaluation.folders import evaluate_folders
+from sperm_d2.evaluation.folders import evaluate_folders, list_class_folders
+
+#: what ``run_evaluation`` writes at the top of its output folder (all it may replace there)
+EVAL_OUTPUTS = {"metrics.json", "confusion_matrix.png", "misclassified.png", "val", "test"}
+
+
+def _label_map(label_map_path: str | None, class_names):
+    from sperm_d2.data.labels import LabelMap
+
+    if label_map_path:
+        return LabelMap.load(label_map_path)
+    return LabelMap.default(class_names)
+
+
+def _datasets(cfg: CfgNode, dataset: str | None, val_dataset: str | None) -> tuple[str, str]:
+    """The test and val split names (registered from ``cfg``), checked to exist."""
+    from sperm_d2.data import register_sperm_datasets
+
+    names = register_sperm_datasets(cfg)
+    prefix = cfg.SPERM.DATASET_PREFIX
+    dataset = dataset or f"{prefix}_test"
+    for flag, name in (("--dataset", dataset), ("--val-dataset", val_dataset)):
+        if name and name not in names:
+            raise ValueError(
+                f"{flag} {name}: not registered from SPERM.DATA_ROOT "
+                f"({cfg.SPERM.DATA_ROOT or '$SPERM_D2_DATASETS'}) with SPERM.DATASET_PREFIX "
+                f"{prefix!r} (have: {', '.join(names) or 'none'})"
+            )
+    if val_dataset is None and f"{prefix}_val" in names and dataset != f"{prefix}_val":
+        val_dataset = f"{prefix}_val"
+    return dataset, val_dataset or ""
+
+
+def check_evaluation(
+    cfg: CfgNode,
+    output_dir: str | os.PathLike,
+    overwrite: bool,
+    dataset: str | None = None,
+    val_dataset: str | None = None,
+    folders: str | None = None,
+    val_folders: str | None = None,
+    label_map_path: str | None = None,
+    reads: Sequence[tuple[str, str | os.PathLike]] = (),
+) -> None:
+    """Everything ``run_evaluation`` needs, checked before a model loads: one mode (a split or
+    class folders), the label map and class folders (listed) or the registered splits, and an
+    output folder that may be (re)placed and overlaps no input (``reads``: the model's files).
+    Raises ``ValueError``/``KeyError``/``OSError`` in one line naming the argument."""
+    if folders and (dataset or val_dataset):
+        raise ValueError("give --folders (class folders) or --dataset (a COCO split), not both")
+    if val_folders and not folders:
+        raise ValueError(f"--val-folders {val_folders}: needs --folders to report on")
+    keep = list(reads)
+    if folders:
+        label_map = _label_map(label_map_path, cfg.SPERM.CLASSES)
+        for flag, root in (("--folders", folders), ("--val-folders", val_folders)):
+            if root:
+                if not Path(root).is_dir():
+                    raise ValueError(f"{flag} {root}: no such folder")
+                list_class_folders(root, label_map)
+                keep.append((flag, root))
+        if label_map_path:
+            keep.append(("--label-map", label_map_path))
+    else:
+        _datasets(cfg, dataset, val_dataset)
+        if cfg.SPERM.DATA_ROOT:
+            keep.append(("SPERM.DATA_ROOT", cfg.SPERM.DATA_ROOT))
+    check_output_dir(output_dir, overwrite, EVAL_OUTPUTS, keep=keep)
 
 
 def run_evaluation(
@@ -18,34 +93,31 @@ def run_evaluation(
     folders: str | None = None,
     val_folders: str | None = None,
     label_map_path: str | None = None,
+    overwrite: bool = True,
 ) -> tuple[dict, str]:
     """Evaluate on ``folders`` (class folders, needs a label map) or on the ``dataset`` split
     (registered from the predictor's config); return ``(result, printable text)`` and write
-    ``output_dir/metrics.json``."""
-    out = Path(output_dir)
-    if folders:
-        from sperm_d2.data.labels import LabelMap
+    ``output_dir/metrics.json`` (and the figures). ``overwrite``: replace an earlier run's
+    output folder (never a folder holding other files).
 
-        label_map = (
-            LabelMap.load(label_map_path)
-            if label_map_path
-            else LabelMap.default(predictor.class_names)
-        )
-        result = evaluate_folders(predictor, folders, label_map, out, val_root=val_folders)
-        return result, folders_text(result)
-    from sperm_d2.data import register_sperm_datasets
-
-    names = register_sperm_datasets(predictor.cfg)
-    prefix = predictor.cfg.SPERM.DATASET_PREFIX
-    dataset = dataset or f"{prefix}_test"
-    if dataset not in names:
-        raise KeyError(
-            f"dataset {dataset!r} is not registered (have: {', '.join(names) or 'none'})"
-        )
-    if val_dataset is None and f"{prefix}_val" in names and dataset != f"{prefix}_val":
-        val_dataset = f"{prefix}_val"
-    result = evaluate_coco(predictor, dataset, out, val_dataset=val_dataset or None)
-    write_json_atomic(out / "metrics.json", result)
+    Raises:
+        ValueError: nothing could be evaluated (every test image unreadable), a bad argument.
+    """
+    check_output_dir(output_dir, overwrite, EVAL_OUTPUTS)
+    with staged_dir(output_dir) as out:
+        if folders:
+            label_map = _label_map(label_map_path, predictor.class_names)
+            result = evaluate_folders(predictor, folders, label_map, out, val_root=val_folders)
+            if not result["test"]["images"]:
+                first = result["skipped"][0] if result["skipped"] else {"path": folders}
+                raise ValueError(
+                    f"--folders {folders}: nothing evaluated, all {len(result['skipped'])} "
+                    f"images skipped (first: {first['path']}: {first.get('reason', '')})"
+                )
+            return result, folders_text(result)
+        dataset, val_dataset = _datasets(predictor.cfg, dataset, val_dataset)
+        result = evaluate_coco(predictor, dataset, out, val_dataset=val_dataset or None)
+        write_json_atomic(out / "metrics.json", result)
     return result, coco_text(result, predictor.class_names)
 
 

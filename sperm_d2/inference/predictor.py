@@ -9,7 +9,6 @@ thread, and returns the project's plain numpy dataclass instead of ``Instances``
 import argparse
 import logging
 import os
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -19,9 +18,9 @@ from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from sperm_d2.config import setup_cfg
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.grader import HeadGrader
+from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction, from_instances
 
@@ -89,11 +88,8 @@ class SpermPredictor:
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         self.batch_size = max(1, int(size) or auto)
         self.grader = grader
-        if grader is not None and grader.class_names != self.class_names:
-            raise ValueError(
-                f"{grader.source}: grader classes {list(grader.class_names)} differ from the "
-                f"detector's SPERM.CLASSES {list(self.class_names)}"
-            )
+        if grader is not None:
+            grader.check_classes(self.class_names)
 
     @classmethod
     def from_run(
@@ -117,20 +113,22 @@ class SpermPredictor:
         """What the CLIs call: a run folder (``weights`` = checkpoint name in it) or a config file
         (``weights`` = checkpoint path). ``confidence_threshold=None`` uses the config's
         ``SPERM.CONFIDENCE_THRESHOLD``. ``grader``: a head-grader run folder; ``None`` uses the
-        detector config's ``SPERM.GRADER.RUN`` when set, "none" uses no grader."""
-        if (run is None) == (config_file is None):
-            raise ValueError("give either a run folder or a config file")
-        config = str(Path(run) / "config.yaml") if run is not None else config_file
-        cfg = setup_cfg(config, opts)
+        detector config's ``SPERM.GRADER.RUN`` when set, "none" uses no grader. Everything is
+        checked before a model is built (:func:`check_model_source`: one ``ValueError`` line)."""
+        src = check_model_source(run, config_file, weights, opts, grader)
+        return cls.from_source(src, confidence_threshold, **kwargs)
+
+    @classmethod
+    def from_source(
+        cls, src: ModelSource, confidence_threshold: float | None = None, **kwargs
+    ) -> "SpermPredictor":
+        """Build the models of a checked :class:`ModelSource` (see :meth:`load`)."""
         if confidence_threshold is None:
-            confidence_threshold = cfg.SPERM.CONFIDENCE_THRESHOLD
+            confidence_threshold = src.cfg.SPERM.CONFIDENCE_THRESHOLD
         kwargs["score_threshold"] = confidence_threshold
-        grader = cfg.SPERM.GRADER.RUN if grader is None else grader
-        if grader and grader.lower() != "none":
-            kwargs["grader"] = HeadGrader.from_run(grader)
-        if run is not None:
-            return cls.from_run(run, checkpoint=weights or "", opts=opts, **kwargs)
-        return cls(cfg, weights=weights, **kwargs)
+        if src.grader_cfg is not None:
+            kwargs["grader"] = HeadGrader(src.grader_cfg, src.grader_weights, src.grader_source)
+        return cls(src.cfg, weights=src.weights, **kwargs)
 
     def _model_input(self, image: np.ndarray) -> dict:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -2,7 +2,12 @@
 
 Images are decoded ahead in a background thread and their overlays/labelme files drawn and
 written behind in another, so the model never waits for I/O. Unreadable inputs are skipped,
-warned about in one line each and listed in ``summary.json``; they never stop the run.
+warned about in one line each and listed in ``summary.json``; they never stop the run. A video
+that ends before its header's frame count is listed under ``incomplete`` with the frames read.
+
+The outputs are built in a hidden folder beside ``output_dir`` and replace it as a whole at the
+end (:func:`sperm_d2.atomic.staged_dir`): an earlier run's overlays never sit next to a newer
+run's CSV, and a run that fails, or processes nothing, leaves ``output_dir`` as it was.
 """
 
 import csv
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sperm_d2.atomic import atomic_write, write_json_atomic
+from sperm_d2.atomic import atomic_write, check_output_dir, staged_dir, write_json_atomic
 from sperm_d2.inference.background import BackgroundWriter, prefetch
 from sperm_d2.inference.labelme_export import export_labelme
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction, write_image
@@ -25,10 +30,19 @@ from sperm_d2.inference.records import (
     image_record,
     instance_rows,
 )
-from sperm_d2.inference.sources import InputFile, expand_inputs, read_image, video_info
+from sperm_d2.inference.sources import (
+    InputFile,
+    VideoFrames,
+    expand_inputs,
+    read_image,
+    video_info,
+)
 from sperm_d2.inference.video import VideoSink, predict_video
 
 logger = logging.getLogger(__name__)
+
+#: what ``run_inference`` writes at the top of its output folder (all it may replace there)
+INFER_OUTPUTS = {"overlays", "videos", "labelme", "instances.csv", "images.jsonl", "summary.json"}
 
 
 @dataclasses.dataclass
@@ -42,6 +56,13 @@ class InferOptions:
     overlays: bool = True
     overlay_ext: str = ".png"
     video_ext: str = ".mp4"
+    # replace an earlier run's output folder (never one holding other files); the CLI sets it
+    # from --overwrite, callers of the API get the replacement by default
+    overwrite: bool = True
+
+
+class _NothingProcessed(Exception):
+    """Raised inside the staging folder to drop it: a run that processed nothing writes nothing."""
 
 
 class _Outputs:
@@ -64,18 +85,36 @@ class _Outputs:
 def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptions) -> dict:
     """Process images, folders, globs and videos; write every output; return the summary dict.
 
-    ``summary["processed"]`` counts the inputs (images and videos) processed; 0 means nothing was.
+    ``summary["processed"]`` counts the inputs (images and videos) processed; 0 means nothing was,
+    and then nothing is written (``output_dir`` is left as it was). Raises ``ValueError`` for an
+    output folder it may not replace (:func:`sperm_d2.atomic.check_output_dir`).
     """
-    out = Path(opts.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = Path(opts.output_dir)
+    check_output_dir(target, opts.overwrite, INFER_OUTPUTS)
     files, skipped = expand_inputs(inputs)
     # A previous run's outputs inside an input folder are not inputs.
-    files = [f for f in files if not Path(f.path).resolve().is_relative_to(out.resolve())]
+    files = [f for f in files if not Path(f.path).resolve().is_relative_to(target.resolve())]
     for p in skipped:
         logger.warning("skipped %s: %s", p["path"], p["reason"])
+    summary: dict = {}
+    try:
+        with staged_dir(target) as out:
+            summary = _run_all(predictor, files, dataclasses.replace(opts, output_dir=out), skipped)
+            if not summary["processed"]:
+                raise _NothingProcessed
+            write_json_atomic(out / "summary.json", summary)
+    except _NothingProcessed:
+        logger.warning("nothing processed: %s left as it was", target)
+    return summary
+
+
+def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: list) -> dict:
+    """Run every file into ``opts.output_dir``; return the summary (not yet written)."""
+    out = Path(opts.output_dir)
     colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
     images = [f for f in files if f.kind == "image"]
     videos = [f for f in files if f.kind == "video"]
+    incomplete: list[dict] = []
     start = time.perf_counter()
     frames_done = 0
     with (
@@ -86,11 +125,11 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
         done_images = _run_images(predictor, images, opts, outputs, colors, skipped)
         done_videos = 0
         for f in videos:
-            n = _run_video(predictor, f, opts, outputs, colors, skipped)
+            n = _run_video(predictor, f, opts, outputs, colors, skipped, incomplete)
             done_videos += n > 0
             frames_done += n
     elapsed = time.perf_counter() - start
-    summary = {
+    return {
         "weights": predictor.weights,
         "grader": predictor.grader.source if predictor.grader else None,
         "classes": list(predictor.class_names),
@@ -104,10 +143,9 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
         "seconds": round(elapsed, 2),
         "images_per_second": round((done_images + frames_done) / elapsed, 3) if elapsed else None,
         "skipped": skipped,
+        "incomplete": incomplete,
         "totals": outputs.totals.as_dict(),
     }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
 
 
 def _run_images(predictor, images: list[InputFile], opts, outputs, colors, skipped) -> int:
@@ -146,8 +184,10 @@ def _write_overlay(target: str, image, pred, colors) -> None:
     write_image(target, draw_prediction(image, pred, colors))
 
 
-def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped) -> int:
-    """Stream one video; returns the number of frames processed (0 = skipped)."""
+def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped, incomplete) -> int:
+    """Stream one video; returns the number of frames processed (0 = skipped). A video that
+    ends before the frame count its header gives (truncated) is warned about and listed in
+    ``incomplete`` with the frames read."""
     out = Path(opts.output_dir)
     try:
         info = video_info(f.path)
@@ -159,12 +199,13 @@ def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped) -> int:
     target = out / "videos" / f"{stem}_annotated{opts.video_ext}"
     total = -(-info["frames"] // opts.frame_stride) if info["frames"] > 0 else None
     n = 0
+    frames = VideoFrames(f.path, opts.frame_stride)
     with VideoSink(target, info["fps"] / opts.frame_stride) as sink:
         with (
             BackgroundWriter() as writer,
             tqdm(total=total, desc=Path(f.path).name, unit="frame") as bar,
         ):
-            for image, pred in predict_video(predictor, f.path, opts.frame_stride):
+            for image, pred in predict_video(predictor, frames):
                 outputs.add(pred, f.group, opts.um_per_px, video=f.relpath)
                 caption = f"frame {pred.frame}  heads {len(pred)}"
                 writer.submit(
@@ -178,4 +219,18 @@ def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped) -> int:
                     writer.submit(export_labelme, pred, frame_png, image=image)
                 n += 1
                 bar.update(1)
+    if 0 < frames.frames_read < info["frames"]:
+        reason = (
+            f"video ends early: {frames.frames_read} of the {info['frames']} frames its header "
+            "gives were read (truncated or corrupt file?)"
+        )
+        logger.warning("%s: %s", f.path, reason)
+        incomplete.append(
+            {
+                "path": f.path,
+                "reason": reason,
+                "frames_read": frames.frames_read,
+                "frames_expected": info["frames"],
+            }
+        )
     return n

@@ -7,15 +7,22 @@ releases its capture in ``finally``.
 
 import dataclasses
 import glob
+import io
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
+#: Largest image decoded (the limit of ``sperm_d2.data.convert``, PIL's decompression-bomb
+#: threshold): a header claiming more is refused before any pixel buffer is allocated.
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +53,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and kind_of(q))
+            # hidden entries (a killed run's staging folder, tool manifests) are not inputs
+            found = sorted(
+                q
+                for q in p.rglob("*")
+                if q.is_file() and kind_of(q) and not _hidden(q.relative_to(p))
+            )
             base = p.resolve().name or "root"  # "." and "dir/" name their sample too
             for q in found:
                 rel = q.relative_to(p)
@@ -78,18 +90,77 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     return list(files.values()), problems
 
 
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def check_inputs(inputs: list[str]) -> list[InputFile]:
+    """:func:`expand_inputs` for a command line: an input that names nothing usable (a typo, a
+    glob matching nothing, an empty folder, a file of unknown type) fails the run before any
+    work, in one line naming it (and counting the others), instead of becoming a skip."""
+    files, problems = expand_inputs(inputs)
+    if problems:
+        first, more = problems[0], len(problems) - 1
+        others = f" (and {more} more input{'s' * (more > 1)} like it)" if more else ""
+        raise ValueError(f"--input {first['path']}: {first['reason']}{others}")
+    return files
+
+
+def input_root(spec: str) -> Path:
+    """The file or folder an ``--input`` names; for a glob, the folder its pattern starts in."""
+    p = Path(spec)
+    if p.exists() or not glob.has_magic(spec):
+        return p
+    parts = []
+    for part in p.parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
-    """Decode an image as HxWx3 BGR uint8; return ``(image, None)`` or ``(None, reason)``."""
+    """Decode an image as HxWx3 BGR uint8; return ``(image, None)`` or ``(None, reason)``.
+
+    Never raises for a bad file: an unreadable, empty, oversized (header over
+    :data:`MAX_IMAGE_PIXELS`), truncated or corrupt image is a reason, decoded in full (OpenCV
+    refuses truncated data instead of padding it)."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_IMAGE_BYTES:
+            return None, f"file of {size} bytes, over the limit of {MAX_IMAGE_BYTES}"
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         return None, f"cannot read: {e.strerror or e}"
     if data.size == 0:
         return None, "empty file"
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    too_big = _header_too_big(data)
+    if too_big:
+        return None, too_big
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own size limit, malformed headers
+        return None, f"cannot decode image ({' '.join(str(e).split())[-120:]})"
     if image is None:
-        return None, "cannot decode image (corrupt or unsupported format)"
+        return None, "cannot decode image (truncated, corrupt or unsupported format)"
     return image, None
+
+
+def _header_too_big(data: np.ndarray) -> str | None:
+    """The reason to refuse an image whose header claims over :data:`MAX_IMAGE_PIXELS` (read by
+    PIL from the header alone), or ``None``. Formats PIL cannot identify are left to OpenCV."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            with Image.open(io.BytesIO(data.tobytes())) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # PIL's message gives the claimed size
+        return f"image header over the limit of {MAX_IMAGE_PIXELS} pixels ({str(e).strip()})"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    if w * h > MAX_IMAGE_PIXELS:
+        return f"image header claims {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+    return None
 
 
 def video_info(path: str | os.PathLike) -> dict:
@@ -97,7 +168,7 @@ def video_info(path: str | os.PathLike) -> dict:
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise ValueError("cannot open video")
+            raise ValueError("cannot open video (truncated, corrupt or unsupported format)")
         info = {
             "fps": float(cap.get(cv2.CAP_PROP_FPS)) or 25.0,
             "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
@@ -112,23 +183,38 @@ def video_info(path: str | os.PathLike) -> dict:
         cap.release()
 
 
+class VideoFrames:
+    """Iterate ``(frame_index, BGR frame)`` over every ``stride``-th frame of a video, one frame
+    in memory; ``frames_read`` counts the frames read or skipped so far, so a caller can tell a
+    video that ended before its header's frame count (truncated) from a complete one."""
+
+    def __init__(self, path: str | os.PathLike, stride: int = 1) -> None:
+        if stride < 1:
+            raise ValueError(f"frame stride must be >= 1, got {stride}")
+        self.path, self.stride, self.frames_read = str(path), stride, 0
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        cap = cv2.VideoCapture(self.path)
+        try:
+            if not cap.isOpened():
+                raise ValueError(f"{self.path}: cannot open video")
+            index = 0
+            while True:
+                if index % self.stride == 0:
+                    ok, frame = cap.read()
+                    if not ok:
+                        return
+                    self.frames_read = index + 1
+                    yield index, frame
+                elif not cap.grab():  # skip without decoding into a numpy array
+                    return
+                else:
+                    self.frames_read = index + 1
+                index += 1
+        finally:
+            cap.release()
+
+
 def read_video_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_index, BGR frame)`` for every ``stride``-th frame, one frame in memory."""
-    if stride < 1:
-        raise ValueError(f"frame stride must be >= 1, got {stride}")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ValueError(f"{path}: cannot open video")
-        index = 0
-        while True:
-            if index % stride == 0:
-                ok, frame = cap.read()
-                if not ok:
-                    return
-                yield index, frame
-            elif not cap.grab():  # skip without decoding into a numpy array
-                return
-            index += 1
-    finally:
-        cap.release()
+    return iter(VideoFrames(path, stride))

@@ -1,0 +1,128 @@
+"""Check the model source of ``infer.py``/``evaluate.py`` before any model is built.
+
+``--run`` (or ``--config-file`` + ``--weights``) and the head grader (``--grader`` or the run's
+``SPERM.GRADER.RUN``) are resolved into configs and checkpoint paths, and every problem — a
+missing folder, no ``config.yaml``, a missing, empty or garbage checkpoint, a grader folder that
+is no grader run, classes that disagree — is one ``ValueError`` line naming the argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+from detectron2.config import CfgNode
+
+from sperm_d2.config import setup_cfg
+from sperm_d2.engine.checkpoint import CheckpointError, check_weights_file
+from sperm_d2.grading import is_grader
+from sperm_d2.inference.runs import RUN_CHECKPOINTS
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """A checked model source: configs and checkpoint paths, nothing built yet."""
+
+    cfg: CfgNode
+    weights: str  # checkpoint path; "" keeps random weights
+    grader_cfg: CfgNode | None = None
+    grader_weights: str = ""
+    grader_source: str = ""  # the grader run folder, as given
+    reads: list[Path] = dataclasses.field(default_factory=list)  # outputs may not overlap these
+
+
+def _run_folder(run: str, flag: str) -> Path:
+    p = Path(run)
+    if not p.exists():
+        raise ValueError(f"{flag} {run}: no such folder")
+    if not p.is_dir():
+        raise ValueError(f"{flag} {run}: is a file, not a training run folder")
+    if not (p / "config.yaml").is_file():
+        raise ValueError(f"{flag} {run}: not a training run folder (no config.yaml)")
+    return p
+
+
+def _run_weights(run: Path, checkpoint: str | None, flag: str) -> str:
+    names = [checkpoint] if checkpoint else list(RUN_CHECKPOINTS)
+    for name in names:
+        if (run / name).is_file():
+            return str(run / name)
+    if checkpoint:
+        raise ValueError(f"--weights {checkpoint}: no such checkpoint in the run folder {run}")
+    raise ValueError(f"{flag} {run}: no checkpoint ({', '.join(names)}) in the run folder")
+
+
+def _check_weights(path: str, flag: str) -> None:
+    try:
+        check_weights_file(path)
+    except CheckpointError as e:
+        raise ValueError(str(e).replace("MODEL.WEIGHTS", flag)) from None
+
+
+def check_model_source(
+    run: str | os.PathLike | None = None,
+    config_file: str | None = None,
+    weights: str | None = None,
+    opts: Sequence[str] = (),
+    grader: str | None = None,
+) -> ModelSource:
+    """Resolve and check a detector (run folder, or config file + weights) and its grader.
+
+    ``grader=None`` uses the detector config's ``SPERM.GRADER.RUN`` (when set); "none" uses no
+    grader. Raises ``ValueError`` (``ConfigError`` for a bad config) in one line naming the
+    argument (``--run``, ``--weights``, ``--grader``...) and the path.
+    """
+    if (run is None) == (config_file is None):
+        raise ValueError("give either --run or --config-file")
+    if run is not None:
+        run_dir = _run_folder(str(run), "--run")
+        cfg = setup_cfg(str(run_dir / "config.yaml"), opts)
+        weights = _run_weights(run_dir, weights, "--run")
+        flag, reads = "--weights" if weights else "--run", [run_dir]
+    else:
+        cfg = setup_cfg(config_file, opts)
+        flag = "--weights" if weights is not None else "MODEL.WEIGHTS"
+        weights = cfg.MODEL.WEIGHTS if weights is None else weights
+        reads = [Path(config_file)] + ([Path(weights)] if weights and "://" not in weights else [])
+    if weights:
+        _check_weights(weights, flag)
+    where = str(run) if run is not None else config_file
+    if is_grader(cfg):
+        raise ValueError(f"{where}: a head-grader model, not a detector; pass it as --grader")
+    classes = list(cfg.SPERM.CLASSES)
+    num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and num != len(classes):
+        raise ValueError(
+            f"{where}: MODEL.ROI_HEADS.NUM_CLASSES = {num} but SPERM.CLASSES has {len(classes)} "
+            f"({classes}); make them agree"
+        )
+    src = ModelSource(cfg, str(weights or ""), reads=reads)
+    grader_flag = "--grader" if grader is not None else "SPERM.GRADER.RUN"
+    grader = cfg.SPERM.GRADER.RUN if grader is None else grader
+    if grader and grader.strip().lower() != "none":
+        _check_grader(src, grader, grader_flag)
+    return src
+
+
+def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
+    run_dir = _run_folder(grader, flag)
+    gcfg = setup_cfg(str(run_dir / "config.yaml"))
+    if not is_grader(gcfg):
+        raise ValueError(
+            f"{flag} {grader}: not a head-grader run (MODEL.META_ARCHITECTURE is "
+            f"{gcfg.MODEL.META_ARCHITECTURE}, not SpermHeadGrader)"
+        )
+    weights = _run_weights(run_dir, None, flag)
+    _check_weights(weights, flag)
+    classes, detector = list(gcfg.SPERM.CLASSES), list(src.cfg.SPERM.CLASSES)
+    if classes != detector:
+        raise ValueError(
+            f"{flag} {grader}: grader classes {classes} differ from the detector's "
+            f"SPERM.CLASSES {detector}"
+        )
+    if "bad" not in classes:
+        raise ValueError(f"{flag} {grader}: the grader's classes {classes} lack 'bad'")
+    src.grader_cfg, src.grader_weights, src.grader_source = gcfg, weights, grader
+    src.reads.append(run_dir)
