@@ -20,6 +20,18 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return mask_util.encode(np.asfortranarray(np.asarray(masks, dtype=np.uint8).transpose(1, 2, 0)))
 
 
+def segmentation_to_rle(segmentation, height: int, width: int) -> dict:
+    """A COCO/detectron2 annotation's ``segmentation`` (polygons, uncompressed or compressed RLE)
+    as one compressed COCO RLE of an ``height`` x ``width`` image."""
+    if isinstance(segmentation, list):  # polygons (the parts of one head are merged)
+        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict):
+        if isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            return mask_util.frPyObjects(segmentation, height, width)
+        return segmentation
+    raise TypeError(f"unsupported segmentation type {type(segmentation).__name__}")
+
+
 def rle_iou(pred_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
     """IoU matrix ``[P, G]`` between two lists of COCO RLEs of the same image size."""
     if not pred_rles or not gt_rles:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
-from pycocotools import mask as mask_util
 from tabulate import tabulate
 from tqdm import tqdm
 
@@ -33,16 +32,9 @@ from sperm_d2.evaluation.pixellib_ap import (
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.sources import read_image
 from sperm_d2.inference.types import ImagePrediction, from_instances
+from sperm_d2.masks import segmentation_to_rle
 
 logger = logging.getLogger(__name__)
-
-
-def _gt_rle(segm, height: int, width: int) -> dict:
-    if isinstance(segm, list):  # polygons
-        return mask_util.merge(mask_util.frPyObjects(segm, height, width))
-    if isinstance(segm.get("counts"), list):  # uncompressed RLE
-        return mask_util.frPyObjects(segm, height, width)
-    return segm
 
 
 def to_instances(pred: ImagePrediction) -> Instances:
@@ -78,7 +70,7 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
         evaluator.process([record], [{"instances": instances}])
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         h, w = record["height"], record["width"]
-        gt_rles = [_gt_rle(a["segmentation"], h, w) for a in anns]
+        gt_rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
         gt_classes = np.array([a["category_id"] for a in anns], np.int64)
         pred_rles = encode_masks(pred.masks) if len(pred) else []
         ious = rle_iou(pred_rles, gt_rles)

@@ -11,7 +11,6 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
-from pycocotools import mask as mask_util
 
 from sperm_d2.evaluation.pixellib_ap import (
     IOU_THRESHOLD,
@@ -21,6 +20,7 @@ from sperm_d2.evaluation.pixellib_ap import (
     mean_image_ap,
     rle_iou,
 )
+from sperm_d2.masks import segmentation_to_rle
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class PixellibEvaluator(DatasetEvaluator):
             for record in DatasetCatalog.get(self._dataset_name):
                 anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
                 h, w = record["height"], record["width"]
-                rles = [_segmentation_to_rle(a["segmentation"], h, w) for a in anns]
+                rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
                 classes = np.array([a["category_id"] for a in anns], np.int64)
                 self._gt[record["image_id"]] = (rles, classes)
         return self._gt
@@ -108,14 +108,3 @@ class PixellibEvaluator(DatasetEvaluator):
             metrics["empty_images_with_fp"],
         )
         return OrderedDict(pixellib=metrics)
-
-
-def _segmentation_to_rle(segm, height: int, width: int) -> dict:
-    """A detectron2 dataset annotation's segmentation (polygons or RLE) as one COCO RLE."""
-    if isinstance(segm, list):
-        return mask_util.merge(mask_util.frPyObjects(segm, height, width))
-    if isinstance(segm, dict):
-        if isinstance(segm.get("counts"), list):
-            return mask_util.frPyObjects(segm, height, width)
-        return segm
-    raise TypeError(f"unsupported segmentation type {type(segm).__name__}")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import atomic_write
 from sperm_d2.grading.crop import canonical_crop, model_input
+from sperm_d2.masks import segmentation_to_rle
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +62,7 @@ def crop_settings(cfg: CfgNode) -> dict:
 
 def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
     """A detectron2 annotation's segmentation (polygons or RLE) as an (H, W) bool mask."""
-    if isinstance(segmentation, list):
-        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_util.frPyObjects(segmentation, height, width)
-    elif isinstance(segmentation, dict):
-        rle = segmentation
-    else:
-        raise TypeError(f"unsupported segmentation type {type(segmentation).__name__}")
-    return mask_util.decode(rle).astype(bool)
+    return mask_util.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
 
 
 def cut_samples(records: list[dict], settings: dict, desc: str = "crops") -> HeadSamples:
