@@ -150,6 +150,12 @@ INFER_REFUSED = [
         [*CFG, "--input", "{ws}/sample", "--output", "{ws}", "--overwrite"],
         "contains --input",
     ),
+    (
+        "output_holds_glob_matches",
+        None,
+        [*CFG, "--input", "{ws}/sample/*.png", "--output", "{ws}/sample", "--overwrite"],
+        "contains --input",
+    ),
     ("input_typo", None, [*CFG, "--input", "{ws}/sampel", "--output", "{ws}/out"], "sampel"),
     ("glob_no_match", None, [*CFG, "--input", "{ws}/*.tiff", "--output", "{ws}/out"], "*.tiff"),
     (
@@ -398,3 +404,12 @@ def test_evaluate_skips_a_bad_crop_and_lists_it(models, ws, caplog) -> None:
     assert len(_skips(caplog, "bomb.png")) == 1
     assert snapshot(ws / "crops") == before
     _no_staging_left(ws)
+
+
+def test_output_beside_the_files_of_a_glob_is_fine(models, ws) -> None:
+    argv = _argv(
+        [*CFG, "--input", "{ws}/sample/*.png", "--output", "{ws}/sample/out", *FAST], ws, models
+    )
+    res = run_main(INFER.main, argv)
+    assert res.exception is None and res.code == 0, res.stderr
+    assert json.loads((ws / "sample" / "out" / "summary.json").read_text())["images_processed"] == 2

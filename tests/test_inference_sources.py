@@ -131,14 +131,15 @@ def test_read_image_refuses_oversized_headers_and_truncated_files(tmp_path):
     assert read_image(good)[1] is None
 
 
-def test_check_inputs_refuses_what_names_nothing_and_input_root(tree):
-    from sperm_d2.inference.sources import check_inputs, input_root
+def test_check_inputs_refuses_what_names_nothing_and_input_anchors(tree):
+    from sperm_d2.inference.sources import check_inputs, input_anchors
 
     assert len(check_inputs([str(tree / "a"), str(tree / "*.mp4")])) == 3
     with pytest.raises(ValueError, match=r"--input .*nope.*\(and 1 more input like it\)"):
         check_inputs([str(tree / "nope"), str(tree / "b" / "notes.txt"), str(tree / "a")])
-    assert input_root(str(tree / "a" / "**" / "*.png")) == tree / "a"
-    assert input_root(str(tree / "a")) == tree / "a"
+    assert input_anchors(str(tree / "a" / "**" / "*.png")) == [tree / "a"]
+    assert input_anchors(str(tree / "a")) == [tree / "a"]
+    assert input_anchors(str(tree / "b" / "*.png")) == [tree / "b" / "z.png"]
 
 
 def test_folder_expansion_ignores_hidden_entries(tree):

@@ -30,7 +30,7 @@ from sperm_d2.inference.arguments import non_negative, positive_int, unit_interv
 from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.inference.records import format_summary_table
 from sperm_d2.inference.run import INFER_OUTPUTS
-from sperm_d2.inference.sources import check_inputs, input_root
+from sperm_d2.inference.sources import check_inputs, input_anchors
 
 PROG = "infer.py"
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # every check before a model loads or a folder is made
         src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
         check_inputs(args.input)
-        reads = [("--input", input_root(i)) for i in args.input] + [
+        reads = [("--input", p) for i in args.input for p in input_anchors(i)] + [
             ("the model", p) for p in src.reads
         ]
         check_output_dir(args.output, args.overwrite, INFER_OUTPUTS, keep=reads)

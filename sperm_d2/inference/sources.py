@@ -106,17 +106,21 @@ def check_inputs(inputs: list[str]) -> list[InputFile]:
     return files
 
 
-def input_root(spec: str) -> Path:
-    """The file or folder an ``--input`` names; for a glob, the folder its pattern starts in."""
+def input_anchors(spec: str) -> list[Path]:
+    """What an ``--input`` reads, for output-overlap checks: the file or folder it names; for a
+    recursive glob (``**``) the folder its pattern starts in; for any other glob the files it
+    matches (an output folder beside them is fine, one holding them is not)."""
     p = Path(spec)
     if p.exists() or not glob.has_magic(spec):
-        return p
+        return [p]
+    if "**" not in spec:
+        return [Path(m) for m in sorted(glob.glob(spec))]
     parts = []
     for part in p.parts:
         if glob.has_magic(part):
             break
         parts.append(part)
-    return Path(*parts) if parts else Path(".")
+    return [Path(*parts) if parts else Path(".")]
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
