@@ -92,6 +92,10 @@ def _write(rel: str, data: bytes):
     return fn
 
 
+def _torch_file(rel: str, obj):
+    return lambda ws: torch.save(obj, ws / rel)
+
+
 def _mkdir(rel: str):
     return lambda ws: (ws / rel).mkdir(parents=True)
 
@@ -190,6 +194,18 @@ INFER_REFUSED = [
     ),
     ("weights_empty", _write("w.pth", b""), [*CFG, "--weights", "{ws}/w.pth", *GOOD_IN], "w.pth"),
     ("weights_folder", _mkdir("w.pth"), [*CFG, "--weights", "{ws}/w.pth", *GOOD_IN], "w.pth"),
+    (
+        "weights_of_the_grader",
+        None,
+        [*CFG, "--weights", "{models}/grader/model_final.pth", *GOOD_IN],
+        "another model",
+    ),
+    (
+        "weights_of_no_model",
+        _torch_file("other.pth", {"model": {"fc.weight": torch.zeros(2)}}),
+        [*CFG, "--weights", "{ws}/other.pth", *GOOD_IN],
+        "other.pth",
+    ),
     ("grader_missing", None, [*CFG, "--grader", "{ws}/nog", *GOOD_IN], "--grader"),
     ("grader_no_config", _mkdir("g"), [*CFG, "--grader", "{ws}/g", *GOOD_IN], "config.yaml"),
     ("grader_is_detector", None, [*CFG, "--grader", "{models}/detector", *GOOD_IN], "head-grader"),

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from detectron2.config import CfgNode
 
 from sperm_d2.config import setup_cfg
@@ -54,11 +56,28 @@ def _run_weights(run: Path, checkpoint: str | None, flag: str) -> str:
     raise ValueError(f"{flag} {run}: no checkpoint ({', '.join(names)}) in the run folder")
 
 
-def _check_weights(path: str, flag: str) -> None:
+#: top-level parameter names a checkpoint of each model holds (a detector's weights given to the
+#: grader, or the reverse, would otherwise load nothing and leave random weights, silently)
+DETECTOR_KEYS = ("backbone.",)
+GRADER_KEYS = ("stem.", "classifier.")
+
+
+def _check_weights(path: str, flag: str, prefixes: tuple[str, ...]) -> None:
     try:
         check_weights_file(path)
     except CheckpointError as e:
         raise ValueError(str(e).replace("MODEL.WEIGHTS", flag)) from None
+    if "://" in path or Path(path).suffix == ".pkl":
+        return  # detectron2 converts model-zoo pickles' names itself
+    mmap = zipfile.is_zipfile(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    state = obj.get("model", obj)
+    keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
+    if not any(k.startswith(prefixes) for k in keys):
+        raise ValueError(
+            f"{flag} {path}: holds no weights of this model (no {'/'.join(prefixes)}* "
+            f"parameters among its {len(keys)}); is it another model's checkpoint?"
+        )
 
 
 def check_model_source(
@@ -86,11 +105,11 @@ def check_model_source(
         flag = "--weights" if weights is not None else "MODEL.WEIGHTS"
         weights = cfg.MODEL.WEIGHTS if weights is None else weights
         reads = [Path(config_file)] + ([Path(weights)] if weights and "://" not in weights else [])
-    if weights:
-        _check_weights(weights, flag)
     where = str(run) if run is not None else config_file
     if is_grader(cfg):
         raise ValueError(f"{where}: a head-grader model, not a detector; pass it as --grader")
+    if weights:
+        _check_weights(weights, flag, DETECTOR_KEYS)
     classes = list(cfg.SPERM.CLASSES)
     num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and num != len(classes):
@@ -115,7 +134,7 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
             f"{gcfg.MODEL.META_ARCHITECTURE}, not SpermHeadGrader)"
         )
     weights = _run_weights(run_dir, None, flag)
-    _check_weights(weights, flag)
+    _check_weights(weights, flag, GRADER_KEYS)
     classes, detector = list(gcfg.SPERM.CLASSES), list(src.cfg.SPERM.CLASSES)
     if classes != detector:
         raise ValueError(
