@@ -292,6 +292,12 @@ EVAL_REFUSED = [
         "nope_test",
     ),
     (
+        "eval_dataset_json_broken",
+        _write("data/annotations/test.json", b'{"images": ['),
+        [*CFG, "--output", "{ws}/ev", "--opts", "SPERM.DATA_ROOT", "{ws}/data"],
+        "test.json",
+    ),
+    (
         "eval_output_inside_folders",
         None,
         [*CFG, "--folders", "{ws}/crops", "--label-map", LABELS, "--output", "{ws}/crops/ev"],
