@@ -92,3 +92,11 @@ def test_model_input_modes() -> None:
     assert model_input(crop, "none").shape == (32, 32, 3)
     with pytest.raises(ValueError, match="MASK_MODE"):
         model_input(crop, "alpha")
+
+
+def test_fixed_scale_keeps_the_head_size() -> None:
+    image = np.zeros((128, 128, 3), np.uint8)
+    small = canonical_crop(image, ellipse_mask(axes=(12, 5)), 64, fixed_scale=1.0)
+    big = canonical_crop(image, ellipse_mask(axes=(24, 10)), 64, fixed_scale=1.0)
+    assert small.scale == big.scale == 1.0
+    assert abs(extent(big.mask)[0] - 2 * extent(small.mask)[0]) <= 2

@@ -80,7 +80,8 @@ def evaluate_step(
     w = ["--weights", weights] if weights else []
     w += ["--grader", run.rel(grader)] if grader else []
     coco_out, folder_out = out_dir / "coco", out_dir / "folders"
-    evaluate = [sys.executable, "tools/evaluate.py", "--run", run.rel(run_dir), *w]
+    # --overwrite: evaluations rerun on every run of the benchmark, into the same folders
+    evaluate = [sys.executable, "tools/evaluate.py", "--run", run.rel(run_dir), *w, "--overwrite"]
     run(
         [*evaluate, "--dataset", test, "--val-dataset", val, "--output", run.rel(coco_out)],
         f"{name}_eval_coco",

@@ -84,6 +84,9 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.GRADER.HEAD_FRACTION = 0.6
     # (float) at most this upscaling when cutting a crop (a tiny head stays small, not blurred up).
     _C.SPERM.GRADER.MAX_SCALE = 8.0
+    # (float) > 0: cut every head at this one scale (crop px per image px) instead of scaling it
+    # to HEAD_FRACTION, so the model sees head size (it then depends on the magnification).
+    _C.SPERM.GRADER.FIXED_SCALE = 0.0
     # (str) how the model sees the head's mask: "channel" (a 4th input channel), "suppress"
     # (background pixels replaced by grey) or "none" (colour only).
     _C.SPERM.GRADER.MASK_MODE = "channel"

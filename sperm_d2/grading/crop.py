@@ -2,7 +2,8 @@
 
 From an image and one head's mask, :func:`canonical_crop` cuts a ``size`` x ``size`` crop
 centred on the head, rotated so that its long axis is horizontal, and scaled so that the long
-axis spans ``head_fraction`` of the side. The direction along each axis is fixed by the sign of
+axis spans ``head_fraction`` of the side (or, with ``fixed_scale``, at one scale for every head,
+so that its size shows). The direction along each axis is fixed by the sign of
 the mask's third moment (its skew), so a head and its mirror image give the same crop up to the
 flips that training augments with. Pure numpy + OpenCV.
 
@@ -43,9 +44,14 @@ class CanonicalCrop:
 
 
 def head_frame(
-    mask: np.ndarray, size: int, head_fraction: float = 0.6, max_scale: float = 8.0
+    mask: np.ndarray,
+    size: int,
+    head_fraction: float = 0.6,
+    max_scale: float = 8.0,
+    fixed_scale: float = 0.0,
 ) -> tuple[np.ndarray, float, float, bool]:
-    """``(matrix, angle in degrees, scale, degenerate)`` of the canonical frame of ``mask``."""
+    """``(matrix, angle in degrees, scale, degenerate)`` of the canonical frame of ``mask``;
+    ``fixed_scale`` > 0 keeps that scale for every head (its size is then seen, not normalised)."""
     h, w = mask.shape[:2]
     ys, xs = np.nonzero(mask)
     if len(xs) < MIN_PIXELS:
@@ -67,7 +73,7 @@ def head_frame(
     mu, mv = (u_lo + u_hi) / 2, (v_lo + v_hi) / 2
     ccx, ccy = cx + mu * c - mv * s, cy + mu * s + mv * c
     extent = max(u_hi - u_lo, v_hi - v_lo, 1.0)
-    scale = min(size * head_fraction / extent, max_scale)
+    scale = fixed_scale if fixed_scale > 0 else min(size * head_fraction / extent, max_scale)
     matrix = _rotation_matrix(ccx, ccy, c * su, s * su, -s * sv, c * sv, scale, size)
     return matrix, math.degrees(math.atan2(s * su, c * su)), scale, False
 
@@ -92,11 +98,12 @@ def canonical_crop(
     size: int = 64,
     head_fraction: float = 0.6,
     max_scale: float = 8.0,
+    fixed_scale: float = 0.0,
 ) -> CanonicalCrop:
     """Cut the canonical crop of the head ``mask`` (H, W bool/uint8) from ``image`` (H, W, 3)."""
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(f"image is {image.shape[:2]}, mask is {mask.shape[:2]}")
-    matrix, angle, scale, degenerate = head_frame(mask, size, head_fraction, max_scale)
+    matrix, angle, scale, degenerate = head_frame(mask, size, head_fraction, max_scale, fixed_scale)
     crop = cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )

@@ -23,7 +23,7 @@ from pycocotools import mask as mask_util
 from tqdm import tqdm
 
 from sperm_d2.atomic import atomic_write
-from sperm_d2.grading.crop import canonical_crop, model_input
+from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.masks import segmentation_to_rle
 
 logger = logging.getLogger(__name__)
@@ -52,9 +52,12 @@ def crop_settings(cfg: CfgNode) -> dict:
     """The config values a crop depends on (part of the cache key)."""
     g = cfg.SPERM.GRADER
     return {
-        "size": int(g.CROP_SIZE),
-        "head_fraction": float(g.HEAD_FRACTION),
-        "max_scale": float(g.MAX_SCALE),
+        "crop": {  # canonical_crop's arguments
+            "size": int(g.CROP_SIZE),
+            "head_fraction": float(g.HEAD_FRACTION),
+            "max_scale": float(g.MAX_SCALE),
+            "fixed_scale": float(g.FIXED_SCALE),
+        },
         "mask_mode": str(g.MASK_MODE),
         "format": str(cfg.INPUT.FORMAT),
     }
@@ -76,13 +79,11 @@ def cut_samples(records: list[dict], settings: dict, desc: str = "crops") -> Hea
         h, w = image.shape[:2]
         for a in anns:
             mask = annotation_mask(a["segmentation"], h, w)
-            crop = canonical_crop(
-                image, mask, settings["size"], settings["head_fraction"], settings["max_scale"]
-            )
+            crop = canonical_crop(image, mask, **settings["crop"])
             images.append(model_input(crop, settings["mask_mode"]))
             labels.append(int(a["category_id"]))
             sources.append(record["file_name"])
-    size, channels = settings["size"], 4 if settings["mask_mode"] == "channel" else 3
+    size, channels = settings["crop"]["size"], input_channels(settings["mask_mode"])
     return HeadSamples(
         images=(np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8)),
         labels=np.asarray(labels, np.int64),
@@ -119,7 +120,11 @@ def load_samples(cfg: CfgNode, dataset_name: str, cache_dir: str | os.PathLike |
             logger.warning("%s: unreadable crop cache (%s); cutting the crops again", path, e)
     samples = cut_samples(DatasetCatalog.get(dataset_name), settings, desc=dataset_name)
     logger.info(
-        "%s: %d head crops of %d px (%s)", dataset_name, len(samples), settings["size"], path
+        "%s: %d head crops of %d px (%s)",
+        dataset_name,
+        len(samples),
+        settings["crop"]["size"],
+        path,
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as f:

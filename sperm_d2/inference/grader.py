@@ -21,7 +21,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
 from sperm_d2.grading import is_grader
-from sperm_d2.grading.crop import canonical_crop, model_input
+from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction
@@ -68,16 +68,10 @@ class HeadGrader:
         s = self.settings
         if s["format"] == "RGB":
             image = image[:, :, ::-1]
-        inputs = [
-            model_input(
-                canonical_crop(image, m, s["size"], s["head_fraction"], s["max_scale"]),
-                s["mask_mode"],
-            )
-            for m in masks
-        ]
+        inputs = [model_input(canonical_crop(image, m, **s["crop"]), s["mask_mode"]) for m in masks]
         if not inputs:
-            channels = 4 if s["mask_mode"] == "channel" else 3
-            return np.zeros((0, channels, s["size"], s["size"]), np.uint8)
+            size = s["crop"]["size"]
+            return np.zeros((0, input_channels(s["mask_mode"]), size, size), np.uint8)
         return np.stack(inputs).transpose(0, 3, 1, 2)
 
     def probabilities(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
