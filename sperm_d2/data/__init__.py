@@ -6,34 +6,22 @@ Conversion modules (``labels``, ``labelme_io``, ``convert``, ``prepare``, ``auto
 ``import sperm_d2.data.convert`` stays light.
 """
 
-import importlib
+from sperm_d2.lazy import lazy_exports
 
 _LAZY = {
-    "register_sperm_datasets": "sperm_d2.data.register",
-    "register_split": "sperm_d2.data.register",
-    "resolve_data_root": "sperm_d2.data.register",
-    "build_train_augmentation": "sperm_d2.data.augment",
-    "LabelMap": "sperm_d2.data.labels",
-    "UnknownLabelError": "sperm_d2.data.labels",
-    "read_labelme_json": "sperm_d2.data.labelme_io",
-    "write_labelme_json": "sperm_d2.data.labelme_io",
-    "prepare_dataset": "sperm_d2.data.prepare",
-    "render_scene": "sperm_d2.data.synthetic",
-    "render_video_frames": "sperm_d2.data.synthetic",
-    "make_synthetic_crops": "sperm_d2.data.synthetic_io",
-    "make_synthetic_dataset": "sperm_d2.data.synthetic_io",
-    "write_synthetic_video": "sperm_d2.data.synthetic_io",
-    "segment_head": "sperm_d2.data.autoannotate",
+    "sperm_d2.data.register": ("register_sperm_datasets", "register_split", "resolve_data_root"),
+    "sperm_d2.data.augment": ("build_train_augmentation",),
+    "sperm_d2.data.labels": ("LabelMap", "UnknownLabelError"),
+    "sperm_d2.data.labelme_io": ("read_labelme_json", "write_labelme_json"),
+    "sperm_d2.data.prepare": ("prepare_dataset",),
+    "sperm_d2.data.synthetic": ("render_scene", "render_video_frames"),
+    "sperm_d2.data.synthetic_io": (
+        "make_synthetic_crops",
+        "make_synthetic_dataset",
+        "write_synthetic_video",
+    ),
+    "sperm_d2.data.autoannotate": ("segment_head",),
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__all__ = sorted(name for names in _LAZY.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

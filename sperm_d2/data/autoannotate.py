@@ -21,10 +21,9 @@ from tqdm import tqdm
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
+from sperm_d2.image_io import is_image_path, read_image
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTS = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
 def stain_score(image_bgr: np.ndarray) -> np.ndarray:
@@ -104,9 +103,9 @@ def _drop_necks(mask: np.ndarray, h: int, w: int, min_area_frac: float) -> np.nd
 
 def _annotate_one(item: tuple[Path, Path, str, str | None]) -> Problem | None:
     image_path, json_path, rel, label = item
-    img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    img, reason = read_image(image_path)
     if img is None:
-        return Problem(ERROR, "unreadable_image", rel, f"cannot read image {image_path}")
+        return Problem(ERROR, "unreadable_image", rel, f"cannot read image {image_path}: {reason}")
     h, w = img.shape[:2]
     shapes = []
     problem = None
@@ -147,7 +146,7 @@ def annotate_class_folders(
             continue
         cls = label_map.class_of(folder.name)
         for f in sorted(folder.rglob("*")):
-            if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+            if is_image_path(f) and f.is_file():
                 rel = f.relative_to(input_dir)
                 items.append(
                     (

@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.convert import AUGMENTED_FROM, ImageProblem, image_size
 from sperm_d2.data.geometry import shape_to_polygon
 from sperm_d2.data.imageops import affine_coords, rot90_coords, shift_hue
@@ -44,6 +43,7 @@ from sperm_d2.data.manifest import (
 )
 from sperm_d2.data.prepare import find_labelme_files
 from sperm_d2.data.problems import InputError
+from sperm_d2.image_io import read_image, write_image
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +102,16 @@ def _shape_dicts(doc: LabelmeFile) -> list[dict]:
 
 
 def _copy(doc: LabelmeFile, out_dir: Path, stem: str, source: str, rng) -> None:
-    img = cv2.imread(str(doc.image_path), cv2.IMREAD_COLOR)
+    img, reason = read_image(doc.image_path)
     if img is None:
-        raise LabelmeError(f"{doc.json_path}: OpenCV cannot read image {doc.image_path}")
+        raise LabelmeError(f"{doc.json_path}: cannot read image {doc.image_path}: {reason}")
     keep = [(s, shape_to_polygon(s.shape_type, s.points)) for s in doc.shapes]
     keep = [(s, p) for s, p in keep if p is not None and len(p) >= 3]  # points/lines cannot follow
     aug, polys = augment_pair(img, [p for _, p in keep], rng)
-    ok, png = cv2.imencode(".png", aug)
-    if not ok:
-        raise LabelmeError(f"{doc.json_path}: cannot encode an augmented copy")
-    write_bytes_atomic(out_dir / f"{stem}.png", png.tobytes())
+    try:
+        write_image(out_dir / f"{stem}.png", aug)
+    except ValueError as e:
+        raise LabelmeError(f"{doc.json_path}: cannot write an augmented copy ({e})") from None
     shapes = [
         {
             "label": s.label,

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.labelme_io import LabelmeError, read_labelme_json
+from sperm_d2.image_io import fit_within, read_image, tile_grid, write_image
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +23,12 @@ def _tile(json_path: Path, size: int, index: int) -> np.ndarray:
     tile = np.zeros((size, size, 3), np.uint8)
     try:
         doc = read_labelme_json(json_path)
-        img = cv2.imread(str(doc.image_path), cv2.IMREAD_COLOR) if doc.image_path else None
+        img = read_image(doc.image_path)[0] if doc.image_path else None
     except LabelmeError:
         doc, img = None, None
     if img is not None:
         s = size / max(img.shape[:2])
-        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)))
+        img = fit_within(img, size)
         tile[: img.shape[0], : img.shape[1]] = img
         for shape in doc.shapes:
             pts = np.round(np.asarray(shape.points) * s).astype(np.int32)
@@ -59,11 +59,8 @@ def write_contact_sheets(
         if max_per_folder and len(files) > max_per_folder:
             idx = np.unique(np.linspace(0, len(files) - 1, max_per_folder).astype(int))
         tiles = [_tile(files[i], tile, int(i)) for i in idx]
-        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % per_row)
-        rows = [np.hstack(tiles[r : r + per_row]) for r in range(0, len(tiles), per_row)]
         path = out_png.with_name(f"{out_png.stem}_{folder.name}{out_png.suffix or '.png'}")
-        ok, png = cv2.imencode(".png", np.vstack(rows))
-        write_bytes_atomic(path, png.tobytes())
+        write_image(path, tile_grid(tiles, per_row))
         written.append(path)
     logger.info("contact sheets: %s", [str(p) for p in written])
     return written

@@ -25,13 +25,10 @@ from sperm_d2.data.geometry import clip_polygon, mask_stats, shape_to_polygon
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
+from sperm_d2.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
 EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
-#: Largest image accepted (PIL's decompression-bomb threshold, ~9459 x 9459 pixels): a header
-#: claiming more is refused before decoding, instead of exhausting memory.
-MAX_IMAGE_PIXELS = 89_478_485
-MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 

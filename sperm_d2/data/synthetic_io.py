@@ -11,13 +11,13 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sperm_d2.atomic import atomic_path, write_bytes_atomic
+from sperm_d2.atomic import atomic_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.synthetic import render_scene, render_scene_detailed, render_video_frames
+from sperm_d2.image_io import write_image
 from sperm_d2.video_io import VideoSink
 
 logger = logging.getLogger(__name__)
@@ -29,17 +29,10 @@ CROP_SEED_BASE = 5000
 CROP_SEED_STRIDE = 1000
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
-    ok, png = cv2.imencode(".png", img)
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    write_bytes_atomic(path, png.tobytes())
-
-
 def write_synthetic_scene(out_dir: Path, stem: str, seed: int, height: int, width: int) -> int:
     """Render scene ``seed`` to ``out_dir/stem.png`` + ``stem.json``; returns its head count."""
     img, heads = render_scene_detailed(np.random.default_rng(seed), height, width)
-    _write_png(out_dir / f"{stem}.png", img)
+    write_image(out_dir / f"{stem}.png", img)
     shapes = [
         {"label": kind, "points": np.round(poly, 2).tolist(), "shape_type": "polygon"}
         for kind, _, poly in heads
@@ -90,7 +83,7 @@ def make_synthetic_crops(
                 counts[split]["skipped"] += 1
                 continue
             folder = "normal" if heads[0][0] == "good" else "abnormal"
-            _write_png(out_dir / split / folder / f"crop_{scene}.png", img)
+            write_image(out_dir / split / folder / f"crop_{scene}.png", img)
             counts[split][folder] += 1
         logger.info("wrote %s crops to %s: %s", split, out_dir / split, counts[split])
     return counts

@@ -6,7 +6,6 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -14,8 +13,8 @@ from detectron2.data import transforms as T
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
 
-from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.augment import build_train_augmentation
+from sperm_d2.image_io import write_image
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +55,8 @@ def draw_dataset(
         mode = ColorMode.SEGMENTATION  # class colours from thing_colors
         vis = Visualizer(image, metadata=meta, scale=scale, instance_mode=mode)
         vis = vis.draw_dataset_dict(record)
-        ok, png = cv2.imencode(".png", vis.get_image()[:, :, ::-1])
         path = out_dir / f"{Path(record['file_name']).stem}_{record['image_id']}.png"
-        write_bytes_atomic(path, png.tobytes())
+        write_image(path, vis.get_image()[:, :, ::-1])
         written.append(path)
     logger.info("wrote %d overlays of %s to %s", len(written), dataset_name, out_dir)
     return written

@@ -1,60 +1,35 @@
-"""Evaluation: COCO AP (bbox + segm, per class) and the study's per-image ``pixellib/mAP50``."""
+"""Evaluation: COCO AP (bbox + segm, per class), the study's per-image ``pixellib/mAP50`` and
+image-level grading of class folders.
+
+The names below are loaded on first use (PEP 562), so importing a numpy-only module such as
+``sperm_d2.evaluation.classification`` does not import detectron2 through this package.
+"""
 
 from __future__ import annotations
 
-import os
+from sperm_d2.lazy import lazy_exports
 
-from detectron2.config import CfgNode
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+#: module -> the public names it defines
+_EXPORTS = {
+    "sperm_d2.evaluation.evaluators": ("build_evaluator",),
+    "sperm_d2.evaluation.pixellib_evaluator": ("PixellibEvaluator",),
+    "sperm_d2.evaluation.pixellib_ap": (
+        "average_precision",
+        "image_ap50",
+        "mask_iou",
+        "mean_image_ap",
+    ),
+    # image-level grading on class folders
+    "sperm_d2.evaluation.classification": (
+        "GradedImage",
+        "choose_bias",
+        "choose_threshold",
+        "confusion_matrix",
+        "grade_metrics",
+        "metrics_from_confusion",
+    ),
+}
 
-from sperm_d2.evaluation.classification import (
-    GradedImage,
-    choose_bias,
-    choose_threshold,
-    confusion_matrix,
-    grade_metrics,
-    metrics_from_confusion,
-)
-from sperm_d2.evaluation.pixellib_ap import average_precision, image_ap50, mask_iou, mean_image_ap
-from sperm_d2.evaluation.pixellib_evaluator import PixellibEvaluator
+__all__ = [name for names in _EXPORTS.values() for name in names]
 
-__all__ = [
-    "build_evaluator",
-    "PixellibEvaluator",
-    "average_precision",
-    "image_ap50",
-    "mask_iou",
-    "mean_image_ap",
-    # image-level grading on class folders (sperm_d2.evaluation.classification)
-    "GradedImage",
-    "choose_bias",
-    "choose_threshold",
-    "confusion_matrix",
-    "grade_metrics",
-    "metrics_from_confusion",
-]
-
-
-def build_evaluator(
-    cfg: CfgNode, dataset_name: str, output_dir: str | os.PathLike | None = None
-) -> DatasetEvaluators:
-    """COCOEvaluator (bbox, plus segm when ``MODEL.MASK_ON``; per-class AP) and PixellibEvaluator.
-
-    Results are a flat dict of ``bbox/AP``, ``segm/AP50``, ``segm/AP-good``, ... (x100) and
-    ``pixellib/mAP50`` (0-1). COCO predictions are written to ``output_dir`` when it is given.
-    """
-    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    evaluators = [
-        COCOEvaluator(
-            dataset_name,
-            tasks=tasks,
-            distributed=True,
-            output_dir=str(output_dir) if output_dir else None,
-            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-        )
-    ]
-    if cfg.MODEL.MASK_ON:
-        evaluators.append(
-            PixellibEvaluator(dataset_name, score_threshold=cfg.SPERM.PIXELLIB_SCORE_THRESH)
-        )
-    return DatasetEvaluators(evaluators)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -20,7 +20,7 @@ from detectron2.structures import Boxes, Instances
 from tabulate import tabulate
 from tqdm import tqdm
 
-from sperm_d2.evaluation import build_evaluator
+from sperm_d2.evaluation.evaluators import build_evaluator
 from sperm_d2.evaluation.pixellib_ap import (
     IOU_THRESHOLD,
     average_precision,
@@ -29,8 +29,8 @@ from sperm_d2.evaluation.pixellib_ap import (
     one_per_head_keep,
     rle_iou,
 )
+from sperm_d2.image_io import read_image
 from sperm_d2.inference.background import prefetch
-from sperm_d2.inference.sources import read_image
 from sperm_d2.inference.types import ImagePrediction, from_instances
 from sperm_d2.masks import segmentation_to_rle
 

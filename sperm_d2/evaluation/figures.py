@@ -1,11 +1,30 @@
-"""Evaluation figures: the confusion-matrix PNG and a contact sheet of misclassified crops."""
+"""Evaluation figures: the confusion-matrix PNG and a contact sheet of misclassified crops.
 
+matplotlib's object API on an Agg canvas (no display, no global pyplot state, safe in threads),
+as in ``sperm_d2.engine.plots``; files are written atomically."""
+
+from __future__ import annotations
+
+import io
 import os
 
 import cv2
 import numpy as np
 
-from sperm_d2.inference.overlay import write_image
+from sperm_d2.atomic import write_bytes_atomic
+from sperm_d2.image_io import fit_within, tile_grid, write_image
+
+CAPTION_H = 18  # pixels under each contact-sheet tile for its caption
+
+
+def figure_png(fig, dpi: int = 120) -> bytes:
+    """A matplotlib ``Figure`` rendered on an Agg canvas, as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def plot_confusion_matrix(
@@ -16,31 +35,39 @@ def plot_confusion_matrix(
     title: str = "",
 ) -> None:
     """Save ``cm`` (rows: true, columns: predicted) as an annotated heat map PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(1.4 + 1.2 * len(col_labels), 1.2 + 1.0 * len(row_labels)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+    ax.set_xticks(range(len(col_labels)), labels=col_labels)
+    ax.set_yticks(range(len(row_labels)), labels=row_labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=10)
+    half = cm.max() / 2 if cm.size else 0
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(int(v)), ha="center", va="center", color="white" if v > half else "black")
+    fig.tight_layout()
+    write_bytes_atomic(path, figure_png(fig))
 
-    fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(col_labels), 1.2 + 1.0 * len(row_labels)))
-    try:
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
-        ax.set_xticks(range(len(col_labels)), labels=col_labels)
-        ax.set_yticks(range(len(row_labels)), labels=row_labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if title:
-            ax.set_title(title, fontsize=10)
-        half = cm.max() / 2 if cm.size else 0
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(
-                j, i, str(int(v)), ha="center", va="center", color="white" if v > half else "black"
-            )
-        fig.tight_layout()
-        tmp = f"{path}.tmp.png"
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
+
+def _captioned(image: np.ndarray, caption: str, tile: int) -> np.ndarray:
+    cell = np.full((tile + CAPTION_H, tile, 3), 255, np.uint8)
+    thumb = fit_within(image, tile)
+    cell[: thumb.shape[0], : thumb.shape[1]] = thumb
+    cv2.putText(
+        cell,
+        caption[:28],
+        (2, tile + 13),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.38,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
+    return cell
 
 
 def contact_sheet(
@@ -49,27 +76,5 @@ def contact_sheet(
     """Save BGR images with a caption under each as one grid PNG; ``False`` if there are none."""
     if not tiles:
         return False
-    caption_h = 18
-    rows = -(-len(tiles) // cols)
-    sheet = np.full((rows * (tile + caption_h), cols * tile, 3), 255, np.uint8)
-    for k, (image, caption) in enumerate(tiles):
-        r, c = divmod(k, cols)
-        h, w = image.shape[:2]
-        s = tile / max(h, w)
-        thumb = cv2.resize(
-            image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
-        )
-        y0, x0 = r * (tile + caption_h), c * tile
-        sheet[y0 : y0 + thumb.shape[0], x0 : x0 + thumb.shape[1]] = thumb
-        cv2.putText(
-            sheet,
-            caption[:28],
-            (x0 + 2, y0 + tile + 13),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.38,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-    write_image(str(path), sheet)
+    write_image(path, tile_grid([_captioned(im, cap, tile) for im, cap in tiles], cols, fill=255))
     return True

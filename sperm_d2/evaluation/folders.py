@@ -11,7 +11,6 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
@@ -24,8 +23,8 @@ from sperm_d2.evaluation.classification import (
     per_group_good,
 )
 from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
+from sperm_d2.image_io import is_image_path, read_image
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
-from sperm_d2.inference.sources import IMAGE_EXTS
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
     items, ignored = [], {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         cls = label_map.class_of(folder.name)  # an unknown folder name is an error, never a guess
-        files = sorted(q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+        files = sorted(q for q in folder.rglob("*") if is_image_path(q))
         if cls is None:
             ignored[folder.name] = len(files)
             continue
@@ -83,7 +82,9 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
         g = GradedImage(path, truth[path], *top, class_scores=class_scores(pred))
         graded.append(g)
         if keep is not None and keep(g) and len(overlays) < MAX_SHEET:
-            overlays[path] = draw_prediction(cv2.imread(path), pred.top(1), colors)
+            image, _ = read_image(path)  # read once already by the predictor
+            if image is not None:
+                overlays[path] = draw_prediction(image, pred.top(1), colors)
     return graded, skipped, overlays
 
 

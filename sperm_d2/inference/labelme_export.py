@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from sperm_d2.data.labelme_io import write_labelme_json
-from sperm_d2.inference.overlay import write_image
+from sperm_d2.image_io import write_image
 from sperm_d2.inference.types import ImagePrediction
 
 

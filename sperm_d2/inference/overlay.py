@@ -5,12 +5,9 @@ costs more than the model itself on small crops. Colours are fixed per class, so
 has the same colour in every image and every video frame.
 """
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.inference.types import ImagePrediction
 
 
@@ -59,12 +56,3 @@ def draw_prediction(
             out, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA
         )
     return out
-
-
-def write_image(path: str, image: np.ndarray) -> None:
-    """Encode and save ``image`` atomically (PNG or JPEG by extension)."""
-    ext = Path(path).suffix.lower() or ".png"
-    ok, buf = cv2.imencode(ext, image)
-    if not ok:
-        raise ValueError(f"{path}: OpenCV cannot encode {ext}")
-    write_bytes_atomic(path, buf.tobytes())

@@ -20,9 +20,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sperm_d2.atomic import atomic_write, check_output_dir, staged_dir, write_json_atomic
+from sperm_d2.image_io import read_image, write_image
 from sperm_d2.inference.background import BackgroundWriter, prefetch
 from sperm_d2.inference.labelme_export import export_labelme
-from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction, write_image
+from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
 from sperm_d2.inference.predictor import SpermPredictor
 from sperm_d2.inference.records import (
     INSTANCE_COLUMNS,
@@ -34,7 +35,6 @@ from sperm_d2.inference.sources import (
     InputFile,
     VideoFrames,
     expand_inputs,
-    read_image,
     video_info,
 )
 from sperm_d2.inference.video import VideoSink, predict_video

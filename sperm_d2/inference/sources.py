@@ -7,22 +7,17 @@ releases its capture in ``finally``.
 
 import dataclasses
 import glob
-import io
 import os
-import warnings
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# re-exported: image decoding lives in sperm_d2.image_io (shared with data and evaluation)
+from sperm_d2.image_io import IMAGE_EXTS, MAX_IMAGE_PIXELS, read_image  # noqa: F401
+
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
-#: Largest image decoded (the limit of ``sperm_d2.data.convert``, PIL's decompression-bomb
-#: threshold): a header claiming more is refused before any pixel buffer is allocated.
-MAX_IMAGE_PIXELS = 89_478_485
-MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,50 +116,6 @@ def input_anchors(spec: str) -> list[Path]:
             break
         parts.append(part)
     return [Path(*parts) if parts else Path(".")]
-
-
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
-    """Decode an image as HxWx3 BGR uint8; return ``(image, None)`` or ``(None, reason)``.
-
-    Never raises for a bad file: an unreadable, empty, oversized (header over
-    :data:`MAX_IMAGE_PIXELS`), truncated or corrupt image is a reason, decoded in full (OpenCV
-    refuses truncated data instead of padding it)."""
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_IMAGE_BYTES:
-            return None, f"file of {size} bytes, over the limit of {MAX_IMAGE_BYTES}"
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        return None, f"cannot read: {e.strerror or e}"
-    if data.size == 0:
-        return None, "empty file"
-    too_big = _header_too_big(data)
-    if too_big:
-        return None, too_big
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    except cv2.error as e:  # OpenCV's own size limit, malformed headers
-        return None, f"cannot decode image ({' '.join(str(e).split())[-120:]})"
-    if image is None:
-        return None, "cannot decode image (truncated, corrupt or unsupported format)"
-    return image, None
-
-
-def _header_too_big(data: np.ndarray) -> str | None:
-    """The reason to refuse an image whose header claims over :data:`MAX_IMAGE_PIXELS` (read by
-    PIL from the header alone), or ``None``. Formats PIL cannot identify are left to OpenCV."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
-            with Image.open(io.BytesIO(data.tobytes())) as im:
-                w, h = im.size
-    except Image.DecompressionBombError as e:  # PIL's message gives the claimed size
-        return f"image header over the limit of {MAX_IMAGE_PIXELS} pixels ({str(e).strip()})"
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
-    if w * h > MAX_IMAGE_PIXELS:
-        return f"image header claims {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS}"
-    return None
 
 
 def video_info(path: str | os.PathLike) -> dict:
