@@ -18,6 +18,8 @@ def test_tool_help_exits_zero(tool: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage" in proc.stdout.lower()
+    # known-harmless library warnings are filtered (sperm_d2.cli_warnings); nothing else prints
+    assert "Warning" not in proc.stderr, proc.stderr
 
 
 def test_there_are_tools() -> None:

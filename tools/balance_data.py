@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.data.balance import balance_labelme
 from sperm_d2.data.labels import LabelMap
 

@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.evaluation.run import check_evaluation, run_evaluation
 from sperm_d2.inference import SpermPredictor, add_model_arguments
 from sperm_d2.inference.arguments import unit_interval

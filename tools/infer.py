@@ -24,6 +24,7 @@ import logging
 import sys
 from pathlib import Path
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.atomic import check_output_dir
 from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
 from sperm_d2.inference.arguments import non_negative, positive_int, unit_interval

@@ -16,6 +16,7 @@ Examples:
 import argparse
 import logging
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.data.synthetic_io import (
     make_synthetic_crops,
     make_synthetic_dataset,

@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.data.contact_sheet import write_contact_sheets
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import LABELME_DIR, exit_code, prepare_dataset

@@ -19,6 +19,7 @@ best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine).
 
 import sys
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.config import ConfigError
 from sperm_d2.engine import (
     CheckpointError,

@@ -12,6 +12,7 @@ Example:
 import argparse
 import logging
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.data.visualize import draw_dataset
