@@ -103,9 +103,21 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     write_bytes_atomic(path, data)
 
 
-def png_data_uri(image: np.ndarray) -> str:
-    """``image`` as a ``data:image/png;base64,...`` URI, for self-contained HTML."""
-    return "data:image/png;base64," + base64.b64encode(encode_image(image, ".png")).decode("ascii")
+def png_data_uri(image: np.ndarray | bytes) -> str:
+    """A BGR ``image`` (or PNG bytes) as a ``data:image/png;base64,...`` URI, for self-contained
+    HTML."""
+    png = image if isinstance(image, bytes) else encode_image(image, ".png")
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_png(fig, dpi: int = 120) -> bytes:
+    """A matplotlib ``Figure`` (object API, no pyplot state) rendered on an Agg canvas, as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def fit_within(image: np.ndarray, size: int) -> np.ndarray:

@@ -8,8 +8,10 @@ Usage:
         --weights model_best.pth --input "images/**/*.png" --output output/infer
 
 Writes overlays/, videos/<name>_annotated.mp4, instances.csv (one row per head, with
-morphometrics), images.jsonl (one line per image/frame), summary.json, and labelme/ with
---labelme; prints the per-sample table (% good). The outputs are built beside --output and
+morphometrics), images.jsonl (one line per image/frame), summary.json, report.html (open it in a
+browser: % good per sample with its 95 % interval against the WHO reference, morphometric
+plots, a gallery of heads, skipped files) and REPORT.md, and labelme/ with --labelme; prints the
+per-sample table (% good). The outputs are built beside --output and
 replace it whole at the end; an existing --output is replaced only with --overwrite (and only if
 it holds an earlier infer.py output). Unreadable images/videos are skipped, one warning each,
 and listed in summary.json (a video that ends early is listed under "incomplete").
@@ -54,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frame-stride", type=positive_int, default=1, help="every n-th video frame")
     p.add_argument("--labelme", action="store_true", help="also write labelme JSON + image copies")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay images")
+    p.add_argument(
+        "--no-report", action="store_true", help="do not write report.html and REPORT.md"
+    )
     return p.parse_args(argv)
 
 
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             frame_stride=args.frame_stride,
             labelme=args.labelme,
             overlays=not args.no_overlays,
+            report=not args.no_report,
             overwrite=args.overwrite,
         )
         summary = run_inference(predictor, args.input, opts)

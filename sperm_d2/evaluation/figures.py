@@ -5,26 +5,15 @@ as in ``sperm_d2.engine.plots``; files are written atomically."""
 
 from __future__ import annotations
 
-import io
 import os
 
 import cv2
 import numpy as np
 
 from sperm_d2.atomic import write_bytes_atomic
-from sperm_d2.image_io import fit_within, tile_grid, write_image
+from sperm_d2.image_io import figure_png, fit_within, tile_grid, write_image
 
 CAPTION_H = 18  # pixels under each contact-sheet tile for its caption
-
-
-def figure_png(fig, dpi: int = 120) -> bytes:
-    """A matplotlib ``Figure`` rendered on an Agg canvas, as PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def plot_confusion_matrix(

@@ -1,4 +1,5 @@
-"""The ``tools/infer.py`` job: inputs -> predictions -> overlays, CSV, JSONL, labelme, summary.
+"""The ``tools/infer.py`` job: inputs -> predictions -> overlays, CSV, JSONL, labelme, summary,
+report (``report.html`` + ``REPORT.md``, :mod:`sperm_d2.inference.run_report`).
 
 Images are decoded ahead in a background thread and their overlays/labelme files drawn and
 written behind in another, so the model never waits for I/O. Unreadable inputs are skipped,
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from sperm_d2.atomic import atomic_write, check_output_dir, staged_dir, write_json_atomic
 from sperm_d2.image_io import read_image, write_image
 from sperm_d2.inference.background import BackgroundWriter, prefetch
+from sperm_d2.inference.head_gallery import HeadGallery
 from sperm_d2.inference.labelme_export import export_labelme
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
 from sperm_d2.inference.predictor import SpermPredictor
@@ -31,6 +33,7 @@ from sperm_d2.inference.records import (
     image_record,
     instance_rows,
 )
+from sperm_d2.inference.run_report import HTML_NAME, MD_NAME, sample_key, write_run_report
 from sperm_d2.inference.sources import (
     InputFile,
     VideoFrames,
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 #: what ``run_inference`` writes at the top of its output folder (all it may replace there)
 INFER_OUTPUTS = {"overlays", "videos", "labelme", "instances.csv", "images.jsonl", "summary.json"}
+INFER_OUTPUTS |= {HTML_NAME, MD_NAME}
 
 
 @dataclasses.dataclass
@@ -59,6 +63,8 @@ class InferOptions:
     # replace an earlier run's output folder (never one holding other files); the CLI sets it
     # from --overwrite, callers of the API get the replacement by default
     overwrite: bool = True
+    report: bool = True  # report.html + REPORT.md (sperm_d2.inference.run_report)
+    report_heads: int = 8  # gallery: most certain heads per class and borderline heads, per sample
 
 
 class _NothingProcessed(Exception):
@@ -68,18 +74,22 @@ class _NothingProcessed(Exception):
 class _Outputs:
     """The open streamed outputs of one run (CSV + JSONL) and the totals."""
 
-    def __init__(self, csv_file, jsonl_file, class_names) -> None:
+    def __init__(self, csv_file, jsonl_file, class_names, gallery: HeadGallery | None) -> None:
         self.csv = csv.DictWriter(csv_file, fieldnames=INSTANCE_COLUMNS)
         self.csv.writeheader()
         self.jsonl = jsonl_file
         self.totals = SummaryAccumulator(class_names)
+        self.gallery = gallery
 
-    def add(self, pred, group: str, um_per_px: float, video: str | None = None) -> None:
+    def add(self, pred, group: str, um_per_px: float, image, video: str | None = None) -> None:
         rows = instance_rows(pred, um_per_px)
         self.csv.writerows(rows)
         record = image_record(pred, group, rows)
         self.jsonl.write(json.dumps(record) + "\n")
         self.totals.add(record, video)
+        if self.gallery is not None:
+            key = sample_key(video, video=True) if video else sample_key(group)
+            self.gallery.add(key, image, pred)
 
 
 def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptions) -> dict:
@@ -97,18 +107,31 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
     for p in skipped:
         logger.warning("skipped %s: %s", p["path"], p["reason"])
     summary: dict = {}
+    colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
+    gallery = HeadGallery(colors, opts.report_heads, opts.report_heads) if opts.report else None
     try:
         with staged_dir(target) as out:
-            summary = _run_all(predictor, files, dataclasses.replace(opts, output_dir=out), skipped)
+            run_opts = dataclasses.replace(opts, output_dir=out)
+            summary = _run_all(predictor, files, run_opts, skipped, gallery)
             if not summary["processed"]:
                 raise _NothingProcessed
             write_json_atomic(out / "summary.json", summary)
+            if opts.report:
+                _write_report(out, summary, gallery)
     except _NothingProcessed:
         logger.warning("nothing processed: %s left as it was", target)
     return summary
 
 
-def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: list) -> dict:
+def _write_report(out: Path, summary: dict, gallery: HeadGallery | None) -> None:
+    """The run report; a failure there is logged, and the run's data outputs are kept."""
+    try:
+        write_run_report(out, summary, gallery)
+    except Exception as e:  # matplotlib, a full disk: the CSV/JSON outputs still stand
+        logger.error("report.html / REPORT.md not written: %s: %s", type(e).__name__, e)
+
+
+def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: list, gallery) -> dict:
     """Run every file into ``opts.output_dir``; return the summary (not yet written)."""
     out = Path(opts.output_dir)
     colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
@@ -121,7 +144,7 @@ def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: lis
         atomic_write(out / "instances.csv", "w", newline="", encoding="utf-8") as csv_file,
         atomic_write(out / "images.jsonl", "w", encoding="utf-8") as jsonl_file,
     ):
-        outputs = _Outputs(csv_file, jsonl_file, predictor.class_names)
+        outputs = _Outputs(csv_file, jsonl_file, predictor.class_names, gallery)
         done_images = _run_images(predictor, images, opts, outputs, colors, skipped)
         done_videos = 0
         for f in videos:
@@ -169,7 +192,7 @@ def _run_images(predictor, images: list[InputFile], opts, outputs, colors, skipp
     with BackgroundWriter() as writer, tqdm(total=len(images), desc="images", unit="img") as bar:
         for image, pred in predictor.predict_stream(decoded(bar)):
             f = by_path[pred.source]
-            outputs.add(pred, f.group, opts.um_per_px)
+            outputs.add(pred, f.group, opts.um_per_px, image)
             done += 1
             bar.update(1)
             if opts.overlays:
@@ -206,7 +229,7 @@ def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped, incomple
             tqdm(total=total, desc=Path(f.path).name, unit="frame") as bar,
         ):
             for image, pred in predict_video(predictor, frames):
-                outputs.add(pred, f.group, opts.um_per_px, video=f.relpath)
+                outputs.add(pred, f.group, opts.um_per_px, image, video=f.relpath)
                 caption = f"frame {pred.frame}  heads {len(pred)}"
                 writer.submit(
                     lambda im, p, c: sink.write(draw_prediction(im, p, colors, caption=c)),

@@ -1,0 +1,270 @@
+"""The report of one ``infer.py`` run: ``report.html`` (self-contained: plots and head thumbnails
+embedded as base64 PNG, opens from disk in any browser) and ``REPORT.md`` (the same tables).
+
+Per sample (input folder) and per video: heads found, % good with its 95 % Wilson interval
+against the WHO lower reference limit for normal forms, morphometric distributions (length,
+width, ellipticity, area), a gallery of heads sorted by how sure their grade is
+(:mod:`sperm_d2.inference.head_gallery`), and the skipped files. It reads what the run already
+wrote (``summary.json``'s totals, ``instances.csv`` row by row), so memory does not grow with the
+number of images.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+import math
+from array import array
+from pathlib import Path
+
+from tabulate import tabulate
+
+from sperm_d2.atomic import write_bytes_atomic
+from sperm_d2.image_io import png_data_uri
+from sperm_d2.inference.head_gallery import GalleryHead, HeadGallery
+from sperm_d2.inference.report_plots import (
+    QUANTITIES,
+    WHO_NORMAL_FORMS_PCT,
+    morphometrics_figure,
+    percent_figure,
+)
+
+logger = logging.getLogger(__name__)
+
+HTML_NAME, MD_NAME = "report.html", "REPORT.md"
+
+
+def sample_key(name: str, video: bool = False) -> str:
+    """How the report names a sample (an input folder) or a video, and keys its heads."""
+    return f"video {name}" if video else f"sample {name}"
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95 % for ``z`` = 1.96) of a proportion ``k / n``, in percent;
+    ``None`` for ``n`` = 0. Unlike the normal approximation it stays inside 0-100 and is sound
+    for the few heads (and 0 % or 100 %) a sample can have."""
+    if n <= 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+
+
+def who_mark(pct: float | None, ci: tuple[float, float] | None) -> str:
+    """Where a sample's % good stands against the WHO reference (>= 4 % normal forms)."""
+    if pct is None or ci is None:
+        return "no heads"
+    ref = WHO_NORMAL_FORMS_PCT
+    if ci[0] >= ref:
+        return f"above {ref:g} %"
+    if ci[1] < ref:
+        return f"BELOW {ref:g} %"
+    return f"{'at/above' if pct >= ref else 'below'} {ref:g} % (interval spans it)"
+
+
+def sample_rows(summary: dict) -> list[dict]:
+    """One row per sample and per video: counts, % good, its interval and the WHO mark."""
+    classes = summary["classes"]
+    good = "good" if "good" in classes else classes[0]
+    totals = summary["totals"]
+    named = [(sample_key(g), t) for g, t in totals["samples"].items()]
+    named += [(sample_key(v, video=True), t) for v, t in totals["videos"].items()]
+    rows = []
+    for name, t in named:
+        n = sum(int(t.get(c, 0)) for c in classes)
+        k = int(t.get(good, 0))
+        pct = 100.0 * k / n if n else None
+        ci = wilson_interval(k, n)
+        rows.append(
+            {
+                "name": name,
+                "key": name,
+                "images": t["images"],
+                "heads": t["heads"],
+                "counts": {c: int(t.get(c, 0)) for c in classes},
+                "no_head": t["images_without_heads"],
+                "pct": pct,
+                "ci": ci,
+                "who": who_mark(pct, ci),
+            }
+        )
+    return rows
+
+
+def read_morphometrics(
+    csv_path: Path, sample_of: dict[str, str], um: bool
+) -> dict[str, dict[str, array]]:
+    """Per sample key, per quantity title, the values of ``instances.csv`` (read row by row)."""
+    values: dict[str, dict[str, array]] = {}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            key = sample_of.get(row["file"])
+            if key is None:
+                continue
+            per = values.setdefault(key, {q[0]: array("d") for q in QUANTITIES})
+            for title, col_um, col_px, *_ in QUANTITIES:
+                v = row.get(col_um if um else col_px) or ""
+                if v not in ("", "None"):
+                    per[title].append(float(v))
+    return values
+
+
+def _fmt_pct(r: dict) -> tuple[str, str]:
+    if r["pct"] is None:
+        return "-", "-"
+    return f"{r['pct']:.1f}", f"{r['ci'][0]:.1f}-{r['ci'][1]:.1f}"
+
+
+def _median_iqr(v: array) -> str:
+    if not len(v):
+        return "-"
+    s = sorted(v)
+    q = [s[min(len(s) - 1, int(round(f * (len(s) - 1))))] for f in (0.25, 0.5, 0.75)]
+    return f"{q[1]:.2f} [{q[0]:.2f}-{q[2]:.2f}]"
+
+
+def _tables(summary: dict, rows: list[dict], values: dict, um: bool) -> dict[str, tuple]:
+    """(headers, rows) of every table in the report, shared by the HTML and the Markdown."""
+    classes = summary["classes"]
+    counts = [
+        [
+            r["name"],
+            r["images"],
+            r["heads"],
+            *[r["counts"][c] for c in classes],
+            *_fmt_pct(r),
+            r["who"],
+            r["no_head"],
+        ]
+        for r in rows
+    ]
+    units = [(q[0], q[3] if um else q[4]) for q in QUANTITIES]
+    morph = [
+        [r["name"], *[_median_iqr(values.get(r["key"], {}).get(t, array("d"))) for t, _ in units]]
+        for r in rows
+    ]
+    skipped = [[s["path"], s["reason"]] for s in summary.get("skipped", [])]
+    skipped += [[s["path"], s["reason"]] for s in summary.get("incomplete", [])]
+    return {
+        "samples": (
+            ["sample", "images", "heads", *classes, "% good", "95 % CI", "WHO (>= 4 %)", "no head"],
+            counts,
+        ),
+        "morphometrics": (
+            ["sample"] + [f"{t} ({u})" if u else t for t, u in units],
+            morph,
+        ),
+        "skipped": (["file", "reason"], skipped),
+    }
+
+
+def render_markdown(summary: dict, tables: dict) -> str:
+    """``REPORT.md``: the run, the tables; the plots and the gallery are in ``report.html``."""
+    out = [
+        "# Inference report",
+        "",
+        f"Model `{summary['weights']}`"
+        + (
+            f", head grader `{summary['grader']}`"
+            if summary.get("grader")
+            else " (grades: the detector's classes)"
+        )
+        + f"; {summary['processed']} "
+        "input(s) processed. Plots and the head gallery: `report.html`.",
+        "",
+        f"% good with its 95 % Wilson interval; WHO reference: >= {WHO_NORMAL_FORMS_PCT:g} % "
+        "normal forms (WHO laboratory manual, 5th/6th ed.).",
+        "",
+    ]
+    for title, key in (("Samples", "samples"), ("Morphometrics: median [IQR]", "morphometrics")):
+        headers, rows = tables[key]
+        out += [f"## {title}", "", tabulate(rows, headers=headers, tablefmt="github"), ""]
+    headers, rows = tables["skipped"]
+    out += [f"## Skipped files ({len(rows)})", ""]
+    out += [tabulate(rows, headers=headers, tablefmt="github") if rows else "None.", ""]
+    return "\n".join(out)
+
+
+def _html_table(headers: list, rows: list, cls: str) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _html_gallery(heads: list[GalleryHead]) -> str:
+    cells = "".join(
+        f'<figure><img src="{png_data_uri(h.png)}" alt="{html.escape(h.label)} head">'
+        f"<figcaption>{html.escape(h.label)} · {html.escape(h.detail)}<br>"
+        f"{html.escape(h.where)}</figcaption></figure>"
+        for h in heads
+    )
+    return f'<div class="gallery">{cells}</div>' if heads else "<p>No heads.</p>"
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+    "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child{text-align:left}.gallery{display:flex;flex-wrap:wrap;gap:6px}"
+    "figure{margin:0;width:96px;font-size:10px;text-align:center}figure img{max-width:96px}"
+    ".below{color:#b00;font-weight:bold}"
+)
+
+
+def render_html(summary: dict, tables: dict, rows: list, plots: dict, gallery) -> str:
+    """``report.html``: everything in one file (inline CSS, images as data URIs, no scripts)."""
+    grader = summary.get("grader")
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Inference report"
+        f"</title><style>{STYLE}</style></head><body><h1>Inference report</h1>",
+        f"<p>Model <code>{html.escape(str(summary['weights']))}</code>"
+        + (
+            f", head grader <code>{html.escape(grader)}</code>"
+            if grader
+            else " (grades: the detector's classes)"
+        )
+        + f"; {summary['processed']} input(s) processed in {summary['seconds']} s.</p>",
+        f"<p>% good with its 95 % Wilson interval; WHO reference: &ge; "
+        f"{WHO_NORMAL_FORMS_PCT:g} % normal forms (WHO laboratory manual, 5th/6th ed.).</p>",
+        "<h2>Samples</h2>",
+        _html_table(*tables["samples"], "samples"),
+    ]
+    if plots.get("percent"):
+        parts.append(f'<img class="plot" src="{png_data_uri(plots["percent"])}" alt="% good">')
+    parts += ["<h2>Morphometrics: median [IQR]</h2>", _html_table(*tables["morphometrics"], "m")]
+    if plots.get("morphometrics"):
+        src = png_data_uri(plots["morphometrics"])
+        parts.append(f'<img class="plot" src="{src}" alt="morphometric distributions">')
+    parts.append("<h2>Heads, by how sure the grade is</h2>")
+    for r in rows:
+        parts += [
+            f"<h3>{html.escape(r['name'])}</h3>",
+            "<p>Most certain first:</p>",
+            _html_gallery(gallery.most_certain(r["key"]) if gallery else []),
+            "<p>Least certain (borderline) first:</p>",
+            _html_gallery(gallery.least_certain(r["key"]) if gallery else []),
+        ]
+    headers, skipped = tables["skipped"]
+    parts.append(f"<h2>Skipped files ({len(skipped)})</h2>")
+    parts.append(_html_table(headers, skipped, "skipped") if skipped else "<p>None.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) -> list[Path]:
+    """Write ``report.html`` and ``REPORT.md`` into ``out_dir`` (which holds the run's
+    ``instances.csv``); returns their paths."""
+    out_dir = Path(out_dir)
+    um = bool(summary.get("um_per_px"))
+    rows = sample_rows(summary)
+    sample_of = gallery.sample_of if gallery else {}
+    values = read_morphometrics(out_dir / "instances.csv", sample_of, um)
+    tables = _tables(summary, rows, values, um)
+    plots = {"percent": percent_figure(rows), "morphometrics": morphometrics_figure(values, um)}
+    page = render_html(summary, tables, rows, plots, gallery)
+    write_bytes_atomic(out_dir / HTML_NAME, page.encode("utf-8"))
+    write_bytes_atomic(out_dir / MD_NAME, render_markdown(summary, tables).encode("utf-8"))
+    return [out_dir / HTML_NAME, out_dir / MD_NAME]
