@@ -190,3 +190,20 @@ def test_grading_metrics() -> None:
     assert m["recall_good"] == 1.0 and m["recall_bad"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
     assert m["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
+
+
+@pytest.mark.slow
+def test_grader_ensemble_averages_its_members(grader_run) -> None:
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.inference.grader import HeadGrader
+
+    single = HeadGrader.from_run(grader_run)
+    twice = HeadGrader.from_run([grader_run, grader_run])
+    assert len(twice.models) == 2 and twice.source == f"{grader_run}, {grader_run}"
+    image = np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    masks = np.zeros((2, 48, 48), bool)
+    masks[0, 10:20, 5:30], masks[1, 30:40, 20:44] = True, True
+    assert np.allclose(single.probabilities(image, masks), twice.probabilities(image, masks))
+    other = setup_cfg(str(grader_run / "config.yaml"), ["SPERM.GRADER.CROP_SIZE", "48"])
+    with pytest.raises(ValueError, match="same crops"):
+        HeadGrader(single.cfg, single.weights, members=[(other, single.weights)])

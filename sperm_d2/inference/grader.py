@@ -1,4 +1,5 @@
-"""``HeadGrader``: a trained head-grader run applied to the heads a detector found.
+"""``HeadGrader``: a trained head-grader run (or an ensemble of them) applied to the heads a
+detector found.
 
 Each head of an :class:`ImagePrediction` is cut into its canonical crop (the same function that
 cut the training samples, ``sperm_d2.grading.crop``); the crops of all heads of an image go
@@ -30,38 +31,57 @@ logger = logging.getLogger(__name__)
 
 
 class HeadGrader:
-    """Grade heads with a ``SpermHeadGrader`` model (``cfg`` its run's config)."""
+    """Grade heads with a ``SpermHeadGrader`` model (``cfg`` its run's config), or with an
+    ensemble: ``members`` adds more ``(cfg, weights)`` models (e.g. the K-fold graders, or seeds)
+    whose class probabilities are averaged. Every member must cut the same crops."""
 
-    def __init__(self, cfg: CfgNode, weights: str | os.PathLike, source: str = "") -> None:
-        if not is_grader(cfg):
-            raise ValueError(
-                f"{source or 'grader config'}: MODEL.META_ARCHITECTURE is "
-                f"{cfg.MODEL.META_ARCHITECTURE}, not a head grader (SpermHeadGrader)"
-            )
-        cfg = cfg.clone()
-        cfg.defrost()
-        if not torch.cuda.is_available():
-            cfg.MODEL.DEVICE = "cpu"
-        cfg.freeze()
-        self.cfg = cfg
+    def __init__(
+        self,
+        cfg: CfgNode,
+        weights: str | os.PathLike,
+        source: str = "",
+        members: Sequence[tuple[CfgNode, str | os.PathLike]] = (),
+    ) -> None:
         self.source = str(source or weights)
-        self.class_names = tuple(cfg.SPERM.CLASSES)
+        self.cfg = _inference_cfg(cfg, self.source)
+        self.class_names = tuple(self.cfg.SPERM.CLASSES)
         if "bad" not in self.class_names:
             raise ValueError(f"{self.source}: the grader's classes {self.class_names} lack 'bad'")
         self.bad_index = self.class_names.index("bad")
-        self.settings = crop_settings(cfg)
-        self.batch_size = max(1, int(cfg.SPERM.GRADER.TEST_BATCH_SIZE))
-        self.model = build_model(cfg).eval()
+        self.settings = crop_settings(self.cfg)
+        self.batch_size = max(1, int(self.cfg.SPERM.GRADER.TEST_BATCH_SIZE))
         self.weights = str(weights)
-        DetectionCheckpointer(self.model).load(self.weights)
+        self.models = [self._load(self.cfg, weights)]
+        for member_cfg, member_weights in members:
+            member_cfg = _inference_cfg(member_cfg, str(member_weights))
+            if crop_settings(member_cfg) != self.settings:
+                raise ValueError(
+                    f"{member_weights}: an ensemble's graders must cut the same crops "
+                    f"({crop_settings(member_cfg)} vs {self.settings})"
+                )
+            if tuple(member_cfg.SPERM.CLASSES) != self.class_names:
+                raise ValueError(f"{member_weights}: classes differ from {self.class_names}")
+            self.models.append(self._load(member_cfg, member_weights))
+
+    @staticmethod
+    def _load(cfg: CfgNode, weights: str | os.PathLike):
+        model = build_model(cfg).eval()
+        DetectionCheckpointer(model).load(str(weights))
+        return model
 
     @classmethod
     def from_run(
-        cls, run_dir: str | os.PathLike, checkpoint: str = "", opts: Sequence[str] = ()
+        cls,
+        run_dir: str | os.PathLike | Sequence[str | os.PathLike],
+        checkpoint: str = "",
+        opts: Sequence[str] = (),
     ) -> "HeadGrader":
-        """Load a grader's training run folder (``config.yaml`` + ``model_best.pth``)."""
-        cfg = run_config(run_dir, opts)
-        return cls(cfg, find_run_weights(run_dir, checkpoint), source=str(run_dir))
+        """Load a grader's training run folder (``config.yaml`` + ``model_best.pth``), or
+        several (an ensemble)."""
+        runs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+        loaded = [(run_config(r, opts), find_run_weights(r, checkpoint)) for r in runs]
+        (cfg, weights), members = loaded[0], loaded[1:]
+        return cls(cfg, weights, source=", ".join(map(str, runs)), members=members)
 
     def crops(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(N, C, S, S) uint8 model inputs of the heads ``masks`` (N, H, W) of a BGR image."""
@@ -80,8 +100,9 @@ class HeadGrader:
         out = []
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
-                batch = crops[i : i + self.batch_size]
-                out.append(self.model({"images": batch})["probs"].float().cpu().numpy())
+                batch = {"images": crops[i : i + self.batch_size]}
+                probs = sum(m(batch)["probs"].float() for m in self.models) / len(self.models)
+                out.append(probs.cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def check_classes(self, class_names) -> None:
@@ -104,3 +125,18 @@ class HeadGrader:
             p_bad=probs[:, self.bad_index].astype(np.float32),
             detector_classes=pred.classes.copy(),
         )
+
+
+def _inference_cfg(cfg: CfgNode, source: str) -> CfgNode:
+    """A grader config checked and set up for inference (CPU without a GPU)."""
+    if not is_grader(cfg):
+        raise ValueError(
+            f"{source or 'grader config'}: MODEL.META_ARCHITECTURE is "
+            f"{cfg.MODEL.META_ARCHITECTURE}, not a head grader (SpermHeadGrader)"
+        )
+    cfg = cfg.clone()
+    cfg.defrost()
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg

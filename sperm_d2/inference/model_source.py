@@ -29,9 +29,8 @@ class ModelSource:
 
     cfg: CfgNode
     weights: str  # checkpoint path; "" keeps random weights
-    grader_cfg: CfgNode | None = None
-    grader_weights: str = ""
-    grader_source: str = ""  # the grader run folder, as given
+    graders: list[tuple[CfgNode, str]] = dataclasses.field(default_factory=list)  # cfg, weights
+    grader_source: str = ""  # the grader run folder(s), as given
     reads: list[Path] = dataclasses.field(default_factory=list)  # outputs may not overlap these
 
 
@@ -85,11 +84,12 @@ def check_model_source(
     config_file: str | None = None,
     weights: str | None = None,
     opts: Sequence[str] = (),
-    grader: str | None = None,
+    grader: str | Sequence[str] | None = None,
 ) -> ModelSource:
     """Resolve and check a detector (run folder, or config file + weights) and its grader.
 
-    ``grader=None`` uses the detector config's ``SPERM.GRADER.RUN`` (when set); "none" uses no
+    ``grader``: a grader run folder, or several (an ensemble); ``None`` uses the detector
+    config's ``SPERM.GRADER.RUN`` (when set; several folders separated by commas); "none" uses no
     grader. Raises ``ValueError`` (``ConfigError`` for a bad config) in one line naming the
     argument (``--run``, ``--weights``, ``--grader``...) and the path.
     """
@@ -119,9 +119,14 @@ def check_model_source(
         )
     src = ModelSource(cfg, str(weights or ""), reads=reads)
     grader_flag = "--grader" if grader is not None else "SPERM.GRADER.RUN"
-    grader = cfg.SPERM.GRADER.RUN if grader is None else grader
-    if grader and grader.strip().lower() != "none":
-        _check_grader(src, grader, grader_flag)
+    if grader is None:
+        grader = [g.strip() for g in cfg.SPERM.GRADER.RUN.split(",") if g.strip()]
+    graders = [grader] if isinstance(grader, str) else list(grader)
+    if [g.strip().lower() for g in graders] == ["none"]:
+        graders = []
+    for g in graders:
+        _check_grader(src, g, grader_flag)
+    src.grader_source = ", ".join(graders)
     return src
 
 
@@ -143,5 +148,5 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
         )
     if "bad" not in classes:
         raise ValueError(f"{flag} {grader}: the grader's classes {classes} lack 'bad'")
-    src.grader_cfg, src.grader_weights, src.grader_source = gcfg, weights, grader
+    src.graders.append((gcfg, weights))
     src.reads.append(run_dir)

@@ -38,9 +38,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grader",
+        nargs="+",
         default=None,
-        help="head-grader run folder: each head gets p_bad and its grade from it (default: the "
-        "detector run's SPERM.GRADER.RUN, if set; 'none' grades with the detector's class)",
+        help="head-grader run folder(s): each head gets p_bad and its grade from it (several: "
+        "an ensemble, probabilities averaged; default: the detector run's SPERM.GRADER.RUN, if "
+        "set; 'none' grades with the detector's class)",
     )
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs (last)"
@@ -107,12 +109,12 @@ class SpermPredictor:
         weights: str | None = None,
         opts: Sequence[str] = (),
         confidence_threshold: float | None = None,
-        grader: str | None = None,
+        grader: str | Sequence[str] | None = None,
         **kwargs,
     ) -> "SpermPredictor":
         """What the CLIs call: a run folder (``weights`` = checkpoint name in it) or a config file
         (``weights`` = checkpoint path). ``confidence_threshold=None`` uses the config's
-        ``SPERM.CONFIDENCE_THRESHOLD``. ``grader``: a head-grader run folder; ``None`` uses the
+        ``SPERM.CONFIDENCE_THRESHOLD``. ``grader``: head-grader run folder(s); ``None`` uses the
         detector config's ``SPERM.GRADER.RUN`` when set, "none" uses no grader. Everything is
         checked before a model is built (:func:`check_model_source`: one ``ValueError`` line)."""
         src = check_model_source(run, config_file, weights, opts, grader)
@@ -126,8 +128,9 @@ class SpermPredictor:
         if confidence_threshold is None:
             confidence_threshold = src.cfg.SPERM.CONFIDENCE_THRESHOLD
         kwargs["score_threshold"] = confidence_threshold
-        if src.grader_cfg is not None:
-            kwargs["grader"] = HeadGrader(src.grader_cfg, src.grader_weights, src.grader_source)
+        if src.graders:
+            (gcfg, gweights), members = src.graders[0], src.graders[1:]
+            kwargs["grader"] = HeadGrader(gcfg, gweights, src.grader_source, members=members)
         return cls(src.cfg, weights=src.weights, **kwargs)
 
     def _model_input(self, image: np.ndarray) -> dict:
