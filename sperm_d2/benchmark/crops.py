@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-IMAGE_EXTS = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+from sperm_d2.image_io import IMAGE_EXTS
 
 
 def smoke_subset(src: Path, dst: Path, per_class: int) -> Path:
