@@ -44,7 +44,7 @@ from sperm_d2.benchmark.options import (
     resolve_data_root,
 )
 from sperm_d2.benchmark.protocol import run_benchmark
-from sperm_d2.benchmark.report import format_table
+from sperm_d2.benchmark.results_table import format_table
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -96,5 +96,5 @@ step "infer" infer_allow_skips --run "$OUT/train" --grader "$OUT/grader" \
 # 5. the report a person opens
 TOTAL=$(($(date +%s) - START))
 printf 'total (demo.sh)\t%s\n' "$TOTAL" >>"$TIMINGS"
-step "report" "$PY" -m sperm_d2.report "$OUT"
+step "report" "$PY" -m sperm_d2.demo_report "$OUT"
 echo "==> [demo] done in $(($(date +%s) - START)) s: open $OUT/REPORT.md"

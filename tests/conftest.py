@@ -31,7 +31,9 @@ def tiny_dataset(tmp_path_factory) -> TinyDataset:
     root = tmp_path_factory.mktemp("tiny_dataset")
     labelme_dir = make_synthetic_dataset(root / "labelme", num_images=12, size=96, seed=0)
     # 8/12 + 4/12: the stratified split's cumulative rounding gives exactly 8 train + 4 val.
-    prepare_dataset(labelme_dir, root, LabelMap.load(REPO / "configs/labels/default.yaml"), (8, 4))
+    prepare_dataset(
+        labelme_dir, root, LabelMap.load(REPO / "configs/labels/default.yaml"), ratios=(8, 4)
+    )
     ds = TinyDataset(root=root, names={}, jsons={})
     for split in ("train", "val"):
         ds.jsons[split] = root / "annotations" / f"{split}.json"

@@ -69,7 +69,7 @@ def test_class_folders_to_labelme_and_coco(tmp_path) -> None:
     assert doc["imagePath"] == "../../crops/01_Normal/image_000.bmp"
     assert [s["label"] for s in doc["shapes"]] == ["01_Normal"]
     assert json.loads((tmp_path / "lm/non_sperm/image_003.json").read_text())["shapes"] == []
-    report = prepare_dataset(src, tmp_path / "root", LM, (1.0,), from_folders=True)
+    report = prepare_dataset(src, tmp_path / "root", LM, ratios=(1.0,), from_folders=True)
     assert report["total"]["images"] == 5 and report["total"]["negatives"] == 2
     assert report["total"]["instances"] == {"good": 3, "bad": 0}
     coco = json.loads((tmp_path / "root/annotations/train.json").read_text())

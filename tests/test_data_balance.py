@@ -51,7 +51,7 @@ def test_balance_then_prepare_keeps_copies_with_their_source(tmp_path) -> None:
     assert len(copies) == 4
     assert json.loads(copies[0].read_text())["flags"]["augmented_from"] == "s0.json"
     report = prepare_dataset(
-        tmp_path / "bal", tmp_path / "root", LM, (0.5, 0.5), seed=0, image_roots=[src]
+        tmp_path / "bal", tmp_path / "root", LM, ratios=(0.5, 0.5), seed=0, image_roots=[src]
     )
     assert report["files"]["skipped"] == 0 and report["total"]["images"] == 12
     splits = {}
@@ -62,5 +62,5 @@ def test_balance_then_prepare_keeps_copies_with_their_source(tmp_path) -> None:
     for c in copies:
         source = json.loads(c.read_text())["flags"]["augmented_from"]
         assert splits[f"augmented/{c.name}"] == splits[source]
-    escaped = prepare_dataset(tmp_path / "bal", tmp_path / "root2", LM, (1.0,))
+    escaped = prepare_dataset(tmp_path / "bal", tmp_path / "root2", LM, ratios=(1.0,))
     assert escaped["problems"]["counts"]["error"] == {"path_escape": 8}

@@ -37,7 +37,7 @@ def _load(path: Path) -> dict:
 
 def test_prepare_writes_splits_report_and_keeps_inputs(labelme_dir, tmp_path) -> None:
     before = _digest(labelme_dir)
-    report = prepare_dataset(labelme_dir, tmp_path / "root", LM, (0.6, 0.2, 0.2), seed=0)
+    report = prepare_dataset(labelme_dir, tmp_path / "root", LM, ratios=(0.6, 0.2, 0.2), seed=0)
     assert _digest(labelme_dir) == before
     ann = tmp_path / "root" / "annotations"
     splits = {s: _load(ann / f"{s}.json") for s in ("train", "val", "test")}
@@ -52,7 +52,7 @@ def test_prepare_writes_splits_report_and_keeps_inputs(labelme_dir, tmp_path) ->
     assert sum(report["total"]["instances"].values()) == n_anns
     assert _load(ann / "report.json")["splits"]["train"]["images"] == 12
     assert exit_code(report) == 0
-    again = prepare_dataset(labelme_dir, tmp_path / "root2", LM, (0.6, 0.2, 0.2), seed=0)
+    again = prepare_dataset(labelme_dir, tmp_path / "root2", LM, ratios=(0.6, 0.2, 0.2), seed=0)
     assert _load(tmp_path / "root2/annotations/train.json")["images"] == splits["train"]["images"]
     assert again["splits"] == report["splits"]
 
@@ -66,7 +66,7 @@ def test_bad_files_are_skipped_and_counted(labelme_dir, tmp_path) -> None:
     shutil.copy(src / "syn_00002.png", src / "copy.png")  # byte-identical image
     dup2 = dict(_load(src / "syn_00002.json"), imagePath="copy.png")
     (src / "zz_dup2.json").write_text(json.dumps(dup2))
-    report = prepare_dataset(src, tmp_path / "root", LM, (0.8, 0.2))
+    report = prepare_dataset(src, tmp_path / "root", LM, ratios=(0.8, 0.2))
     assert report["files"] == {"found": 23, "converted": 20, "skipped": 3}
     assert report["problems"]["counts"]["error"] == {"duplicate_image": 2, "invalid_json": 1}
     assert exit_code(report) == 1
@@ -82,7 +82,7 @@ def test_category_ids_fixed_even_if_only_bad_appears(tmp_path) -> None:
         for s in doc["shapes"]:
             s["label"] = "pyriform"
         write_labelme_json(j, src / doc["imagePath"], 96, 96, doc["shapes"])
-    prepare_dataset(src, tmp_path / "root", LM, (1.0,))
+    prepare_dataset(src, tmp_path / "root", LM, ratios=(1.0,))
     coco = _load(tmp_path / "root/annotations/train.json")
     assert {a["category_id"] for a in coco["annotations"]} == {2}
     assert coco["categories"][1] == {"id": 2, "name": "bad", "supercategory": "sperm"}
@@ -90,8 +90,8 @@ def test_category_ids_fixed_even_if_only_bad_appears(tmp_path) -> None:
 
 def test_kfold_files_and_stale_splits_removed(labelme_dir, tmp_path) -> None:
     root = tmp_path / "root"
-    prepare_dataset(labelme_dir, root, LM, (0.7, 0.15, 0.15))
-    prepare_dataset(labelme_dir, root, LM, (0.8, 0.2), kfold=4)
+    prepare_dataset(labelme_dir, root, LM, ratios=(0.7, 0.15, 0.15))
+    prepare_dataset(labelme_dir, root, LM, ratios=(0.8, 0.2), kfold=4)
     names = sorted(p.name for p in (root / "annotations").glob("*.json"))
     folds = [f"fold{i}_{s}.json" for i in range(4) for s in ("train", "val")]
     assert names == sorted(["report.json"] + folds)  # the old train/val/test are gone
@@ -109,7 +109,7 @@ def test_load_coco_json_round_trip_and_registration(labelme_dir, tmp_path) -> No
     from sperm_d2.data import register_sperm_datasets
 
     root = tmp_path / "root"
-    prepare_dataset(labelme_dir, root, LM, (0.5, 0.5))
+    prepare_dataset(labelme_dir, root, LM, ratios=(0.5, 0.5))
     (root / "annotations" / "extra.json").write_bytes((root / "annotations/val.json").read_bytes())
     cfg = get_sperm_cfg()
     cfg.SPERM.DATA_ROOT, cfg.SPERM.DATASET_PREFIX = str(root), "rt_test"
@@ -178,7 +178,7 @@ def test_cli_make_synthetic_and_prepare(tmp_path) -> None:
 
 def test_cli_visualize_data(labelme_dir, tmp_path) -> None:
     root = tmp_path / "root"
-    prepare_dataset(labelme_dir, root, LM, (0.5, 0.5))
+    prepare_dataset(labelme_dir, root, LM, ratios=(0.5, 0.5))
     p = _run(
         "tools/visualize_data.py",
         "--split",

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from sperm_d2.benchmark.report import ROWS
 from sperm_d2.benchmark.results import collect_metrics
+from sperm_d2.benchmark.results_table import ROWS
 from sperm_d2.evaluation.coco_split import threshold_metrics
 from sperm_d2.evaluation.pixellib_ap import image_ap50, image_ap50_strict, mask_iou
 from sperm_d2.evaluation.run import coco_text

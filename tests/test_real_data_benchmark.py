@@ -28,8 +28,8 @@ from sperm_d2.benchmark.options import (
     skip_reason,
 )
 from sperm_d2.benchmark.protocol import run_benchmark
-from sperm_d2.benchmark.report import fmt_mean_std, fmt_value, format_table
 from sperm_d2.benchmark.results import aggregate_folds, collect_metrics, mean_std
+from sperm_d2.benchmark.results_table import fmt_mean_std, fmt_value, format_table
 from sperm_d2.benchmark.runner import REPO, Runner, StepError
 from sperm_d2.benchmark.training import STAMP, reuse_or_resume, schedule_opts, train_stamp
 from sperm_d2.data.synthetic import draw_scene, sample_scene

@@ -16,10 +16,10 @@ Example:
 
 import argparse
 import json
-import logging
 import sys
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
+from sperm_d2.cli import run, tool_main
 from sperm_d2.data.balance import balance_labelme
 from sperm_d2.data.labels import LabelMap
 
@@ -38,15 +38,12 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main(PROG)  # InputError, LabelMapError, a full disk...: one line, exit 2
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    try:
-        counts = balance_labelme(
-            args.input, args.output, LabelMap.load(args.labels), args.target, args.seed
-        )
-    except (OSError, ValueError) as e:  # InputError, LabelMapError, a full disk...
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    counts = balance_labelme(
+        args.input, args.output, LabelMap.load(args.labels), target=args.target, seed=args.seed
+    )
     lines = counts["skipped"].pop("lines")
     print(json.dumps(counts, indent=2))
     for line in lines:
@@ -55,5 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())
+    run(main)

@@ -21,10 +21,9 @@ model, inputs or output folder, nothing evaluated), with one line saying why.
 """
 
 import argparse
-import logging
-import sys
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
+from sperm_d2.cli import run, tool_main
 from sperm_d2.evaluation.run import check_evaluation, run_evaluation
 from sperm_d2.inference import SpermPredictor, add_model_arguments
 from sperm_d2.inference.arguments import unit_interval
@@ -33,7 +32,7 @@ from sperm_d2.inference.model_source import check_model_source
 PROG = "evaluate.py"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -50,26 +49,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--output", required=True, help="output folder (new, empty, or --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluate.py output")
-    return p.parse_args(argv)
+    return p
 
 
+@tool_main(PROG)
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    mode = (args.dataset, args.val_dataset, args.folders, args.val_folders, args.label_map)
-    try:  # every check before a model loads or a folder is made
-        src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
-        reads = [("the model", p) for p in src.reads]
-        check_evaluation(src.cfg, args.output, args.overwrite, *mode, reads=reads)
-        predictor = SpermPredictor.from_source(src, args.min_score)
-        result, text = run_evaluation(predictor, args.output, *mode, overwrite=args.overwrite)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # one line, no traceback
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"{PROG}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-        return 2
+    args = get_parser().parse_args(argv)
+    mode = dict(
+        dataset=args.dataset,
+        val_dataset=args.val_dataset,
+        folders=args.folders,
+        val_folders=args.val_folders,
+        label_map_path=args.label_map,
+        overwrite=args.overwrite,
+    )
+    # every check before a model loads or a folder is made
+    src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
+    check_evaluation(src.cfg, args.output, reads=[("the model", p) for p in src.reads], **mode)
+    predictor = SpermPredictor.from_source(src, args.min_score)
+    result, text = run_evaluation(predictor, args.output, **mode)
     print(text)
     return 1 if result.get("skipped") else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -22,12 +22,11 @@ Exit code: 0 clean; 1 when inputs were skipped or a video ended early; 2 when no
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.atomic import check_output_dir
+from sperm_d2.cli import run, tool_main
 from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
 from sperm_d2.inference.arguments import non_negative, positive_int, unit_interval
 from sperm_d2.inference.model_source import check_model_source
@@ -38,7 +37,7 @@ from sperm_d2.inference.sources import check_inputs, input_anchors
 PROG = "infer.py"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -59,46 +58,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--no-report", action="store_true", help="do not write report.html and REPORT.md"
     )
-    return p.parse_args(argv)
+    return p
 
 
+@tool_main(PROG)
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:  # every check before a model loads or a folder is made
-        src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
-        check_inputs(args.input)
-        reads = [("--input", p) for i in args.input for p in input_anchors(i)] + [
-            ("the model", p) for p in src.reads
-        ]
-        check_output_dir(args.output, args.overwrite, INFER_OUTPUTS, keep=reads)
-        predictor = SpermPredictor.from_source(src, args.confidence_threshold)
-        um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
-        opts = InferOptions(
-            Path(args.output),
-            um_per_px=um,
-            frame_stride=args.frame_stride,
-            labelme=args.labelme,
-            overlays=not args.no_overlays,
-            report=not args.no_report,
-            overwrite=args.overwrite,
-        )
-        summary = run_inference(predictor, args.input, opts)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # one line, no traceback
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    args = get_parser().parse_args(argv)
+    # every check before a model loads or a folder is made
+    src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
+    check_inputs(args.input)
+    reads = [("--input", p) for i in args.input for p in input_anchors(i)]
+    reads += [("the model", p) for p in src.reads]
+    check_output_dir(args.output, args.overwrite, INFER_OUTPUTS, keep=reads)
+    predictor = SpermPredictor.from_source(src, args.confidence_threshold)
+    um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
+    opts = InferOptions(
+        Path(args.output),
+        um_per_px=um,
+        frame_stride=args.frame_stride,
+        labelme=args.labelme,
+        overlays=not args.no_overlays,
+        report=not args.no_report,
+        overwrite=args.overwrite,
+    )
+    summary = run_inference(predictor, args.input, opts)
     if not summary["processed"]:
         first = summary["skipped"][0] if summary["skipped"] else {"path": "?", "reason": "?"}
-        print(
-            f"{PROG}: error: nothing processed: {len(summary['skipped'])} input(s) skipped "
-            f"(first: {first['path']}: {first['reason']}); {args.output} not written",
-            file=sys.stderr,
+        raise ValueError(
+            f"nothing processed: {len(summary['skipped'])} input(s) skipped "
+            f"(first: {first['path']}: {first['reason']}); {args.output} not written"
         )
-        return 2
     print(format_summary_table(summary, predictor.class_names))
     print(json.dumps({k: summary[k] for k in ("processed", "images_per_second", "seconds")}))
     return 1 if summary["skipped"] or summary["incomplete"] else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

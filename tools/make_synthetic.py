@@ -14,19 +14,21 @@ Examples:
 """
 
 import argparse
-import logging
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
+from sperm_d2.cli import run, tool_main
 from sperm_d2.data.synthetic_io import (
     make_synthetic_crops,
     make_synthetic_dataset,
     write_synthetic_video,
 )
 
+PROG = "make_synthetic.py"
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--output", required=True, help="folder to write into; with --video the video file"
@@ -57,28 +59,27 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv``; options that do not apply to the chosen output are errors, not ignored."""
+@tool_main(PROG)
+def main(argv: list[str] | None = None) -> int:
     p = get_parser()
     args = p.parse_args(argv)
+    # options that do not apply to the chosen output are errors, not ignored
     if args.video is None and (args.frame_size is not None or args.fps is not None):
         p.error("--frame-size and --fps only apply to --video")
     if args.video is not None and args.size is not None:
         p.error("--size does not apply to --video; use --frame-size HEIGHT WIDTH")
-    return args
-
-
-def main(args: argparse.Namespace) -> None:
     if args.video is not None:
         height, width = args.frame_size or (256, 320)
         fps = 10.0 if args.fps is None else args.fps
-        write_synthetic_video(args.output, args.video, height, width, args.seed, fps)
+        write_synthetic_video(
+            args.output, num_frames=args.video, height=height, width=width, seed=args.seed, fps=fps
+        )
     elif args.crops is not None:
         make_synthetic_crops(args.output, args.crops, args.size or 170, args.seed)
     else:
         make_synthetic_dataset(args.output, args.num_images, args.size or 192, args.seed)
+    return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(parse_args())
+    run(main)

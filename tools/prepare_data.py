@@ -19,16 +19,16 @@ Examples:
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
+from sperm_d2.cli import run, tool_main
 from sperm_d2.data.contact_sheet import write_contact_sheets
+from sperm_d2.data.dataset_report import format_report, problem_line
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import LABELME_DIR, exit_code, prepare_dataset
 from sperm_d2.data.problems import InputError
-from sperm_d2.data.report import format_report, problem_line
 from sperm_d2.data.split import parse_ratios
 
 PROG = "prepare_data.py"
@@ -67,27 +67,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main(PROG)  # InputError, LabelMapError, a full disk...: one line, exit 2
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    try:
-        if args.contact_sheet and not args.from_folders:
-            raise InputError("--contact-sheet needs --from-folders")
-        report = prepare_dataset(
-            args.input,
-            args.output,
-            LabelMap.load(args.labels),
-            parse_ratios(args.split),
-            args.seed,
-            args.kfold,
-            args.workers,
-            args.from_folders,
-            args.image_root,
-        )
-    except (OSError, ValueError) as e:  # InputError, LabelMapError, a full disk...
-        for problem in getattr(e, "problems", []):
-            print(f"{PROG}: {problem}", file=sys.stderr)
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    if args.contact_sheet and not args.from_folders:
+        raise InputError("--contact-sheet needs --from-folders")
+    report = prepare_dataset(
+        args.input,
+        args.output,
+        LabelMap.load(args.labels),
+        ratios=parse_ratios(args.split),
+        seed=args.seed,
+        kfold=args.kfold,
+        workers=args.workers,
+        from_folders=args.from_folders,
+        image_roots=args.image_root,
+    )
     print(format_report(report, max_problems=0))
     for problem in report["problems"]["list"]:
         print(f"{PROG}: {problem_line(problem)}", file=sys.stderr)
@@ -97,5 +92,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())
+    run(main)

@@ -17,9 +17,10 @@ The run folder (OUTPUT_DIR) receives config.yaml, run_info.json, checkpoints, mo
 best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine).
 """
 
-import sys
+import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
+from sperm_d2.cli import run, tool_main
 from sperm_d2.config import ConfigError
 from sperm_d2.engine import (
     CheckpointError,
@@ -28,22 +29,20 @@ from sperm_d2.engine import (
     launch_from_args,
 )
 
+PROG = "train_net.py"
+#: config/data problems: exit 2; a checkpoint, a diverged run or a full disk: exit 1
+ERRORS = [((ConfigError,), 2), ((TrainingDivergedError, CheckpointError, OSError), 1)]
 
+
+def get_parser() -> argparse.ArgumentParser:
+    return build_argument_parser(epilog=__doc__)
+
+
+@tool_main(PROG, errors=ERRORS)
 def main(argv: list[str] | None = None) -> int:
-    args = build_argument_parser(epilog=__doc__).parse_args(argv)
-    try:
-        launch_from_args(args)
-    except ConfigError as e:
-        print(f"train_net.py: {e}", file=sys.stderr)
-        return 2
-    except (TrainingDivergedError, CheckpointError) as e:
-        print(f"train_net.py: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # a full disk, a folder that became unwritable...
-        print(f"train_net.py: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+    launch_from_args(get_parser().parse_args(argv))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, basic_logging=False)  # detectron2's loggers, set up per run folder

@@ -10,17 +10,19 @@ Example:
 """
 
 import argparse
-import logging
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
+from sperm_d2.cli import run, tool_main
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.data.visualize import draw_dataset
 
+PROG = "visualize_data.py"
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config-file", default=None, help="experiment YAML")
     p.add_argument("--split", default="train", help="split suffix or registered dataset name")
@@ -37,15 +39,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> None:
+@tool_main(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
     cfg = setup_cfg(args.config_file, args.opts)
     names = register_sperm_datasets(cfg)
     name = args.split if args.split in names else f"{cfg.SPERM.DATASET_PREFIX}_{args.split}"
     if name not in names:
-        raise SystemExit(f"error: no split {args.split!r}; registered: {names}")
-    draw_dataset(name, args.output_dir, args.num, cfg, args.source == "augmented", args.seed)
+        raise ValueError(f"--split {args.split}: no such split; registered: {names}")
+    augmented = args.source == "augmented"
+    draw_dataset(name, args.output_dir, num=args.num, cfg=cfg, augmented=augmented, seed=args.seed)
+    return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(get_parser().parse_args())
+    run(main)

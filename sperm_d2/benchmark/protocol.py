@@ -17,8 +17,8 @@ from typing import Sequence
 
 from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
 from sperm_d2.benchmark.options import DATASETS, skip_reason
-from sperm_d2.benchmark.report import machine_description, write_results
 from sperm_d2.benchmark.results import aggregate_folds, collect_grader_only, collect_metrics
+from sperm_d2.benchmark.results_table import machine_description, write_results
 from sperm_d2.benchmark.runner import REPO, Runner, StepError, repo_relative
 from sperm_d2.benchmark.training import train_step
 

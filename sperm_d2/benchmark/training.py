@@ -134,7 +134,7 @@ def iteration_time(run_dir: Path) -> dict:
     """Median training s/iter (detectron2's ``time``) and the last iteration from metrics.json."""
     # imported here: sperm_d2.engine imports detectron2, which the rest of the benchmark
     # (argument checks, the table) does not need
-    from sperm_d2.engine.report import read_metrics
+    from sperm_d2.engine.metrics_outputs import read_metrics
 
     rows = read_metrics(run_dir / "metrics.json")
     # detectron2's IterationTimer leaves out the first iterations (warm-up): None for tiny runs

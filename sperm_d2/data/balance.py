@@ -149,6 +149,7 @@ def balance_labelme(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     label_map: LabelMap,
+    *,
     target: int | None = None,
     seed: int = 0,
 ) -> dict:

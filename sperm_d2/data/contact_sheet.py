@@ -42,6 +42,7 @@ def _tile(json_path: Path, size: int, index: int) -> np.ndarray:
 def write_contact_sheets(
     labelme_dir: str | os.PathLike,
     out_png: str | os.PathLike,
+    *,
     tile: int = 120,
     per_row: int = 10,
     max_per_folder: int = 100,

@@ -3,7 +3,7 @@
 ``prepare_dataset`` is what ``tools/prepare_data.py`` calls. Layout written under ``output_root``::
 
     annotations/{train,val,test}.json   (or fold{i}_{train,val}.json with k-fold)
-    annotations/report.json             the data report (see sperm_d2.data.report)
+    annotations/report.json             the data report (see sperm_d2.data.dataset_report)
     images/...                          only images that were embedded as imageData
     labelme/...                         only with from_folders: the auto-annotated labelme files
     .prepare_data_manifest.json         what was written (sperm_d2.data.manifest)
@@ -130,6 +130,7 @@ def prepare_dataset(
     input_dir: str | os.PathLike,
     output_root: str | os.PathLike,
     label_map: LabelMap,
+    *,
     ratios: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     kfold: int = 0,
@@ -150,7 +151,16 @@ def prepare_dataset(
     """
     input_dir, output_root = Path(input_dir), Path(output_root)
     image_roots = [Path(r) for r in image_roots]
-    check_arguments(input_dir, output_root, ratios, seed, kfold, workers, from_folders, image_roots)
+    check_arguments(
+        input_dir,
+        output_root,
+        ratios=ratios,
+        seed=seed,
+        kfold=kfold,
+        workers=workers,
+        from_folders=from_folders,
+        image_roots=image_roots,
+    )
     owned = read_manifest(output_root)
     names = split_names(len(ratios), kfold)
     check_owned(output_root, [f"annotations/{n}.json" for n in names + ["report"]], owned)
@@ -197,14 +207,14 @@ def prepare_dataset(
             )
         report = write_outputs(
             output_root,
-            owned,
-            kept,
-            splits,
-            problems,
-            label_map,
-            len(paths),
-            staging,
-            dict(
+            owned=owned,
+            kept=kept,
+            splits=splits,
+            problems=problems,
+            label_map=label_map,
+            files_found=len(paths),
+            staging=staging,
+            settings=dict(
                 input=str(input_dir),
                 output=str(output_root),
                 label_map=label_map.source,

@@ -19,6 +19,7 @@ from typing import Sequence
 from sperm_d2.atomic import write_bytes_atomic, write_json_atomic
 from sperm_d2.data.coco import assign_ids, coco_bytes, coco_dict
 from sperm_d2.data.convert import EMBEDDED_DIR, FileResult
+from sperm_d2.data.dataset_report import build_report
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.manifest import (
     check_owned,
@@ -29,7 +30,6 @@ from sperm_d2.data.manifest import (
     write_manifest,
 )
 from sperm_d2.data.problems import InputError, Problem
-from sperm_d2.data.report import build_report
 from sperm_d2.data.split import SPLIT_NAMES
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def split_names(num_ratios: int, kfold: int) -> list[str]:
 def check_arguments(
     input_dir: Path,
     output_root: Path,
+    *,
     ratios: Sequence[float],
     seed: int,
     kfold: int,
@@ -101,6 +102,7 @@ def files_under(root: Path, sub: str) -> list[str]:
 
 def write_outputs(
     root: Path,
+    *,
     owned: dict[str, str],
     kept: Sequence[FileResult],
     splits: dict[str, list[FileResult]],
@@ -125,7 +127,14 @@ def write_outputs(
         )
         for name, rs in splits.items()
     }
-    report = build_report(kept, splits, problems, label_map.classes, files_found, settings)
+    report = build_report(
+        kept,
+        splits=splits,
+        problems=problems,
+        classes=label_map.classes,
+        files_found=files_found,
+        settings=settings,
+    )
     written: dict[str, str] = {}
     for rel, data in embedded.items():
         if rel in changed:

@@ -91,6 +91,7 @@ def make_synthetic_crops(
 
 def write_synthetic_video(
     path: str | os.PathLike,
+    *,
     num_frames: int = 60,
     height: int = 256,
     width: int = 320,

@@ -31,6 +31,7 @@ def augmented_record(record: dict, image: np.ndarray, augs: T.AugmentationList):
 def draw_dataset(
     dataset_name: str,
     output_dir: str | os.PathLike,
+    *,
     num: int = 16,
     cfg=None,
     augmented: bool = False,

@@ -19,7 +19,7 @@ from sperm_d2.engine.best import BestValLossCheckpointer, SpermBestCheckpointer
 from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.engine.distributed import cpu_ddp_support
 from sperm_d2.engine.early_stop import EarlyStopping
-from sperm_d2.engine.report import ResultsTable, TrainingPlots
+from sperm_d2.engine.metrics_outputs import ResultsTable, TrainingPlots
 from sperm_d2.engine.val_loss import ValidationLoss
 from sperm_d2.evaluation import build_evaluator
 from sperm_d2.grading import is_grader

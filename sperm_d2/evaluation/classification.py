@@ -119,6 +119,7 @@ def grade_metrics(
     graded: list[GradedImage],
     classes: tuple[str, ...],
     threshold: float = 0.0,
+    *,
     positive: str = "bad",
     bias: float = 0.0,
 ) -> tuple[dict, np.ndarray]:
@@ -166,7 +167,9 @@ def choose_bias(
     candidates = sorted({0.0, *(f + d for f in flips for d in (-eps, eps))}, key=abs)
     best, best_score = 0.0, -1.0
     for b in candidates:
-        score = grade_metrics(graded, classes, threshold, positive, b)[0]["balanced_accuracy"]
+        score = grade_metrics(graded, classes, threshold, positive=positive, bias=b)[0][
+            "balanced_accuracy"
+        ]
         if np.isfinite(score) and score > best_score + 1e-12:
             best, best_score = b, score
     return float(best)

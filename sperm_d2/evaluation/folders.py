@@ -88,7 +88,7 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
     return graded, skipped, overlays
 
 
-def evaluate_folders(predictor, test_root, label_map, output_dir, val_root=None) -> dict:
+def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=None) -> dict:
     """Threshold and bias on val (if given, else the predictor's threshold and no bias),
     metrics + figures on test."""
     out = Path(output_dir)

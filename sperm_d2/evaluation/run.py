@@ -51,6 +51,7 @@ def _datasets(cfg: CfgNode, dataset: str | None, val_dataset: str | None) -> tup
 def check_evaluation(
     cfg: CfgNode,
     output_dir: str | os.PathLike,
+    *,
     overwrite: bool,
     dataset: str | None = None,
     val_dataset: str | None = None,
@@ -98,6 +99,7 @@ def check_evaluation(
 def run_evaluation(
     predictor,
     output_dir: str | Path,
+    *,
     dataset: str | None = None,
     val_dataset: str | None = None,
     folders: str | None = None,

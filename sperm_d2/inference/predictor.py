@@ -105,6 +105,7 @@ class SpermPredictor:
     def load(
         cls,
         run: str | os.PathLike | None = None,
+        *,
         config_file: str | None = None,
         weights: str | None = None,
         opts: Sequence[str] = (),

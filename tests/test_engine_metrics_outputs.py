@@ -7,8 +7,8 @@ import pytest
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.engine.early_stop import EarlyStopping
+from sperm_d2.engine.metrics_outputs import read_metrics, write_results_csv
 from sperm_d2.engine.plots import AP_PNG, LOSS_PNG, VAL_LOSS_PNG, plot_training
-from sperm_d2.engine.report import read_metrics, write_results_csv
 from sperm_d2.engine.trainer import val_loss_period
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from sperm_d2.report import write_demo_report
+from sperm_d2.demo_report import write_demo_report
 
 
 def test_report_holds_the_numbers_and_links(tmp_path):

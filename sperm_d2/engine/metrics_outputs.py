@@ -1,4 +1,5 @@
-"""Run reports from ``metrics.json``: ``results.csv`` (one row per evaluation) and the plots.
+"""What a run folder gets from ``metrics.json``: ``results.csv`` (one row per evaluation) and the
+plots (``plot_*.png``).
 
 Both read the file detectron2's JSONWriter appends to, so they cover the whole run even across
 ``--resume`` (iterations repeated after a kill appear twice; the later line wins).

@@ -2,7 +2,7 @@
 
 Reads only what the tools wrote (``timings.tsv``, ``data/annotations``, ``train/``, ``eval/``,
 ``infer/``) and links the plots and overlays by relative path, so the folder can be moved or
-zipped and the report still opens. Run as ``python -m sperm_d2.report OUT``.
+zipped and the report still opens. Run as ``python -m sperm_d2.demo_report OUT``.
 """
 
 import csv
@@ -282,5 +282,5 @@ def write_demo_report(out: str | os.PathLike) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m sperm_d2.report OUTPUT_DIR")
+        sys.exit("usage: python -m sperm_d2.demo_report OUTPUT_DIR")
     print(f"wrote {write_demo_report(sys.argv[1])}")

@@ -37,6 +37,7 @@ def split_stats(results: Sequence[FileResult], classes: Sequence[str]) -> dict:
 
 def build_report(
     kept: Sequence[FileResult],
+    *,
     splits: Mapping[str, Sequence[FileResult]],
     problems: Sequence[Problem],
     classes: Sequence[str],
