@@ -1,10 +1,12 @@
 """Every YAML under configs/ merges through setup_cfg and builds its model on CPU."""
 
+import ast
 import subprocess
 import sys
 
 import pytest
 import torch
+import yaml
 from detectron2.modeling import build_model
 
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
@@ -143,3 +145,50 @@ def test_detectron2_imports_without_compiled_extension() -> None:
 def test_cuda_device_falls_back_to_cpu_without_gpu() -> None:
     cfg = setup_cfg(None, ["MODEL.DEVICE", "cuda"])
     assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _leaves(doc: dict, prefix: str = ""):
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        elif f"{prefix}{key}" != "_BASE_":
+            yield f"{prefix}{key}", value
+
+
+def _plain(value):
+    """A YAML value as the CfgNode holds it: strings that are Python literals evaluated (yacs
+    does so on merge), lists and tuples alike."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+CHILD_CONFIGS = [p for p in MODEL_CONFIGS if "_BASE_" in yaml.safe_load(p.read_text())]
+
+
+@pytest.mark.parametrize("path", CHILD_CONFIGS, ids=[p.name for p in CHILD_CONFIGS])
+def test_child_config_states_only_differences_from_its_base(path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    base = setup_cfg(str(path.parent / raw["_BASE_"]))
+    restated = []
+    for key, value in _leaves(raw):
+        node = base
+        for part in key.split("."):
+            node = node[part]
+        if _plain(value) == _plain(node):
+            restated.append(f"{key}: {value!r}")
+    assert not restated, f"{path.name} restates its base's values: {restated}"
+
+
+def test_num_classes_follows_sperm_classes_unless_stated() -> None:
+    cfg = setup_cfg(None, ["SPERM.CLASSES", "['normal', 'tapered', 'pyriform']"])
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+    base = str(REPO / "configs/Base-SpermMaskRCNN-FPN.yaml")
+    assert setup_cfg(base).MODEL.ROI_HEADS.NUM_CLASSES == 2
+    with pytest.raises(ConfigError, match="NUM_CLASSES = 3 but SPERM.CLASSES has 2"):
+        setup_cfg(base, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])

@@ -16,10 +16,16 @@ class ConfigError(ValueError):
     """A config file or override that cannot be applied (unknown key, bad value, missing file)."""
 
 
+#: the key that follows ``SPERM.CLASSES`` unless a config file or override states it
+NUM_CLASSES = "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
 def get_sperm_cfg() -> CfgNode:
-    """Return a fresh config with detectron2's defaults and the project's ``SPERM`` keys."""
+    """Return a fresh config with detectron2's defaults and the project's ``SPERM`` keys
+    (``MODEL.ROI_HEADS.NUM_CLASSES`` counting ``SPERM.CLASSES``)."""
     cfg = get_cfg()
     add_sperm_config(cfg)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(cfg.SPERM.CLASSES)
     return cfg
 
 
@@ -28,18 +34,22 @@ def setup_cfg(
 ) -> CfgNode:
     """Build a run's config: defaults, then ``config_file``, then ``KEY VALUE`` ``opts``.
 
-    A CUDA device asked for on a machine without one falls back to the CPU (with a warning).
+    The classes have one source, ``SPERM.CLASSES``: ``MODEL.ROI_HEADS.NUM_CLASSES`` follows it
+    unless a file or override states it, and then must agree with it. A CUDA device asked for on
+    a machine without one falls back to the CPU (with a warning).
 
     Raises:
         ConfigError: in one line naming the file (or "command line") and the key: a missing,
             empty or malformed file or ``_BASE_``, an unknown key, a wrong type, a number that is
-            not finite or out of range (:func:`sperm_d2.config.validate.check_values`).
+            not finite or out of range, a class count that disagrees with ``SPERM.CLASSES``
+            (:func:`sperm_d2.config.validate.check_values`).
     """
     cfg = get_sperm_cfg()
     source = config_file or "command line"
+    stated = set(list(opts)[0::2])
     if config_file:
         try:
-            check_yaml_chain(config_file)
+            stated |= check_yaml_chain(config_file)
         except ConfigCheckError as e:
             raise ConfigError(str(e)) from None
         try:
@@ -54,6 +64,8 @@ def setup_cfg(
         except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
             raise ConfigError(f"command line: {_one_line(e)}") from e
         source = f"{config_file} + command line" if config_file else "command line"
+    if NUM_CLASSES not in stated and isinstance(cfg.SPERM.CLASSES, (list, tuple)):
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(cfg.SPERM.CLASSES)
     try:
         check_values(cfg, source)
     except ConfigCheckError as e:
@@ -66,8 +78,7 @@ def setup_cfg(
 
 def check_training_cfg(cfg: CfgNode, source: str) -> None:
     """What training needs on top of :func:`setup_cfg`'s checks (positive learning rate, batch
-    and schedule; ``MODEL.ROI_HEADS.NUM_CLASSES`` equal to ``len(SPERM.CLASSES)`` for Mask
-    R-CNN). Raises :class:`ConfigError`."""
+    and schedule). Raises :class:`ConfigError`."""
     try:
         check_values(cfg, source, training=True)
     except ConfigCheckError as e:

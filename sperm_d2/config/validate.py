@@ -5,7 +5,7 @@
   detectron2 would otherwise load with ``yaml.unsafe_load``) fails in one line.
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
   non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1], and a
-  Mask R-CNN class count that disagrees with ``SPERM.CLASSES``.
+  class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def _load(path: str, included_by: str | None) -> Any:
         raise ConfigCheckError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def check_yaml_chain(config_file: str, _chain: tuple[str, ...] = ()) -> None:
+def check_yaml_chain(config_file: str, _chain: tuple[str, ...] = ()) -> set[str]:
     """Check ``config_file`` and, recursively, its ``_BASE_`` files (resolved like detectron2:
-    relative to the including file, ``~`` expanded)."""
+    relative to the including file, ``~`` expanded); return the dotted keys the chain states."""
     real = os.path.realpath(config_file)
     if real in _chain:
         raise ConfigCheckError(f"{config_file}: _BASE_ includes itself (a cycle)")
@@ -98,9 +98,10 @@ def check_yaml_chain(config_file: str, _chain: tuple[str, ...] = ()) -> None:
         raise ConfigCheckError(
             f"{config_file}: a config is a mapping of KEY: value, not {type(doc).__name__}"
         )
+    stated = set(stated_keys(doc))
     bases = doc.get(BASE_KEY)
     if bases is None:
-        return
+        return stated
     for base in bases if isinstance(bases, list) else [bases]:
         if not isinstance(base, str) or not base.strip():
             raise ConfigCheckError(f"{config_file}: _BASE_ {base!r} is not a file path")
@@ -109,7 +110,19 @@ def check_yaml_chain(config_file: str, _chain: tuple[str, ...] = ()) -> None:
         base = os.path.expanduser(base)
         if not os.path.isabs(base):
             base = os.path.join(os.path.dirname(config_file), base)
-        check_yaml_chain(base, _chain + (real,))
+        stated |= check_yaml_chain(base, _chain + (real,))
+    return stated
+
+
+def stated_keys(doc: dict, prefix: str = "") -> Iterator[str]:
+    """The dotted leaf keys of a raw YAML mapping (``_BASE_`` left out)."""
+    for key, value in doc.items():
+        if key == BASE_KEY and not prefix:
+            continue
+        if isinstance(value, dict):
+            yield from stated_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
 
 
 def _walk(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -157,6 +170,17 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             value = _get(cfg, key)
             if value is not None and not all(ok(v) for v in _numbers(value)):
                 raise ConfigCheckError(f"{source}: {key} = {value!r}, expected {want}")
+    classes = list(_get(cfg, "SPERM.CLASSES") or [])
+    if not classes or len(set(classes)) != len(classes):
+        raise ConfigCheckError(f"{source}: SPERM.CLASSES = {classes!r}, expected distinct names")
+    # Mask R-CNN's box head and the grader's classifier both count SPERM.CLASSES
+    num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if num != len(classes):
+        raise ConfigCheckError(
+            f"{source}: MODEL.ROI_HEADS.NUM_CLASSES = {num} but SPERM.CLASSES has "
+            f"{len(classes)} ({classes}); make them agree (or leave NUM_CLASSES out: it "
+            "follows SPERM.CLASSES)"
+        )
     if not training:
         return
     if cfg.SOLVER.MAX_ITER <= 0 and not _get(cfg, "SPERM.EPOCHS"):
@@ -166,14 +190,3 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     sizes = _get(cfg, "INPUT.MIN_SIZE_TRAIN")
     if sizes is not None and not all(v > 0 for v in _numbers(sizes)):
         raise ConfigCheckError(f"{source}: INPUT.MIN_SIZE_TRAIN = {sizes!r}, expected sizes > 0")
-    classes = list(_get(cfg, "SPERM.CLASSES") or [])
-    if not classes or len(set(classes)) != len(classes):
-        raise ConfigCheckError(f"{source}: SPERM.CLASSES = {classes!r}, expected distinct names")
-    # Only Mask R-CNN's box head counts classes; the grader (SpermHeadGrader) has its own.
-    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
-        num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        if num != len(classes):
-            raise ConfigCheckError(
-                f"{source}: MODEL.ROI_HEADS.NUM_CLASSES = {num} but SPERM.CLASSES has "
-                f"{len(classes)} ({classes}); make them agree"
-            )
