@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
+from sperm_d2.benchmark.crops import smoke_subset, split_images
 from sperm_d2.benchmark.options import (
     DEFAULT_CONFIG,
     DEFAULT_GRADER_CONFIG,
@@ -32,7 +32,9 @@ from sperm_d2.benchmark.results import aggregate_folds, collect_metrics, mean_st
 from sperm_d2.benchmark.results_table import fmt_mean_std, fmt_value, format_table
 from sperm_d2.benchmark.runner import REPO, Runner, StepError
 from sperm_d2.benchmark.training import STAMP, reuse_or_resume, schedule_opts, train_stamp
+from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.synthetic import draw_scene, sample_scene
+from sperm_d2.evaluation.folders import list_class_folders
 
 SCRIPT = REPO / "benchmarks" / "real_data.py"
 
@@ -236,27 +238,35 @@ def test_schedule_opts() -> None:
     assert dict(zip(*[iter(schedule_opts(1))] * 2))["SOLVER.STEPS"] == "()"
 
 
-def test_split_images_and_class_folder_tree(tmp_path) -> None:
+def test_split_images_and_folders_from_the_coco_split(tmp_path) -> None:
+    """``evaluate.py --folders`` takes the split's COCO file: its images, classed by folder."""
     src = tmp_path / "crops"
-    for folder in ("01_Normal", "02_Tapered"):
+    for folder in ("01_Normal", "02_Tapered", "non_sperm"):
         (src / folder).mkdir(parents=True)
         (src / folder / "a.bmp").write_bytes(b"x")  # the same name in two folders (HuSHeM)
     root = tmp_path / "root"
     (root / "annotations").mkdir(parents=True)
     images = [
-        {"id": i, "file_name": f"../crops/{f.name}/a.bmp"} for i, f in enumerate(src.iterdir())
+        {"id": i, "file_name": f"../crops/{f.name}/a.bmp"}
+        for i, f in enumerate(sorted(src.iterdir()))
     ]
     (root / "annotations" / "test.json").write_text(json.dumps({"images": images}))
     paths = split_images(root, "test")
-    assert sorted(p.parent.name for p in paths) == ["01_Normal", "02_Tapered"]
-    tree = class_folder_tree(paths, tmp_path / "tree")
-    links = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.bmp"))
-    assert links == ["01_Normal/a.bmp", "02_Tapered/a.bmp"]
-    assert all(p.is_symlink() for p in tree.rglob("*.bmp"))  # nothing copied
-    class_folder_tree(paths[:1], tree)  # rebuilt from scratch
-    assert len(list(tree.rglob("*.bmp"))) == 1
-    with pytest.raises(ValueError, match="two images named"):
-        class_folder_tree([paths[0], paths[0]], tmp_path / "dup")
+    assert sorted(p.parent.name for p in paths) == ["01_Normal", "02_Tapered", "non_sperm"]
+    assert all(p.is_file() for p in paths)
+    items, info = list_class_folders(
+        root / "annotations" / "test.json", LabelMap.load(REPO / "configs/labels/default.yaml")
+    )
+    assert items == [
+        (str(src / "01_Normal" / "a.bmp"), "good"),
+        (str(src / "02_Tapered" / "a.bmp"), "bad"),
+    ]
+    assert info == {"ignored_folders": {"non_sperm": 1}}
+    (root / "annotations" / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="bad.json: not a COCO split"):
+        list_class_folders(
+            root / "annotations" / "bad.json", LabelMap.load(REPO / "configs/labels/default.yaml")
+        )
 
 
 def test_runner_logs_shows_shell_safe_commands_and_names_failures(tmp_path, caplog) -> None:

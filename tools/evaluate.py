@@ -7,6 +7,10 @@ Usage:
     # class folders (SMIDS/HuSHeM style), threshold chosen on val folders, reported on test:
     python tools/evaluate.py --run output/demo/train --folders crops/test --val-folders crops/val \\
         --label-map configs/labels/default.yaml --output output/eval_folders
+    # the same on the images of COCO splits that prepare_data.py --from-folders wrote:
+    python tools/evaluate.py --run output/hushem/train \\
+        --folders datasets/hushem/annotations/test.json \\
+        --val-folders datasets/hushem/annotations/val.json --output output/eval_hushem
 
 COCO mode prints the AP table (per class), pixellib/mAP50 and the instance metrics at the
 val-chosen threshold; folder mode prints accuracy, sensitivity/specificity for bad, F1, the
@@ -39,10 +43,13 @@ def get_parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="registered split to report on (<prefix>_test)")
     p.add_argument("--val-dataset", default=None, help="split to choose the threshold on")
-    p.add_argument("--folders", default=None, help="class-folder root to report on")
     p.add_argument(
-        "--val-folders", default=None, help="class-folder root to choose the threshold on"
+        "--folders",
+        default=None,
+        help="class-folder root (or a COCO split .json of prepare_data.py --from-folders) to "
+        "report on",
     )
+    p.add_argument("--val-folders", default=None, help="the same, to choose the threshold on")
     p.add_argument("--label-map", default="configs/labels/default.yaml", help="label map YAML")
     p.add_argument(
         "--min-score", type=unit_interval, default=0.05, help="model score floor in [0, 1]"

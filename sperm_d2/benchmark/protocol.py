@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from sperm_d2.benchmark.crops import class_folder_tree, smoke_subset, split_images
+from sperm_d2.benchmark.crops import smoke_subset, split_images
 from sperm_d2.benchmark.options import DATASETS, skip_reason
 from sperm_d2.benchmark.results import aggregate_folds, collect_grader_only, collect_metrics
 from sperm_d2.benchmark.results_table import machine_description, write_results
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 LABELS = "configs/labels/default.yaml"
 #: what ``prepare_data.py`` exit codes mean: 1 = files skipped (SMIDS duplicates), still usable
 PREPARE_OK = (0, 1)
+#: the registered datasets' prefix (SPERM.DATASET_PREFIX's default)
+PREFIX = "sperm"
 
 
 def prepare_step(
@@ -66,15 +68,15 @@ def evaluate_step(
     name: str,
     run_dir: Path,
     out_dir: Path,
+    data_root: Path,
     test: str,
     val: str,
-    test_tree: Path,
-    val_tree: Path,
     weights: str | None = None,
     grader: Path | None = None,
 ) -> dict:
-    """tools/evaluate.py twice: COCO metrics on the registered split ``test`` (threshold chosen
-    on ``val``) and image-level grading of the class folders ``test_tree`` (on ``val_tree``),
+    """tools/evaluate.py twice: COCO metrics on the registered split ``<prefix>_<test>``
+    (threshold chosen on ``<prefix>_<val>``) and image-level grading of the same splits' images
+    (``--folders data_root/annotations/<test>.json``: each crop classed by its class folder),
     with the head grader of the run folder ``grader`` when given; returns
     :func:`collect_metrics` of the two."""
     w = ["--weights", weights] if weights else []
@@ -82,17 +84,15 @@ def evaluate_step(
     coco_out, folder_out = out_dir / "coco", out_dir / "folders"
     # --overwrite: evaluations rerun on every run of the benchmark, into the same folders
     evaluate = [sys.executable, "tools/evaluate.py", "--run", run.rel(run_dir), *w, "--overwrite"]
-    run(
-        [*evaluate, "--dataset", test, "--val-dataset", val, "--output", run.rel(coco_out)],
-        f"{name}_eval_coco",
-    )
+    splits = ["--dataset", f"{PREFIX}_{test}", "--val-dataset", f"{PREFIX}_{val}"]
+    run([*evaluate, *splits, "--output", run.rel(coco_out)], f"{name}_eval_coco")
     run(
         [
             *evaluate,
             "--folders",
-            run.rel(test_tree),
+            run.rel(data_root / "annotations" / f"{test}.json"),
             "--val-folders",
-            run.rel(val_tree),
+            run.rel(data_root / "annotations" / f"{val}.json"),
             "--label-map",
             LABELS,
             "--output",
@@ -169,10 +169,6 @@ def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
     """Stratified train/val/test: prepare, train (selected on val), evaluate on test."""
     data_root = out / "data"
     prepare_step(run, name, src, data_root, args, ["--split", args.split])
-    trees = {
-        s: class_folder_tree(split_images(data_root, s), out / "folders" / s)
-        for s in ("val", "test")
-    }
     train = train_step(run, args, name, data_root, out / "train", [])
 
     def evaluate(grader: Path | None = None) -> dict:
@@ -181,15 +177,16 @@ def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
             f"{name}_graded" if grader else name,
             out / "train",
             out / ("eval_graded" if grader else "eval"),
-            "sperm_test",
-            "sperm_val",
-            trees["test"],
-            trees["val"],
+            data_root,
+            "test",
+            "val",
             grader=grader,
         )
 
     test = evaluate()
-    grader_train, graded = with_grader(run, args, name, data_root, out, [], "sperm_test", evaluate)
+    grader_train, graded = with_grader(
+        run, args, name, data_root, out, [], f"{PREFIX}_test", evaluate
+    )
     return {
         "data_root": str(data_root),
         "train": train,
@@ -214,11 +211,7 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
     folds = {}
     for i in args.fold_list:
         tag, fold_out = f"fold{i}", out / f"fold{i}"
-        trees = {
-            s: class_folder_tree(split_images(data_root, f"{tag}_{s}"), fold_out / "folders" / s)
-            for s in ("train", "val")
-        }
-        opts = ["DATASETS.TRAIN", f'("sperm_{tag}_train",)', "DATASETS.TEST", "()"]
+        opts = ["DATASETS.TRAIN", f'("{PREFIX}_{tag}_train",)', "DATASETS.TEST", "()"]
         train = train_step(run, args, f"{name}_{tag}", data_root, fold_out / "train", opts)
 
         def evaluate(grader: Path | None = None) -> dict:
@@ -227,10 +220,9 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
                 f"{name}_{tag}_graded" if grader else f"{name}_{tag}",
                 fold_out / "train",
                 fold_out / ("eval_graded" if grader else "eval"),
-                f"sperm_{tag}_val",
-                f"sperm_{tag}_train",
-                trees["val"],
-                trees["train"],
+                data_root,
+                f"{tag}_val",
+                f"{tag}_train",
                 weights="model_final.pth",
                 grader=grader,
             )
@@ -238,7 +230,7 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
         metrics = evaluate()
         # the grader, like the detector, selects nothing on the held-out part: final checkpoint
         grader_train, graded = with_grader(
-            run, args, f"{name}_{tag}", data_root, fold_out, opts, f"sperm_{tag}_val", evaluate
+            run, args, f"{name}_{tag}", data_root, fold_out, opts, f"{PREFIX}_{tag}_val", evaluate
         )
         folds[tag] = {"train": train, "grader_train": grader_train, "test": {**metrics, **graded}}
     return {

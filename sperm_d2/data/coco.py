@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Sequence
 
 from sperm_d2.atomic import write_bytes_atomic
@@ -75,3 +76,17 @@ def coco_bytes(coco: dict) -> bytes:
 def write_coco(path: str | os.PathLike, coco: dict) -> None:
     """Write a COCO dict atomically, compact (:func:`coco_bytes`)."""
     write_bytes_atomic(path, coco_bytes(coco))
+
+
+def split_image_paths(split_json: str | os.PathLike) -> list[Path]:
+    """The image paths of a COCO split ``DATA_ROOT/annotations/<split>.json`` (its file names are
+    relative to ``DATA_ROOT``, the folder above ``annotations/``)."""
+    split_json = Path(split_json)
+    root = (
+        split_json.parent.parent if split_json.parent.name == "annotations" else split_json.parent
+    )
+    try:
+        images = json.loads(split_json.read_text(encoding="utf-8"))["images"]
+        return [Path(os.path.normpath(root / im["file_name"])) for im in images]
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, or not a COCO split
+        raise ValueError(f"{split_json}: not a COCO split ({type(e).__name__}: {e})") from None

@@ -1,7 +1,9 @@
 """``evaluate.py --folders``: image-level grading of class folders of single-cell crops.
 
-Layout: ``ROOT/<folder>/<image>``; the label map turns each folder name into a class (a folder
-mapped to ``null``, e.g. ``non_sperm``, is left out and counted). The score threshold and the
+Layout: ``ROOT/<folder>/<image>``, or a COCO split that ``prepare_data.py --from-folders`` wrote
+from such folders (``DATA_ROOT/annotations/<split>.json``: its images, read where they lie); the
+label map turns each image's folder name into a class (a folder mapped to ``null``, e.g.
+``non_sperm``, is left out and counted). The score threshold and the
 class-prior bias (``sperm_d2.evaluation.classification``) are chosen on the val folders (when
 given; with a head grader the bias moves the grader's ``p_bad`` boundary) and the metrics are
 reported on the test folders, with the plain top-head rule (bias 0) alongside for comparison.
@@ -14,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
+from sperm_d2.data.coco import split_image_paths
 from sperm_d2.evaluation.classification import (
     NO_HEAD,
     GradedImage,
@@ -32,16 +35,25 @@ MAX_SHEET = 36  # misclassified examples kept for the contact sheet
 
 
 def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[str, str]], dict]:
-    """``([(image path, class)], {"ignored_folders": {...}, ...})`` for ``root/<folder>/*``."""
+    """``([(image path, class)], {"ignored_folders": {...}, ...})`` for ``root/<folder>/*``, or
+    for the images of the COCO split ``root`` (a ``.json`` file), classed by their folder."""
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: class-folder root not found")
+    if root.suffix.lower() == ".json" and root.is_file():
+        by_folder: dict[str, list[Path]] = {}
+        for path in split_image_paths(root):
+            by_folder.setdefault(path.parent.name, []).append(path)
+    elif root.is_dir():
+        by_folder = {
+            folder.name: sorted(q for q in folder.rglob("*") if is_image_path(q))
+            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        }
+    else:
+        raise FileNotFoundError(f"{root}: class-folder root (or COCO split .json) not found")
     items, ignored = [], {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        cls = label_map.class_of(folder.name)  # an unknown folder name is an error, never a guess
-        files = sorted(q for q in folder.rglob("*") if is_image_path(q))
+    for name, files in sorted(by_folder.items()):
+        cls = label_map.class_of(name)  # an unknown folder name is an error, never a guess
         if cls is None:
-            ignored[folder.name] = len(files)
+            ignored[name] = len(files)
             continue
         items += [(str(q), cls) for q in files]
     if not items:

@@ -29,6 +29,10 @@ def _label_map(label_map_path: str | None, class_names):
     return LabelMap.default(class_names)
 
 
+def _is_split_json(path: str) -> bool:
+    return Path(path).suffix.lower() == ".json" and Path(path).is_file()
+
+
 def _datasets(cfg: CfgNode, dataset: str | None, val_dataset: str | None) -> tuple[str, str]:
     """The test and val split names (registered from ``cfg``), checked to exist."""
     from sperm_d2.data import register_sperm_datasets
@@ -73,8 +77,8 @@ def check_evaluation(
         label_map = _label_map(label_map_path, cfg.SPERM.CLASSES)
         for flag, root in (("--folders", folders), ("--val-folders", val_folders)):
             if root:
-                if not Path(root).is_dir():
-                    raise ValueError(f"{flag} {root}: no such folder")
+                if not Path(root).is_dir() and not _is_split_json(root):
+                    raise ValueError(f"{flag} {root}: no such folder (or COCO split .json)")
                 list_class_folders(root, label_map)
                 keep.append((flag, root))
         if label_map_path:
