@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install detectron2's pure-Python code into a Python environment, the one recipe shared by
-# `make install` and docker/Dockerfile (see DESIGN.md "Dependencies and install").
+# `make install` and docker/Dockerfile (see README.md "Install details").
 #
 # detectron2 is not on PyPI under its own name and has no wheel for current torch. The wheel
 # sal-detectron2==0.7.2 carries upstream commit a59f0563 byte-for-byte (but two trivial lines),

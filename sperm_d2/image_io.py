@@ -110,13 +110,14 @@ def png_data_uri(image: np.ndarray | bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure_png(fig, dpi: int = 120) -> bytes:
-    """A matplotlib ``Figure`` (object API, no pyplot state) rendered on an Agg canvas, as PNG."""
+def figure_png(fig, dpi: int = 120, tight: bool = False) -> bytes:
+    """A matplotlib ``Figure`` (object API, no pyplot state) rendered on an Agg canvas, as PNG
+    (``tight``: cropped to what is drawn)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 

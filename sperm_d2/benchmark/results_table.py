@@ -11,7 +11,7 @@ from typing import Any
 from sperm_d2.atomic import atomic_write, write_json_atomic
 from sperm_d2.benchmark.results import is_finite
 
-#: the PixelLib/TensorFlow study this project reproduces (DESIGN.md)
+#: the PixelLib/TensorFlow study this project reproduces (README.md, introduction and "Results")
 STUDY = {
     "pixellib/mAP50": "0.891 (study's own labelme test images)",
     "accuracy": "98 % / 98.8 % (SMIDS normal/abnormal)",

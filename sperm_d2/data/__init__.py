@@ -9,7 +9,12 @@ Conversion modules (``labels``, ``labelme_io``, ``convert``, ``prepare``, ``auto
 from sperm_d2.lazy import lazy_exports
 
 _LAZY = {
-    "sperm_d2.data.register": ("register_sperm_datasets", "register_split", "resolve_data_root"),
+    "sperm_d2.data.register": (
+        "load_registered",
+        "register_sperm_datasets",
+        "register_split",
+        "resolve_data_root",
+    ),
     "sperm_d2.data.augment": ("build_train_augmentation",),
     "sperm_d2.data.labels": ("LabelMap", "UnknownLabelError"),
     "sperm_d2.data.labelme_io": ("read_labelme_json", "write_labelme_json"),

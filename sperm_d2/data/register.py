@@ -28,6 +28,19 @@ def resolve_data_root(cfg=None) -> Path:
     return Path(root or os.environ.get(ENV_DATA_ROOT) or DEFAULT_DATA_ROOT)
 
 
+def load_registered(name: str) -> list[dict]:
+    """``DatasetCatalog.get(name)``, read now so a broken annotation file is one line naming it
+    (a ``ValueError``) before a model loads or a run folder exists, not a traceback later."""
+    try:
+        return DatasetCatalog.get(name)
+    except Exception as e:  # json, pycocotools and detectron2 raise many types
+        json_file = getattr(MetadataCatalog.get(name), "json_file", name)
+        raise ValueError(
+            f"{json_file}: dataset {name} cannot be loaded ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]}); re-run tools/prepare_data.py"
+        ) from None
+
+
 def _load_split(name: str, json_path: str, image_root: str, classes: list[str]) -> list[dict]:
     with open(json_path, encoding="utf-8") as f:
         names = [c["name"] for c in sorted(json.load(f)["categories"], key=lambda c: c["id"])]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
 from sperm_d2.atomic import write_bytes_atomic
+from sperm_d2.image_io import figure_png
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +22,7 @@ def _series(metrics: dict[int, dict], key: str) -> tuple[list[int], list[float]]
 
 
 def _save(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, figure_png(fig, dpi=100, tight=True))
 
 
 def _figure(title: str, ylabel: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -29,7 +29,7 @@ import sperm_d2
 from sperm_d2.atomic import atomic_write, write_json_atomic
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
 from sperm_d2.config.setup import check_training_cfg
-from sperm_d2.data import register_sperm_datasets
+from sperm_d2.data import load_registered, register_sperm_datasets
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, check_weights_file
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer
@@ -103,22 +103,15 @@ def _load_datasets(cfg: CfgNode, names) -> dict[str, int]:
     """Training samples of each named dataset (:func:`_training_samples`), read now so a broken
     annotation file fails before the run folder exists (one line naming it), not inside the
     data loader or at the first evaluation."""
-    sizes = {}
-    for name in names:
-        try:
-            sizes[name] = _training_samples(cfg, name)
-        except Exception as e:  # json, pycocotools and detectron2 raise many types
-            json_file = getattr(MetadataCatalog.get(name), "json_file", name)
-            raise ConfigError(
-                f"{json_file}: dataset {name} cannot be loaded ({type(e).__name__}: "
-                f"{' '.join(str(e).split())[:300]}); re-run tools/prepare_data.py"
-            ) from None
-    return sizes
+    try:
+        return {name: _training_samples(cfg, name) for name in names}
+    except ValueError as e:  # load_registered's one line
+        raise ConfigError(str(e)) from None
 
 
 def _training_samples(cfg: CfgNode, dataset_name: str) -> int:
     """What one epoch passes over: the images, or for the head grader the annotated heads."""
-    records = DatasetCatalog.get(dataset_name)
+    records = load_registered(dataset_name)
     if not is_grader(cfg):
         return len(records)
     return sum(1 for r in records for a in r.get("annotations", []) if not a.get("iscrowd", 0))

@@ -84,17 +84,10 @@ def check_evaluation(
         if label_map_path:
             keep.append(("--label-map", label_map_path))
     else:
-        from detectron2.data import DatasetCatalog, MetadataCatalog
+        from sperm_d2.data import load_registered
 
         for name in filter(None, _datasets(cfg, dataset, val_dataset)):
-            try:  # read now: a broken annotation file is one line, before the model loads
-                DatasetCatalog.get(name)
-            except Exception as e:  # json, pycocotools and detectron2 raise many types
-                json_file = getattr(MetadataCatalog.get(name), "json_file", name)
-                raise ValueError(
-                    f"{json_file}: dataset {name} cannot be loaded ({type(e).__name__}: "
-                    f"{' '.join(str(e).split())[:200]}); re-run tools/prepare_data.py"
-                ) from None
+            load_registered(name)  # read now: a broken annotation file is one line
         if cfg.SPERM.DATA_ROOT:
             keep.append(("SPERM.DATA_ROOT", cfg.SPERM.DATA_ROOT))
     check_output_dir(output_dir, overwrite, EVAL_OUTPUTS, keep=keep)
