@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.data.convert import image_size
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap

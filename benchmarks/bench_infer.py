@@ -34,6 +34,7 @@ from pathlib import Path
 import cv2
 import torch
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_scene, render_video_frames
 from sperm_d2.inference import HeadGrader, InferOptions, SpermPredictor, run_inference

@@ -23,6 +23,7 @@ from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.engine.run import prepare_config
 from sperm_d2.engine.trainer import SpermTrainer
 

@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.benchmark.options import (
     DEFAULT_CONFIG,
     DEFAULT_GRADER_CONFIG,
