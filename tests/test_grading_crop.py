@@ -6,6 +6,8 @@ import pytest
 
 from sperm_d2.grading.crop import canonical_crop, head_frame, input_channels, model_input
 
+from .conftest import REPO
+
 
 def ellipse_mask(h=128, w=128, centre=(64, 64), axes=(24, 10), angle=30.0) -> np.ndarray:
     m = np.zeros((h, w), np.uint8)
@@ -100,3 +102,22 @@ def test_fixed_scale_keeps_the_head_size() -> None:
     big = canonical_crop(image, ellipse_mask(axes=(24, 10)), 64, fixed_scale=1.0)
     assert small.scale == big.scale == 1.0
     assert abs(extent(big.mask)[0] - 2 * extent(small.mask)[0]) <= 2
+
+
+def test_tta_views_average_the_flipped_crops() -> None:
+    import torch
+
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.grading.model import SpermHeadGrader
+
+    cfg = setup_cfg(str(REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"))
+    model = SpermHeadGrader(cfg).eval()
+    x = torch.randint(0, 255, (3, 4, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        model.tta = "rot180"
+        both = model.probabilities(x)
+        one = torch.softmax(model.logits(x), 1)
+        turned = torch.softmax(model.logits(x.flip(2, 3)), 1)
+        model.tta = "none"
+        assert torch.allclose(model.probabilities(x), one)
+    assert torch.allclose(both, (one + turned) / 2, atol=1e-6)

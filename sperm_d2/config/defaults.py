@@ -102,9 +102,10 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.GRADER.LABEL_SMOOTHING = 0.0
     # (float) mixup Beta(alpha, alpha) on training batches (0 = off).
     _C.SPERM.GRADER.MIXUP_ALPHA = 0.0
-    # (str) test-time augmentation: "none", or "flips" (mean probability over the 4 flips of the
-    # aligned crop, whose head direction is ambiguous).
-    _C.SPERM.GRADER.TTA = "flips"
+    # (str) test-time augmentation, the mean probability over views of the aligned crop (whose
+    # head direction is ambiguous): "none", "rot180" (the crop and its 180-degree rotation) or
+    # "flips" (its 4 flips). On val rot180 matched flips at half the cost (benchmarks/RESULTS.md).
+    _C.SPERM.GRADER.TTA = "rot180"
     # (int) crops per forward pass in evaluation and inference.
     _C.SPERM.GRADER.TEST_BATCH_SIZE = 256
     # Online augmentation of the cached training crops (done on whole batches, in torch).

@@ -5,8 +5,7 @@ so ``build_model(cfg)``, ``DetectionCheckpointer`` and ``SpermTrainer`` serve it
 Input: a batch dict ``{"images": (N, C, S, S) uint8/float 0-255, "labels": (N,) int64,
 "targets": (N, K) soft targets (optional, mixup / label smoothing), "class_weights": (K,)
 (optional)}`` (see ``sperm_d2.grading.loader``). Training returns ``{"loss_cls": ...}``;
-evaluation returns ``{"probs": (N, K)}``, averaged over the flips with ``SPERM.GRADER.TTA
-"flips"``.
+evaluation returns ``{"probs": (N, K)}``, averaged over the ``SPERM.GRADER.TTA`` views.
 """
 
 from __future__ import annotations
@@ -18,6 +17,14 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from sperm_d2.grading.crop import input_channels
+
+#: test-time views of the aligned crop (flipped dimensions of an N, C, H, W batch): the head's
+#: direction along and across its axis is ambiguous
+TTA_VIEWS = {
+    "none": ((),),
+    "rot180": ((), (2, 3)),
+    "flips": ((), (3,), (2,), (2, 3)),
+}
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -64,8 +71,8 @@ class SpermHeadGrader(nn.Module):
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.label_smoothing = float(g.LABEL_SMOOTHING)
         self.tta = str(g.TTA)
-        if self.tta not in ("none", "flips"):
-            raise ValueError(f"SPERM.GRADER.TTA {self.tta!r}: use none or flips")
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"SPERM.GRADER.TTA {self.tta!r}: use one of {', '.join(TTA_VIEWS)}")
         mean = list(cfg.MODEL.PIXEL_MEAN)[:3] + [127.5] * (cin - 3)
         # the mask channel (0/255) is centred like the colour channels
         std = list(cfg.MODEL.PIXEL_STD)[:3] + [127.5] * (cin - 3)
@@ -92,10 +99,10 @@ class SpermHeadGrader(nn.Module):
         return self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax class probabilities (N, K), averaged over the 4 flips with TTA "flips"."""
+        """Softmax class probabilities (N, K), averaged over the ``SPERM.GRADER.TTA`` views."""
         if self.tta == "none":
             return F.softmax(self.logits(images), dim=1)
-        views = [images, images.flip(3), images.flip(2), images.flip(2, 3)]
+        views = [images.flip(dims) if dims else images for dims in TTA_VIEWS[self.tta]]
         n = images.shape[0]
         probs = F.softmax(self.logits(torch.cat(views)), dim=1)
         return probs.view(len(views), n, -1).mean(0)

