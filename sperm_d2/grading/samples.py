@@ -1,7 +1,7 @@
 """The grader's samples: one canonical crop per annotated head of a registered COCO split.
 
 Crops are cut once per run and kept in ``<OUTPUT_DIR>/grader_crops/<dataset>.npz`` (a few MB:
-SMIDS's ~1,700 training heads at 64 px and 4 channels are 28 MB), so epochs never decode an
+SMIDS's 1,115 training heads at 64 px and 4 channels are 18 MB), so epochs never decode an
 image again and a resumed or evaluate-only run reuses them. The cache is keyed by the split's
 JSON file (path, size, modification time) and the crop settings; anything else rebuilds it.
 """
