@@ -116,9 +116,10 @@ def grader_step(
     head masks of the registered split ``test`` (``train_net.py --eval-only``); returns the
     training's times and ``grader_only/*`` metrics."""
     train = train_step(run, args, f"{name}_grader", data_root, grader_dir, opts, grader=True)
-    weights = grader_dir / "model_best.pth"  # selected on val; a fold has none: final
-    if not weights.is_file():
-        weights = grader_dir / "model_final.pth"
+    # imported here: it loads detectron2, which the rest of the benchmark does not need
+    from sperm_d2.inference.runs import find_run_weights
+
+    weights = find_run_weights(grader_dir)  # best on val; a fold has none: final
     eval_dir = grader_dir / f"eval_{test}"
     run(
         [

@@ -86,7 +86,8 @@ class HeadGrader:
         return cls(cfg, weights, source=", ".join(map(str, runs)), members=members)
 
     def crops(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """(N, C, S, S) uint8 model inputs of the heads ``masks`` (N, H, W) of a BGR image."""
+        """(N, C, S, S) uint8 model inputs of the heads ``masks`` (N, H, W) of a BGR image, laid
+        out channels-last in memory (a view of the stacked crops, as the model wants them)."""
         s = self.settings
         if s["format"] == "RGB":
             image = image[:, :, ::-1]
@@ -98,7 +99,7 @@ class HeadGrader:
 
     def probabilities(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities of the heads ``masks`` of a BGR ``image``."""
-        crops = torch.from_numpy(np.ascontiguousarray(self.crops(image, masks)))
+        crops = torch.from_numpy(self.crops(image, masks))  # no copy: already channels-last
         out = []
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
