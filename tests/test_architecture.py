@@ -17,6 +17,7 @@ LEAVES = {
     "warnings_filter",
     "cli_warnings",
     "cli",
+    "precision",
 }
 
 #: package -> sperm_d2 packages it must never import (at module level or inside functions)

@@ -69,6 +69,11 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.CONFIDENCE_THRESHOLD = 0.5
     # (int) images per forward pass; 0 = auto (1 on CPU, where batching measured slower; 4 on GPU).
     _C.SPERM.INFER_BATCH_SIZE = 0
+    # (str) CPU inference and evaluation precision (detector and head grader): "fp32", "bf16"
+    # (autocast; outputs still fp32) or "auto" (bf16 where the CPU has it natively, once its
+    # accuracy is shown equal to fp32: sperm_d2.precision.BF16_PARITY_SHOWN; until then fp32).
+    # A GPU runs fp32. Training precision is SOLVER.AMP.ENABLED (on the CPU: bf16 autocast).
+    _C.SPERM.INFER_PRECISION = "auto"
     # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
     _C.SPERM.UM_PER_PX = 0.0
 

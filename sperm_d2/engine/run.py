@@ -32,8 +32,9 @@ from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import load_registered, register_sperm_datasets
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, check_weights_file
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
-from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.engine.trainer import SpermTrainer, inference_bf16
 from sperm_d2.grading import is_grader
+from sperm_d2.precision import check_precision, cpu_has_native_bf16, for_inference, train_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,14 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
             cfg.SOLVER.STEPS,
             cfg.TEST.EVAL_PERIOD,
         )
-    if cfg.SOLVER.AMP.ENABLED and not torch.cuda.is_available():
-        raise ConfigError(f"{config_file}: SOLVER.AMP.ENABLED needs a CUDA GPU; set it to False")
+    try:
+        check_precision(cfg.SPERM.INFER_PRECISION)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if train_bf16(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE) and not cpu_has_native_bf16():
+        logger.warning(
+            "SOLVER.AMP.ENABLED on a CPU without native bf16: bf16 is emulated, slower than fp32"
+        )
     cfg.freeze()
     return cfg
 
@@ -192,7 +199,7 @@ def run(args: argparse.Namespace) -> dict | None:
             _remove_run_folder(out)
         raise
     if args.eval_only:
-        results = SpermTrainer.test(cfg, model)
+        results = SpermTrainer.test(cfg, for_inference(model, inference_bf16(cfg)))
         if comm.is_main_process():
             verify_results(cfg, results)
             write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", results)

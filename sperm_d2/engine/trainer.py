@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import weakref
+from contextlib import nullcontext
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper, build_detection_train_loader
@@ -17,6 +18,7 @@ from fvcore.nn.precise_bn import get_bn_modules
 from sperm_d2.data import build_train_augmentation
 from sperm_d2.engine.best import BestValLossCheckpointer, SpermBestCheckpointer
 from sperm_d2.engine.checkpoint import SpermCheckpointer
+from sperm_d2.engine.cpu_amp import CPUAutocastTrainer, quiet_cuda_grad_scaler
 from sperm_d2.engine.distributed import cpu_ddp_support
 from sperm_d2.engine.early_stop import EarlyStopping
 from sperm_d2.engine.metrics_outputs import ResultsTable, TrainingPlots
@@ -25,6 +27,7 @@ from sperm_d2.evaluation import build_evaluator
 from sperm_d2.grading import is_grader
 from sperm_d2.grading.evaluator import GraderEvaluator
 from sperm_d2.grading.loader import GraderTrainLoader, build_grader_test_loader
+from sperm_d2.precision import for_inference, train_bf16, use_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,12 @@ def val_loss_period(cfg: CfgNode) -> int:
     return cfg.TEST.EVAL_PERIOD if period == 0 else max(period, 0)
 
 
+def inference_bf16(cfg: CfgNode) -> bool:
+    """Whether evaluation runs under CPU bf16 autocast, as inference would
+    (``SPERM.INFER_PRECISION`` on ``MODEL.DEVICE``)."""
+    return use_bf16(cfg.SPERM.INFER_PRECISION, cfg.MODEL.DEVICE)
+
+
 class SpermTrainer(DefaultTrainer):
     """DefaultTrainer whose ``build_*`` methods add the project's pieces; the loop is detectron2's.
 
@@ -46,15 +55,23 @@ class SpermTrainer(DefaultTrainer):
     * train loader: ``SPERM.AUG`` augmentations; ``DATALOADER.SAMPLER_TRAIN:
       RepeatFactorTrainingSampler`` (with ``REPEAT_THRESHOLD``) gives class-balanced sampling.
     * evaluator: COCO bbox/segm with per-class AP plus ``pixellib/mAP50``.
+    * ``SOLVER.AMP.ENABLED`` on the CPU trains under bf16 autocast (:class:`CPUAutocastTrainer`
+      in place of detectron2's CUDA-only AMPTrainer); on CUDA it is detectron2's AMP.
+    * evaluation and validation loss run at the inference precision (``SPERM.INFER_PRECISION``).
     * hooks, in order: timer, LR, periodic checkpoint, validation loss, evaluation, best model
       (``model_best.pth``), best by validation loss, early stopping, writers (metrics.json,
       TensorBoard, console), results.csv, plots.
     """
 
     def __init__(self, cfg: CfgNode) -> None:
-        # Only to let the parent wrap a CPU model for gloo; construction is DefaultTrainer's own.
-        with cpu_ddp_support():
+        cpu_bf16 = train_bf16(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE)
+        # Only to let the parent wrap a CPU model for gloo (and build an AMPTrainer without CUDA
+        # quietly); construction is DefaultTrainer's own.
+        with cpu_ddp_support(), quiet_cuda_grad_scaler() if cpu_bf16 else nullcontext():
             super().__init__(cfg)
+        if cpu_bf16:
+            # DefaultTrainer built its (CUDA-only) AMPTrainer; the CPU step shares its parts.
+            self._trainer = CPUAutocastTrainer.replacing(self._trainer)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
@@ -93,7 +110,8 @@ class SpermTrainer(DefaultTrainer):
         evaluate = bool(cfg.DATASETS.TEST)
 
         def test_and_save_results():
-            self._last_eval_results = self.test(self.cfg, self.model)
+            model = for_inference(self.model, inference_bf16(self.cfg))
+            self._last_eval_results = self.test(self.cfg, model)
             return self._last_eval_results
 
         ret = [hooks.IterationTimer(), hooks.LRScheduler(), self._precise_bn_hook()]
@@ -103,7 +121,7 @@ class SpermTrainer(DefaultTrainer):
             # Validation loss and evaluation run on every process (each takes a shard).
             # (the grader's evaluator computes its validation loss in the same pass)
             if vl_period and not is_grader(cfg):
-                ret.append(ValidationLoss(vl_period, cfg, cfg.DATASETS.TEST))
+                ret.append(ValidationLoss(vl_period, cfg, cfg.DATASETS.TEST, inference_bf16(cfg)))
             ret.append(hooks.EvalHook(eval_period, test_and_save_results))
             # Best-model hooks come after the hooks that store their metrics.
             if main:

@@ -13,6 +13,8 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
+from sperm_d2.precision import autocast
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,11 +38,15 @@ class ValidationLoss(HookBase):
     (``val_loss_cls``, ``val_loss_mask``, ...), averaged over every val image on every process.
     The model stays in training mode (only then does detectron2 compute losses) under
     ``torch.no_grad``; with BatchNorm that would update running statistics, so configs that
-    train from scratch use GroupNorm (no running statistics).
+    train from scratch use GroupNorm (no running statistics). ``bf16``: compute them under CPU
+    bf16 autocast (as evaluation does when inference runs in bf16).
     """
 
-    def __init__(self, period: int, cfg: CfgNode, dataset_names: list[str]) -> None:
+    def __init__(
+        self, period: int, cfg: CfgNode, dataset_names: list[str], bf16: bool = False
+    ) -> None:
         self._period = period
+        self._bf16 = bf16
         self._cfg = cfg
         self._dataset_names = list(dataset_names)
         self._loader = None
@@ -56,7 +62,7 @@ class ValidationLoss(HookBase):
         sums: dict[str, float] = defaultdict(float)
         count = 0
         try:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self._bf16):
                 for inputs in self._loader:
                     for k, v in module(inputs).items():
                         sums[k] += float(v) * len(inputs)

@@ -96,7 +96,10 @@ class SpermHeadGrader(nn.Module):
         """Class logits of an (N, C, S, S) batch in 0-255."""
         x = (images.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
         x = self.blocks(self.stem(x))
-        return self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+        logits = self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+        # fp32 under bf16 autocast too: CPU autocast leaves (log-)softmax in bf16, too coarse for
+        # the loss and for p_bad
+        return logits.float()
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities (N, K), averaged over the ``SPERM.GRADER.TTA`` views."""

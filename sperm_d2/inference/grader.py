@@ -26,6 +26,7 @@ from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction
+from sperm_d2.precision import autocast, use_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ logger = logging.getLogger(__name__)
 class HeadGrader:
     """Grade heads with a ``SpermHeadGrader`` model (``cfg`` its run's config), or with an
     ensemble: ``members`` adds more ``(cfg, weights)`` models (e.g. the K-fold graders, or seeds)
-    whose class probabilities are averaged. Every member must cut the same crops."""
+    whose class probabilities are averaged. Every member must cut the same crops. ``precision``:
+    ``SPERM.INFER_PRECISION`` to run at (the detector's, in a predictor); ``None`` = ``cfg``'s."""
 
     def __init__(
         self,
@@ -41,9 +43,12 @@ class HeadGrader:
         weights: str | os.PathLike,
         source: str = "",
         members: Sequence[tuple[CfgNode, str | os.PathLike]] = (),
+        precision: str | None = None,
     ) -> None:
         self.source = str(source or weights)
         self.cfg = _inference_cfg(cfg, self.source)
+        precision = self.cfg.SPERM.INFER_PRECISION if precision is None else precision
+        self.bf16 = use_bf16(precision, self.cfg.MODEL.DEVICE)
         self.class_names = tuple(self.cfg.SPERM.CLASSES)
         if "bad" not in self.class_names:
             raise ValueError(f"{self.source}: the grader's classes {self.class_names} lack 'bad'")
@@ -101,7 +106,7 @@ class HeadGrader:
         """(N, K) class probabilities of the heads ``masks`` of a BGR ``image``."""
         crops = torch.from_numpy(self.crops(image, masks))  # no copy: already channels-last
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.bf16):
             for i in range(0, len(crops), self.batch_size):
                 batch = {"images": crops[i : i + self.batch_size]}
                 probs = sum(m(batch)["probs"].float() for m in self.models) / len(self.models)

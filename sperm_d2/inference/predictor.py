@@ -23,6 +23,7 @@ from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction, from_instances
+from sperm_d2.precision import autocast, to_fp32, use_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class SpermPredictor:
         auto = 1 if cfg.MODEL.DEVICE == "cpu" else 4
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         self.batch_size = max(1, int(size) or auto)
+        # SPERM.INFER_PRECISION: CPU bf16 autocast or fp32 (outputs are fp32 either way)
+        self.bf16 = use_bf16(cfg.SPERM.INFER_PRECISION, cfg.MODEL.DEVICE)
         self.grader = grader
         if grader is not None:
             grader.check_classes(self.class_names)
@@ -131,7 +134,13 @@ class SpermPredictor:
         kwargs["score_threshold"] = confidence_threshold
         if src.graders:
             (gcfg, gweights), members = src.graders[0], src.graders[1:]
-            kwargs["grader"] = HeadGrader(gcfg, gweights, src.grader_source, members=members)
+            kwargs["grader"] = HeadGrader(
+                gcfg,
+                gweights,
+                src.grader_source,
+                members=members,
+                precision=src.cfg.SPERM.INFER_PRECISION,  # one precision for the whole run
+            )
         return cls(src.cfg, weights=src.weights, **kwargs)
 
     def _model_input(self, image: np.ndarray) -> dict:
@@ -148,9 +157,9 @@ class SpermPredictor:
 
     def predict_instances(self, images: Sequence[np.ndarray]) -> list:
         """Run the model on images (one forward pass) and return detectron2 ``Instances``."""
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.bf16):
             outputs = self.model([self._model_input(im) for im in images])
-        return [o["instances"].to("cpu") for o in outputs]
+        return [to_fp32(o["instances"].to("cpu")) for o in outputs]
 
     def predict_batch(
         self,
