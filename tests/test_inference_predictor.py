@@ -53,7 +53,7 @@ def test_predictor_output_schema_on_random_weights(predictor, tiny_dataset):
     assert len(pred.above(1.01)) == 0 and len(pred.top(2)) == min(2, len(pred))
     # The test size comes from the config (64 px here), not detectron2's default 800.
     assert list(predictor.resize.short_edge_length) == [64, 64]
-    assert predictor.batch_size == 1  # CPU default
+    assert predictor.batch_size == 0  # auto: measured per stream (test_inference_batch_size)
 
 
 def test_from_instances_converts_and_sorts_hand_built_instances():
@@ -132,14 +132,15 @@ def test_paths_with_a_corrupt_file_are_skipped_not_fatal(predictor, tiny_dataset
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_batches_by_default_and_matches_cpu(predictor, tiny_dataset):
+def test_gpu_auto_batches_match_cpu(predictor, tiny_dataset):
     cfg = predictor.cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cuda"
     gpu = SpermPredictor(cfg, score_threshold=0.0)
     gpu.model.load_state_dict(predictor.model.state_dict())
-    assert gpu.batch_size == 4
-    ims = images(tiny_dataset, 4)
-    for c, g in zip([predictor(im) for im in ims], gpu.predict_batch(ims)):
+    assert gpu.batch_size == 0  # auto
+    ims = images(tiny_dataset, 4) * 6  # 24 images: calibration passes of 1, 2, 4 and 8
+    stream = [(str(i), None, im) for i, im in enumerate(ims)]
+    for c, (_, g) in zip([predictor(im) for im in ims], gpu.predict_stream(stream)):
         assert len(c) == len(g)
         np.testing.assert_allclose(c.scores, g.scores, atol=1e-3)

@@ -1,12 +1,21 @@
 """``SpermPredictor``: a trained run (or config + weights) turned into ``ImagePrediction`` objects.
 
 Compared with detectron2's ``DefaultPredictor`` it resizes to the *training* config's test size
-(small crops are not blown up to 800 px), can batch several images per forward pass (worth it on
-GPU only: on CPU one image at a time measured faster), decodes images ahead in a background
-thread, and returns the project's plain numpy dataclass instead of ``Instances``.
+(small crops are not blown up to 800 px), batches several images per forward pass, decodes
+images ahead in a background thread, and returns the project's plain numpy dataclass instead of
+``Instances``.
+
+How many images per pass is measured, not assumed (``SPERM.INFER_BATCH_SIZE`` 0 = auto,
+:mod:`sperm_d2.inference.batch_size`): a stream's first images are predicted in passes of 1, 2,
+4 and 8, alternating and timed, and the fastest size is kept for the process. It differs by
+setting: on 2 CPU cores 8 per pass was 2-22 % slower than 1 for R-101 at 256 px with random
+weights, 4 per pass +38 % for the trained R-50 demo run at 192 px (``benchmarks/bench_infer.py``).
 """
 
 import argparse
+import collections
+import hashlib
+import itertools
 import logging
 import os
 from typing import Iterable, Iterator, Sequence
@@ -19,6 +28,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from sperm_d2.inference.background import prefetch
+from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, stream_batches
 from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
@@ -58,7 +68,9 @@ class SpermPredictor:
         weights: checkpoint path; ``None`` uses ``cfg.MODEL.WEIGHTS`` ("" keeps random weights).
         score_threshold: drop heads below this score inside the model (fewer masks to paste);
             ``None`` keeps the config's ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
-        batch_size: images per forward pass; ``None`` uses ``SPERM.INFER_BATCH_SIZE`` (0 = auto).
+        batch_size: images per forward pass; ``None`` uses ``SPERM.INFER_BATCH_SIZE``; 0 = auto:
+            measured on each stream's first images (see the module docstring);
+            :attr:`calibration` then holds the latest stream's measurement and choice.
         grader: a :class:`HeadGrader` that grades every head (``p_bad``, grade); ``None`` keeps
             the detector's own class.
     """
@@ -87,9 +99,11 @@ class SpermPredictor:
         else:
             logger.warning("no weights given: the model keeps its random initialisation")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        auto = 1 if cfg.MODEL.DEVICE == "cpu" else 4
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
-        self.batch_size = max(1, int(size) or auto)
+        if int(size) < 0:
+            raise ValueError(f"batch size must be >= 0 (0 = auto), got {size}")
+        self.batch_size = int(size)  # 0 = auto
+        self.calibration: BatchCalibration | None = None
         # SPERM.INFER_PRECISION: CPU bf16 autocast or fp32 (outputs are fp32 either way)
         self.bf16 = use_bf16(cfg.SPERM.INFER_PRECISION, cfg.MODEL.DEVICE)
         self.grader = grader
@@ -170,13 +184,8 @@ class SpermPredictor:
         """Predict several images in one forward pass (then grade their heads, with a grader)."""
         sources = sources if sources is not None else [""] * len(images)
         frames = frames if frames is not None else [None] * len(images)
-        preds = [
-            from_instances(inst, src, self.class_names, frame)
-            for inst, src, frame in zip(self.predict_instances(images), sources, frames)
-        ]
-        if self.grader is not None:
-            preds = [self.grader.grade(im, p) for im, p in zip(images, preds)]
-        return preds
+        batch = list(zip(sources, frames, images))
+        return self._predictions(batch, self.predict_instances(images))
 
     def __call__(
         self, image: np.ndarray, source: str = "", frame: int | None = None
@@ -187,37 +196,77 @@ class SpermPredictor:
     def predict_stream(
         self, items: Iterable[tuple[str, int | None, np.ndarray]]
     ) -> Iterator[tuple[np.ndarray, ImagePrediction]]:
-        """Predict ``(source, frame, image)`` items lazily, ``batch_size`` at a time; yields
-        ``(image, prediction)`` in input order. Memory holds one batch, whatever the stream length.
+        """Predict ``(source, frame, image)`` items lazily, ``batch_size`` at a time (auto: the
+        first batches time the candidate sizes, then the fastest); yields ``(image, prediction)``
+        in input order. Memory holds one batch, whatever the stream length.
         """
-        batch: list[tuple[str, int | None, np.ndarray]] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                yield from self._flush(batch)
-                batch = []
-        if batch:
-            yield from self._flush(batch)
+        items = iter(items)
+        calibration = None
+        if not self.batch_size:
+            first = next(items, None)
+            if first is None:
+                return
+            items = itertools.chain([first], items)
+            calibration = calibration_for(self._batch_key(first), self.cfg.MODEL.DEVICE)
+            self.calibration = calibration
+        device, group = self.cfg.MODEL.DEVICE, self._input_size
+        batches = stream_batches(items, self._forward, self.batch_size, calibration, device, group)
+        for batch, instances in batches:
+            yield from zip([b[2] for b in batch], self._predictions(batch, instances))
 
-    def _flush(self, batch):
-        preds = self.predict_batch(
-            [b[2] for b in batch], [b[0] for b in batch], [b[1] for b in batch]
-        )
-        for (_, _, image), pred in zip(batch, preds):
-            yield image, pred
+    def _forward(self, batch: list[tuple[str, int | None, np.ndarray]]) -> list:
+        return self.predict_instances([b[2] for b in batch])
+
+    def _predictions(self, batch, instances) -> list[ImagePrediction]:
+        """``Instances`` of ``(source, frame, image)`` items -> graded ``ImagePrediction``."""
+        preds = [
+            from_instances(inst, src, self.class_names, frame)
+            for inst, (src, frame, _) in zip(instances, batch)
+        ]
+        if self.grader is not None:
+            preds = [self.grader.grade(b[2], p) for b, p in zip(batch, preds)]
+        return preds
+
+    def _input_size(self, item: tuple[str, int | None, np.ndarray]) -> tuple[int, int]:
+        """The model's input size for a stream item's image (after the test-size resize)."""
+        h, w = item[2].shape[:2]
+        short, longest = self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
+        return T.ResizeShortestEdge.get_output_shape(h, w, short, longest)
+
+    def _batch_key(self, item: tuple[str, int | None, np.ndarray]) -> tuple:
+        """What the best batch size depends on: device, threads, model (config and weights) and
+        the model's input size (of the stream's first image)."""
+        model = hashlib.sha1(self.cfg.dump().encode()).hexdigest()
+        threads = torch.get_num_threads()
+        return (self.cfg.MODEL.DEVICE, threads, model, self.weights, self._input_size(item))
 
     def predict_paths(
         self, paths: Iterable[str | os.PathLike], decode_ahead: int = 4
     ) -> Iterator[tuple[str, ImagePrediction | None, str | None]]:
-        """Decode image files in a background thread and predict them.
+        """Decode image files in a background thread and predict them (batched as
+        :meth:`predict_stream`), in the order given.
 
         Yields ``(path, prediction, None)``, or ``(path, None, reason)`` for a file that cannot be
         decoded (it is skipped; the caller decides how to report it).
         """
         from sperm_d2.inference.sources import read_image
 
-        for path, (image, error) in prefetch(paths, read_image, decode_ahead):
-            if image is None:
-                yield str(path), None, error
-            else:
-                yield str(path), self(image, str(path)), None
+        errors: collections.deque = collections.deque()  # (position, path, reason)
+        positions: collections.deque = collections.deque()  # of the decoded images, in order
+
+        def decoded() -> Iterator[tuple[str, None, np.ndarray]]:
+            for i, (path, (image, error)) in enumerate(prefetch(paths, read_image, decode_ahead)):
+                if image is None:
+                    errors.append((i, str(path), error))
+                else:
+                    positions.append(i)
+                    yield str(path), None, image
+
+        for _, pred in self.predict_stream(decoded()):
+            position = positions.popleft()
+            while errors and errors[0][0] < position:  # unreadable files before this image
+                _, path, error = errors.popleft()
+                yield path, None, error
+            yield pred.source, pred, None
+        for _, path, error in errors:  # after the last readable image
+            yield path, None, error
