@@ -3,10 +3,13 @@
 (a) end-to-end crops/s of ``tools/infer.py``'s job (decode -> predict -> overlay + CSV written)
     vs a plain loop of detectron2's ``DefaultPredictor`` + ``Visualizer`` at detectron2's default
     test size (MIN_SIZE_TEST 800), same weights, same crops; target >= 5x;
-(b) at the same test size, infer.py's overhead over the bare model forward; target <= 15 %;
-    plus the same forward with 4 crops per pass (is batching worth it on this device?);
-(c) video frames/s and peak RSS for a short and a long video, each in a fresh process (peak RSS
-    must not grow with video length);
+(b) batch size: crops/s of the bare model forward and of infer.py's job at each fixed batch size
+    (1, 2, 4, 8; runs alternated, best of ``--repeats``) next to the auto batch size (the size its
+    calibration picked on this device, timed after it chose); auto must be within noise of the
+    best fixed size (noise: the spread of those two sizes' repeats); infer.py's overhead over the
+    bare forward at the size auto picked, target <= 15 %;
+(c) video frames/s, peak RSS and the auto batch size for a short and a long video, each in a
+    fresh process (calibration included; peak RSS must not grow with video length);
 (d) with ``--grader RUN``: what grading every head with the head grader adds to infer.py's time
     per image (same detector, same crops, runs alternated, best of ``--repeats``); target <= 15 %.
 
@@ -38,6 +41,7 @@ import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_scene, render_video_frames
 from sperm_d2.inference import HeadGrader, InferOptions, SpermPredictor, run_inference
+from sperm_d2.inference.batch_size import CANDIDATES, forget_calibrations
 from sperm_d2.inference.video import VideoSink
 
 CPU_CONFIG = "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"
@@ -101,12 +105,37 @@ def baseline_detectron2(cfg, weights: str, paths: list[Path], out: Path) -> floa
     return time.perf_counter() - start
 
 
-def ours(
-    cfg, weights: str, folder: Path, out: Path, grader: HeadGrader | None = None
-) -> tuple[float, SpermPredictor]:
-    predictor = SpermPredictor(cfg, weights=weights, grader=grader)
-    predictor(cv2.imread(str(next(folder.glob("*.png")))))  # warm-up
-    return timed_inference(predictor, folder, out), predictor
+def calibrate_auto(predictor: SpermPredictor, folder: Path, work: Path) -> list[float]:
+    """Run infer.py's job with the auto batch size until its calibration has chosen (a short
+    folder takes several runs); returns each run's seconds."""
+    forget_calibrations()
+    predictor.batch_size = 0
+    seconds = []
+    while not seconds or predictor.calibration.chosen is None:
+        seconds.append(timed_inference(predictor, folder, work / f"calibrating_{len(seconds)}"))
+        if len(seconds) > 20:
+            raise RuntimeError("the auto batch size did not choose within 20 runs")
+    return seconds
+
+
+def batch_table(predictor: SpermPredictor, paths: list[Path], work: Path, repeats: int) -> dict:
+    """Seconds per repeat: bare forward and infer.py's job at each fixed size, and infer.py's
+    job with the auto size (already calibrated); every variant once per repeat, order reversed
+    on odd repeats so a drift in the machine's load hits all alike."""
+    images = [cv2.imread(str(p)) for p in paths]
+    variants = [("forward", b) for b in CANDIDATES] + [("job", b) for b in CANDIDATES]
+    variants.append(("job", 0))  # 0 = auto
+    times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    for r in range(repeats):
+        for kind, size in variants if r % 2 == 0 else variants[::-1]:
+            predictor.batch_size = size
+            if kind == "forward":
+                times[kind, size].append(bare_forward(predictor, images, size))
+            else:
+                out = work / f"job_{size}_{r}"
+                times[kind, size].append(timed_inference(predictor, paths[0].parent, out))
+    predictor.batch_size = 0
+    return times
 
 
 def timed_inference(predictor: SpermPredictor, folder: Path, out: Path) -> float:
@@ -131,9 +160,8 @@ def grader_overhead(cfg, weights: str, grader_run: str, folder: Path, work: Path
     return min(times["plain"]), min(times["graded"]), heads
 
 
-def bare_forward(predictor: SpermPredictor, paths: list[Path], batch: int = 1) -> float:
+def bare_forward(predictor: SpermPredictor, images: list, batch: int = 1) -> float:
     """Seconds of model forward passes alone (images decoded beforehand), ``batch`` per pass."""
-    images = [cv2.imread(str(p)) for p in paths]
     start = time.perf_counter()
     for i in range(0, len(images), batch):
         predictor.predict_instances(images[i : i + batch])
@@ -149,7 +177,10 @@ def video_child(cfg_args: list[str]) -> None:
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     frames = summary["video_frames_processed"]
-    print(json.dumps({"frames": frames, "fps": frames / seconds, "peak_rss_mb": peak_mb}))
+    cal = predictor.calibration
+    result = {"frames": frames, "fps": frames / seconds, "peak_rss_mb": peak_mb}
+    result["batch"] = cal.chosen if cal.chosen is not None else f"calibrating ({cal.timed_images})"
+    print(json.dumps(result))
 
 
 def bench_video(cfg, weights: str, work: Path, lengths: list[int], size: int) -> list[dict]:
@@ -175,6 +206,11 @@ def bench_video(cfg, weights: str, work: Path, lengths: list[int], size: int) ->
     return results
 
 
+def spread(values: list[float]) -> float:
+    """Relative spread of repeated timings (max / min - 1): the noise of one variant."""
+    return max(values) / min(values) - 1
+
+
 def main(args: argparse.Namespace) -> None:
     if args.video_child:
         return video_child(args.video_child)
@@ -182,33 +218,65 @@ def main(args: argparse.Namespace) -> None:
         work = Path(tmp)
         cfg, weights = build_cfg(args, work)
         paths = make_crops(work / "crops", args.num_crops, args.size)
-        t_ours, predictor = ours(cfg, weights, work / "crops", work / "ours")
-        t_bare = bare_forward(predictor, paths)
-        t_batch4 = bare_forward(predictor, paths, batch=4)
-        t_base = baseline_detectron2(cfg, weights, paths, work / "baseline")
         n, size = len(paths), cfg.INPUT.MIN_SIZE_TEST
         source = f"run {args.run}" if args.run else "random"
         print(
             f"crops: {n} x {args.size} px, weights: {source}, test size ours {size} px, "
-            f"torch threads {torch.get_num_threads()}"
+            f"torch threads {torch.get_num_threads()}",
+            flush=True,
         )
+        predictor = SpermPredictor(cfg, weights=weights)
+        predictor(cv2.imread(str(paths[0])))  # warm-up (one image; not a stream: no calibration)
+        t_calib = calibrate_auto(predictor, work / "crops", work)
+        cal = predictor.calibration
+        rates = ", ".join(f"{b}: {r:.2f}" for b, r in cal.rates().items())
+        print(
+            f"auto batch size: {cal.chosen} (calibration: {cal.timed_images} timed crops in "
+            f"{len(t_calib)} infer.py run(s) of {n}; images/s by size {rates})",
+            flush=True,
+        )
+        times = batch_table(predictor, paths, work, args.repeats)
+        t_base = baseline_detectron2(cfg, weights, paths, work / "baseline")
+        best = {v: min(t) for v, t in times.items()}
+        t_auto, t_fixed = best["job", 0], min(best["job", b] for b in CANDIDATES)
+        fastest = min(CANDIDATES, key=lambda b: best["job", b])
         print(f"(a) detectron2 DefaultPredictor+Visualizer @800: {n / t_base:.2f} crops/s")
         print(
-            f"    tools/infer.py job @{size}: {n / t_ours:.2f} crops/s "
-            f"-> {t_base / t_ours:.2f}x (target >= 5x)"
+            f"    tools/infer.py job @{size}, auto batch {cal.chosen}: {n / t_auto:.2f} crops/s "
+            f"-> {t_base / t_auto:.2f}x (target >= 5x); while calibrating: "
+            + ", ".join(f"{n / t:.2f}" for t in t_calib)
+            + " crops/s"
         )
+        print(f"(b) batch size, crops/s (best of {args.repeats}, runs alternated; spread = noise):")
+        print(f"    {'size':>6} {'forward':>9} {'infer.py':>9} {'spread':>7} {'overhead':>9}")
+        for b in CANDIDATES:
+            fwd, job = best["forward", b], best["job", b]
+            print(
+                f"    {b:>6} {n / fwd:9.2f} {n / job:9.2f} {100 * spread(times['job', b]):6.1f}% "
+                f"{100 * (job / fwd - 1):+8.1f}%"
+            )
+        noise = max(spread(times["job", 0]), spread(times["job", fastest]))
         print(
-            f"(b) bare forward @{size}: {n / t_bare:.2f} crops/s -> infer.py "
-            f"overhead {100 * (t_ours / t_bare - 1):+.1f} % (target <= 15 %)"
+            f"    {'auto':>6} {'':>9} {n / t_auto:9.2f} {100 * spread(times['job', 0]):6.1f}%  "
+            f"(picked {cal.chosen})"
         )
+        gain = t_fixed / t_auto - 1  # auto's throughput over the fastest fixed size's
+        verdict = "within" if abs(gain) <= noise else "OUTSIDE"
         print(
-            f"    batching: 4 crops per forward pass {n / t_batch4:.2f} crops/s vs 1: "
-            f"{n / t_bare:.2f} ({100 * (t_bare / t_batch4 - 1):+.1f} % throughput)"
+            f"    auto vs the fastest fixed size ({fastest}): {100 * gain:+.1f} % throughput, "
+            f"{verdict} noise ({100 * noise:.1f} %); batch {fastest} vs 1: "
+            f"{100 * (best['job', 1] / best['job', fastest] - 1):+.1f} %"
+        )
+        t_fwd_auto = best["forward", cal.chosen]
+        print(
+            f"    infer.py overhead over the bare forward at the auto size ({cal.chosen}): "
+            f"{100 * (t_auto / t_fwd_auto - 1):+.1f} % (target <= 15 %)",
+            flush=True,
         )
         for r in bench_video(cfg, weights, work, args.video_frames, args.size):
             print(
                 f"(c) video {r['frames']:4d} frames: {r['fps']:.2f} frames/s, "
-                f"peak RSS {r['peak_rss_mb']:.0f} MB"
+                f"peak RSS {r['peak_rss_mb']:.0f} MB, auto batch size {r['batch']}"
             )
         if args.grader:
             t_plain, t_graded, heads = grader_overhead(
@@ -228,7 +296,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=170, help="crop side in px")
     p.add_argument("--video-frames", type=int, nargs="+", default=[30, 120])
     p.add_argument("--grader", default=None, help="head-grader run folder: measure (d)")
-    p.add_argument("--repeats", type=int, default=2, help="(d): runs of each side, best kept")
+    p.add_argument("--repeats", type=int, default=2, help="(b), (d): runs of each, best kept")
     p.add_argument("--video-child", nargs=4, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

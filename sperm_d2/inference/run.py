@@ -172,8 +172,9 @@ def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: lis
 
 
 def _run_images(predictor, images: list[InputFile], opts, outputs, colors, skipped) -> int:
-    """Decode ahead (background thread) -> predict (``predictor.batch_size`` per forward pass)
-    -> draw and write behind (background thread); returns the number of images processed."""
+    """Decode ahead (background thread) -> predict (batched: ``predictor.batch_size`` per
+    forward pass, or auto, measured on the first images) -> draw and write behind (background
+    thread); returns the number of images processed."""
     out = Path(opts.output_dir)
     by_path = {f.path: f for f in images}
     done = 0
