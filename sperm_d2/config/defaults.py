@@ -67,7 +67,9 @@ def add_sperm_config(cfg: CN) -> None:
     # Inference (sperm_d2.inference).
     # (float) detections below this score are dropped by tools/infer.py unless it is overridden.
     _C.SPERM.CONFIDENCE_THRESHOLD = 0.5
-    # (int) images per forward pass; 0 = auto (1 on CPU, where batching measured slower; 4 on GPU).
+    # (int) images per forward pass; 0 = auto: a stream's first images are predicted 1, 2, 4 and 8
+    # per pass, timed (bounded by memory), and the fastest is kept for the process (no fixed rule
+    # holds: it depends on model, input size, device and load; bench_infer.py (b) prints the table).
     _C.SPERM.INFER_BATCH_SIZE = 0
     # (str) CPU inference and evaluation precision (detector and head grader): "fp32", "bf16"
     # (autocast; outputs still fp32) or "auto" (bf16 where the CPU has it natively, once its

@@ -5,8 +5,10 @@ Whether batching pays depends on the model, the input size, the device and its l
 cores 8 crops per pass measured 2-22 % slower than one for R-101 at 256 px with random weights,
 but 4 per pass +38 % for the trained R-50 demo run at 192 px. So the first images of a stream
 are predicted in passes of each candidate size (1, 2, 4, 8, bounded by memory), alternating,
-and the size with the best images/s is used from then on. Every image is predicted exactly once,
-in the order given: the calibration's passes *are* the stream's first passes.
+and the size with the best images/s is used from then on (79 images: a warm-up pass of each size,
+then 64 timed, 16 per size). Every image is predicted exactly once, in the order given: the
+calibration's passes *are* the stream's first passes. Images whose model input sizes differ
+never share a pass (padded to a common size, an image is not predicted as it is alone).
 
 One :class:`BatchCalibration` per (device, threads, config, weights, model input size) lives for
 the process (:func:`calibration_for`); a stream that ends before the calibration has chosen
@@ -196,7 +198,8 @@ class _MemoryProbe:
             return max(0, torch.cuda.max_memory_allocated(self.device) - self._before)
         if not self._before:
             return None
-        # ru_maxrss is in KiB on Linux, the only platform with /proc/self/statm
+        # ru_maxrss is in KiB on Linux, the only platform with /proc/self/statm. The peak is not
+        # reset before the pass (/proc/self/clear_refs could): others read it (bench_infer.py)
         return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._before)
 
     def _rss(self) -> int:
