@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+import orjson
+
 from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.convert import FileResult
 from sperm_d2.data.labels import LabelMap
@@ -67,10 +69,37 @@ def coco_dict(
     }
 
 
+def _as_json_dumps(out: bytes) -> bool:
+    """Whether orjson's ``out`` is certainly what ``json.dumps`` writes: no non-ASCII text or DEL
+    (json escapes them), no null (json refuses NaN and inf, which orjson writes as null), no float
+    that json writes in exponent form (orjson: 1e-05 as 0.00001; exponents always signed, e.g.
+    1e+16, written alike by both but not checked). A string that merely looks like one of these
+    only costs the slower path."""
+    if not out.isascii() or b"\x7f" in out or b"null" in out or b"0.0000" in out:
+        return False
+    for marker in (b"e+", b"e-"):
+        i = out.find(marker)
+        while i > 0:
+            if 48 <= out[i - 1] <= 57:  # a digit before it: a number in exponent form
+                return False
+            i = out.find(marker, i + 2)
+    return True
+
+
 def coco_bytes(coco: dict) -> bytes:
-    """A COCO dict as compact, strict JSON bytes. ``json.dumps`` to a string uses the C encoder;
-    ``json.dump`` to a file falls back to the pure-Python one (~10x slower on big files)."""
-    return json.dumps(coco, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """A COCO dict as compact, strict JSON bytes: exactly ``json.dumps(coco, separators=(",",
+    ":"), allow_nan=False)`` in UTF-8. orjson writes them (~10x faster) when its output is
+    certain to be the same (:func:`_as_json_dumps`); otherwise the standard library does, which
+    also raises as before on NaN, numpy scalars or non-text keys."""
+    try:
+        out = orjson.dumps(coco)
+    except TypeError:  # numpy scalars, non-text keys, ints over 64 bits, deep nesting...
+        out = None
+    if out is None or not _as_json_dumps(out):
+        # ``json.dumps`` to a string uses the C encoder; ``json.dump`` to a file falls back to
+        # the pure-Python one (~10x slower on big files)
+        out = json.dumps(coco, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return out
 
 
 def write_coco(path: str | os.PathLike, coco: dict) -> None:

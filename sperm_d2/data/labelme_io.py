@@ -11,6 +11,11 @@ depending on the labelme GUI package (an optional extra, ``pip install -e .[anno
 Version quirks handled here: 3.x files have no ``shape_type`` (polygon is meant), no
 ``group_id`` and sometimes no image size; ``imagePath`` may use Windows separators; ``imageData``
 may embed the image (base64 of the encoded file) instead of, or as well as, a path.
+
+Files are parsed with orjson (several times faster than the standard library on files with an
+embedded image); a file orjson refuses or reads differently (``NaN``, lone surrogates, integers
+beyond 64 bits, a malformed field) is parsed again with the standard library, whose result and
+messages are the reference, so both give the same :class:`LabelmeFile` or the same error.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Sequence
+
+import orjson
 
 from sperm_d2.atomic import write_json_atomic
 
@@ -71,6 +79,12 @@ def _number(v: Any) -> float:
 
 
 def _points(pts: Any) -> list[list[float]]:
+    fast = _points_fast(pts)
+    return fast if fast is not None else _points_each(pts)
+
+
+def _points_each(pts: Any) -> list[list[float]]:
+    """``points`` as [x, y] float pairs, checked point by point (the reference)."""
     if not isinstance(pts, list):
         raise ValueError(f"'points' is {type(pts).__name__}, not a list of [x, y]")
     out = []
@@ -82,6 +96,28 @@ def _points(pts: Any) -> list[list[float]]:
         except (ValueError, OverflowError) as e:
             raise ValueError(f"point {j} {_short(p)}: {e}") from None
     return out
+
+
+_FLOAT, _NUMBER = {float}, {float, int}
+
+
+def _points_fast(pts: Any) -> list[list[float]] | None:
+    """What :func:`_points` returns for the common case (a list of [x, y] lists of finite floats
+    or ints), checked in C-level passes instead of per point; ``None`` for anything else (the
+    per-point loop then gives the same result or the same message)."""
+    if type(pts) is not list or not pts:
+        return [] if type(pts) is list else None
+    if set(map(type, pts)) != {list} or set(map(len, pts)) != {2}:
+        return None
+    types = set(map(type, chain.from_iterable(pts)))
+    if not types <= _NUMBER:  # bool, str, None... (bool is not int here: type(True) is bool)
+        return None
+    try:
+        if not math.isfinite(sum(chain.from_iterable(pts))):  # NaN or inf (or a sum > 1e308)
+            return None
+        return pts if types == _FLOAT else [[float(x), float(y)] for x, y in pts]
+    except OverflowError:  # an int beyond float range
+        return None
 
 
 def _integer(v: Any) -> int:
@@ -98,7 +134,28 @@ def _short(v: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _shape(raw: Any, i: int, path: Path, warnings: list) -> LabelmeShape:
+class _Reparse(Exception):
+    """orjson read the file differently from the standard library: parse it with the latter."""
+
+
+_BIG = float(2**63)  # orjson reads an integer beyond 64 bits as a float; json keeps the int
+
+
+def _check_exact(v: Any) -> None:
+    """Refuse (in orjson mode) a value that may hold an integer beyond 64 bits, which orjson reads
+    as a float: the file is then parsed again with the standard library, which keeps the int."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if type(x) is float and abs(x) >= _BIG:
+            raise _Reparse
+        if type(x) is dict:
+            stack.extend(x.values())
+        elif type(x) is list:
+            stack.extend(x)
+
+
+def _shape(raw: Any, i: int, path: Path, warnings: list, exact: bool = True) -> LabelmeShape:
     if not isinstance(raw, dict):
         raise LabelmeError(f"{path}: shape {i} is not an object")
     label = raw.get("label")
@@ -110,6 +167,8 @@ def _shape(raw: Any, i: int, path: Path, warnings: list) -> LabelmeShape:
         raise LabelmeError(f"{path}: shape {i} ({label!r}) has malformed 'points': {e}") from None
     group_id = raw.get("group_id")
     if group_id is not None:
+        if not exact and type(group_id) is float and abs(group_id) >= _BIG:
+            raise _Reparse
         try:
             group_id = _integer(group_id)
         except ValueError:
@@ -120,12 +179,33 @@ def _shape(raw: Any, i: int, path: Path, warnings: list) -> LabelmeShape:
     if not isinstance(shape_type, str):
         raise LabelmeError(f"{path}: shape {i} has a non-text shape_type {_short(shape_type)}")
     flags = raw.get("flags")
+    if not exact and flags:
+        _check_exact(flags)
     if flags is not None and not isinstance(flags, dict):
         warnings.append(
             ("bad_flags", f"shape {i} 'flags' is {_short(flags)}, not an object: ignored")
         )
         flags = None
     return LabelmeShape(label, points, shape_type, group_id, dict(flags or {}))
+
+
+def _decode_stdlib(path: Path, raw: bytes) -> Any:
+    """The reference parser (standard library), with the one-line errors."""
+    try:
+        # utf-8-sig: files saved by Windows editors may start with a byte-order mark
+        return json.loads(raw.decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelmeError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise LabelmeError(f"{path}: invalid JSON (nested too deeply)") from None
+
+
+def _b64decode(text: str) -> bytes:
+    """``imageData`` -> bytes; whitespace (line breaks of some writers) is ignored."""
+    try:  # most files: no whitespace, decoded without the copy that removing it makes
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        return base64.b64decode("".join(text.split()), validate=True)
 
 
 def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
@@ -141,26 +221,35 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        # utf-8-sig: files saved by Windows editors may start with a byte-order mark
-        doc = json.loads(raw.decode("utf-8-sig"))
     except OSError as e:
         raise LabelmeError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LabelmeError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
-    except RecursionError:
-        raise LabelmeError(f"{path}: invalid JSON (nested too deeply)") from None
+    try:  # fast path; anything orjson refuses or may read differently goes to the reference
+        doc = orjson.loads(raw[3:] if raw[:3] == b"\xef\xbb\xbf" else raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        try:
+            return _parse(doc, path, exact=False)
+        except (LabelmeError, _Reparse):
+            pass  # a malformed file: its message comes from the reference parse below
+    return _parse(_decode_stdlib(path, raw), path, exact=True)
+
+
+def _parse(doc: Any, path: Path, exact: bool) -> LabelmeFile:
+    """A decoded labelme document -> :class:`LabelmeFile`; ``exact`` False for orjson's result
+    (see :func:`_check_exact`)."""
     warnings: list[tuple[str, str]] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes", []), (list, type(None))):
         raise LabelmeError(f"{path}: not a labelme file (no 'shapes' list)")
     if doc.get("shapes") is None:
         warnings.append(("no_shapes", "no 'shapes' list: taken as an image without heads"))
-    shapes = [_shape(s, i, path, warnings) for i, s in enumerate(doc.get("shapes") or [])]
+    shapes = [_shape(s, i, path, warnings, exact) for i, s in enumerate(doc.get("shapes") or [])]
     image_data = None
     if doc.get("imageData"):
         if not isinstance(doc["imageData"], str):
             raise LabelmeError(f"{path}: 'imageData' is not valid base64")
         try:
-            image_data = base64.b64decode("".join(doc["imageData"].split()), validate=True)
+            image_data = _b64decode(doc["imageData"])
         except (binascii.Error, TypeError, ValueError):
             raise LabelmeError(f"{path}: 'imageData' is not valid base64") from None
     image_path = None
@@ -176,6 +265,8 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
         v = doc.get(key)
         if v is None:
             return None
+        if not exact:
+            _check_exact(v)
         try:
             n = _integer(v)
         except ValueError:
@@ -185,6 +276,8 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
         return n
 
     flags = doc.get("flags")
+    if not exact and flags:
+        _check_exact(flags)
     if flags is not None and not isinstance(flags, dict):
         warnings.append(("bad_flags", f"'flags' is {_short(flags)}, not an object: ignored"))
     flags = flags if isinstance(flags, dict) else {}
