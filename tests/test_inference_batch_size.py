@@ -2,6 +2,8 @@
 memory bounds, order and completeness of the stream, and SpermPredictor/video on random weights.
 """
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_video_frames
 from sperm_d2.inference import SpermPredictor
 from sperm_d2.inference import batch_size as bs
+from sperm_d2.inference.pass_memory import MemoryProbe
 from sperm_d2.inference.video import predict_video
 
 from .conftest import REPO
@@ -123,10 +126,10 @@ def test_a_size_whose_memory_would_not_fit_is_not_tried(monkeypatch):
     clock = FakeClock({1: 1.0, 2: 1.0, 4: 0.1, 8: 0.1})  # 4 and 8 would be fastest
     monkeypatch.setattr(bs, "perf_counter", clock)
     # each image needs 100 MB and 500 MB are free: at most 50 % of it, so 2 per pass, not 4
-    monkeypatch.setattr(bs._MemoryProbe, "free", lambda self: 500 * 2**20)
-    monkeypatch.setattr(bs._MemoryProbe, "start", lambda self: None)
+    monkeypatch.setattr(MemoryProbe, "free", lambda self: 500 * 2**20)
+    monkeypatch.setattr(MemoryProbe, "start", lambda self: None)
     last: list[int] = []
-    monkeypatch.setattr(bs._MemoryProbe, "stop", lambda self: last[-1] * 100 * 2**20)
+    monkeypatch.setattr(MemoryProbe, "stop", lambda self: last[-1] * 100 * 2**20)
     cal = bs.calibration_for("k", "cpu")
     out = list(bs.stream_batches(range(60), fake_forward(clock, last), 0, cal))
     assert max(last) == 2 and cal.ceiling == 2 and cal.chosen in (1, 2)
@@ -149,6 +152,16 @@ def test_out_of_memory_splits_the_batch_and_lowers_the_ceiling(monkeypatch):
     assert cal.ceiling == 2 and cal.chosen == 2 and max(sizes) == 2
     assert [x for b, _ in out for x in b] == list(range(50))
     assert [o for _, outs in out for o in outs] == [f"out{x}" for x in range(50)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
+def test_cpu_memory_probe_bounds_a_pass_from_above():
+    probe = MemoryProbe("cpu")
+    assert probe.free() > 0
+    probe.start()
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MB, every page touched
+    need = probe.stop()
+    assert int(block[-1]) == 1 and need >= 63 * 2**20
 
 
 # ---- SpermPredictor on random weights -------------------------------------------------------

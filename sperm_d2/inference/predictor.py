@@ -101,7 +101,7 @@ class SpermPredictor:
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         if int(size) < 0:
-            raise ValueError(f"batch size must be >= 0 (0 = auto), got {size}")
+            raise ValueError(f"SPERM.INFER_BATCH_SIZE must be >= 0 (0 = auto), got {size}")
         self.batch_size = int(size)  # 0 = auto
         self.calibration: BatchCalibration | None = None
         # SPERM.INFER_PRECISION: CPU bf16 autocast or fp32 (outputs are fp32 either way)
