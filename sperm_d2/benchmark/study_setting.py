@@ -1,0 +1,107 @@
+"""The 2021 study's training setting for ``benchmarks/bench_train.py --study``: inputs, weights.
+
+The study trained Mask R-CNN R-101-FPN at 512 px, batch 4 (PixelLib / TensorFlow). Timing that
+setting here must not download anything, so:
+
+* :func:`synthetic_batch` draws the batch with the project's synthetic scene generator (2-5 heads
+  per 512-px image, polygon masks), in the form detectron2's training forward takes.
+* :func:`calibrate_frozen_bn` gives the paper config's FrozenBN layers the statistics a
+  pretrained checkpoint would hold. A FrozenBN layer is the affine map
+  ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``, fixed from the running
+  statistics a BatchNorm collected while pretraining. Freshly built, every one is the identity
+  (mean 0, var 1, weight 1, bias 0), so each of R-101's 33 residual blocks adds a branch about as
+  large as its input (He-initialised convs keep the scale), the activations grow by orders of
+  magnitude through the network, and detectron2's first training forward stops with "Predicted
+  boxes or scores contain Inf/NaN". Here each layer gets the per-channel mean and variance of its
+  own input on the given images, in one forward pass in network order (a pre-forward hook, so
+  every layer already sees the normalised output of the layers before it), with weight 1 and
+  bias 0: exactly what a BatchNorm in training mode would compute on that batch. Each layer then
+  hands on zero-mean, unit-variance channels, as in a pretrained network, and the RPN and ROI
+  heads get finite, ordinary-sized features. The calibration is a data-dependent initialisation
+  for timing only, not a substitute for pretrained weights.
+* :func:`use_channels_last` puts the model's conv weights in channels-last (NHWC) layout, which
+  oneDNN's CPU convolutions use without reordering (a layout, not a change of the model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from detectron2.data.detection_utils import annotations_to_instances
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.structures import BoxMode
+from torch import nn
+
+from sperm_d2.data.synthetic import render_scene
+
+#: the study's setting: R-101-FPN, 512-px images, 4 images per iteration
+STUDY_SIZE = 512
+STUDY_BATCH = 4
+
+
+def synthetic_batch(
+    classes: list[str], num_images: int = STUDY_BATCH, size: int = STUDY_SIZE, seed: int = 0
+) -> list[dict]:
+    """``num_images`` synthetic ``size`` x ``size`` scenes as detectron2 training inputs.
+
+    Each dict has ``image`` (uint8 CHW BGR tensor), ``instances`` (gt boxes, classes, polygon
+    masks), ``height`` and ``width``: what ``DatasetMapper`` yields, without files or resizing.
+    """
+    batch = []
+    for i in range(num_images):
+        img, heads = render_scene(seed * 1000 + i, size, size)
+        annotations = [
+            {
+                "bbox": [*poly.min(0), *poly.max(0)],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "segmentation": [poly.ravel().tolist()],
+                "category_id": classes.index(name),
+            }
+            for name, poly in heads
+        ]
+        batch.append(
+            {
+                "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+                "instances": annotations_to_instances(annotations, (size, size), "polygon"),
+                "height": size,
+                "width": size,
+            }
+        )
+    return batch
+
+
+def _set_from_input(layer: FrozenBatchNorm2d, args: tuple) -> None:
+    """Pre-forward hook: the layer's statistics become those of the input it is about to see."""
+    x = args[0].detach().float()
+    layer.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+    layer.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
+    layer.weight.fill_(1.0)
+    layer.bias.zero_()
+
+
+@torch.no_grad()
+def calibrate_frozen_bn(model: nn.Module, batch: list[dict]) -> int:
+    """Set every FrozenBN layer of ``model``'s backbone from ``batch`` (see the module docstring).
+
+    ``model`` is a detectron2 ``GeneralizedRCNN``. Returns the number of layers set (0 for a model
+    without FrozenBN, e.g. GroupNorm configs, which is left unchanged).
+    """
+    layers = [m for m in model.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    if not layers:
+        return 0
+    handles = [m.register_forward_pre_hook(_set_from_input) for m in layers]
+    try:
+        model.backbone(model.preprocess_image(batch).tensor)
+    finally:
+        for h in handles:
+            h.remove()
+    return len(layers)
+
+
+def use_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its 4-D weights in channels-last layout (in place; returned for chaining).
+
+    oneDNN's CPU convolutions then produce channels-last outputs whatever the input's layout, so
+    the layout carries through the backbone and the ROI heads' convolutions without reorders.
+    """
+    return model.to(memory_format=torch.channels_last)
