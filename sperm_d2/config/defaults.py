@@ -58,6 +58,10 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.BEST_BY_VAL_LOSS = False
     # (int) stop after this many evaluations without improving BEST_METRIC; 0 never stops early.
     _C.SPERM.EARLY_STOP_PATIENCE = 0
+    # (int) images per forward pass in a training run's evaluation rounds (validation loss and
+    # COCO evaluation share one pass); only images that pad to the same input size share a pass, so
+    # every number equals that of one image at a time. 1 = one at a time.
+    _C.SPERM.EVAL_BATCH_SIZE = 4
     # (int) redraw the training plots every this many iterations; 0 draws them only at the end.
     _C.SPERM.PLOT_PERIOD = 0
     # (float) pixellib/mAP50 ignores detections scoring below this (PixelLib's Matterport model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -23,11 +24,12 @@ from sperm_d2.engine.distributed import cpu_ddp_support
 from sperm_d2.engine.early_stop import EarlyStopping
 from sperm_d2.engine.metrics_outputs import ResultsTable, TrainingPlots
 from sperm_d2.engine.val_loss import ValidationLoss
+from sperm_d2.engine.val_round import ValRound
 from sperm_d2.evaluation import build_evaluator
 from sperm_d2.grading import is_grader
 from sperm_d2.grading.evaluator import GraderEvaluator
 from sperm_d2.grading.loader import GraderTrainLoader, build_grader_test_loader
-from sperm_d2.precision import for_inference, train_bf16, use_bf16
+from sperm_d2.precision import cpu_channels_last, for_inference, train_bf16, use_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class SpermTrainer(DefaultTrainer):
     * evaluator: COCO bbox/segm with per-class AP plus ``pixellib/mAP50``.
     * ``SOLVER.AMP.ENABLED`` on the CPU trains under bf16 autocast (:class:`CPUAutocastTrainer`
       in place of detectron2's CUDA-only AMPTrainer); on CUDA it is detectron2's AMP.
-    * evaluation and validation loss run at the inference precision (``SPERM.INFER_PRECISION``).
+    * evaluation and validation loss run at the inference precision (``SPERM.INFER_PRECISION``),
+      from one pass over the val split per round (:class:`ValRound`).
     * hooks, in order: timer, LR, periodic checkpoint, validation loss, evaluation, best model
       (``model_best.pth``), best by validation loss, early stopping, writers (metrics.json,
       TensorBoard, console), results.csv, plots.
@@ -72,6 +75,14 @@ class SpermTrainer(DefaultTrainer):
         if cpu_bf16:
             # DefaultTrainer built its (CUDA-only) AMPTrainer; the CPU step shares its parts.
             self._trainer = CPUAutocastTrainer.replacing(self._trainer)
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode):
+        """detectron2's model; the head grader on the CPU in channels-last memory format (its
+        training step measured 1.35x faster so in fp32, 2.15x with bf16 vs 1.70x without; Mask
+        R-CNN's was not faster: benchmarks/bench_precision.py, 1 thread)."""
+        model = super().build_model(cfg)
+        return cpu_channels_last(model, cfg.MODEL.DEVICE) if is_grader(cfg) else model
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
@@ -109,9 +120,23 @@ class SpermTrainer(DefaultTrainer):
         vl_period = val_loss_period(cfg)
         evaluate = bool(cfg.DATASETS.TEST)
 
+        # The detector's validation loss and evaluation share one pass over the val split per
+        # round (ValRound); the grader's evaluator computes its validation loss in its own pass.
+        val_loss = bool(vl_period) and not is_grader(cfg)
+        val_round = ValRound(
+            cfg,
+            functools.partial(self.build_evaluator, cfg),  # a classmethod: holds no trainer
+            loss_period=vl_period if val_loss else None,
+            eval_period=eval_period,
+            bf16=inference_bf16(cfg),
+        )
+
         def test_and_save_results():
-            model = for_inference(self.model, inference_bf16(self.cfg))
-            self._last_eval_results = self.test(self.cfg, model)
+            if is_grader(self.cfg):
+                model = for_inference(self.model, inference_bf16(self.cfg))
+                self._last_eval_results = self.test(self.cfg, model)
+            else:
+                self._last_eval_results = val_round.evaluation(self)
             return self._last_eval_results
 
         ret = [hooks.IterationTimer(), hooks.LRScheduler(), self._precise_bn_hook()]
@@ -119,9 +144,8 @@ class SpermTrainer(DefaultTrainer):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         if evaluate:
             # Validation loss and evaluation run on every process (each takes a shard).
-            # (the grader's evaluator computes its validation loss in the same pass)
-            if vl_period and not is_grader(cfg):
-                ret.append(ValidationLoss(vl_period, cfg, cfg.DATASETS.TEST, inference_bf16(cfg)))
+            if val_loss:
+                ret.append(ValidationLoss(vl_period, val_round))
             ret.append(hooks.EvalHook(eval_period, test_and_save_results))
             # Best-model hooks come after the hooks that store their metrics.
             if main:
