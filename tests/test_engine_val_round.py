@@ -270,3 +270,41 @@ def test_hooks_come_in_their_order(tiny_dataset, tmp_path) -> None:
         "ResultsTable",
         "TrainingPlots",
     ]
+
+
+def _round_in_process(config_file: str, opts: list[str], val: tuple, out_file: str) -> None:
+    """Worker (each spawned process): register the val split, run one round, rank 0 saves it."""
+    from detectron2.utils import comm
+
+    from sperm_d2.data.register import register_split
+
+    torch.set_num_threads(1)
+    register_split(*val, ["good", "bad"])
+    cfg = _cfg(out_file + ".out", val[0], *opts)
+    from sperm_d2.engine.val_round import build_val_loader
+
+    model = _model(cfg)
+    with EventStorage(0):
+        result = _one_pass(cfg, model)
+    images = sum(len(batch) for batch in build_val_loader(cfg, val[0], model, 2))
+    shards = comm.all_gather(images)
+    if comm.is_main_process():
+        torch.save((*result, shards), out_file)
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_round_and_agree(tiny_dataset, tmp_path) -> None:
+    from detectron2.engine import launch
+
+    val = ("tinyshard_val", str(tiny_dataset.jsons["val"]), str(tiny_dataset.root))
+    opts = [*SAMPLE_ALL, "SPERM.EVAL_BATCH_SIZE", "2"]
+    out = str(tmp_path / "round.pt")
+    launch(_round_in_process, 2, dist_url="auto", args=(str(INSTANT), opts, val, out))
+    losses, metrics, shards = torch.load(out, weights_only=False)
+    assert shards == [2, 2]  # each process took its half
+    cfg = _cfg(tmp_path, tiny_dataset.names["val"], *opts)
+    with EventStorage(0):
+        expected_losses, expected_metrics = _one_pass(cfg, _model(cfg))
+    assert losses == pytest.approx(expected_losses, rel=1e-5)
+    assert metrics == pytest.approx(expected_metrics, rel=1e-5, nan_ok=True)
+    assert metrics["pixellib/images"] + metrics["pixellib/empty_images"] == 4
