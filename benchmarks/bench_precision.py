@@ -4,8 +4,8 @@ inference, on synthetic data made here (random weights, nothing downloaded).
 
 Every variant gets its own copy of the same initial model; the variants run interleaved one
 iteration at a time in this one process (fp32, bf16, fp32+CL, bf16+CL, fp32, ...), so that load
-from other processes hits them alike. Each prints s/iter (wall and this process's CPU seconds:
-the median step of each round, then the median over rounds) and its speed-up over fp32.
+from other processes hits them alike. Each prints s/iter (wall and this process's CPU seconds)
+and its speed-up over fp32, paired iteration by iteration (see :func:`report`).
 Training steps are the engine's own (``SimpleTrainer`` for fp32, ``CPUAutocastTrainer`` for
 bf16) on batches loaded once beforehand, so the data loader is not timed; inference is
 ``SpermPredictor`` / ``HeadGrader`` per image. Random GN weights score every class ~1/3, so a
@@ -62,39 +62,41 @@ def make_data(root: Path, images: int, size: int) -> Path:
 
 def alternate(variants: dict[str, Callable[[int], None]], rounds: int, iters: int, warmup: int):
     """Time each variant one iteration at a time, the variants interleaved (a, b, c, a, b, c,
-    ...: load that comes and goes hits them alike), ``iters`` iterations per round after
-    ``warmup`` untimed ones; returns ``{name: [(wall, cpu) seconds per iteration, ...]}``, one
-    median per round."""
+    ...: load that comes and goes hits them alike), ``rounds`` x ``iters`` iterations after
+    ``warmup`` untimed ones; returns ``{name: [(wall, cpu) seconds of each iteration]}``."""
     for run in variants.values():
         run(warmup)  # one-off costs: allocation, oneDNN primitives for each input shape
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for r in range(rounds):
-        steps: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         for _ in range(iters):
             for name, run in variants.items():
                 t, c = time.perf_counter(), time.process_time()
                 run(1)
-                steps[name].append((time.perf_counter() - t, time.process_time() - c))
-        for name, s in steps.items():
-            times[name].append(tuple(statistics.median(x[i] for x in s) for i in (0, 1)))
+                times[name].append((time.perf_counter() - t, time.process_time() - c))
         print(
             f"  round {r + 1}: "
-            + ", ".join(f"{n} {v[-1][0]:.4f} s ({v[-1][1]:.4f} CPU-s)" for n, v in times.items()),
+            + ", ".join(
+                f"{n} {statistics.median(x[0] for x in v[-iters:]):.4f} s" for n, v in times.items()
+            ),
             flush=True,
         )
     return times
 
 
 def report(title: str, times: dict[str, list[tuple[float, float]]], unit: str) -> None:
-    """Median s per ``unit`` of each variant and its speed-up over fp32 (> 1: faster): the median
-    of the per-round ratios, each round's variants having run interleaved under the same load."""
-    print(f"{title} (median of {len(times['fp32'])} rounds):")
+    """Each variant's median and best s per ``unit`` and its speed-up over fp32 (> 1: faster):
+    the median of the ratios of paired iterations (the same input, run back to back under the
+    same load), and the ratio of the best iterations (the least disturbed by other load)."""
+    base = times["fp32"]
+    print(f"{title} ({len(base)} interleaved iterations each):")
     for name, t in times.items():
         wall, cpu = (statistics.median(x[i] for x in t) for i in (0, 1))
-        ratio = [statistics.median(b[i] / x[i] for b, x in zip(times["fp32"], t)) for i in (0, 1)]
+        paired = [statistics.median(b[i] / x[i] for b, x in zip(base, t)) for i in (0, 1)]
+        best = min(x[0] for x in t)
         print(
-            f"  {name:8s} {wall:.4f} s/{unit} wall ({cpu:.4f} CPU-s); fp32/{name}: "
-            f"{ratio[0]:.2f}x wall, {ratio[1]:.2f}x CPU"
+            f"  {name:8s} median {wall:.4f} s/{unit} wall ({cpu:.4f} CPU-s), best {best:.4f} s; "
+            f"fp32/{name}: {paired[0]:.2f}x wall, {paired[1]:.2f}x CPU (paired median), "
+            f"{min(x[0] for x in base) / best:.2f}x (best)"
         )
 
 
@@ -106,6 +108,10 @@ def _variants(channels_last: bool) -> list[tuple[str, bool, bool]]:
     return out
 
 
+def _layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def bench_train(cfg, args, unit: str) -> None:
     """Training steps of ``cfg``'s model (detector or grader) on preloaded batches."""
     torch.manual_seed(0)
@@ -114,9 +120,7 @@ def bench_train(cfg, args, unit: str) -> None:
     batches = [next(loader) for _ in range(args.batches)]
     variants = {}
     for name, bf16, cl in _variants(args.channels_last):
-        m = copy.deepcopy(model)
-        if cl:
-            m = m.to(memory_format=torch.channels_last)
+        m = copy.deepcopy(model).to(memory_format=_layout(cl))  # whatever the engine's default
         trainer_cls = CPUAutocastTrainer if bf16 else SimpleTrainer
         trainer = trainer_cls(m, itertools.cycle(batches), SpermTrainer.build_optimizer(cfg, m))
 
@@ -140,8 +144,7 @@ def bench_detector_infer(cfg, images: list[np.ndarray], args) -> None:
         opts = ["SPERM.INFER_PRECISION", "bf16" if bf16 else "fp32"]
         pred = SpermPredictor(cfg_with(cfg, opts), weights="", score_threshold=0.0)
         pred.model.load_state_dict(base.model.state_dict())
-        if cl:
-            pred.model.to(memory_format=torch.channels_last)
+        pred.model.to(memory_format=_layout(cl))
 
         def run(n: int, pred=pred) -> None:
             for image in itertools.islice(itertools.cycle(images), n):
@@ -187,6 +190,8 @@ def cfg_with(cfg, opts: list[str]):
 
 def main(args: argparse.Namespace) -> None:
     setup_logger(name="sperm_d2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     parts = args.only or PARTS
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
@@ -220,6 +225,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per variant and round")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations per variant, once")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default); 1 makes this process's CPU seconds a steadier "
+        "measure on a loaded machine (no threads spinning while their partner waits for a core)",
+    )
     p.add_argument("--batches", type=int, default=6, help="training batches loaded and cycled")
     p.add_argument("--images", type=int, default=24, help="synthetic scenes (train:val 2:1)")
     p.add_argument("--size", type=int, default=192, help="synthetic scene size, px")

@@ -105,6 +105,15 @@ def autocast_forward(module: torch.nn.Module) -> Iterator[None]:
         stack.close()
 
 
+def cpu_channels_last(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """``model`` in channels-last memory format when it runs on the CPU (in place; returned),
+    for models whose convolutions measured faster so (``benchmarks/bench_precision.py``; oneDNN
+    then skips layout reorders). On other devices ``model`` is unchanged."""
+    if torch.device(device).type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def to_fp32(outputs: Any) -> Any:
     """``outputs`` with every reduced-precision float tensor in it turned into fp32: tensors,
     dicts, lists and tuples of them, and objects holding tensor fields the way detectron2's

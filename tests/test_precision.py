@@ -182,6 +182,13 @@ def _train(cfg, resume: bool = False):
 
     trainer = SpermTrainer(cfg)
     assert type(trainer._trainer) is CPUAutocastTrainer
+    # on the CPU the grader trains in channels-last memory format (measured faster), the
+    # detector does not (it was not faster)
+    convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = next(m for m in convs if m.kernel_size[0] > 1)  # 1x1 weights fit both layouts
+    channels_last = cfg.MODEL.META_ARCHITECTURE == "SpermHeadGrader"
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert conv.weight.is_contiguous() is not channels_last
     seen = _conv_output_dtypes(trainer.model)
     trainer.resume_or_load(resume=resume)
     start = trainer.start_iter
