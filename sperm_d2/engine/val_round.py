@@ -19,6 +19,7 @@ stream in another order than one at a time, so its draws (not its definition) di
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict, defaultdict
 from typing import Callable
 
@@ -198,6 +199,7 @@ class ValRound:
         was_training = module.training
         forward = _Forward(module, losses, self._bf16)
         evaluated = OrderedDict()
+        start = time.perf_counter()
         try:
             for name in self._cfg.DATASETS.TEST:
                 loader = self._loader(name, module)
@@ -208,6 +210,12 @@ class ValRound:
                         forward(inputs, predict=False)
         finally:
             module.train(was_training)
+        logger.info(
+            "evaluation round at iteration %d (%s): %.1f s for this process's shard",
+            self._iter,
+            " + ".join(["validation loss"] * losses + ["evaluation"] * results),
+            time.perf_counter() - start,
+        )
         if losses:
             self._losses = _mean_losses(forward.sums, forward.count, self._cfg.DATASETS.TEST)
         if results:
