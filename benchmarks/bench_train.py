@@ -22,14 +22,15 @@ so the RPN hands its post-NMS top-k to ROI heads that sample their full batch pe
 table shows proposals, sampled ROIs and foreground ROIs per image). Convolution weights are in
 channels-last layout (``--layout``). Variants and precisions alternate one iteration at a time.
 One table: s/iter wall and CPU, the study's 13.9 s over ours, pass/fail against the target.
-KEY VALUE overrides apply to both variants (to measure a config lever).
+KEY VALUE overrides apply to every run; ``--lever "KEY VALUE ..."`` adds runs of each variant
+with those overrides, alternated with the config as it is (a config lever, measured).
 
 Usage:
     python benchmarks/bench_train.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \
         --iters 20 --rounds 2 SPERM.DATA_ROOT datasets/sperm
     python benchmarks/bench_train.py --study --iters 2 --rounds 2
-    python benchmarks/bench_train.py --study --variants gn --precisions bf16 \
-        MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 256
+    python benchmarks/bench_train.py --study --variants gn --precisions bf16 --iters 1 \
+        --lever "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 256" --lever "MODEL.ROI_BOX_HEAD.NUM_CONV 2"
 """
 
 import argparse
@@ -40,6 +41,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import sperm_d2.cli_warnings  # noqa: F401 isort: skip (first: hides known-harmless warnings)
 
@@ -168,6 +170,7 @@ class StudyRun:
     precision: str
     trainer: SimpleTrainer
     proposal_log: list  # proposals per image, appended by a hook on the RPN (shared per model)
+    lever: str = ""  # KEY VALUE overrides of this run only ("" = the config as it is)
     times: list = dataclasses.field(default_factory=list)  # (wall, CPU) s per step
     proposals: list = dataclasses.field(default_factory=list)  # RPN proposals per image
     rois: list = dataclasses.field(default_factory=list)  # sampled ROIs (fg + bg) per image
@@ -200,13 +203,16 @@ def study_cfg(variant: StudyVariant, opts: list[str]):
     return setup_cfg(str(REPO / variant.config_file), setting + list(opts))
 
 
-def build_study_runs(variant: StudyVariant, args: argparse.Namespace) -> list[StudyRun]:
+def build_study_runs(
+    variant: StudyVariant, args: argparse.Namespace, lever: str = ""
+) -> list[StudyRun]:
     """The variant's model (FrozenBN calibrated, layout set) and one trainer per precision.
 
     The precisions share the model and optimizer, so their steps alternate on one network as
-    in one training run (a step costs the same whatever the weights' values).
+    in one training run (a step costs the same whatever the weights' values). ``lever``: extra
+    ``KEY VALUE`` overrides for this model only.
     """
-    cfg = study_cfg(variant, args.opts)
+    cfg = study_cfg(variant, list(args.opts) + lever.split())
     torch.manual_seed(0)
     model = SpermTrainer.build_model(cfg)
     model.train()
@@ -221,7 +227,7 @@ def build_study_runs(variant: StudyVariant, args: argparse.Namespace) -> list[St
         lambda module, inputs, output: log.extend(len(p) for p in output[0])
     )
     print(
-        f"{variant.name}: {variant.config_file}, "
+        f"{variant.name}: {variant.config_file}{' + ' + lever if lever else ''}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
         f"{calibrated} FrozenBN layers calibrated, RPN post-NMS top-k "
         f"{cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN}, ROI batch {cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE}"
@@ -232,7 +238,7 @@ def build_study_runs(variant: StudyVariant, args: argparse.Namespace) -> list[St
     for precision in args.precisions:
         trainer_cls = CPUAutocastTrainer if precision == "bf16" else SimpleTrainer
         trainer = trainer_cls(model, itertools.cycle(batches), optimizer)
-        runs.append(StudyRun(variant, precision, trainer, log))
+        runs.append(StudyRun(variant, precision, trainer, log, lever))
     return runs
 
 
@@ -246,7 +252,12 @@ def study(args: argparse.Namespace) -> None:
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_native_bf16()}, "
         f"layout {args.layout}, load average {load:.1f} on {os.cpu_count()} CPUs"
     )
-    runs = [r for key in args.variants for r in build_study_runs(STUDY_VARIANTS[key], args)]
+    runs = [
+        run
+        for key in args.variants
+        for lever in ["", *args.lever]
+        for run in build_study_runs(STUDY_VARIANTS[key], args, lever)
+    ]
     with EventStorage():  # the step writes its losses and ROI counts here
         for _ in range(args.study_warmup):  # one-off costs: allocation, oneDNN set-up per shape
             for run in runs:
@@ -258,7 +269,8 @@ def study(args: argparse.Namespace) -> None:
             print(
                 f"  round {r + 1}: "
                 + ", ".join(
-                    f"{x.variant.key} {x.precision} {x.times[-1][0]:.1f} s "
+                    f"{x.variant.key}{' + ' + x.lever if x.lever else ''} {x.precision} "
+                    f"{x.times[-1][0]:.1f} s "
                     f"({x.times[-1][1]:.1f} CPU-s)"
                     for x in runs
                 ),
@@ -268,13 +280,15 @@ def study(args: argparse.Namespace) -> None:
 
 
 def print_study_table(runs: list[StudyRun], args: argparse.Namespace, load: tuple) -> None:
-    """One row per (variant, precision): s/iter, the study's time over ours, pass/fail."""
+    """One row per (variant, precision, lever): s/iter, the study's time over ours, pass/fail;
+    a lever's row also gives the config as it is over the lever in CPU time (> 1: faster)."""
     study_s = STUDY_S_PER_ITER[0]
     head = (
         f"{'variant':17s} {'precision':9s} {'s/iter wall':>11s} {'s/iter CPU':>10s} "
         f"{'13.9 s / ours':>13s} {'target':>7s} {'result':6s} {'proposals':>9s} {'ROIs':>5s} "
-        f"{'fg ROIs':>7s}"
+        f"{'fg ROIs':>7s}  config (CPU speed-up over as is)"
     )
+    as_is = {(r.variant.key, r.precision): r.median(1) for r in runs if not r.lever}
     print(
         f"\nStudy setting: R-101-FPN, {STUDY_SIZE} px, batch {STUDY_BATCH}, {args.layout}, "
         f"{torch.get_num_threads()} threads; median of {args.rounds * args.iters} timed "
@@ -290,7 +304,12 @@ def print_study_table(runs: list[StudyRun], args: argparse.Namespace, load: tupl
             f"{study_s / wall:12.2f}x {run.variant.target_text():>7s} "
             f"{'pass' if run.variant.passes(wall) else 'FAIL':6s} "
             f"{statistics.mean(run.proposals):9.0f} {statistics.mean(run.rois):5.0f} "
-            f"{statistics.mean(run.fg):7.1f}"
+            f"{statistics.mean(run.fg):7.1f}  "
+            + (
+                f"{run.lever} ({as_is[run.variant.key, run.precision] / cpu:.2f}x)"
+                if run.lever
+                else "as is"
+            )
         )
     print(
         "(the targets judge wall time; CPU is this process's CPU seconds per iteration; load "
@@ -347,6 +366,19 @@ def main(args: argparse.Namespace) -> None:
         print(f"loader/model ratio: {data / model:.1f} (> 1: the model is the bottleneck)")
 
 
+def _choices(allowed) -> Callable[[str], list[str]]:
+    """argparse type: a comma-separated list of names out of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [t for t in text.split(",") if t]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: use names out of {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -357,14 +389,29 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     p.add_argument("--study", action="store_true", help="time the study's setting instead")
     p.add_argument(
-        "--variants", nargs="+", choices=sorted(STUDY_VARIANTS), default=list(STUDY_VARIANTS)
+        "--variants",
+        type=_choices(STUDY_VARIANTS),
+        default=list(STUDY_VARIANTS),
+        help=f"comma-separated, of {','.join(STUDY_VARIANTS)} (--study)",
     )
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    p.add_argument(
+        "--precisions",
+        type=_choices(("fp32", "bf16")),
+        default=["fp32", "bf16"],
+        help="comma-separated, of fp32,bf16 (--study)",
+    )
     p.add_argument(
         "--layout",
         choices=("channels_last", "nchw"),
         default="channels_last",
         help="memory format of the conv weights (--study)",
+    )
+    p.add_argument(
+        "--lever",
+        action="append",
+        default=[],
+        metavar="'KEY VALUE ...'",
+        help="(--study, repeatable) also time each variant with these overrides, alternated",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (--study; 0: torch's)")
     p.add_argument("--study-warmup", type=int, default=1, help="untimed steps per run (--study)")
