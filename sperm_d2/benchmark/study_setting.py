@@ -10,15 +10,18 @@ setting here must not download anything, so:
   ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``, fixed from the running
   statistics a BatchNorm collected while pretraining. Freshly built, every one is the identity
   (mean 0, var 1, weight 1, bias 0), so each of R-101's 33 residual blocks adds a branch about as
-  large as its input (He-initialised convs keep the scale), the activations grow by orders of
-  magnitude through the network, and detectron2's first training forward stops with "Predicted
-  boxes or scores contain Inf/NaN". Here each layer gets the per-channel mean and variance of its
-  own input on the given images, in one forward pass in network order (a pre-forward hook, so
-  every layer already sees the normalised output of the layers before it), with weight 1 and
-  bias 0: exactly what a BatchNorm in training mode would compute on that batch. Each layer then
-  hands on zero-mean, unit-variance channels, as in a pretrained network, and the RPN and ROI
-  heads get finite, ordinary-sized features. The calibration is a data-dependent initialisation
-  for timing only, not a substitute for pretrained weights.
+  large as its input (the convs are He-initialised, which keeps the scale) and the activations
+  grow block after block. On the synthetic 512-px batch (seed 0) the res5 features reach
+  |x| ~ 1e7 (std 1.5e6; res2 std 20), the first step's losses are 1e3-1e5, and the second
+  forward stops with detectron2's "Predicted boxes or scores contain Inf/NaN" (fp32 and bf16
+  alike). Here each layer gets the per-channel mean and variance of its own input on the given
+  images, in one forward pass in network order (a pre-forward hook, so every layer already sees
+  the normalised output of the layers before it), with weight 1 and bias 0: what a BatchNorm in
+  training mode would compute on that batch. Each layer then hands on zero-mean, unit-variance
+  channels, as in a pretrained network (res2-res5 feature std 1.3-3.4 on that batch), the RPN
+  and ROI heads get finite, ordinary-sized features, and the total loss starts at 2-4 and stays
+  finite step after step. The calibration is a data-dependent initialisation for timing, not a
+  substitute for pretrained weights.
 * :func:`use_channels_last` puts the model's conv weights in channels-last (NHWC) layout, which
   oneDNN's CPU convolutions use without reordering (a layout, not a change of the model).
 """
