@@ -2,6 +2,7 @@
 crop cache, load, grade heads; infer.py with and without a grader."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -93,6 +94,21 @@ def test_grader_loads_and_grades_one_head_each(grader_run, tiny_dataset) -> None
     both = grader.probabilities(image, graded.masks)
     one = grader.probabilities(image, graded.masks[:1])
     assert np.allclose(both[:1], one, atol=1e-5) and np.allclose(both.sum(1), 1, atol=1e-5)
+
+    # a detector batch is graded in one call: as image by image, an image without heads too
+    def part(p: ImagePrediction, s: slice) -> ImagePrediction:
+        arrays = {k: getattr(p, k)[s] for k in ("boxes", "masks", "scores", "classes")}
+        return dataclasses.replace(p, **arrays)
+
+    flipped = np.ascontiguousarray(image[::-1])
+    items = [(image, pred), (flipped, part(pred, slice(0))), (image, part(pred, slice(2, 3)))]
+    batch = grader.grade_batch([i for i, _ in items], [p for _, p in items])
+    singles = [grader.grade(i, p) for i, p in items]
+    assert [len(g) for g in batch] == [2, 0, 1]
+    for b, s in zip(batch, singles):
+        assert np.allclose(b.p_bad, s.p_bad, atol=1e-5) and (b.classes == s.classes).all()
+        assert (b.detector_classes == s.detector_classes).all() and (b.masks == s.masks).all()
+    assert grader.grade_batch([], []) == []
 
 
 @pytest.mark.slow

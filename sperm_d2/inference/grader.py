@@ -2,10 +2,11 @@
 detector found.
 
 Each head of an :class:`ImagePrediction` is cut into its canonical crop (the same function that
-cut the training samples, ``sperm_d2.grading.crop``); the crops of all heads of an image go
-through the grader in one batch. The grade replaces ``classes``, ``p_bad`` is set, and the
-detector's own class is kept in ``detector_classes``. Before grading, the detector's duplicate
-detections of one head (one per class) are reduced to one (:meth:`ImagePrediction.one_per_head`).
+cut the training samples, ``sperm_d2.grading.crop``); the crops of all heads of a detector
+batch (several images) go through the grader together. The grade replaces ``classes``, ``p_bad``
+is set, and the detector's own class is kept in ``detector_classes``. Before grading, the
+detector's duplicate detections of one head (one per class) are reduced to one
+(:meth:`ImagePrediction.one_per_head`).
 """
 
 from __future__ import annotations
@@ -93,18 +94,27 @@ class HeadGrader:
     def crops(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(N, C, S, S) uint8 model inputs of the heads ``masks`` (N, H, W) of a BGR image, laid
         out channels-last in memory (a view of the stacked crops, as the model wants them)."""
+        return self._stacked(image, masks).transpose(0, 3, 1, 2)
+
+    def _stacked(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(N, S, S, C) uint8 canonical crops (with the mask channel or suppression)."""
         s = self.settings
         if s["format"] == "RGB":
             image = image[:, :, ::-1]
         inputs = [model_input(canonical_crop(image, m, **s["crop"]), s["mask_mode"]) for m in masks]
         if not inputs:
             size = s["crop"]["size"]
-            return np.zeros((0, input_channels(s["mask_mode"]), size, size), np.uint8)
-        return np.stack(inputs).transpose(0, 3, 1, 2)
+            return np.zeros((0, size, size, input_channels(s["mask_mode"])), np.uint8)
+        return np.stack(inputs)
 
     def probabilities(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities of the heads ``masks`` of a BGR ``image``."""
-        crops = torch.from_numpy(self.crops(image, masks))  # no copy: already channels-last
+        return self._run(self.crops(image, masks))
+
+    def _run(self, crops: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities of (N, C, S, S) channels-last crops: one forward per
+        ``SPERM.GRADER.TEST_BATCH_SIZE`` crops, the ensemble's members averaged."""
+        crops = torch.from_numpy(crops)  # no copy: already channels-last
         out = []
         with torch.inference_mode(), autocast(self.bf16):
             for i in range(0, len(crops), self.batch_size):
@@ -124,15 +134,32 @@ class HeadGrader:
     def grade(self, image: np.ndarray, pred: ImagePrediction) -> ImagePrediction:
         """``pred`` with one detection per head, each graded: ``classes`` from the grader (its
         arg-max class), ``p_bad`` set, the detector's class kept in ``detector_classes``."""
-        self.check_classes(pred.class_names)
-        pred = pred.one_per_head()
-        probs = self.probabilities(image, pred.masks)
-        return dataclasses.replace(
-            pred,
-            classes=probs.argmax(1).astype(np.int64),
-            p_bad=probs[:, self.bad_index].astype(np.float32),
-            detector_classes=pred.classes.copy(),
-        )
+        return self.grade_batch([image], [pred])[0]
+
+    def grade_batch(
+        self, images: Sequence[np.ndarray], preds: Sequence[ImagePrediction]
+    ) -> list[ImagePrediction]:
+        """:meth:`grade` for several images at once: the heads of all of them go through the
+        grader together (one forward per ``SPERM.GRADER.TEST_BATCH_SIZE`` heads, not one per
+        image: a detector batch of 8 images with 2-3 heads each is one grader call)."""
+        if not preds:
+            return []
+        for pred in preds:
+            self.check_classes(pred.class_names)
+        preds = [pred.one_per_head() for pred in preds]
+        stacked = [self._stacked(image, pred.masks) for image, pred in zip(images, preds)]
+        # one channels-last (N, C, S, S) view of all heads, as in crops()
+        probs = self._run(np.concatenate(stacked).transpose(0, 3, 1, 2))
+        ends = np.cumsum([len(pred) for pred in preds])[:-1]
+        return [
+            dataclasses.replace(
+                pred,
+                classes=p.argmax(1).astype(np.int64),
+                p_bad=p[:, self.bad_index].astype(np.float32),
+                detector_classes=pred.classes.copy(),
+            )
+            for pred, p in zip(preds, np.split(probs, ends))
+        ]
 
 
 def _inference_cfg(cfg: CfgNode, source: str) -> CfgNode:

@@ -224,7 +224,7 @@ class SpermPredictor:
             for inst, (src, frame, _) in zip(instances, batch)
         ]
         if self.grader is not None:
-            preds = [self.grader.grade(b[2], p) for b, p in zip(batch, preds)]
+            preds = self.grader.grade_batch([b[2] for b in batch], preds)
         return preds
 
     def _input_size(self, item: tuple[str, int | None, np.ndarray]) -> tuple[int, int]:
