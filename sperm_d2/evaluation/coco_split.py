@@ -31,7 +31,7 @@ from sperm_d2.evaluation.pixellib_ap import (
 )
 from sperm_d2.image_io import read_image
 from sperm_d2.inference.background import prefetch
-from sperm_d2.inference.types import ImagePrediction, from_instances
+from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.masks import segmentation_to_rle
 
 logger = logging.getLogger(__name__)
@@ -58,15 +58,20 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
     evaluator = build_evaluator(predictor.cfg, dataset_name, output_dir)
     evaluator.reset()
     matches, strict_matches = [], []
-    decoded = prefetch(records, lambda r: read_image(r["file_name"]))
-    for record, (image, error) in tqdm(decoded, total=len(records), desc=dataset_name, unit="img"):
-        if image is None:  # an annotated image that cannot be read is a broken split
-            raise OSError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
-        instances = predictor.predict_instances([image])[0]
-        pred = from_instances(instances, record["file_name"], predictor.class_names)
-        if predictor.grader is not None:  # every metric then scores the grader's grades
-            pred = predictor.grader.grade(image, pred)
-            instances = to_instances(pred)
+
+    def images():
+        for record, (image, error) in prefetch(records, lambda r: read_image(r["file_name"])):
+            if image is None:  # an annotated image that cannot be read is a broken split
+                raise OSError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
+            yield record["file_name"], None, image
+
+    # batched as inference is (SPERM.INFER_BATCH_SIZE), graded per batch; in the records' order
+    predicted = predictor.predict_stream(images())
+    for record, (_, pred) in tqdm(
+        zip(records, predicted), total=len(records), desc=dataset_name, unit="img"
+    ):
+        # with a grader every metric scores the grader's grades
+        instances = to_instances(pred)
         evaluator.process([record], [{"instances": instances}])
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         h, w = record["height"], record["width"]
