@@ -16,9 +16,11 @@ grading), four ways:
 
 Each row prints segm/AP, segm/AP50, pixellib/mAP50 (x100) and the image-level accuracy and
 balanced accuracy (%), their difference to the reference, and "ok" when every difference is within
-``--tolerance`` points (1 by default, as the issue asks). ``--noise-seed S`` adds a fifth row, an
-fp32 training with another seed: two fp32 trainings differ too, and a small test split moves in
-steps of 100/n points, so that row says how much of a difference is noise. The training rows
+``--tolerance`` points (1 by default, as the issue asks). ``--fp32-run`` (and ``--fp32-grader``)
+compare against runs trained before instead of training fp32 here; ``--inference-only`` leaves
+out the bf16 training. ``--noise-seed S`` adds a fifth row, an fp32 training with another seed:
+two fp32 trainings differ too, and a small test split moves in steps of 100/n points, so that
+row says how much of a difference is noise. The training rows
 also print the trainings' CPU seconds and their ratio to fp32 (CPU time does not grow with other
 jobs' load as wall time does). Trainings are stamped and reused/resumed like
 ``real_data.py``'s; evaluations rerun every time. Results: ``OUTPUT/parity.json`` and
@@ -33,6 +35,11 @@ Usage:
     python benchmarks/bench_bf16_parity.py --data-root output/real_data/hushem/split/data \
         --config configs/sperm_mask_rcnn_R_18_FPN_real_cpu.yaml \
         --grader-config configs/sperm_grader_cpu.yaml --output output/parity/hushem
+    # bf16 inference only, on models trained before:
+    python benchmarks/bench_bf16_parity.py --data-root output/real_data/smids/split/data \
+        --fp32-run output/real_data/smids/split/train \
+        --fp32-grader output/real_data/smids/split/grader --inference-only \
+        --output output/parity/smids_inference
 """
 
 import argparse
@@ -86,6 +93,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=None,
         help="also train fp32 with this seed: how far two fp32 trainings differ (the yardstick)",
+    )
+    p.add_argument(
+        "--fp32-run",
+        default=None,
+        help="an fp32 detector run to compare against instead of training one (e.g. "
+        "real_data.py's); its grader: --fp32-grader",
+    )
+    p.add_argument("--fp32-grader", default=None, help="the grader run that goes with --fp32-run")
+    p.add_argument(
+        "--inference-only",
+        action="store_true",
+        help="no bf16 training: only the fp32 and 'bf16 inference' rows",
     )
     p.add_argument("--tolerance", type=float, default=1.0, help="points allowed (default 1)")
     p.add_argument("--output", required=True)
@@ -147,10 +166,9 @@ def table(rows: dict, wanted: dict, trainings: dict, tolerance: float) -> str:
             delta = (v - r) * scale
             ok = ok and abs(delta) <= tolerance
             cells.append(f"{v * scale:.1f} ({delta:+.1f})")
-        trained = wanted[name][0]
-        cpu = trainings[trained]["cpu_s"]
-        ratio = trainings["fp32"]["cpu_s"] / cpu if cpu and trainings["fp32"]["cpu_s"] else None
-        speed = f"{cpu:.0f} ({ratio:.2f}x)" if ratio else "reused"
+        cpu, ref_cpu = trainings[wanted[name][0]]["cpu_s"], trainings["fp32"]["cpu_s"]
+        speed = f"{cpu:.0f}" if cpu else "not timed here"
+        speed += f" ({ref_cpu / cpu:.2f}x)" if cpu and ref_cpu else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'ok' if ok else 'NO'} | {speed} |")
     return "\n".join(lines)
 
@@ -158,8 +176,14 @@ def table(rows: dict, wanted: dict, trainings: dict, tolerance: float) -> str:
 def main(args: argparse.Namespace) -> int:
     out = Path(args.output)
     run = Runner(out / "logs")
-    rows_wanted = dict(ROWS)
-    trainings = {p: train(run, args, p, args.seed, out / p) for p in ("fp32", "bf16")}
+    trainings = {}
+    if args.fp32_run:
+        grader = Path(args.fp32_grader) if args.fp32_grader else None
+        trainings["fp32"] = {"detector": Path(args.fp32_run), "grader": grader, "cpu_s": 0.0}
+    for p in ("fp32",) if args.inference_only else ("fp32", "bf16"):
+        if p not in trainings:
+            trainings[p] = train(run, args, p, args.seed, out / p)
+    rows_wanted = {name: row for name, row in ROWS.items() if row[0] in trainings}
     if args.noise_seed is not None:  # the yardstick: how far two fp32 trainings differ
         noise = f"fp32 seed {args.noise_seed}"
         trainings[noise] = train(
