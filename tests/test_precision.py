@@ -50,9 +50,13 @@ def test_auto_is_bf16_only_with_native_support_and_shown_parity(
     assert use_bf16("fp32", "cpu") is False
 
 
-def test_auto_is_fp32_until_parity_is_recorded():
-    # flipping this is a claim about accuracy: it needs the parity numbers in RESULTS.md
-    assert precision.BF16_PARITY_SHOWN is False
+def test_auto_is_bf16_where_native_now_that_parity_is_recorded(native):
+    # setting this is a claim about accuracy: the parity numbers are in RESULTS.md
+    assert precision.BF16_PARITY_SHOWN is True
+    assert "bench_bf16_parity.py" in (REPO / "benchmarks" / "RESULTS.md").read_text()
+    native(True)
+    assert use_bf16("auto", "cpu") is True
+    native(False)
     assert use_bf16("auto", "cpu") is False
 
 
@@ -298,7 +302,7 @@ def test_predictor_in_bf16_returns_fp32_numpy(tiny_dataset):
     assert abs(float(a.scores[0]) - float(b.scores[0])) < 0.05
 
 
-def test_grader_in_bf16_returns_fp32_p_bad(tmp_path):
+def test_grader_in_bf16_returns_fp32_p_bad(tmp_path, native):
     from detectron2.modeling import build_model
 
     from sperm_d2.inference.grader import HeadGrader
@@ -313,7 +317,10 @@ def test_grader_in_bf16_returns_fp32_p_bad(tmp_path):
     fp32 = HeadGrader(cfg, weights, precision="fp32")
     bf16 = HeadGrader(cfg, weights, precision="bf16")
     assert (fp32.bf16, bf16.bf16) == (False, True)
-    assert HeadGrader(cfg, weights).bf16 is False  # the config's "auto": fp32 until parity
+    native(False)
+    assert HeadGrader(cfg, weights).bf16 is False  # the config's "auto": fp32 without native bf16
+    native(True)
+    assert HeadGrader(cfg, weights).bf16 is True
     p32, p16 = fp32.probabilities(image, masks), bf16.probabilities(image, masks)
     assert p16.dtype == np.float32 and p16.shape == p32.shape == (3, 2)
     np.testing.assert_allclose(p16, p32, atol=0.05)
