@@ -78,7 +78,8 @@ def add_sperm_config(cfg: CN) -> None:
     # (str) CPU inference and evaluation precision (detector and head grader): "fp32", "bf16"
     # (autocast; outputs still fp32) or "auto" (bf16 where the CPU has it natively, e.g. AMX or
     # AVX512-BF16; else fp32). bf16 inference measured within 0.5 points of fp32 on the demo,
-    # HuSHeM and SMIDS test splits (sperm_d2.precision.BF16_PARITY_SHOWN). A GPU runs fp32. Training precision is SOLVER.AMP.ENABLED (on the CPU: bf16 autocast).
+    # HuSHeM and SMIDS test splits (sperm_d2.precision.BF16_PARITY_SHOWN). A GPU runs fp32.
+    # Training precision is SOLVER.AMP.ENABLED (on the CPU: bf16 autocast).
     _C.SPERM.INFER_PRECISION = "auto"
     # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
     _C.SPERM.UM_PER_PX = 0.0
