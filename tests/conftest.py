@@ -8,6 +8,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def split_opts(root, prefix: str) -> list[str]:
+    """Config overrides that register ``root``'s annotations/{train,val}.json as
+    ``<prefix>_train`` / ``<prefix>_val`` and train / evaluate on them."""
+    return [
+        "SPERM.DATA_ROOT",
+        str(root),
+        "SPERM.DATASET_PREFIX",
+        prefix,
+        "DATASETS.TRAIN",
+        f"('{prefix}_train',)",
+        "DATASETS.TEST",
+        f"('{prefix}_val',)",
+    ]
+
+
 @dataclasses.dataclass
 class TinyDataset:
     """A tiny COCO dataset on disk, registered in detectron2 under ``names[split]``."""

@@ -13,7 +13,7 @@ import torch
 
 from sperm_d2.inference.types import ImagePrediction
 
-from .conftest import REPO
+from .conftest import REPO, split_opts
 
 GRADER_INSTANT = REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"
 DETECTOR_INSTANT = REPO / "configs/quick_schedules/sperm_mask_rcnn_R_50_FPN_instant_test.yaml"
@@ -31,14 +31,7 @@ def grader_run(tiny_dataset, tmp_path_factory):
         "train_net.py",
         "--config-file",
         str(GRADER_INSTANT),
-        "SPERM.DATA_ROOT",
-        str(tiny_dataset.root),
-        "SPERM.DATASET_PREFIX",
-        "tinygrader",
-        "DATASETS.TRAIN",
-        "('tinygrader_train',)",
-        "DATASETS.TEST",
-        "('tinygrader_val',)",
+        *split_opts(tiny_dataset.root, "tinygrader"),
         "OUTPUT_DIR",
         str(out),
         "SEED",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, split_opts
 from .hostile_inputs import load_tool, run_main, tree_hashes
 
 TRAIN_NET = load_tool("train_net")
@@ -60,18 +60,7 @@ def _broken_split(tmp: Path) -> list[str]:
     (root / "annotations").mkdir(parents=True)
     (root / "annotations" / "train.json").write_text('{"images": [')
     (root / "annotations" / "val.json").write_text('{"images": [')
-    return [
-        "--config-file",
-        str(INSTANT),
-        "SPERM.DATA_ROOT",
-        str(root),
-        "SPERM.DATASET_PREFIX",
-        "hostile_broken",
-        "DATASETS.TRAIN",
-        "('hostile_broken_train',)",
-        "DATASETS.TEST",
-        "('hostile_broken_val',)",
-    ]
+    return ["--config-file", str(INSTANT), *split_opts(root, "hostile_broken")]
 
 
 def _output_is_a_file(tmp: Path) -> list[str]:

@@ -20,7 +20,7 @@ from sperm_d2.precision import (
     use_bf16,
 )
 
-from .conftest import REPO
+from .conftest import REPO, split_opts
 
 DETECTOR = str(REPO / "configs/quick_schedules/sperm_mask_rcnn_R_50_FPN_instant_test.yaml")
 GRADER = str(REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml")
@@ -175,14 +175,7 @@ def test_to_fp32_converts_tensors_instances_and_boxes():
 
 def _train_opts(tiny_dataset, out, prefix: str, max_iter: int) -> list[str]:
     return [
-        "SPERM.DATA_ROOT",
-        str(tiny_dataset.root),
-        "SPERM.DATASET_PREFIX",
-        prefix,
-        "DATASETS.TRAIN",
-        f"('{prefix}_train',)",
-        "DATASETS.TEST",
-        f"('{prefix}_val',)",
+        *split_opts(tiny_dataset.root, prefix),
         "SOLVER.AMP.ENABLED",
         "True",
         "SPERM.INFER_PRECISION",

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from .conftest import REPO
+from .conftest import REPO, split_opts
 
 INSTANT = REPO / "configs" / "quick_schedules" / "sperm_mask_rcnn_R_50_FPN_instant_test.yaml"
 TRAIN_NET = REPO / "tools" / "train_net.py"
@@ -19,16 +19,7 @@ TRAIN_NET = REPO / "tools" / "train_net.py"
 
 def _data_opts(tiny_dataset, prefix: str) -> list[str]:
     """Register the fixture's annotations/{train,val}.json as <prefix>_train / <prefix>_val."""
-    return [
-        "SPERM.DATA_ROOT",
-        str(tiny_dataset.root),
-        "SPERM.DATASET_PREFIX",
-        prefix,
-        "DATASETS.TRAIN",
-        f"('{prefix}_train',)",
-        "DATASETS.TEST",
-        f"('{prefix}_val',)",
-    ]
+    return split_opts(tiny_dataset.root, prefix)
 
 
 def _cmd(*args: str) -> list[str]:
