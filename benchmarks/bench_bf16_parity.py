@@ -48,8 +48,7 @@ import sys
 from pathlib import Path
 
 from sperm_d2.atomic import atomic_write, write_json_atomic
-from sperm_d2.benchmark.protocol import LABELS, PREFIX
-from sperm_d2.benchmark.results import collect_metrics
+from sperm_d2.benchmark.protocol import evaluate_step
 from sperm_d2.benchmark.runner import Runner
 from sperm_d2.benchmark.training import train_step
 
@@ -136,18 +135,22 @@ def train(run: Runner, args, precision: str, seed: int, out: Path) -> dict:
 
 
 def evaluate(run: Runner, args, trained: dict, inferred: str, out: Path, name: str) -> dict:
-    """tools/evaluate.py on the test split and the class folders at ``inferred`` precision."""
-    cmd = [sys.executable, "tools/evaluate.py", "--run", run.rel(trained["detector"])]
-    cmd += ["--grader", run.rel(trained["grader"])] if trained["grader"] else ["--grader", "none"]
-    cmd.append("--overwrite")
-    opts = ["--opts", "SPERM.INFER_PRECISION", inferred]
-    coco, folders = out / "coco", out / "folders"
-    splits = ["--dataset", f"{PREFIX}_test", "--val-dataset", f"{PREFIX}_val"]
-    run([*cmd, *splits, "--output", run.rel(coco), *opts], f"{name}_coco")
-    folder_args = ["--folders", args.folders, "--val-folders", args.val_folders]
-    folder_args += ["--label-map", LABELS, "--output", run.rel(folders)]
-    run([*cmd, *folder_args, *opts], f"{name}_folders", ok=(0, 1))
-    return collect_metrics(coco / "metrics.json", folders / "metrics.json")
+    """tools/evaluate.py on the test split and the class folders at ``inferred`` precision
+    (without a grader run: none, even if the detector run names one)."""
+    opts = ["SPERM.INFER_PRECISION", inferred]
+    opts += [] if trained["grader"] else ["SPERM.GRADER.RUN", "none"]
+    return evaluate_step(
+        run,
+        name,
+        trained["detector"],
+        out,
+        Path(args.data_root),
+        "test",
+        "val",
+        grader=trained["grader"],
+        folders=(args.folders, args.val_folders),
+        opts=opts,
+    )
 
 
 def table(rows: dict, wanted: dict, trainings: dict, tolerance: float) -> str:

@@ -73,30 +73,37 @@ def evaluate_step(
     val: str,
     weights: str | None = None,
     grader: Path | None = None,
+    folders: tuple[str, str] | None = None,
+    opts: Sequence[str] = (),
 ) -> dict:
     """tools/evaluate.py twice: COCO metrics on the registered split ``<prefix>_<test>``
     (threshold chosen on ``<prefix>_<val>``) and image-level grading of the same splits' images
-    (``--folders data_root/annotations/<test>.json``: each crop classed by its class folder),
-    with the head grader of the run folder ``grader`` when given; returns
+    (``--folders data_root/annotations/<test>.json``: each crop classed by its class folder), or
+    of the ``(test, val)`` class folders ``folders``, with the head grader of the run folder
+    ``grader`` when given and evaluate.py's config overrides ``opts``; returns
     :func:`collect_metrics` of the two."""
     w = ["--weights", weights] if weights else []
     w += ["--grader", run.rel(grader)] if grader else []
     coco_out, folder_out = out_dir / "coco", out_dir / "folders"
     # --overwrite: evaluations rerun on every run of the benchmark, into the same folders
     evaluate = [sys.executable, "tools/evaluate.py", "--run", run.rel(run_dir), *w, "--overwrite"]
+    extra = ["--opts", *opts] if opts else []
     splits = ["--dataset", f"{PREFIX}_{test}", "--val-dataset", f"{PREFIX}_{val}"]
-    run([*evaluate, *splits, "--output", run.rel(coco_out)], f"{name}_eval_coco")
+    run([*evaluate, *splits, "--output", run.rel(coco_out), *extra], f"{name}_eval_coco")
+    if folders is None:
+        folders = tuple(run.rel(data_root / "annotations" / f"{s}.json") for s in (test, val))
     run(
         [
             *evaluate,
             "--folders",
-            run.rel(data_root / "annotations" / f"{test}.json"),
+            folders[0],
             "--val-folders",
-            run.rel(data_root / "annotations" / f"{val}.json"),
+            folders[1],
             "--label-map",
             LABELS,
             "--output",
             run.rel(folder_out),
+            *extra,
         ],
         f"{name}_eval_folders",
     )
