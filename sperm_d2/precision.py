@@ -18,8 +18,6 @@ import logging
 from typing import Any, Iterator
 
 import torch
-from detectron2.layers import ROIAlign
-from torchvision.ops import roi_align
 
 logger = logging.getLogger(__name__)
 
@@ -115,35 +113,6 @@ def cpu_channels_last(model: torch.nn.Module, device: str | torch.device) -> tor
     then skips layout reorders). On other devices ``model`` is unchanged."""
     if torch.device(device).type == "cpu":
         model.to(memory_format=torch.channels_last)
-    return model
-
-
-class AutocastROIAlign(ROIAlign):
-    """detectron2's ``ROIAlign`` that keeps the ROI boxes in fp32 under autocast.
-
-    detectron2 casts the boxes to the features' dtype; under bf16 autocast that rounds box
-    coordinates to bf16's 8 significant bits: 2-px steps between 256 and 512 px, 1-px steps
-    between 128 and 256, a real shift for ~35-px heads. torchvision's ``roi_align`` has its own
-    autocast kernel (both operands in fp32, the result back in bf16), so the boxes need no cast.
-    Outside autocast it is the parent unchanged."""
-
-    def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        if not torch.is_autocast_enabled(input.device.type):
-            return super().forward(input, rois)
-        assert rois.dim() == 2 and rois.size(1) == 5
-        args = (self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
-        return roi_align(input, rois, *args)
-
-
-def fp32_roi_boxes(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` (in place; returned) with every detectron2 ``ROIAlign`` replaced by an
-    :class:`AutocastROIAlign` of the same settings (they hold no weights): fp32 runs are
-    unchanged, bf16 autocast runs pool at exact box coordinates."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is ROIAlign:
-                args = (child.output_size, child.spatial_scale, child.sampling_ratio)
-                setattr(module, name, AutocastROIAlign(*args, aligned=child.aligned))
     return model
 
 

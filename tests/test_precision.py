@@ -14,11 +14,11 @@ from sperm_d2.precision import (
     autocast_forward,
     check_precision,
     cpu_has_native_bf16,
-    fp32_roi_boxes,
     to_fp32,
     train_bf16,
     use_bf16,
 )
+from sperm_d2.roi_align import SpermROIAlign
 
 from .conftest import REPO, split_opts
 
@@ -133,29 +133,6 @@ def test_autocast_forward_ends_when_the_forward_raises():
         probe(torch.randn(2, 4))
     assert probe.seen == [(True, torch.bfloat16)]
     assert not torch.is_autocast_enabled("cpu")
-
-
-def test_roi_boxes_stay_fp32_under_autocast():
-    from detectron2.layers import ROIAlign
-    from detectron2.modeling.poolers import ROIPooler
-
-    pooler = ROIPooler((7, 7), (1 / 4, 1 / 8), sampling_ratio=0, pooler_type="ROIAlignV2")
-    fixed = fp32_roi_boxes(ROIPooler((7, 7), (1 / 4, 1 / 8), 0, "ROIAlignV2"))
-    assert all(type(p) is ROIAlign for p in pooler.level_poolers)
-    assert all(type(p) is precision.AutocastROIAlign for p in fixed.level_poolers)
-    torch.manual_seed(0)
-    features = [torch.randn(1, 8, 128, 128), torch.randn(1, 8, 64, 64)]
-    # a 40-px box at 300-340 px: bf16 keeps 8 significant bits, i.e. 2-px steps up there
-    boxes = [Boxes(torch.tensor([[301.3, 299.7, 339.1, 341.9]]))]
-    exact = pooler(features, boxes)
-    assert torch.equal(fixed(features, boxes), exact)  # fp32: unchanged
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = [f.bfloat16() for f in features]
-        rounded, kept = pooler(low, boxes).float(), fixed(low, boxes).float()
-    # pooled at the exact box (within bf16 feature rounding), not at the rounded one
-    reference = pooler([f.float() for f in low], boxes)
-    assert (kept - reference).abs().max() < 0.02
-    assert (rounded - reference).abs().max() > 5 * (kept - reference).abs().max()
 
 
 def test_to_fp32_converts_tensors_instances_and_boxes():
@@ -280,7 +257,7 @@ def test_predictor_in_bf16_returns_fp32_numpy(tiny_dataset):
 
     fp32, bf16 = _predictors(["fp32", "bf16"])
     assert (fp32.bf16, bf16.bf16) == (False, True)
-    assert any(isinstance(m, precision.AutocastROIAlign) for m in bf16.model.modules())
+    assert any(isinstance(m, SpermROIAlign) for m in bf16.model.modules())
     path = DatasetCatalog.get(tiny_dataset.names["val"])[0]["file_name"]
     image = cv2.imread(path)
     a, b = fp32(image), bf16(image)

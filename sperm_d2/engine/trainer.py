@@ -29,13 +29,8 @@ from sperm_d2.evaluation import build_evaluator
 from sperm_d2.grading import is_grader
 from sperm_d2.grading.evaluator import GraderEvaluator
 from sperm_d2.grading.loader import GraderTrainLoader, build_grader_test_loader
-from sperm_d2.precision import (
-    cpu_channels_last,
-    for_inference,
-    fp32_roi_boxes,
-    train_bf16,
-    use_bf16,
-)
+from sperm_d2.precision import cpu_channels_last, for_inference, train_bf16, use_bf16
+from sperm_d2.roi_align import use_sperm_roi_align
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +81,10 @@ class SpermTrainer(DefaultTrainer):
     def build_model(cls, cfg: CfgNode):
         """detectron2's model; the head grader on the CPU in channels-last memory format (its
         training step measured 1.35x faster so in fp32, 2.15x with bf16 vs 1.70x without; Mask
-        R-CNN's was not faster: benchmarks/bench_precision.py, 1 thread). ROI boxes stay fp32
-        under bf16 autocast (:func:`fp32_roi_boxes`)."""
-        model = fp32_roi_boxes(super().build_model(cfg))
+        R-CNN's was not faster: benchmarks/bench_precision.py, 1 thread). Its ROI Align keeps the
+        boxes fp32 under bf16 autocast and runs one image per thread on the CPU
+        (:mod:`sperm_d2.roi_align`)."""
+        model = use_sperm_roi_align(super().build_model(cfg))
         return cpu_channels_last(model, cfg.MODEL.DEVICE) if is_grader(cfg) else model
 
     @classmethod

@@ -33,7 +33,8 @@ from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction, from_instances
-from sperm_d2.precision import autocast, fp32_roi_boxes, to_fp32, use_bf16
+from sperm_d2.precision import autocast, to_fp32, use_bf16
+from sperm_d2.roi_align import use_sperm_roi_align
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SpermPredictor:
         cfg.freeze()
         self.cfg = cfg
         self.class_names = tuple(cfg.SPERM.CLASSES)
-        self.model = fp32_roi_boxes(build_model(cfg)).eval()
+        self.model = use_sperm_roi_align(build_model(cfg)).eval()
         self.weights = str(cfg.MODEL.WEIGHTS if weights is None else weights)
         if self.weights:
             DetectionCheckpointer(self.model).load(self.weights)
