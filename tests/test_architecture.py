@@ -18,6 +18,7 @@ LEAVES = {
     "cli_warnings",
     "cli",
     "precision",
+    "roi_align",
 }
 
 #: package -> sperm_d2 packages it must never import (at module level or inside functions)

@@ -30,8 +30,13 @@ def _env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="2")
 
 
+def _try(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    """train_net.py with ``args``, its output captured, whatever its exit status."""
+    return subprocess.run(_cmd(*args), capture_output=True, text=True, timeout=timeout, env=_env())
+
+
 def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_cmd(*args), capture_output=True, text=True, timeout=timeout, env=_env())
+    proc = _try(args, timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -109,6 +114,18 @@ def test_eval_only_on_the_trained_model(trained_run, tmp_path) -> None:
     assert 0.0 <= results["pixellib"]["mAP50"] <= 1.0 and results["pixellib"]["images"] == 4
 
 
+def test_training_into_a_run_folder_needs_resume(trained_run, tiny_dataset) -> None:
+    """A second training into a finished run's folder would overwrite its checkpoints: refused in
+    one line before anything is written, unless --resume says to continue it."""
+    before = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()}
+    opts = _data_opts(tiny_dataset, "tinycli") + ["OUTPUT_DIR", str(trained_run)]
+    proc = _try(["--config-file", str(INSTANT), *opts], timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if "OUTPUT_DIR" in line]
+    assert len(error) == 1 and str(trained_run) in error[0] and "--resume" in error[0]
+    assert {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()} == before
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_at_max_iter(tiny_dataset, tmp_path) -> None:
     opts = _data_opts(tiny_dataset, "tinykill") + [
@@ -148,20 +165,8 @@ def test_sigkill_then_resume_finishes_at_max_iter(tiny_dataset, tmp_path) -> Non
 
 @pytest.mark.slow
 def test_unknown_dataset_is_reported_in_one_line(tmp_path) -> None:
-    proc = subprocess.run(
-        _cmd(
-            "--config-file",
-            str(INSTANT),
-            "SPERM.DATA_ROOT",
-            str(tmp_path),
-            "OUTPUT_DIR",
-            str(tmp_path),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-    )
+    opts = ["SPERM.DATA_ROOT", str(tmp_path), "OUTPUT_DIR", str(tmp_path)]
+    proc = _try(["--config-file", str(INSTANT), *opts], timeout=120)
     assert proc.returncode == 2
     assert "not registered" in proc.stderr and "sperm_train" in proc.stderr
 
@@ -170,13 +175,7 @@ def test_unknown_dataset_is_reported_in_one_line(tmp_path) -> None:
 def test_diverging_loss_names_the_iteration_and_what_to_try(tiny_dataset, tmp_path) -> None:
     opts = _data_opts(tiny_dataset, "tinynan") + ["OUTPUT_DIR", str(tmp_path)]
     opts += ["SOLVER.BASE_LR", "1e12", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
-    proc = subprocess.run(
-        _cmd("--config-file", str(INSTANT), *opts),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=_env(),
-    )
+    proc = _try(["--config-file", str(INSTANT), *opts], timeout=180)
     assert proc.returncode == 1, proc.stderr[-2000:]
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("train_net.py: ") and "diverged at iteration " in message

@@ -138,10 +138,20 @@ def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
         raise ConfigError(f"OUTPUT_DIR {out}: cannot write in {anchor}")
     resuming = args.resume and (out / "last_checkpoint").is_file()
+    if not args.eval_only and not args.resume and _holds_training(out):
+        raise ConfigError(
+            f"OUTPUT_DIR {out}: holds a training run already (its checkpoints would be "
+            "overwritten); continue it with --resume, or name another OUTPUT_DIR"
+        )
     if args.eval_only and not cfg.MODEL.WEIGHTS and not resuming:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (the checkpoint to evaluate)")
     if cfg.MODEL.WEIGHTS and not resuming:
         check_weights_file(cfg.MODEL.WEIGHTS)
+
+
+def _holds_training(out: Path) -> bool:
+    """Whether ``out`` holds a training's checkpoints (``last_checkpoint`` or ``model_*.pth``)."""
+    return out.is_dir() and ((out / "last_checkpoint").is_file() or any(out.glob("model_*.pth")))
 
 
 def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
