@@ -7,7 +7,9 @@
     (1, 2, 4, 8; runs alternated, best of ``--repeats``) next to the auto batch size (the size its
     calibration picked on this device, timed after it chose); auto must be within noise of the
     best fixed size (noise: the spread of those two sizes' repeats); infer.py's overhead over the
-    bare forward at the size auto picked, target <= 15 %;
+    bare forward at the size auto picked, target <= 15 %, and the same job without its end-of-run
+    report (``--no-report``: report.html, REPORT.md and their plots, a fixed cost per run however
+    many images it holds), which leaves the per-image outputs (decode, overlays, CSV, JSONL);
 (c) video frames/s, peak RSS and the auto batch size for a short and a long video, each in a
     fresh process (calibration included; peak RSS must not grow with video length);
 (d) with ``--grader RUN``: what grading every head with the head grader adds to infer.py's time
@@ -129,7 +131,7 @@ def batch_table(predictor: SpermPredictor, paths: list[Path], work: Path, repeat
     for b in CANDIDATES:
         variants += [("forward", b), ("job", b)]
         if b == predictor.calibration.chosen:
-            variants.append(("job", 0))  # 0 = auto
+            variants += [("job", 0), ("no report", 0)]  # 0 = auto
     times: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     for r in range(repeats):
         for kind, size in variants if r % 2 == 0 else variants[::-1]:
@@ -137,16 +139,20 @@ def batch_table(predictor: SpermPredictor, paths: list[Path], work: Path, repeat
             if kind == "forward":
                 times[kind, size].append(bare_forward(predictor, images, size))
             else:
-                out = work / f"job_{size}_{r}"
-                times[kind, size].append(timed_inference(predictor, paths[0].parent, out))
+                out = work / f"{kind.replace(' ', '_')}_{size}_{r}"
+                report = kind == "job"
+                times[kind, size].append(timed_inference(predictor, paths[0].parent, out, report))
     predictor.batch_size = 0
     return times
 
 
-def timed_inference(predictor: SpermPredictor, folder: Path, out: Path) -> float:
-    """Seconds of ``run_inference`` (infer.py's job) on ``folder``."""
+def timed_inference(
+    predictor: SpermPredictor, folder: Path, out: Path, report: bool = True
+) -> float:
+    """Seconds of ``run_inference`` (infer.py's job) on ``folder``; ``report`` False: without the
+    end-of-run report (``--no-report``)."""
     start = time.perf_counter()
-    summary = run_inference(predictor, [str(folder)], InferOptions(out))
+    summary = run_inference(predictor, [str(folder)], InferOptions(out, report=report))
     assert summary["images_processed"] > 0
     return time.perf_counter() - start
 
@@ -282,9 +288,12 @@ def main(args: argparse.Namespace) -> None:
             f"{100 * (best['job', 1] / best['job', fastest] - 1):+.1f} %"
         )
         t_fwd_auto = times["forward", cal.chosen]
+        t_report = statistics.median(times["job", 0]) - statistics.median(times["no report", 0])
         print(
             f"    infer.py overhead over the bare forward at the auto size ({cal.chosen}): "
-            f"{100 * overhead(times['job', 0], t_fwd_auto):+.1f} % (target <= 15 %)",
+            f"{100 * overhead(times['job', 0], t_fwd_auto):+.1f} % (target <= 15 %); without the "
+            f"end-of-run report: {100 * overhead(times['no report', 0], t_fwd_auto):+.1f} % (the "
+            f"report: {t_report:.2f} s per run, whatever its size; this job is {n} crops)",
             flush=True,
         )
         for r in bench_video(cfg, weights, work, args.video_frames, args.size):
