@@ -20,12 +20,13 @@ pixel indices and weights with torchvision's rules (sample positions, the ``[-1,
 clamping at the border, the adaptive ``ceil(roi / bins)`` samples per bin) and sums the channel
 vectors with ``torch.nn.functional.embedding_bag`` over the channels-last feature table:
 vectorised over channels and multi-threaded, its backward a scatter of whole channel vectors.
-Same numbers as torchvision up to float rounding (~1e-6, ``tests/test_roi_align.py``). Measured
-in one process, alternating steps, bf16, 2 cores under load: the R-18 real-data config's training
-step 1.14x faster than with torchvision's kernels (ROI Align's backward 163 -> 20 ms per step);
-at the study's setting (FrozenBN R-101) 1.15x faster than torchvision's kernels run one image
-per thread. Inference keeps torchvision's forward kernel, as fast at inference sizes (the
-formulation's index building costs more than it saves there).
+Same numbers as torchvision up to float rounding (~1e-6, ``tests/test_roi_align.py``).
+``benchmarks/bench_roi_align.py`` (2 cores): forward + backward 3.9x faster than torchvision's
+kernels on the real-data R-18 box pooler's shapes, 6.0x at the study's; in one process with
+steps alternated, the R-18 real-data config's bf16 training step is 1.14x faster (ROI Align's
+backward 163 -> 20 ms per step). Inference keeps torchvision's forward kernel: in an evaluation
+round's many small calls (one image, ~16 ROIs per level) building the indices costs more than
+it saves (a SMIDS round took 1.16x as long with it).
 
 On other devices (CUDA) it is detectron2's ``ROIAlign`` as before, with fp32 boxes under autocast.
 """
