@@ -114,6 +114,26 @@ def test_eval_only_on_the_trained_model(trained_run, tmp_path) -> None:
     assert 0.0 <= results["pixellib"]["mAP50"] <= 1.0 and results["pixellib"]["images"] == 4
 
 
+def test_eval_only_in_the_training_folder_keeps_its_record(trained_run) -> None:
+    """train_net.py's usage evaluates a checkpoint in its own run folder (OUTPUT_DIR from the
+    run's config.yaml): the training's config.yaml and run_info.json stay as they were."""
+    kept = {n: (trained_run / n).read_bytes() for n in ("config.yaml", "run_info.json")}
+    config = str(trained_run / "config.yaml")
+    _run(
+        [
+            "--config-file",
+            config,
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(trained_run / "model_best.pth"),
+        ]
+    )
+    assert {n: (trained_run / n).read_bytes() for n in kept} == kept
+    assert json.loads((trained_run / "eval_info.json").read_text())["eval_only"] is True
+    assert (trained_run / "eval_config.yaml").is_file()
+    assert (trained_run / "eval_results.json").is_file()
+
+
 def test_training_into_a_run_folder_needs_resume(trained_run, tiny_dataset) -> None:
     """A second training into a finished run's folder would overwrite its checkpoints: refused in
     one line before anything is written, unless --resume says to continue it."""

@@ -14,7 +14,9 @@ The config, datasets, OUTPUT_DIR and MODEL.WEIGHTS are checked before the run fo
 any problem is one line on stderr (exit 2: config/data, 1: checkpoint or a failed run).
 
 The run folder (OUTPUT_DIR) receives config.yaml, run_info.json, checkpoints, model_best.pth with
-best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine).
+best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine); training into a
+folder that holds a run needs --resume. --eval-only writes eval_results.json, eval_config.yaml
+and eval_info.json, leaving a training's own files alone.
 """
 
 import argparse

@@ -6,7 +6,8 @@ seed, command), ``model_XXXXXXX.pth`` / ``model_final.pth`` / ``last_checkpoint`
 ``model_best_val_loss.pth`` + ``best_val_loss.json``, ``metrics.json`` (training losses,
 ``validation_loss``/``val_*``, ``bbox/*``, ``segm/*``, ``pixellib/*``), ``results.csv`` (one row
 per evaluation), ``plot_loss.png``, ``plot_validation_loss.png``, ``plot_ap.png``, TensorBoard
-events, ``log.txt`` and ``inference/<dataset>/`` (COCO predictions).
+events, ``log.txt`` and ``inference/<dataset>/`` (COCO predictions). ``--eval-only`` adds
+``eval_results.json``, ``eval_config.yaml`` and ``eval_info.json`` (never the training's files).
 """
 
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer

@@ -155,7 +155,10 @@ def _holds_training(out: Path) -> bool:
 
 
 def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
-    """Logging, seeds, the run folder's ``config.yaml`` and ``run_info.json``; returns the seed."""
+    """Logging, seeds, the run folder's ``config.yaml`` and ``run_info.json``; returns the seed.
+    An ``--eval-only`` run writes ``eval_config.yaml`` and ``eval_info.json`` instead, so that
+    evaluating a checkpoint in its training's folder (train_net.py's usage) keeps the training's
+    own record."""
     out = Path(cfg.OUTPUT_DIR)
     rank = comm.get_rank()
     out.mkdir(parents=True, exist_ok=True)
@@ -166,10 +169,15 @@ def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
     seed_all_rng(seed + rank)
     logger.info("rank %d of %d, seed %d (cfg.SEED=%d)", rank, comm.get_world_size(), seed, cfg.SEED)
     if comm.is_main_process():
-        with atomic_write(out / "config.yaml", "w", encoding="utf-8") as f:
+        config_name, info_name = (
+            ("eval_config.yaml", "eval_info.json")
+            if args.eval_only
+            else ("config.yaml", "run_info.json")
+        )
+        with atomic_write(out / config_name, "w", encoding="utf-8") as f:
             f.write(cfg.dump())
         write_json_atomic(
-            out / "run_info.json",
+            out / info_name,
             {
                 "sperm_d2_version": sperm_d2.__version__,
                 "git_commit": _git_commit(),
