@@ -4,8 +4,8 @@ Each entry names the category, a regular expression matched against the start of
 why it is harmless here, so a warning that is *not* listed still shows: nothing is silenced
 wholesale. ``tools/*.py`` install the list by importing :mod:`sperm_d2.cli_warnings` before any
 module that loads torch or detectron2 (most of these fire at import time). The library itself
-installs nothing: programs importing ``sperm_d2`` keep their own warning settings. pytest keeps
-its own list in ``setup.cfg``.
+installs nothing: programs importing ``sperm_d2`` keep their own warning settings. The tests hide
+the same list (``tests/conftest.py``: ``pytest_configure``).
 """
 
 from __future__ import annotations

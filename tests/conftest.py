@@ -8,6 +8,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    """pytest hides the warnings the CLIs hide (sperm_d2.warnings_filter: one list, each entry
+    with why it is harmless) and nothing else."""
+    from sperm_d2.warnings_filter import KNOWN_HARMLESS
+
+    for known in KNOWN_HARMLESS:
+        message = known.message.replace(":", ".")  # ':' separates the fields of the ini line
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{known.category.__name__}")
+
+
 def split_opts(root, prefix: str) -> list[str]:
     """Config overrides that register ``root``'s annotations/{train,val}.json as
     ``<prefix>_train`` / ``<prefix>_val`` and train / evaluate on them."""
