@@ -39,6 +39,11 @@ from detectron2.layers import ROIAlign
 from torch.nn.modules.utils import _pair
 from torchvision.ops import roi_align
 
+#: the most (bin, sample, neighbour) terms one call may lay out (~200 MB of indices and weights);
+#: past it (a huge box on a fine map makes every box of the call as finely sampled) torchvision's
+#: kernels run instead
+MAX_TERMS = 2**24
+
 
 def _axis(start, length, bins: int, samples, size: int):
     """One axis of every ROI's sample grid: (pixels, weights), each (R, bins, S, 2) for the low
@@ -86,6 +91,9 @@ def roi_align_cpu(
         samples = torch.full(size.shape, sampling_ratio, dtype=torch.long)
     else:
         samples = torch.ceil(size / torch.tensor([pw, ph], dtype=size.dtype)).long()
+    grid = samples.clamp(min=1).max(0).values
+    if len(rois) * ph * pw * int(grid[0]) * int(grid[1]) * 4 > MAX_TERMS:
+        return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     y, wy = _axis(boxes[:, 1], size[:, 1], ph, samples[:, 1], h)
     x, wx = _axis(boxes[:, 0], size[:, 0], pw, samples[:, 0], w)
     y = y * w + (rois[:, 0].long() * (h * w))[:, None, None, None]

@@ -62,6 +62,15 @@ def test_adaptive_samples_differ_per_box():
     torch.testing.assert_close(roi_align_cpu(features, rois, (7, 7), 0.25, 0, True), expected)
 
 
+def test_too_many_terms_fall_back_to_torchvision(monkeypatch):
+    from sperm_d2 import roi_align as module
+
+    monkeypatch.setattr(module, "MAX_TERMS", 100)
+    features, rois = torch.randn(2, 8, 32, 32, requires_grad=True), _rois([1, 0], 6)
+    expected = roi_align(features, rois, (7, 7), 0.25, 0, True)
+    assert torch.equal(roi_align_cpu(features, rois, (7, 7), 0.25, 0, True), expected)
+
+
 def test_inference_is_torchvisions_kernel():
     features, rois = torch.randn(2, 8, 32, 32), _rois([1, 0], 6)
     expected = roi_align(features, rois, (7, 7), 0.25, 0, True)

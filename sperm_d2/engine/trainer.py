@@ -82,7 +82,7 @@ class SpermTrainer(DefaultTrainer):
         """detectron2's model; the head grader on the CPU in channels-last memory format (its
         training step measured 1.35x faster so in fp32, 2.15x with bf16 vs 1.70x without; Mask
         R-CNN's was not faster: benchmarks/bench_precision.py, 1 thread). Its ROI Align keeps the
-        boxes fp32 under bf16 autocast and runs one image per thread on the CPU
+        boxes fp32 under bf16 autocast and trains through a vectorised CPU formulation
         (:mod:`sperm_d2.roi_align`)."""
         model = use_sperm_roi_align(super().build_model(cfg))
         return cpu_channels_last(model, cfg.MODEL.DEVICE) if is_grader(cfg) else model
