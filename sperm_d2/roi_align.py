@@ -45,14 +45,14 @@ from torchvision.ops import roi_align
 MAX_TERMS = 2**24
 
 
-def _axis(start, length, bins: int, samples, size: int):
-    """One axis of every ROI's sample grid: (pixels, weights), each (R, bins, S, 2) for the low
-    and high neighbour of every bin's S samples (S = the largest of ``samples``; the samples a ROI
-    does not have weigh 0). Weights include the 1/samples of the bin average along this axis.
-    torchvision's rules: a sample outside [-1, size] weighs 0, one below 0 is read at 0, one at
-    or past size - 1 reads the last pixel."""
+def _axis(start, length, bins: int, samples, grid: int, size: int):
+    """One axis of every ROI's sample grid: (pixels, weights), each (R, bins, grid, 2) for the
+    low and high neighbour of every bin's ``grid`` samples (``grid`` >= the largest of
+    ``samples``; the samples a ROI does not have weigh 0). Weights include the 1/samples of the
+    bin average along this axis. torchvision's rules: a sample outside [-1, size] weighs 0, one
+    below 0 is read at 0, one at or past size - 1 reads the last pixel."""
     step = (length / bins)[:, None, None]
-    k = torch.arange(max(int(samples.max()), 1), dtype=start.dtype)[None, None, :]
+    k = torch.arange(grid, dtype=start.dtype)[None, None, :]
     per_bin = samples.clamp(min=1).to(start.dtype)[:, None, None]
     b = torch.arange(bins, dtype=start.dtype)[None, :, None]
     pos = start[:, None, None] + b * step + (k + 0.5) * step / per_bin
@@ -91,11 +91,11 @@ def roi_align_cpu(
         samples = torch.full(size.shape, sampling_ratio, dtype=torch.long)
     else:
         samples = torch.ceil(size / torch.tensor([pw, ph], dtype=size.dtype)).long()
-    grid = samples.clamp(min=1).max(0).values
-    if len(rois) * ph * pw * int(grid[0]) * int(grid[1]) * 4 > MAX_TERMS:
+    gx, gy = samples.clamp(min=1).max(0).values.tolist()
+    if len(rois) * ph * pw * gx * gy * 4 > MAX_TERMS:
         return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    y, wy = _axis(boxes[:, 1], size[:, 1], ph, samples[:, 1], h)
-    x, wx = _axis(boxes[:, 0], size[:, 0], pw, samples[:, 0], w)
+    y, wy = _axis(boxes[:, 1], size[:, 1], ph, samples[:, 1], gy, h)
+    x, wx = _axis(boxes[:, 0], size[:, 0], pw, samples[:, 0], gx, w)
     y = y * w + (rois[:, 0].long() * (h * w))[:, None, None, None]
     # (R, ph, pw, sy, sx, 2, 2): every bin's samples and their 4 neighbours
     index = y[:, :, None, :, None, :, None] + x[:, None, :, None, :, None, :]

@@ -17,11 +17,6 @@ INSTANT = REPO / "configs" / "quick_schedules" / "sperm_mask_rcnn_R_50_FPN_insta
 TRAIN_NET = REPO / "tools" / "train_net.py"
 
 
-def _data_opts(tiny_dataset, prefix: str) -> list[str]:
-    """Register the fixture's annotations/{train,val}.json as <prefix>_train / <prefix>_val."""
-    return split_opts(tiny_dataset.root, prefix)
-
-
 def _cmd(*args: str) -> list[str]:
     return [sys.executable, str(TRAIN_NET), *args]
 
@@ -46,7 +41,7 @@ def trained_run(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("train_run")
     _run(
         ["--config-file", str(INSTANT)]
-        + _data_opts(tiny_dataset, "tinycli")
+        + split_opts(tiny_dataset.root, "tinycli")
         + ["OUTPUT_DIR", str(out), "SPERM.BEST_BY_VAL_LOSS", "True", "SEED", "3"]
     )
     return out
@@ -138,7 +133,7 @@ def test_training_into_a_run_folder_needs_resume(trained_run, tiny_dataset) -> N
     """A second training into a finished run's folder would overwrite its checkpoints: refused in
     one line before anything is written, unless --resume says to continue it."""
     before = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()}
-    opts = _data_opts(tiny_dataset, "tinycli") + ["OUTPUT_DIR", str(trained_run)]
+    opts = split_opts(tiny_dataset.root, "tinycli") + ["OUTPUT_DIR", str(trained_run)]
     proc = _try(["--config-file", str(INSTANT), *opts], timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = [line for line in proc.stderr.splitlines() if "OUTPUT_DIR" in line]
@@ -148,7 +143,7 @@ def test_training_into_a_run_folder_needs_resume(trained_run, tiny_dataset) -> N
 
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_at_max_iter(tiny_dataset, tmp_path) -> None:
-    opts = _data_opts(tiny_dataset, "tinykill") + [
+    opts = split_opts(tiny_dataset.root, "tinykill") + [
         "OUTPUT_DIR",
         str(tmp_path),
         "SOLVER.MAX_ITER",
@@ -193,7 +188,7 @@ def test_unknown_dataset_is_reported_in_one_line(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_diverging_loss_names_the_iteration_and_what_to_try(tiny_dataset, tmp_path) -> None:
-    opts = _data_opts(tiny_dataset, "tinynan") + ["OUTPUT_DIR", str(tmp_path)]
+    opts = split_opts(tiny_dataset.root, "tinynan") + ["OUTPUT_DIR", str(tmp_path)]
     opts += ["SOLVER.BASE_LR", "1e12", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
     proc = _try(["--config-file", str(INSTANT), *opts], timeout=180)
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -204,7 +199,7 @@ def test_diverging_loss_names_the_iteration_and_what_to_try(tiny_dataset, tmp_pa
 
 @pytest.mark.slow
 def test_early_stopping_ends_training_with_a_final_checkpoint(tiny_dataset, tmp_path) -> None:
-    opts = _data_opts(tiny_dataset, "tinystop") + ["OUTPUT_DIR", str(tmp_path)]
+    opts = split_opts(tiny_dataset.root, "tinystop") + ["OUTPUT_DIR", str(tmp_path)]
     opts += ["SOLVER.MAX_ITER", "20", "TEST.EVAL_PERIOD", "1", "SPERM.VAL_LOSS_PERIOD", "-1"]
     opts += ["SPERM.EARLY_STOP_PATIENCE", "1", "SPERM.BEST_METRIC", "segm/AP50"]
     proc = _run(["--config-file", str(INSTANT), *opts])
