@@ -111,8 +111,12 @@ def test_eval_only_on_the_trained_model(trained_run, tmp_path) -> None:
 
 def test_eval_only_in_the_training_folder_keeps_its_record(trained_run) -> None:
     """train_net.py's usage evaluates a checkpoint in its own run folder (OUTPUT_DIR from the
-    run's config.yaml): the training's config.yaml and run_info.json stay as they were."""
-    kept = {n: (trained_run / n).read_bytes() for n in ("config.yaml", "run_info.json")}
+    run's config.yaml): the training's config.yaml, run_info.json and last round's COCO
+    predictions stay as they were."""
+    predictions = "inference/tinycli_val/coco_instances_results.json"
+    kept = {
+        n: (trained_run / n).read_bytes() for n in ("config.yaml", "run_info.json", predictions)
+    }
     config = str(trained_run / "config.yaml")
     _run(
         [
@@ -127,6 +131,7 @@ def test_eval_only_in_the_training_folder_keeps_its_record(trained_run) -> None:
     assert json.loads((trained_run / "eval_info.json").read_text())["eval_only"] is True
     assert (trained_run / "eval_config.yaml").is_file()
     assert (trained_run / "eval_results.json").is_file()
+    assert (trained_run / "eval_inference/tinycli_val/coco_instances_results.json").is_file()
 
 
 def test_training_into_a_run_folder_needs_resume(trained_run, tiny_dataset) -> None:

@@ -15,8 +15,8 @@ any problem is one line on stderr (exit 2: config/data, 1: checkpoint or a faile
 
 The run folder (OUTPUT_DIR) receives config.yaml, run_info.json, checkpoints, model_best.pth with
 best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine); training into a
-folder that holds a run needs --resume. --eval-only writes eval_results.json, eval_config.yaml
-and eval_info.json, leaving a training's own files alone.
+folder that holds a run needs --resume. --eval-only writes eval_results.json, eval_config.yaml,
+eval_info.json and eval_inference/, leaving a training's own files alone.
 """
 
 import argparse

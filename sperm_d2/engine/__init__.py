@@ -7,7 +7,8 @@ seed, command), ``model_XXXXXXX.pth`` / ``model_final.pth`` / ``last_checkpoint`
 ``validation_loss``/``val_*``, ``bbox/*``, ``segm/*``, ``pixellib/*``), ``results.csv`` (one row
 per evaluation), ``plot_loss.png``, ``plot_validation_loss.png``, ``plot_ap.png``, TensorBoard
 events, ``log.txt`` and ``inference/<dataset>/`` (COCO predictions). ``--eval-only`` adds
-``eval_results.json``, ``eval_config.yaml`` and ``eval_info.json`` (never the training's files).
+``eval_results.json``, ``eval_config.yaml``, ``eval_info.json`` and ``eval_inference/<dataset>/``
+(never the training's files).
 """
 
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer

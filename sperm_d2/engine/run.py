@@ -38,6 +38,10 @@ from sperm_d2.precision import check_precision, cpu_has_native_bf16, for_inferen
 
 logger = logging.getLogger(__name__)
 
+#: where an ``--eval-only`` run writes its COCO predictions (per dataset), beside a training's
+#: ``inference/``
+EVAL_ONLY_DIR = "eval_inference"
+
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the message names the iteration and what to try."""
@@ -217,7 +221,14 @@ def run(args: argparse.Namespace) -> dict | None:
             _remove_run_folder(out)
         raise
     if args.eval_only:
-        results = SpermTrainer.test(cfg, for_inference(model, inference_bf16(cfg)))
+        # its own predictions folder: the training's inference/<dataset>/ holds its last round's
+        evaluators = [
+            SpermTrainer.build_evaluator(
+                cfg, name, os.path.join(cfg.OUTPUT_DIR, EVAL_ONLY_DIR, name)
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        results = SpermTrainer.test(cfg, for_inference(model, inference_bf16(cfg)), evaluators)
         if comm.is_main_process():
             verify_results(cfg, results)
             write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", results)
