@@ -21,7 +21,9 @@ The FrozenBN layers get per-channel statistics from the first batch
 so the RPN hands its post-NMS top-k to ROI heads that sample their full batch per image (the
 table shows proposals, sampled ROIs and foreground ROIs per image). Convolution weights are in
 channels-last layout (``--layout``). Variants and precisions alternate one iteration at a time.
-One table: s/iter wall and CPU, the study's 13.9 s over ours, pass/fail against the target.
+One table: s/iter wall and CPU, the study's 13.9 s over ours, pass/fail against the target, and
+each step's compute floor: its convolution and matmul FLOPs at the best rate this CPU's kernels
+reach on large operands, measured in the same run (no step can run faster).
 KEY VALUE overrides apply to every run; ``--lever "KEY VALUE ..."`` adds runs of each variant
 with those overrides, alternated with the config as it is (a config lever, measured).
 
@@ -54,6 +56,8 @@ from sperm_d2.benchmark.study_setting import (
     STUDY_BATCH,
     STUDY_SIZE,
     calibrate_frozen_bn,
+    gemm_peak,
+    step_flops,
     synthetic_batch,
     use_channels_last,
 )
@@ -66,6 +70,8 @@ from sperm_d2.precision import cpu_has_native_bf16
 REPO = Path(__file__).resolve().parents[1]
 #: the study's stack (PixelLib / TensorFlow 2.15) at its setting on this machine type, s/iter
 STUDY_S_PER_ITER = (13.9, 15.2)
+#: the dtype the convolutions and matmuls of each --precisions run compute in
+STUDY_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +181,7 @@ class StudyRun:
     proposals: list = dataclasses.field(default_factory=list)  # RPN proposals per image
     rois: list = dataclasses.field(default_factory=list)  # sampled ROIs (fg + bg) per image
     fg: list = dataclasses.field(default_factory=list)  # foreground ROIs per image
+    flops: float = 0.0  # one step's convolution and matmul FLOPs (forward and backward)
 
     def step(self, timed: bool) -> None:
         """One training step (the engine's own ``run_step``); its times and counts if timed."""
@@ -190,6 +197,10 @@ class StudyRun:
             fg = storage.history("roi_head/num_fg_samples").latest()
             self.fg.append(fg)
             self.rois.append(fg + storage.history("roi_head/num_bg_samples").latest())
+
+    def count_flops(self) -> None:
+        """One untimed step with its FLOPs counted (the counter slows the step)."""
+        self.flops = step_flops(lambda: self.step(timed=False))
 
     def median(self, i: int) -> float:
         """Median wall (``i`` 0) or CPU (``i`` 1) seconds per step."""
@@ -262,6 +273,8 @@ def study(args: argparse.Namespace) -> None:
         for _ in range(args.study_warmup):  # one-off costs: allocation, oneDNN set-up per shape
             for run in runs:
                 run.step(timed=False)
+        for run in runs:
+            run.count_flops()
         for r in range(args.rounds):
             for _ in range(args.iters):
                 for run in runs:  # interleaved: load that comes and goes hits all alike
@@ -276,17 +289,21 @@ def study(args: argparse.Namespace) -> None:
                 ),
                 flush=True,
             )
-    print_study_table(runs, args, (load, os.getloadavg()[0]))
+    peaks = {p: gemm_peak(STUDY_DTYPES[p]) for p in args.precisions}
+    print_study_table(runs, args, (load, os.getloadavg()[0]), peaks)
 
 
-def print_study_table(runs: list[StudyRun], args: argparse.Namespace, load: tuple) -> None:
-    """One row per (variant, precision, lever): s/iter, the study's time over ours, pass/fail;
-    a lever's row also gives the config as it is over the lever in CPU time (> 1: faster)."""
+def print_study_table(
+    runs: list[StudyRun], args: argparse.Namespace, load: tuple, peaks: dict
+) -> None:
+    """One row per (variant, precision, lever): s/iter, the study's time over ours, pass/fail,
+    the step's compute floor (its GEMM FLOPs at ``peaks[precision]`` FLOP/s); a lever's row also
+    gives the config as it is over the lever in CPU time (> 1: faster)."""
     study_s = STUDY_S_PER_ITER[0]
     head = (
         f"{'variant':17s} {'precision':9s} {'s/iter wall':>11s} {'s/iter CPU':>10s} "
         f"{'13.9 s / ours':>13s} {'target':>7s} {'result':6s} {'proposals':>9s} {'ROIs':>5s} "
-        f"{'fg ROIs':>7s}  config (CPU speed-up over as is)"
+        f"{'fg ROIs':>7s} {'GFLOP':>6s} {'floor s':>7s}  config (CPU speed-up over as is)"
     )
     as_is = {(r.variant.key, r.precision): r.median(1) for r in runs if not r.lever}
     print(
@@ -304,7 +321,8 @@ def print_study_table(runs: list[StudyRun], args: argparse.Namespace, load: tupl
             f"{study_s / wall:12.2f}x {run.variant.target_text():>7s} "
             f"{'pass' if run.variant.passes(wall) else 'FAIL':6s} "
             f"{statistics.mean(run.proposals):9.0f} {statistics.mean(run.rois):5.0f} "
-            f"{statistics.mean(run.fg):7.1f}  "
+            f"{statistics.mean(run.fg):7.1f} {run.flops / 1e9:6.0f} "
+            f"{run.flops / peaks[run.precision]:7.2f}  "
             + (
                 f"{run.lever} ({as_is[run.variant.key, run.precision] / cpu:.2f}x)"
                 if run.lever
@@ -314,6 +332,12 @@ def print_study_table(runs: list[StudyRun], args: argparse.Namespace, load: tupl
     print(
         "(the targets judge wall time; CPU is this process's CPU seconds per iteration; load "
         f"average {load[0]:.1f} at the start, {load[1]:.1f} at the end)"
+    )
+    rates = ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in peaks.items())
+    print(
+        "floor: the step's convolution and matmul FLOPs (forward + backward, torch's "
+        f"FlopCounterMode) at the best rate measured here on large operands ({rates}); no step "
+        "runs faster, wall time above it is the rest of the step and GEMMs below that rate"
     )
 
 

@@ -11,6 +11,8 @@ from detectron2.utils.events import EventStorage
 
 from sperm_d2.benchmark.study_setting import (
     calibrate_frozen_bn,
+    gemm_peak,
+    step_flops,
     synthetic_batch,
     use_channels_last,
 )
@@ -97,3 +99,23 @@ def test_channels_last_is_a_layout_only(config):
     for name, feature in ref.items():
         assert out[name].is_contiguous(memory_format=torch.channels_last)
         assert torch.allclose(out[name], feature, rtol=1e-4, atol=1e-4), name
+
+
+def test_step_flops_counts_forward_and_backward_products() -> None:
+    """A linear layer's step: 2*B*I*O FLOPs forward, as much again backward for each gradient
+    autograd computes (weight; input too when it needs one); element-wise work is not counted."""
+    layer = torch.nn.Linear(32, 16)
+    x = torch.randn(8, 32)
+    assert step_flops(lambda: layer(x).sum().backward()) == 4 * 8 * 32 * 16
+    x.requires_grad_(True)
+
+    def step():
+        torch.relu(layer(x)).sum().backward()
+
+    assert step_flops(step) == 6 * 8 * 32 * 16
+    assert layer.weight.grad is not None  # the step ran
+
+
+def test_gemm_peak_is_a_finite_rate() -> None:
+    rate = gemm_peak(torch.float32, repeats=1)
+    assert math.isfinite(rate) and rate > 1e8  # any CPU does 0.1 GFLOP/s

@@ -24,9 +24,17 @@ setting here must not download anything, so:
   substitute for pretrained weights.
 * :func:`use_channels_last` puts the model's conv weights in channels-last (NHWC) layout, which
   oneDNN's CPU convolutions use without reordering (a layout, not a change of the model).
+* :func:`step_flops` and :func:`gemm_peak` give a step's compute floor: its convolution and
+  matrix-product FLOPs (forward and backward) at the best rate this CPU's convolution and matmul
+  kernels reach on large operands. No step runs faster than its floor; wall time above it is the
+  rest of the step (ROI Align, NMS, losses, element-wise layers, the optimizer) and GEMMs below
+  peak.
 """
 
 from __future__ import annotations
+
+import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -108,3 +116,37 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     the layout carries through the backbone and the ROI heads' convolutions without reorders.
     """
     return model.to(memory_format=torch.channels_last)
+
+
+def step_flops(step: Callable[[], object]) -> float:
+    """Run ``step`` once and return its FLOPs as torch's ``FlopCounterMode`` counts them: the
+    convolutions and matrix products of the forward and backward passes (a multiply-add is 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def gemm_peak(dtype: torch.dtype, repeats: int = 5) -> float:
+    """FLOP/s of this CPU's fastest kernel on large operands at ``dtype`` (the current torch
+    threads): the best of ``repeats`` timings each of a 2048^3 matrix product and of a 3x3
+    convolution (batch 4, 256 -> 256 channels, 128 x 128, channels-last), the larger rate."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(2048, 2048, generator=gen).to(dtype) for _ in range(2))
+    x = torch.randn(4, 256, 128, 128, generator=gen).to(dtype, memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3, generator=gen).to(dtype, memory_format=torch.channels_last)
+    cases = [
+        (lambda: a @ b, 2 * 2048**3),
+        (lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 4 * 256 * 256 * 9 * 128 * 128),
+    ]
+    best = 0.0
+    with torch.no_grad():
+        for fn, flops in cases:
+            fn()  # one-off set-up (oneDNN primitive, weight reorder)
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                best = max(best, flops / (time.perf_counter() - t))
+    return best
