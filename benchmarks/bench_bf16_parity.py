@@ -26,7 +26,17 @@ jobs' load as wall time does). Trainings are stamped and reused/resumed like
 ``real_data.py``'s; evaluations rerun every time. Results: ``OUTPUT/parity.json`` and
 ``OUTPUT/parity.md``.
 
+``--grader-seeds S [S ...]``: the head grader alone (``--grader-config``), trained fp32 and bf16
+with each seed, scored on the ground-truth head masks of the test split (and its best val
+balanced accuracy, the selection metric); per seed and as mean ± std over seeds, with the bf16
+mean's difference to fp32 next to the spread between fp32 seeds, and the trainings' CPU seconds.
+One grader training moves test accuracy by a few points from seed to seed, so the means decide.
+
 Usage:
+    # the head grader alone, 3 seeds per precision, on real_data.py's SMIDS split:
+    python benchmarks/bench_bf16_parity.py --data-root output/real_data/smids/split/data \
+        --grader-config configs/sperm_grader_cpu.yaml --grader-seeds 0 1 2 \
+        --output output/parity/smids_grader
     # the demo's data (make demo first):
     python benchmarks/bench_bf16_parity.py --data-root output/demo/data \
         --folders output/demo/crops/test --val-folders output/demo/crops/val \
@@ -43,12 +53,14 @@ Usage:
 """
 
 import argparse
+import json
 import logging
+import statistics
 import sys
 from pathlib import Path
 
 from sperm_d2.atomic import atomic_write, write_json_atomic
-from sperm_d2.benchmark.protocol import evaluate_step
+from sperm_d2.benchmark.protocol import evaluate_step, grader_step
 from sperm_d2.benchmark.runner import Runner
 from sperm_d2.benchmark.training import train_step
 
@@ -105,10 +117,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="no bf16 training: only the fp32 and 'bf16 inference' rows",
     )
+    p.add_argument(
+        "--grader-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="only the head grader (--grader-config): fp32 and bf16 trainings with each seed",
+    )
     p.add_argument("--tolerance", type=float, default=1.0, help="points allowed (default 1)")
     p.add_argument("--output", required=True)
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="detector KEY VALUE")
     args = p.parse_args(argv)
+    if args.grader_seeds and not args.grader_config:
+        p.error("--grader-seeds needs --grader-config")
     root = Path(args.data_root)
     if not (root / "annotations" / "test.json").is_file():
         p.error(f"--data-root {root}: no annotations/test.json (run prepare_data.py first)")
@@ -176,9 +197,77 @@ def table(rows: dict, wanted: dict, trainings: dict, tolerance: float) -> str:
     return "\n".join(lines)
 
 
+#: the grader-only metrics compared (test split, ground-truth masks; val: the selection metric)
+GRADER_METRICS = ("test accuracy", "test balanced accuracy", "val balanced accuracy")
+
+
+def grader_seeds(run: Runner, args, out: Path) -> dict:
+    """``--grader-seeds``: the grader alone, fp32 and bf16, each seed; returns per (precision,
+    seed) its metrics (fractions) and training CPU seconds."""
+    results = {}
+    for seed in args.grader_seeds:
+        for precision in ("fp32", "bf16"):
+            tag = f"{precision}_seed{seed}"
+            opts = [*TRAIN_OPTS[precision], "SEED", str(seed), "SPERM.INFER_PRECISION", precision]
+            step = grader_step(run, args, tag, Path(args.data_root), out / tag, opts, "sperm_test")
+            best = json.loads((out / tag / "best_model.json").read_text(encoding="utf-8"))
+            results[precision, seed] = {
+                "test accuracy": step["test"]["grader_only/accuracy"],
+                "test balanced accuracy": step["test"]["grader_only/balanced_accuracy"],
+                "val balanced accuracy": best["value"],
+                "cpu_s": run.cpu_seconds.get(f"{tag}_grader_train", 0.0),
+            }
+    return results
+
+
+def grader_table(results: dict, seeds: list[int]) -> str:
+    """Per seed and mean ± std (points), the bf16 mean's difference to fp32's, the fp32 seeds'
+    spread (max - min: what one training differs from another by), training CPU seconds."""
+    points = {
+        (p, m): [100 * results[p, s][m] for s in seeds]
+        for p in ("fp32", "bf16")
+        for m in GRADER_METRICS
+    }
+    cpu = {p: [results[p, s]["cpu_s"] for s in seeds] for p in ("fp32", "bf16")}
+    lines = ["| run | " + " | ".join(GRADER_METRICS) + " | training CPU s |", "|---" * 5 + "|"]
+    for p in ("fp32", "bf16"):
+        for i, seed in enumerate(seeds):
+            cells = [f"{points[p, m][i]:.1f}" for m in GRADER_METRICS]
+            time = f"{cpu[p][i]:.0f}" if cpu[p][i] else "reused"
+            lines.append(f"| {p} seed {seed} | " + " | ".join(cells) + f" | {time} |")
+    for p in ("fp32", "bf16"):
+        cells = [
+            f"**{statistics.mean(points[p, m]):.1f}** ± "
+            f"{statistics.stdev(points[p, m]) if len(seeds) > 1 else 0.0:.1f}"
+            for m in GRADER_METRICS
+        ]
+        time = f"{statistics.mean(cpu[p]):.0f}" if all(cpu[p]) else "n/a"
+        lines.append(f"| {p} mean ± std | " + " | ".join(cells) + f" | {time} |")
+    diffs = [
+        f"{statistics.mean(points['bf16', m]) - statistics.mean(points['fp32', m]):+.1f}"
+        for m in GRADER_METRICS
+    ]
+    ratio = "n/a"
+    if all(cpu["fp32"]) and all(cpu["bf16"]):
+        ratio = f"{statistics.mean(cpu['fp32']) / statistics.mean(cpu['bf16']):.2f}x less"
+    lines.append("| bf16 mean - fp32 mean | " + " | ".join(diffs) + f" | {ratio} |")
+    spread = [f"{max(points['fp32', m]) - min(points['fp32', m]):.1f}" for m in GRADER_METRICS]
+    lines.append("| fp32 seeds' spread (max - min) | " + " | ".join(spread) + " | |")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
     out = Path(args.output)
     run = Runner(out / "logs")
+    if args.grader_seeds:
+        results = grader_seeds(run, args, out)
+        text = grader_table(results, args.grader_seeds)
+        print(text)
+        rows = {f"{p} seed {s}": r for (p, s), r in results.items()}
+        write_json_atomic(out / "parity.json", {"grader_seeds": rows, "commands": run.commands})
+        with atomic_write(out / "parity.md") as f:
+            f.write(text + "\n\nCommands:\n\n" + "\n".join(run.commands) + "\n")
+        return 0
     trainings = {}
     if args.fp32_run:
         grader = Path(args.fp32_grader) if args.fp32_grader else None
