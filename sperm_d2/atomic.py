@@ -99,10 +99,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def real_path(path: str | os.PathLike) -> Path:
+    """``path`` absolute with its symlinks followed as far as they go: ``Path.resolve`` raises
+    ``RuntimeError`` on a symlink loop (an input a batch must skip, not die on)."""
+    return Path(os.path.realpath(path))
+
+
 def paths_overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when ``a`` and ``b`` (resolved, symlinks followed) are the same path or one lies
     inside the other."""
-    ra, rb = Path(a).resolve(), Path(b).resolve()
+    ra, rb = real_path(a), real_path(b)
     return ra == rb or ra.is_relative_to(rb) or rb.is_relative_to(ra)
 
 
@@ -129,7 +135,7 @@ def check_output_dir(
     for arg, other in keep:
         if not paths_overlap(path, other):
             continue
-        rp, ro = Path(path).resolve(), Path(other).resolve()
+        rp, ro = real_path(path), real_path(other)
         how = "is" if rp == ro else "lies inside" if rp.is_relative_to(ro) else "contains"
         raise ValueError(f"{flag} {path}: {how} {arg} {other}; write the output elsewhere")
     if path.exists() and not path.is_dir():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -30,12 +31,33 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file's content (missing, a symlink loop, a folder, a FIFO,
+    a socket or a device), or ``None`` for a regular file. Reading a FIFO blocks until another
+    process writes to it (forever, for a name in a batch), and a device never ends: such paths
+    are refused on their type, before they are opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"))
+    kinds += ((stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"is {kind}, not a regular file"
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
     """Decode an image as HxWx3 BGR uint8; return ``(image, None)`` or ``(None, reason)``.
 
-    Never raises for a bad file: an unreadable, empty, oversized (header over
-    :data:`MAX_IMAGE_PIXELS`), truncated or corrupt image is a reason, decoded in full (OpenCV
-    refuses truncated data instead of padding it)."""
+    Never raises for a bad file: a missing or unreadable file, a folder, FIFO or device
+    (:func:`not_a_regular_file`), an empty, oversized (header over :data:`MAX_IMAGE_PIXELS`),
+    truncated or corrupt image is a reason, decoded in full (OpenCV refuses truncated data
+    instead of padding it)."""
+    special = not_a_regular_file(path)
+    if special:
+        return None, special
     try:
         size = os.path.getsize(path)
         if size > MAX_IMAGE_BYTES:

@@ -1,18 +1,24 @@
 """Helpers of the hostile-input corpus tests: run a tool's ``main`` in-process, hash inputs,
-craft malformed files (decompression-bomb and truncated PNGs, labelme documents)."""
+craft malformed files (decompression-bomb and truncated PNGs, labelme documents, FIFOs,
+symlink loops)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib.util
 import io
 import json
+import os
 import struct
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 from .conftest import REPO
 
@@ -78,3 +84,40 @@ def edit_json(path: Path, fn, allow_nan: bool = True) -> None:
     doc = json.loads(path.read_text())
     new = fn(doc)
     path.write_text(json.dumps(doc if new is None else new, allow_nan=allow_nan))
+
+
+@contextlib.contextmanager
+def fifo_watchdog(fifos: list[Path], after: float = 15.0) -> Iterator[threading.Event]:
+    """Make ``fifos`` (created here) and, should a reader still block on one after ``after``
+    seconds, open its write end and close it (the reader gets end-of-file) so the test ends
+    instead of hanging. The event yielded is set when that had to happen: a reader that opened
+    a FIFO, which a tool must refuse on its type."""
+    for f in fifos:
+        os.mkfifo(f)
+    fired, done = threading.Event(), threading.Event()
+
+    def unblock() -> None:
+        if done.wait(after):
+            return
+        while not done.is_set():
+            for f in fifos:
+                try:  # non-blocking: fails with ENXIO while nobody reads the FIFO
+                    os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+                    fired.set()
+                except OSError as e:
+                    if e.errno not in (errno.ENXIO, errno.ENOENT):
+                        raise
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+    try:
+        yield fired
+    finally:
+        done.set()
+        thread.join()
+
+
+def symlink_loop(path: Path) -> None:
+    """``path`` as a symlink to itself (stat fails with ELOOP; ``Path.resolve`` raises)."""
+    os.symlink(path.name, path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_video_frames
 
 from .conftest import REPO
-from .hostile_inputs import load_tool, png_header, run_main
+from .hostile_inputs import fifo_watchdog, load_tool, png_header, run_main, symlink_loop
 
 INFER = load_tool("infer")
 EVALUATE = load_tool("evaluate")
@@ -435,3 +436,48 @@ def test_output_beside_the_files_of_a_glob_is_fine(models, ws) -> None:
     res = run_main(INFER.main, argv)
     assert res.exception is None and res.code == 0, res.stderr
     assert json.loads((ws / "sample" / "out" / "summary.json").read_text())["images_processed"] == 2
+
+
+def test_special_files_are_skipped_and_listed_never_waited_on(models, ws, caplog) -> None:
+    """A FIFO named like an image or video (reading it blocks for ever), a symlink loop and a
+    broken symlink, in a folder and named on the command line: each skipped with its reason and
+    listed, the run goes on (not hung, not silently dropped, not stopped by a symlink loop)."""
+    sample, extra = ws / "sample", ws / "extra"
+    extra.mkdir()
+    symlink_loop(sample / "loop.png")
+    symlink_loop(extra / "loop2.png")
+    os.symlink(ws / "no_such.png", sample / "dangling.png")
+    (sample / "folder.png").mkdir()  # a folder named like an image is a folder: searched
+    fifos = [sample / "pipe.png", sample / "pipe.avi", extra / "pipe2.jpg"]
+    args = ["--input", "{ws}/sample", "{ws}/extra/pipe2.jpg", "{ws}/extra/loop2.png"]
+    argv = _argv([*RUN, *args, "--output", "{ws}/out", *FAST], ws, models)
+    with fifo_watchdog(fifos) as fired, caplog.at_level(logging.WARNING):
+        before = snapshot(sample)
+        res = run_main(INFER.main, argv)
+    assert not fired.is_set(), "a FIFO was opened and read"
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    summary = json.loads((ws / "out" / "summary.json").read_text())
+    assert summary["images_processed"] == 2
+    skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    assert set(skipped) == {"loop.png", "loop2.png", "dangling.png"} | {f.name for f in fifos}
+    for name in ("pipe.png", "pipe.avi", "pipe2.jpg"):
+        assert "FIFO" in skipped[name], skipped[name]
+    assert "symbolic links" in skipped["loop.png"] and "No such file" in skipped["dangling.png"]
+    for name in skipped:
+        assert len(_skips(caplog, name)) == 1
+    assert snapshot(sample) == before
+    _no_staging_left(ws)
+
+
+def test_evaluate_skips_a_fifo_among_the_crops(models, ws, caplog) -> None:
+    argv = _argv([*CFG, *EVAL_FOLDERS, "--min-score", "0", *FAST], ws, models)
+    with fifo_watchdog([ws / "crops" / "abnormal" / "pipe.png"]) as fired:
+        with caplog.at_level(logging.WARNING):
+            res = run_main(EVALUATE.main, argv)
+    assert not fired.is_set(), "a FIFO was opened and read"
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    metrics = json.loads((ws / "ev" / "metrics.json").read_text())
+    assert metrics["test"]["images"] == 4
+    [entry] = metrics["skipped"]
+    assert Path(entry["path"]).name == "pipe.png" and "FIFO" in entry["reason"]
+    _no_staging_left(ws)

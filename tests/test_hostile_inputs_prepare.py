@@ -10,6 +10,7 @@ The tools run in-process (``main(argv)``) to keep the corpus fast.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,15 @@ import pytest
 from sperm_d2.data.synthetic_io import make_synthetic_dataset
 
 from .conftest import REPO
-from .hostile_inputs import edit_json, load_tool, png_header, run_main, tree_hashes
+from .hostile_inputs import (
+    edit_json,
+    fifo_watchdog,
+    load_tool,
+    png_header,
+    run_main,
+    symlink_loop,
+    tree_hashes,
+)
 
 PREPARE = load_tool("prepare_data")
 BALANCE = load_tool("balance_data")
@@ -406,3 +415,49 @@ def test_reviewed_auto_annotations_prepared_again_are_never_deleted(tmp_path) ->
     res = run_main(PREPARE.main, ["--input", str(crops), "--from-folders"] + args)
     assert res.code == 2 and edited.name in res.lines("prepare_data.py")[0]  # edit protected
     assert tree_hashes(labelme) == before
+
+
+def test_special_files_are_named_never_waited_on(src, tmp_path) -> None:
+    """A labelme file that is a FIFO (reading it blocks for ever), an image that is a FIFO, a
+    symlink loop or a broken symlink: each file skipped in one line saying what it is."""
+    (src / "syn_00001.png").unlink()
+    symlink_loop(src / "syn_00001.png")
+    (src / "syn_00002.json").unlink()
+    os.symlink(tmp_path / "no_such.json", src / "syn_00002.json")
+    (src / "syn_00000.json").unlink()
+    (src / "syn_00003.png").unlink()
+    out = tmp_path / "out"
+    argv = ["--input", str(src), "--output", str(out), "--split", "0.5,0.5"]
+    with fifo_watchdog([src / "syn_00000.json", src / "syn_00003.png"]) as fired:
+        before = tree_hashes(src)
+        res = run_main(PREPARE.main, argv)
+    assert not fired.is_set(), "a FIFO was opened and read"
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    lines = sorted(res.lines("prepare_data.py"))
+    assert len(lines) == 4 and all(line.startswith("prepare_data.py: ERROR ") for line in lines)
+    want = ["FIFO", "symbolic links", "No such file", "FIFO"]  # files 0 to 3
+    for line, (i, text) in zip(lines, enumerate(want)):
+        assert f"syn_0000{i}.json" in line and text in line, line
+    assert tree_hashes(src) == before
+    report = json.loads((out / "annotations/report.json").read_text())
+    assert report["files"]["skipped"] == 4
+
+
+def test_from_folders_lists_special_crops(tmp_path) -> None:
+    """--from-folders: a crop that is a FIFO or a broken symlink is listed as a problem, not
+    dropped unseen."""
+    from sperm_d2.data.synthetic_io import make_synthetic_crops
+
+    make_synthetic_crops(tmp_path / "crops", 12, size=64)
+    crops = tmp_path / "crops" / "val"
+    folder = sorted(p for p in crops.iterdir() if p.is_dir())[0]
+    os.symlink(tmp_path / "no_such.png", folder / "dangling.png")
+    argv = ["--input", str(crops), "--from-folders", "--output", str(tmp_path / "root")]
+    with fifo_watchdog([folder / "pipe.png"]) as fired:
+        res = run_main(PREPARE.main, argv + ["--split", "0.5,0.5"])
+    assert not fired.is_set(), "a FIFO was opened and read"
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    lines = res.lines("prepare_data.py")
+    for name, text in (("pipe", "FIFO"), ("dangling", "No such file")):
+        [line] = [line for line in lines if f"/{name}." in line]
+        assert line.startswith("prepare_data.py: ERROR ") and text in line, line

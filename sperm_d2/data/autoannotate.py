@@ -146,11 +146,13 @@ def annotate_class_folders(
             continue
         cls = label_map.class_of(folder.name)
         for f in sorted(folder.rglob("*")):
-            if is_image_path(f) and f.is_file():
+            # not only regular files: a broken symlink or FIFO named like an image is listed
+            # as unreadable by _annotate_one (read_image says why), not dropped unseen
+            if is_image_path(f) and not f.is_dir():
                 rel = f.relative_to(input_dir)
                 items.append(
                     (
-                        f.resolve(),
+                        Path(os.path.realpath(f)),  # Path.resolve raises on a symlink loop
                         out_dir / rel.with_suffix(".json"),
                         rel.as_posix(),
                         None if cls is None else folder.name,

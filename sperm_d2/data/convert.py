@@ -26,7 +26,7 @@ from sperm_d2.data.geometry import PolygonBatch, instances_stats, shape_to_polyg
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
-from sperm_d2.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from sperm_d2.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, not_a_regular_file
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
 EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
@@ -170,6 +170,8 @@ def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
         out = ctx.output_root / EMBEDDED_DIR / Path(res.json_rel).with_suffix(f".{ext}")
         res.embedded = doc.image_data
         return out.resolve(), doc.image_data, (width, height)
+    if path is not None and os.path.lexists(path):  # a FIFO, a broken symlink, a folder...
+        return _error(res, "unreadable_image", f"image {path} {not_a_regular_file(path)}")
     return _error(res, "missing_image", f"image {path} not found and no imageData")
 
 

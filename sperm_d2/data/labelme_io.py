@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import orjson
 
 from sperm_d2.atomic import write_json_atomic
+from sperm_d2.image_io import not_a_regular_file
 
 LABELME_VERSION = "5.2.1"  # the version string written; readers of 4.x/5.x accept it
 
@@ -215,9 +216,13 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
     are listed in :attr:`LabelmeFile.warnings`.
 
     Raises:
-        LabelmeError: unreadable file, invalid JSON or a malformed field, in one line.
+        LabelmeError: unreadable file (or a FIFO, device...), invalid JSON or a malformed field,
+            in one line.
     """
     path = Path(json_path)
+    special = not_a_regular_file(path)  # a FIFO named *.json would block the batch for ever
+    if special:
+        raise LabelmeError(f"{path}: {special}")
     try:
         with open(path, "rb") as f:
             raw = f.read()

@@ -20,7 +20,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sperm_d2.atomic import atomic_write, check_output_dir, staged_dir, write_json_atomic
+from sperm_d2.atomic import (
+    atomic_write,
+    check_output_dir,
+    real_path,
+    staged_dir,
+    write_json_atomic,
+)
 from sperm_d2.image_io import read_image, write_image
 from sperm_d2.inference.background import BackgroundWriter, prefetch
 from sperm_d2.inference.head_gallery import HeadGallery
@@ -103,7 +109,7 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
     check_output_dir(target, opts.overwrite, INFER_OUTPUTS)
     files, skipped = expand_inputs(inputs)
     # A previous run's outputs inside an input folder are not inputs.
-    files = [f for f in files if not Path(f.path).resolve().is_relative_to(target.resolve())]
+    files = [f for f in files if not real_path(f.path).is_relative_to(real_path(target))]
     for p in skipped:
         logger.warning("skipped %s: %s", p["path"], p["reason"])
     summary: dict = {}

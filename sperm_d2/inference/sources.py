@@ -15,7 +15,12 @@ import cv2
 import numpy as np
 
 # re-exported: image decoding lives in sperm_d2.image_io (shared with data and evaluation)
-from sperm_d2.image_io import IMAGE_EXTS, MAX_IMAGE_PIXELS, read_image  # noqa: F401
+from sperm_d2.image_io import (  # noqa: F401
+    IMAGE_EXTS,
+    MAX_IMAGE_PIXELS,
+    not_a_regular_file,
+    read_image,
+)
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 
@@ -48,11 +53,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            # hidden entries (a killed run's staging folder, tool manifests) are not inputs
+            # hidden entries (a killed run's staging folder, tool manifests) are not inputs; a
+            # broken symlink, FIFO or device named like an image is one, to be skipped and listed
+            # (read_image / video_info say why), never dropped unseen
             found = sorted(
                 q
                 for q in p.rglob("*")
-                if q.is_file() and kind_of(q) and not _hidden(q.relative_to(p))
+                if kind_of(q) and not q.is_dir() and not _hidden(q.relative_to(p))
             )
             base = p.resolve().name or "root"  # "." and "dir/" name their sample too
             for q in found:
@@ -119,7 +126,11 @@ def input_anchors(spec: str) -> list[Path]:
 
 
 def video_info(path: str | os.PathLike) -> dict:
-    """``{"fps", "frames", "width", "height"}`` of a video, or raise ``ValueError`` (unreadable)."""
+    """``{"fps", "frames", "width", "height"}`` of a video, or raise ``ValueError`` (unreadable;
+    a FIFO or device is refused unopened: FFmpeg would block on it)."""
+    special = not_a_regular_file(path)
+    if special:
+        raise ValueError(special)
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
