@@ -1,6 +1,6 @@
 """Helpers of the hostile-input corpus tests: run a tool's ``main`` in-process, hash inputs,
 craft malformed files (decompression-bomb and truncated PNGs, labelme documents, FIFOs,
-symlink loops)."""
+symlink loops, deep greyscale images)."""
 
 from __future__ import annotations
 
@@ -121,3 +121,12 @@ def fifo_watchdog(fifos: list[Path], after: float = 15.0) -> Iterator[threading.
 def symlink_loop(path: Path) -> None:
     """``path`` as a symlink to itself (stat fails with ELOOP; ``Path.resolve`` raises)."""
     os.symlink(path.name, path)
+
+
+def gray16_png(path: Path, size: int = 64) -> None:
+    """A 16-bit greyscale PNG (PIL mode I;16) of a mid-grey ramp: most values above 255."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(20000, 60000, size * size).reshape(size, size).astype(np.uint16)
+    Image.fromarray(ramp).save(path)

@@ -22,6 +22,7 @@ from .conftest import REPO
 from .hostile_inputs import (
     edit_json,
     fifo_watchdog,
+    gray16_png,
     load_tool,
     png_header,
     run_main,
@@ -141,6 +142,7 @@ PER_FILE = [
     ("height_negative", _edit(_top("imageHeight", -64)), 1, "ERROR"),
     ("width_text", _edit(_top("imageWidth", "abc")), 1, "ERROR"),
     ("size_mismatch", _edit(_top("imageWidth", 65)), 1, "ERROR"),
+    ("image_16bit_grey", lambda src: gray16_png(src / "syn_00000.png"), 1, "ERROR"),
     ("decompression_bomb_png", _bomb, 1, "ERROR"),
     ("truncated_png", _truncated, 1, "ERROR"),
     ("image_not_an_image", _not_an_image, 1, "ERROR"),
@@ -444,20 +446,21 @@ def test_special_files_are_named_never_waited_on(src, tmp_path) -> None:
 
 
 def test_from_folders_lists_special_crops(tmp_path) -> None:
-    """--from-folders: a crop that is a FIFO or a broken symlink is listed as a problem, not
-    dropped unseen."""
+    """--from-folders: a crop that is a FIFO, a broken symlink or a 16-bit grey image is listed
+    as a problem, not dropped unseen (or, for the 16-bit one, trained on clipped to white)."""
     from sperm_d2.data.synthetic_io import make_synthetic_crops
 
     make_synthetic_crops(tmp_path / "crops", 12, size=64)
     crops = tmp_path / "crops" / "val"
     folder = sorted(p for p in crops.iterdir() if p.is_dir())[0]
     os.symlink(tmp_path / "no_such.png", folder / "dangling.png")
+    gray16_png(folder / "deep.png")
     argv = ["--input", str(crops), "--from-folders", "--output", str(tmp_path / "root")]
     with fifo_watchdog([folder / "pipe.png"]) as fired:
         res = run_main(PREPARE.main, argv + ["--split", "0.5,0.5"])
     assert not fired.is_set(), "a FIFO was opened and read"
     assert res.exception is None and res.code == 1, (res.exception, res.stderr)
     lines = res.lines("prepare_data.py")
-    for name, text in (("pipe", "FIFO"), ("dangling", "No such file")):
+    for name, text in (("pipe", "FIFO"), ("dangling", "No such file"), ("deep", "16-bit")):
         [line] = [line for line in lines if f"/{name}." in line]
         assert line.startswith("prepare_data.py: ERROR ") and text in line, line

@@ -33,6 +33,10 @@ EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _DRAFT_FORMATS = ("JPEG", "MPO")  # decoded at reduced scale by image_size (same checks)
+#: PIL modes of one-channel images deeper than 8 bits. detectron2's training reader converts
+#: them with PIL, which clips every value above 255 instead of scaling it (inference's OpenCV
+#: reader scales): the model would train on white images, so they are refused here.
+_CLIPPED_MODES = {"I": "32-bit integer grey", "F": "32-bit float grey"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def image_size(data: bytes) -> tuple[int, int, str]:
     byte flips).
 
     Raises:
-        ImageProblem: not an image, over :data:`MAX_IMAGE_PIXELS`, truncated or corrupt.
+        ImageProblem: not an image, over :data:`MAX_IMAGE_PIXELS`, more than 8 bits in one
+            channel (:data:`_CLIPPED_MODES`), truncated or corrupt.
     """
     try:
         with warnings.catch_warnings():
@@ -98,6 +103,12 @@ def image_size(data: bytes) -> tuple[int, int, str]:
                 if w * h > MAX_IMAGE_PIXELS:
                     raise ImageProblem(
                         f"is {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS}"
+                    )
+                if im.mode in _CLIPPED_MODES or im.mode.startswith("I;16"):
+                    raise ImageProblem(
+                        f"is a {_CLIPPED_MODES.get(im.mode, '16-bit grey')} image (mode "
+                        f"{im.mode}); training reads it clipped to 8 bits (all but the darkest "
+                        "pixels white): save it as 8-bit"
                     )
                 fmt = (im.format or "png").lower()
                 orientation = im.getexif().get(_EXIF_ORIENTATION)
