@@ -25,19 +25,30 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(msg).split())
 
 
+#: exit code of a run stopped by Ctrl-C (SIGINT): the shells' 128 + signal number
+INTERRUPTED = 130
+
+
 def tool_main(
-    prog: str, errors: Sequence[tuple[tuple[type[BaseException], ...], int]] = (INPUT_ERRORS,)
+    prog: str,
+    errors: Sequence[tuple[tuple[type[BaseException], ...], int]] = (INPUT_ERRORS,),
+    interrupted: str = "interrupted (Ctrl-C); nothing unfinished was kept",
 ) -> Callable[[Main], Main]:
     """Decorate a tool's ``main(argv) -> int``: the first ``(types, exit code)`` of ``errors``
     that matches an escaping exception prints its ``problems`` (one line each, when it carries
     them, as :class:`sperm_d2.data.problems.InputError` does) and ``<prog>: error: <message>`` on
-    stderr and returns the code."""
+    stderr and returns the code. Ctrl-C is ``<prog>: error: <interrupted>`` and
+    :data:`INTERRUPTED`, not a traceback: a person stopped it, nothing is broken (the outputs'
+    staging folders and temporary files are removed on the way out, by ``finally`` blocks)."""
 
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def wrapped(argv: list[str] | None = None) -> int:
             try:
                 return main(argv)
+            except KeyboardInterrupt:
+                print(f"{prog}: error: {interrupted}", file=sys.stderr)
+                return INTERRUPTED
             except tuple(t for types, _ in errors for t in types) as e:
                 code = next(c for types, c in errors if isinstance(e, types))
                 for problem in getattr(e, "problems", None) or []:

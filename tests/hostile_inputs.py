@@ -52,8 +52,8 @@ def run_main(main, argv: list[str]) -> Outcome:
             code = main(argv)
         except SystemExit as e:  # argparse
             code = e.code if isinstance(e.code, int) else 1
-        except Exception as e:  # noqa: BLE001 - the corpus records what escapes
-            exc, code = e, -1
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - recorded, not raised
+            exc, code = e, -1  # (a KeyboardInterrupt escaping would stop pytest itself)
     return Outcome(code, out.getvalue(), err.getvalue(), exc)
 
 

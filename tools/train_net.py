@@ -40,7 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
     return build_argument_parser(epilog=__doc__)
 
 
-@tool_main(PROG, errors=ERRORS)
+@tool_main(PROG, errors=ERRORS, interrupted="interrupted (Ctrl-C); continue it with --resume")
 def main(argv: list[str] | None = None) -> int:
     launch_from_args(get_parser().parse_args(argv))
     return 0
