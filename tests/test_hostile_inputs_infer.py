@@ -213,6 +213,18 @@ INFER_REFUSED = [
     ("config_missing", None, ["--config-file", "{ws}/nope.yaml", *GOOD_IN], "nope.yaml"),
     ("override_unknown", None, [*CFG, *GOOD_IN, "--opts", "MODEL.NOPE", "1"], "NOPE"),
     (
+        "override_class_colors_malformed",
+        None,
+        [*CFG, *GOOD_IN, "--opts", "SPERM.CLASS_COLORS", "[[1, 2], [3]]"],
+        "SPERM.CLASS_COLORS",
+    ),
+    (
+        "override_class_colors_empty",
+        None,
+        [*CFG, *GOOD_IN, "--opts", "SPERM.CLASS_COLORS", "[]"],
+        "SPERM.CLASS_COLORS",
+    ),
+    (
         "override_threshold_nan",
         None,
         [*CFG, *GOOD_IN, "--opts", "SPERM.CONFIDENCE_THRESHOLD", "nan"],

@@ -4,8 +4,9 @@
   first, so a missing, empty, malformed or self-including file (or one with Python tags, which
   detectron2 would otherwise load with ``yaml.unsafe_load``) fails in one line.
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
-  non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1], and a
-  class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
+  non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1],
+  class colours that are not [R, G, B] triples, and a class count
+  (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
 """
 
 from __future__ import annotations
@@ -153,6 +154,20 @@ def _numbers(value: Any) -> Iterator[float]:
             yield from _numbers(v)
 
 
+def _rgb_list(colors: Any) -> bool:
+    """Whether ``colors`` is a non-empty list of [R, G, B] integer triples in [0, 255]."""
+    return (
+        isinstance(colors, (list, tuple))
+        and len(colors) > 0
+        and all(
+            isinstance(c, (list, tuple))
+            and len(c) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+            for c in colors
+        )
+    )
+
+
 def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     """Refuse values that cannot make a sensible run (see module docstring); ``source`` names
     where the config came from. ``training`` adds what only training needs: a positive learning
@@ -174,6 +189,13 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     classes = list(_get(cfg, "SPERM.CLASSES") or [])
     if not classes or len(set(classes)) != len(classes):
         raise ConfigCheckError(f"{source}: SPERM.CLASSES = {classes!r}, expected distinct names")
+    colors = _get(cfg, "SPERM.CLASS_COLORS")
+    if colors is not None and not _rgb_list(colors):
+        # drawn on every overlay: a malformed entry would fail mid-run, without the key's name
+        raise ConfigCheckError(
+            f"{source}: SPERM.CLASS_COLORS = {colors!r}, expected a list of [R, G, B] "
+            "integers in [0, 255], one per class"
+        )
     # Mask R-CNN's box head and the grader's classifier both count SPERM.CLASSES
     num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if num != len(classes):
