@@ -118,6 +118,21 @@ def _huge_int(src: Path) -> None:
     (src / BAD).write_text(json.dumps(doc).replace(old, f"[{'9' * 400}, {y}]", 1))
 
 
+def _dup_key(pair: str, shape: bool = False):
+    """The file with ``pair`` (``"key": value``) added again at the end of the document (or of
+    its first shape): JSON parsers keep the last value silently."""
+
+    def fn(src: Path) -> None:
+        text = json.dumps(json.loads((src / BAD).read_text()))
+        if shape:  # json.dumps writes each shape's "flags" last: {..., "flags": {}}
+            at = text.index('"flags": {}', text.index('"shapes"')) + len('"flags": {}')
+        else:
+            at = text.rindex("}")
+        (src / BAD).write_text(f"{text[:at]}, {pair}{text[at:]}")
+
+    return fn
+
+
 # (id, how to break the input, expected exit code, level of the one stderr line)
 PER_FILE = [
     ("nan_point", _edit(_point0([float("nan"), 5.0])), 1, "ERROR"),
@@ -153,6 +168,14 @@ PER_FILE = [
     ("image_path_nul", _edit(_top("imagePath", "a\0.png")), 1, "ERROR"),
     ("image_data_bad_base64", _edit(_top("imageData", "@@@")), 1, "ERROR"),
     ("image_data_number", _edit(_top("imageData", 5)), 1, "ERROR"),
+    ("json_duplicate_shapes", _dup_key('"shapes": []'), 1, "ERROR"),
+    ("json_duplicate_image_path", _dup_key('"imagePath": "syn_00001.png"'), 1, "ERROR"),
+    (
+        "json_duplicate_points",
+        _dup_key('"points": [[1, 1], [9, 1], [9, 9]]', shape=True),
+        1,
+        "ERROR",
+    ),
     ("json_a_list", _write("[1, 2]"), 1, "ERROR"),
     ("json_nested_deeply", _write("[" * 100_000 + "]" * 100_000), 1, "ERROR"),
     ("json_not_utf8", _write(b'{"shapes": [], "imagePath": "\xff\xfe.png"}'), 1, "ERROR"),

@@ -190,13 +190,65 @@ def _shape(raw: Any, i: int, path: Path, warnings: list, exact: bool = True) -> 
     return LabelmeShape(label, points, shape_type, group_id, dict(flags or {}))
 
 
+class _DuplicateKey(ValueError):
+    """An object names a key the converter reads twice, with different values."""
+
+
+#: keys the converter reads (the document's and its shapes'): given twice with different values
+#: in one object, which one is meant? JSON parsers keep the last silently, so a hand-merged
+#: file could lose its first ``shapes`` unseen.
+_READ_KEYS = ("shapes", "imagePath", "imageData", "imageHeight", "imageWidth", "version")
+_READ_KEYS += ("label", "points", "shape_type", "group_id")
+_QUOTED_KEYS = tuple((k, f'"{k}"'.encode()) for k in _READ_KEYS)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` of the reference parser: refuse a key of :data:`_READ_KEYS` given
+    twice with different values."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out and key in _READ_KEYS and out[key] != value:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _may_repeat_keys(raw: bytes, doc: Any) -> bool:
+    """Whether a key of :data:`_READ_KEYS` occurs in ``raw`` more often than in the parsed
+    document and its shapes (a duplicate, or the key's name used elsewhere): then the reference
+    parser decides. The embedded image's base64, which holds no quote, is not searched, so the
+    counts cost microseconds rather than a pass over megabytes."""
+    if not isinstance(doc, dict):
+        return False
+    spans = [(0, len(raw))]
+    data = doc.get("imageData")
+    if isinstance(data, str) and len(data) > 4096:
+        key = raw.find(b'"imageData"')
+        start = raw.find(b'"', key + 11) + 1 if key >= 0 else 0
+        if start and raw.startswith(data[:32].encode(), start):
+            spans = [(0, start), (raw.find(b'"', start), len(raw))]
+    shapes = doc.get("shapes")
+    objects = (
+        [doc] + [s for s in shapes if isinstance(s, dict)] if isinstance(shapes, list) else [doc]
+    )
+    for key, quoted in _QUOTED_KEYS:
+        found = sum(raw.count(quoted, a, b) for a, b in spans)
+        if found > sum(key in o for o in objects):
+            return True
+    return False
+
+
 def _decode_stdlib(path: Path, raw: bytes) -> Any:
     """The reference parser (standard library), with the one-line errors."""
     try:
         # utf-8-sig: files saved by Windows editors may start with a byte-order mark
-        return json.loads(raw.decode("utf-8-sig"))
+        return json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LabelmeError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
+    except _DuplicateKey as e:
+        raise LabelmeError(
+            f"{path}: key {e.args[0]!r} given twice with different values (which one is meant?)"
+        ) from None
     except RecursionError:
         raise LabelmeError(f"{path}: invalid JSON (nested too deeply)") from None
 
@@ -216,8 +268,8 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
     are listed in :attr:`LabelmeFile.warnings`.
 
     Raises:
-        LabelmeError: unreadable file (or a FIFO, device...), invalid JSON or a malformed field,
-            in one line.
+        LabelmeError: unreadable file (or a FIFO, device...), invalid JSON, a key given twice
+            with different values or a malformed field, in one line.
     """
     path = Path(json_path)
     special = not_a_regular_file(path)  # a FIFO named *.json would block the batch for ever
@@ -234,7 +286,8 @@ def read_labelme_json(json_path: str | os.PathLike) -> LabelmeFile:
         pass
     else:
         try:
-            return _parse(doc, path, exact=False)
+            if not _may_repeat_keys(raw, doc):
+                return _parse(doc, path, exact=False)
         except (LabelmeError, _Reparse):
             pass  # a malformed file: its message comes from the reference parse below
     return _parse(_decode_stdlib(path, raw), path, exact=True)
