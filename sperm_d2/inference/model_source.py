@@ -20,7 +20,7 @@ from detectron2.config import CfgNode
 from sperm_d2.config import setup_cfg
 from sperm_d2.engine.checkpoint import CheckpointError, check_weights_file
 from sperm_d2.grading import is_grader
-from sperm_d2.inference.runs import RUN_CHECKPOINTS
+from sperm_d2.inference.runs import RUN_CHECKPOINTS, find_run_weights
 
 
 @dataclasses.dataclass
@@ -46,13 +46,16 @@ def _run_folder(run: str, flag: str) -> Path:
 
 
 def _run_weights(run: Path, checkpoint: str | None, flag: str) -> str:
-    names = [checkpoint] if checkpoint else list(RUN_CHECKPOINTS)
-    for name in names:
-        if (run / name).is_file():
-            return str(run / name)
-    if checkpoint:
-        raise ValueError(f"--weights {checkpoint}: no such checkpoint in the run folder {run}")
-    raise ValueError(f"{flag} {run}: no checkpoint ({', '.join(names)}) in the run folder")
+    """:func:`find_run_weights`, its failure worded for the argument that named the run."""
+    try:
+        return str(find_run_weights(run, checkpoint or ""))
+    except FileNotFoundError:
+        if checkpoint:
+            raise ValueError(
+                f"--weights {checkpoint}: no such checkpoint in the run folder {run}"
+            ) from None
+        names = ", ".join(RUN_CHECKPOINTS)
+        raise ValueError(f"{flag} {run}: no checkpoint ({names}) in the run folder") from None
 
 
 #: top-level parameter names a checkpoint of each model holds (a detector's weights given to the
