@@ -5,7 +5,8 @@
   detectron2 would otherwise load with ``yaml.unsafe_load``) fails in one line.
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
   non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1],
-  class colours that are not [R, G, B] triples, and a class count
+  class colours that are not [R, G, B] triples, a device other than ``cpu`` or ``cuda[:N]``,
+  and a class count
   (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
 """
 
@@ -15,6 +16,7 @@ import math
 import os
 from typing import Any, Iterator
 
+import torch
 import yaml
 from detectron2.config import CfgNode
 
@@ -168,6 +170,18 @@ def _rgb_list(colors: Any) -> bool:
     )
 
 
+#: the device types the project runs on (``MODEL.DEVICE``)
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def _device_ok(device: Any) -> bool:
+    """Whether ``device`` names a device of :data:`DEVICE_TYPES` (``cpu``, ``cuda``, ``cuda:1``)."""
+    try:
+        return isinstance(device, str) and torch.device(device).type in DEVICE_TYPES
+    except (RuntimeError, ValueError):  # torch's own refusal of the string
+        return False
+
+
 def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     """Refuse values that cannot make a sensible run (see module docstring); ``source`` names
     where the config came from. ``training`` adds what only training needs: a positive learning
@@ -196,6 +210,10 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             f"{source}: SPERM.CLASS_COLORS = {colors!r}, expected a list of [R, G, B] "
             "integers in [0, 255], one per class"
         )
+    device = _get(cfg, "MODEL.DEVICE")
+    if device is not None and not _device_ok(device):
+        # torch's own message lists two dozen device types this project cannot run on
+        raise ConfigCheckError(f"{source}: MODEL.DEVICE = {device!r}, expected cpu or cuda[:N]")
     # Mask R-CNN's box head and the grader's classifier both count SPERM.CLASSES
     num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if num != len(classes):
