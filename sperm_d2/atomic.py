@@ -4,13 +4,25 @@ A reader (or a killed run) never sees a half-written file: it sees the old one o
 """
 
 import contextlib
+import glob
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
+
+try:  # POSIX: a staging folder's owner holds a lock on it while it lives
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: stale staging folders are left alone)
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+#: the lock file a live staging folder holds (see :func:`staged_dir`)
+STAGING_LOCK = ".staging.lock"
 
 
 def _read_umask() -> int:
@@ -167,7 +179,9 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder's contents in a new hidden folder beside ``path``; on success it replaces
     ``path`` as a whole (an earlier folder there is moved aside, then deleted), so readers see
     the old outputs or the new ones, never a mix. On an exception the staging folder and any
-    parent folders made for it are removed and ``path`` is left as it was."""
+    parent folders made for it are removed and ``path`` is left as it was. The staging folder is
+    locked while it lives, so that the next run removes it if this one is killed outright
+    (:func:`remove_stale_staging`)."""
     path = Path(path).absolute()
     made = []  # parents created here, removed again if the run fails
     parent = path.parent
@@ -175,10 +189,15 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
         made.append(parent)
         parent = parent.parent
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
+    lock = None
     try:
+        lock = _hold_lock(tmp)
         yield tmp
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp / STAGING_LOCK)  # not an output; the lock itself lasts until close
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
@@ -198,3 +217,43 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _hold_lock(folder: Path) -> int | None:
+    """An exclusive lock on a new ``STAGING_LOCK`` file in ``folder``, held by the returned file
+    descriptor until it is closed (or the process ends, however it ends)."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o666 & ~_UMASK)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders of ``path`` that a killed run left (SIGKILL, a power cut:
+    no ``finally`` ran): those whose lock no process holds. A live run's folder is locked and
+    stays, as does one without a lock file (made by another tool, or caught between its steps).
+    Returns the folders removed."""
+    path = Path(path).absolute()
+    removed = []
+    if fcntl is None:
+        return removed
+    pattern = f".{glob.escape(path.name)}.*.partial"
+    for folder in sorted(path.parent.glob(pattern)):
+        try:
+            fd = os.open(folder / STAGING_LOCK, os.O_RDWR)
+        except OSError:  # no lock file (or not a folder): not ours to judge
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a run is building it now
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s, left by a run that was killed", folder)
+        removed.append(folder)
+    return removed

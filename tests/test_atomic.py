@@ -1,13 +1,18 @@
-"""Atomic outputs: a failed write leaves the old file, JSON output is strict (no NaN)."""
+"""Atomic outputs: a failed write leaves the old file, JSON output is strict (no NaN), a killed
+run's staging folder is removed by the next run."""
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from sperm_d2 import atomic
-from sperm_d2.atomic import atomic_write, json_safe, write_json_atomic
+from sperm_d2.atomic import STAGING_LOCK, atomic_write, json_safe, staged_dir, write_json_atomic
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -53,3 +58,50 @@ def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, monkeypatc
     monkeypatch.setattr(atomic, "_UMASK", 0o022)
     write_json_atomic(tmp_path / "a.json", {"x": 1})
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+_STAGE_AND_WAIT = """
+import sys, time
+from sperm_d2.atomic import staged_dir
+with staged_dir(sys.argv[1]) as tmp:
+    (tmp / "overlay.png").write_bytes(b"x" * 1000)
+    print(tmp, flush=True)
+    time.sleep(120)
+"""
+
+
+def _staging_run(out) -> tuple[subprocess.Popen, str]:
+    """A process building ``out`` in its staging folder, stopped mid-run; and that folder."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STAGE_AND_WAIT, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.mark.skipif(atomic.fcntl is None, reason="staging locks need POSIX fcntl")
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
+    out = tmp_path / "infer"
+    killed, stale = _staging_run(out)
+    live, busy = _staging_run(out)
+    try:
+        os.kill(killed.pid, signal.SIGKILL)  # no finally runs: its staging folder stays
+        killed.wait(30)
+        assert os.path.isdir(stale) and os.path.isdir(busy)
+        with staged_dir(out) as tmp:
+            (tmp / "summary.json").write_text("{}")
+        assert not os.path.exists(stale)  # nobody held its lock
+        assert os.path.isdir(busy)  # the live run's folder is locked: left alone
+        assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # no lock file in it
+    finally:
+        live.kill()
+        live.wait(30)
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden == [os.path.basename(busy)]  # only the (now killed) second run's
+
+
+def test_staging_without_a_lock_file_is_left_alone(tmp_path):
+    other = tmp_path / ".infer.abc123.partial"  # e.g. caught between its steps
+    other.mkdir()
+    with staged_dir(tmp_path / "infer") as tmp:
+        assert (tmp / STAGING_LOCK).is_file() or atomic.fcntl is None
+    assert other.is_dir()
