@@ -19,6 +19,25 @@ INPUT_ERRORS = ((OSError, ValueError, KeyError, RuntimeError), 2)
 Main = Callable[[list[str] | None], int]
 
 
+#: control characters shown escaped (a file name may hold a newline), tabs kept
+_ESCAPES = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {10: "\\n", 13: "\\r"}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``...): one line, however
+    the file names in it were named."""
+    return text.translate(_ESCAPES)
+
+
+class OneLineRecords(logging.Filter):
+    """A handler filter that keeps every log record on one line (:func:`printable` on the
+    formatted message; a traceback attached to the record is still printed below it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
+
+
 def one_line(error: BaseException) -> str:
     """The error's message on one line (a KeyError's without the quotes ``str`` adds)."""
     msg = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -66,4 +85,6 @@ def run(main: Main, basic_logging: bool = True) -> None:
     its own, as training does with detectron2's loggers), exit with ``main``'s code."""
     if basic_logging:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OneLineRecords())
     sys.exit(main())

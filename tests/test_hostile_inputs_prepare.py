@@ -487,3 +487,13 @@ def test_from_folders_lists_special_crops(tmp_path) -> None:
     for name, text in (("pipe", "FIFO"), ("dangling", "No such file"), ("deep", "16-bit")):
         [line] = [line for line in lines if f"/{name}." in line]
         assert line.startswith("prepare_data.py: ERROR ") and text in line, line
+
+
+def test_a_file_name_with_a_newline_stays_one_line(src, tmp_path) -> None:
+    (src / "bad\nname.json").write_text("{not json")
+    out = tmp_path / "out"
+    res = run_main(PREPARE.main, ["--input", str(src), "--output", str(out), "--split", "0.5,0.5"])
+    assert res.code == 1, res.stderr
+    lines = res.lines("prepare_data.py")
+    assert len(lines) == 1 and "bad\\nname.json" in lines[0], res.stderr
+    assert not [line for line in res.stderr.splitlines() if line.startswith("name.json")]

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from sperm_d2.cli import printable
 from sperm_d2.data.coco import image_class
 from sperm_d2.data.convert import FileResult
 from sperm_d2.data.problems import Problem, count_problems
@@ -110,4 +111,4 @@ def format_report(report: Mapping, max_problems: int = 20) -> str:
 
 def problem_line(problem: Mapping) -> str:
     """One report problem (a :meth:`Problem.to_dict`) as the line a person reads."""
-    return f"{problem['level'].upper()} {problem['file']}: {problem['message']}"
+    return printable(f"{problem['level'].upper()} {problem['file']}: {problem['message']}")
