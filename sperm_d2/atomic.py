@@ -10,7 +10,9 @@ import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
@@ -257,3 +259,22 @@ def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
         logger.info("removed %s, left by a run that was killed", folder)
         removed.append(folder)
     return removed
+
+
+@contextlib.contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise ``KeyboardInterrupt``: files that
+    only make sense together (a dataset's splits, report and manifest) are all written, or the
+    interrupt comes before any of them. Outside the main thread (where signal handlers cannot be
+    set) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -497,3 +498,32 @@ def test_a_file_name_with_a_newline_stays_one_line(src, tmp_path) -> None:
     lines = res.lines("prepare_data.py")
     assert len(lines) == 1 and "bad\\nname.json" in lines[0], res.stderr
     assert not [line for line in res.stderr.splitlines() if line.startswith("name.json")]
+
+
+def test_ctrl_c_while_writing_leaves_a_whole_dataset(src, tmp_path, monkeypatch) -> None:
+    """Ctrl-C as the new splits are written (over an earlier run's): they are all written first,
+    so annotations/ is this run's dataset whole, never new splits beside old ones."""
+    import sperm_d2.data.prepare_io as prepare_io
+
+    def run(out: Path, seed: str):
+        argv = ["--input", str(src), "--output", str(out), "--split", "0.5,0.5", "--seed", seed]
+        return run_main(PREPARE.main, argv)
+
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    assert run(out, "0").code == 0 and run(reference, "1").code == 0
+    write = prepare_io.write_bytes_atomic
+
+    def interrupted_write(path, data):
+        if path.name == "train.json":  # the first split file: Ctrl-C now
+            os.kill(os.getpid(), signal.SIGINT)
+        write(path, data)
+
+    monkeypatch.setattr(prepare_io, "write_bytes_atomic", interrupted_write)
+    res = run(out, "1")
+    assert res.code == 130 and "interrupted" in res.stderr, res.stderr
+    for name in ("train.json", "val.json"):
+        assert (out / "annotations" / name).read_bytes() == (
+            reference / "annotations" / name
+        ).read_bytes()
+    report = json.loads((out / "annotations/report.json").read_text())
+    assert report["settings"]["seed"] == 1

@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
+from sperm_d2.atomic import interrupt_after
 from sperm_d2.data.coco import image_class
 from sperm_d2.data.convert import ConvertContext, FileResult, convert_labelme_file
 from sperm_d2.data.labels import LabelMap
@@ -205,28 +206,31 @@ def prepare_dataset(
                 f"{', '.join(empty)} empty; add images or change the ratios",
                 problems,
             )
-        report = write_outputs(
-            output_root,
-            owned=owned,
-            kept=kept,
-            splits=splits,
-            problems=problems,
-            label_map=label_map,
-            files_found=len(paths),
-            staging=staging,
-            settings=dict(
-                input=str(input_dir),
-                output=str(output_root),
-                label_map=label_map.source,
-                classes=list(label_map.classes),
-                split=list(ratios),
-                seed=seed,
-                kfold=kfold,
-                from_folders=from_folders,
-                image_roots=[str(r) for r in image_roots],
-            ),
-        )
-        staging = None
+        # Ctrl-C waits until every output is written: new splits beside old ones would be a
+        # dataset nobody made
+        with interrupt_after():
+            report = write_outputs(
+                output_root,
+                owned=owned,
+                kept=kept,
+                splits=splits,
+                problems=problems,
+                label_map=label_map,
+                files_found=len(paths),
+                staging=staging,
+                settings=dict(
+                    input=str(input_dir),
+                    output=str(output_root),
+                    label_map=label_map.source,
+                    classes=list(label_map.classes),
+                    split=list(ratios),
+                    seed=seed,
+                    kfold=kfold,
+                    from_folders=from_folders,
+                    image_roots=[str(r) for r in image_roots],
+                ),
+            )
+            staging = None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
