@@ -79,7 +79,8 @@ def add_sperm_config(cfg: CN) -> None:
     # (autocast; outputs still fp32) or "auto" (bf16 where the CPU has it natively, e.g. AMX or
     # AVX512-BF16; else fp32). bf16 inference measured within 0.5 points of fp32 on the demo,
     # HuSHeM and SMIDS test splits (sperm_d2.precision.BF16_PARITY_SHOWN). A GPU runs fp32.
-    # Training precision is SOLVER.AMP.ENABLED (on the CPU: bf16 autocast).
+    # Training precision is SOLVER.AMP.ENABLED (on the CPU: bf16 autocast where the CPU has
+    # native bf16, else fp32); configs/sperm_grader_cpu.yaml turns it on.
     _C.SPERM.INFER_PRECISION = "auto"
     # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
     _C.SPERM.UM_PER_PX = 0.0
