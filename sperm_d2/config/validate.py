@@ -6,8 +6,7 @@
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
   non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1],
   class colours that are not [R, G, B] triples, a device other than ``cpu`` or ``cuda[:N]``,
-  and a class count
-  (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
+  and a class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
 """
 
 from __future__ import annotations

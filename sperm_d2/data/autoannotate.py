@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from sperm_d2.atomic import real_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
@@ -152,7 +153,7 @@ def annotate_class_folders(
                 rel = f.relative_to(input_dir)
                 items.append(
                     (
-                        Path(os.path.realpath(f)),  # Path.resolve raises on a symlink loop
+                        real_path(f),  # Path.resolve raises on a symlink loop
                         out_dir / rel.with_suffix(".json"),
                         rel.as_posix(),
                         None if cls is None else folder.name,
