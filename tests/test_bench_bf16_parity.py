@@ -52,3 +52,35 @@ def test_a_missing_data_root_is_refused_in_one_line(parity, tmp_path, capsys):
     with pytest.raises(SystemExit):
         parity.parse_args(["--data-root", str(tmp_path), "--output", str(tmp_path / "o")])
     assert "no annotations/test.json" in capsys.readouterr().err
+
+
+def test_grader_seed_table_gives_means_differences_and_spread(parity):
+    """--grader-seeds: per seed, mean ± std per precision, the bf16 mean minus the fp32 mean,
+    the fp32 seeds' spread, and the CPU-time ratio ("n/a" when a training was reused)."""
+
+    def run(test: float, cpu: float) -> dict:
+        keys = parity.GRADER_METRICS
+        return {**dict(zip(keys, (test, test, 0.9))), "cpu_s": cpu}
+
+    results = {
+        ("fp32", 0): run(0.80, 100.0),
+        ("fp32", 1): run(0.90, 100.0),
+        ("bf16", 0): run(0.84, 50.0),
+        ("bf16", 1): run(0.84, 50.0),
+    }
+    body = {
+        line.split(" | ")[0].strip("| "): line
+        for line in parity.grader_table(results, [0, 1]).splitlines()[2:]
+    }
+    assert body["fp32 mean ± std"].startswith("| fp32 mean ± std | **85.0** ± 7.1 |")
+    assert body["bf16 mean ± std"].startswith("| bf16 mean ± std | **84.0** ± 0.0 |")
+    assert (
+        body["bf16 mean - fp32 mean"]
+        == "| bf16 mean - fp32 mean | -1.0 | -1.0 | +0.0 | 2.00x less |"
+    )
+    assert body["fp32 seeds' spread (max - min)"].startswith(
+        "| fp32 seeds' spread (max - min) | 10.0 |"
+    )
+    results["bf16", 1]["cpu_s"] = 0.0  # reused: not timed
+    text = parity.grader_table(results, [0, 1])
+    assert "| bf16 seed 1 | 84.0 | 84.0 | 90.0 | reused |" in text and "| n/a |" in text
