@@ -80,6 +80,12 @@ def train_bf16(amp_enabled: bool, device: str | torch.device) -> bool:
     return bool(amp_enabled) and torch.device(device).type == "cpu"
 
 
+def amp_emulated(amp_enabled: bool, device: str | torch.device) -> bool:
+    """Whether ``SOLVER.AMP.ENABLED`` asks for CPU bf16 training (:func:`train_bf16`) on a CPU
+    without native bf16: emulated bf16 trains slower than fp32, so such a run trains fp32."""
+    return train_bf16(amp_enabled, device) and not cpu_has_native_bf16()
+
+
 def autocast(enabled: bool) -> contextlib.AbstractContextManager:
     """CPU bf16 autocast when ``enabled``, else nothing."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()

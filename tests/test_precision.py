@@ -1,7 +1,6 @@
 """CPU bf16 (sperm_d2.precision): what "auto" resolves to, autocast of the forward pass only,
 fp32 outputs, and bf16 through the trainer (detector and grader, with resume) and inference."""
 
-import importlib
 import json
 import logging
 
@@ -196,28 +195,15 @@ def _train(cfg, resume: bool = False):
     return trainer, start, seen
 
 
-@pytest.fixture
-def run_native(monkeypatch):
-    """Set what the run set-up (``prepare_config``) is told about native bf16."""
-
-    # the module, not the package's ``run`` function of the same name
-    module = importlib.import_module("sperm_d2.engine.run")
-
-    def set_native(value: bool) -> None:
-        monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: value)
-
-    return set_native
-
-
 @pytest.mark.parametrize("has_native", [True, False])
 def test_amp_trains_bf16_only_on_a_cpu_with_native_bf16(
-    tiny_dataset, tmp_path, run_native, caplog, has_native
+    tiny_dataset, tmp_path, native, caplog, has_native
 ):
     """Emulated bf16 trains slower than fp32: there AMP resolves to fp32, said in the log and in
     the resolved config."""
     from sperm_d2.engine.run import prepare_config
 
-    run_native(has_native)
+    native(has_native)
     with caplog.at_level(logging.WARNING, logger="sperm_d2.engine.run"):
         cfg = prepare_config(GRADER, _train_opts(tiny_dataset, tmp_path, "tinyamp", 2))
     assert cfg.SOLVER.AMP.ENABLED is has_native
@@ -234,10 +220,10 @@ def test_the_grader_config_trains_with_amp():
 
 
 @pytest.mark.slow
-def test_detector_trains_in_bf16_evaluates_and_resumes(tiny_dataset, tmp_path, run_native):
+def test_detector_trains_in_bf16_evaluates_and_resumes(tiny_dataset, tmp_path, native):
     from sperm_d2.engine.run import prepare_config
 
-    run_native(True)  # emulated on a CPU without it: slower, same path
+    native(True)  # emulated on a CPU without it: slower, same path
 
     opts = _train_opts(tiny_dataset, tmp_path, "tinybf16", max_iter=2)
     trainer, start, seen = _train(prepare_config(DETECTOR, opts))
@@ -258,10 +244,10 @@ def test_detector_trains_in_bf16_evaluates_and_resumes(tiny_dataset, tmp_path, r
 
 
 @pytest.mark.slow
-def test_grader_trains_in_bf16(tiny_dataset, tmp_path, run_native):
+def test_grader_trains_in_bf16(tiny_dataset, tmp_path, native):
     from sperm_d2.engine.run import prepare_config
 
-    run_native(True)
+    native(True)
 
     opts = _train_opts(tiny_dataset, tmp_path, "tinybf16grader", max_iter=6)
     trainer, _, seen = _train(prepare_config(GRADER, opts))

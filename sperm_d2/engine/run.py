@@ -34,7 +34,7 @@ from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, check
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer, inference_bf16
 from sperm_d2.grading import is_grader
-from sperm_d2.precision import check_precision, cpu_has_native_bf16, for_inference, train_bf16
+from sperm_d2.precision import amp_emulated, check_precision, for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
         check_precision(cfg.SPERM.INFER_PRECISION)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
-    if train_bf16(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE) and not cpu_has_native_bf16():
+    if amp_emulated(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE):
         # Emulated bf16 trains slower than fp32, so AMP (which the grader's config turns on
         # wherever it helps) means fp32 here; the saved config.yaml says so.
         logger.warning(
