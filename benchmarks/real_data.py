@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Real-data accuracy benchmark: HuSHeM and SMIDS class-folder crops, end to end.
+"""Real-data accuracy benchmark: HuSHeM and SMIDS class-folder crops and Sperm Parsing full
+microscope fields, end to end.
 
 For each dataset: auto-annotate the crops and write a stratified train/val/test split
 (tools/prepare_data.py), train (tools/train_net.py, model selected on val), then evaluate on the
@@ -13,18 +14,26 @@ on K-1 parts and is reported on the held-out part (final checkpoint, threshold c
 fold's training part, so nothing is selected on the reported part); the table gives mean +- std
 over folds.
 
+On Sperm Parsing (--datasets sperm_parsing: labelme fields, every sperm annotated in parts) the
+heads (acrosome + nucleus + vacuoles of one sperm) are split train/val/test, the full-field
+detector (--fields-config) is trained and selected on val, and test gets COCO segm/bbox AP,
+AP50, AP75, head recall at mask IoU 0.5, the median IoU of matched heads, the accuracy of the
+"cut by the border" flag, and infer.py's seconds per field (--field-grader: a head grader grades
+the fields' heads there; these fields have no grades, so nothing scores them).
+
 Every step is a subprocess call to the tools, printed as a command anyone can rerun; their logs
 and run folders go under --output. Writes OUTPUT/results.json and OUTPUT/results.md (a Markdown
 table for README's "Results" section, next to the study's 0.891 / 98 %).
 
-Real data are read from --data or $SPERM_D2_REAL_DATA (a folder holding hushem/ and
-smids_train/); they are never copied, except that --smoke copies a few crops per class into a
-temporary folder that is removed at the end.
+Real data are read from --data or $SPERM_D2_REAL_DATA (a folder holding hushem/, smids_train/
+and sperm_parsing/); they are never copied, except that --smoke copies a few crops per class (a
+few fields) into a temporary folder that is removed at the end.
 
 Examples:
     python benchmarks/real_data.py --data ../shared/data --output output/real_data
     python benchmarks/real_data.py --data ../shared/data --datasets hushem --kfold 5 --folds 0,1
     python benchmarks/real_data.py --data ../shared/data --smoke --output output/real_data_smoke
+    python benchmarks/real_data.py --data ../shared/data --datasets sperm_parsing
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Sequence
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.benchmark.options import (
     DEFAULT_CONFIG,
+    DEFAULT_FIELDS_CONFIG,
     DEFAULT_GRADER_CONFIG,
     ENV_REAL_DATA,
     check_args,
@@ -59,8 +69,19 @@ def get_parser() -> argparse.ArgumentParser:
         help=f"folder holding hushem/ and smids_train/ (default: ${ENV_REAL_DATA})",
     )
     p.add_argument("--output", default="output/real_data", help="run folders, logs, results")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="training config YAML")
-    p.add_argument("--datasets", default="hushem,smids", help="which of: hushem,smids")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="training config YAML (crops)")
+    p.add_argument(
+        "--fields-config", default=DEFAULT_FIELDS_CONFIG, help="training config YAML (fields)"
+    )
+    p.add_argument(
+        "--datasets", default="hushem,smids", help="which of: hushem,smids,sperm_parsing"
+    )
+    p.add_argument(
+        "--field-grader",
+        default=None,
+        help="head-grader run folder that grades the fields' heads in the infer.py step "
+        "(shown, not scored: the fields have no grades)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (same seed, same split)")
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test ratios (stratified)")
     p.add_argument("--kfold", type=int, default=5, help="K-fold CV on HuSHeM (0: none)")

@@ -99,3 +99,31 @@ def one_per_head_keep(
         if all(ious[i, k] < iou_threshold for k in kept):
             kept.append(int(i))
     return np.asarray(kept, np.int64)
+
+
+#: a head whose mask comes within this many pixels of the image edge is cut by the border (not
+#: assessable: WHO counts only whole cells). Annotators stop outlines 0-1 px short of the edge: on
+#: the Sperm Parsing fields 35 of 1,240 training heads end within 1 px of it, 37 within 2, 46
+#: within 5, so the rule does not hinge on the exact margin.
+BORDER_MARGIN = 2
+
+
+def cut_by_border(masks: np.ndarray, margin: int = BORDER_MARGIN) -> np.ndarray:
+    """``(N,)`` bool: which of the masks ``[N, H, W]`` reach the outer ``margin`` pixels of the
+    image (an empty mask is not cut)."""
+    masks = np.asarray(masks, bool)
+    n = masks.shape[0]
+    if n == 0 or masks.shape[1] == 0 or masks.shape[2] == 0:
+        return np.zeros((n,), bool)
+    k = max(1, int(margin))
+    return (
+        masks[:, :k, :].any(axis=(1, 2))
+        | masks[:, -k:, :].any(axis=(1, 2))
+        | masks[:, :, :k].any(axis=(1, 2))
+        | masks[:, :, -k:].any(axis=(1, 2))
+    )
+
+
+def rle_cut_by_border(rles: Sequence[dict], margin: int = BORDER_MARGIN) -> np.ndarray:
+    """:func:`cut_by_border` of COCO RLEs (decoded one at a time: memory of one mask)."""
+    return np.array([bool(cut_by_border(mask_util.decode(r)[None], margin)[0]) for r in rles], bool)

@@ -92,26 +92,29 @@ def test_prefetch_keeps_order_and_writer_reraises():
 def test_summary_totals_per_sample_and_video():
     acc = SummaryAccumulator(("good", "bad"))
 
-    def rec(group, good, bad):
-        return {"group": group, "heads": good + bad, "counts": {"good": good, "bad": bad}}
+    def rec(group, good, bad, border=0):
+        counts = {"good": good, "bad": bad}
+        return {"group": group, "heads": good + bad + border, "counts": counts}
 
     acc.add(rec("s1", 3, 1))
-    acc.add(rec("s1", 0, 0))
+    acc.add({**rec("s1", 0, 0, border=2), "heads_at_border": 2})
     acc.add(rec("s2", 1, 1))
     acc.add(rec("clips", 2, 0), video="v.mp4")
     d = acc.as_dict()
     assert d["samples"]["s1"] == {
         "images": 2,
-        "images_without_heads": 1,
-        "heads": 4,
+        "images_without_heads": 0,
+        "heads": 6,
+        "heads_at_border": 2,
         "good": 3,
         "bad": 1,
-        "pct_good": 75.0,
-        "heads_per_image": 2.0,
+        "pct_good": 75.0,  # whole heads only: the 2 cut by the border are not graded
+        "heads_per_image": 3.0,
     }
     assert d["samples"]["s2"]["pct_good"] == 50.0 and "clips" not in d["samples"]
     assert d["videos"]["v.mp4"]["images"] == 1 and d["videos"]["v.mp4"]["pct_good"] == 100.0
-    assert d["total"]["heads"] == 8 and d["total"]["pct_good"] == 75.0
+    assert d["total"]["heads"] == 10 and d["total"]["pct_good"] == 75.0
+    assert d["total"]["heads_at_border"] == 2
     assert pct_good({"good": 0, "bad": 0}) is None
     table = format_summary_table({"totals": d, "skipped": [{"path": "x"}]}, ("good", "bad"))
     assert "| s1" in table and "75" in table and "video v.mp4" in table and "skipped 1" in table

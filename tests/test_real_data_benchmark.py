@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from sperm_d2.benchmark.crops import smoke_subset, split_images
+from sperm_d2.benchmark.fields import collect_field_metrics, smoke_fields
 from sperm_d2.benchmark.options import (
     DEFAULT_CONFIG,
     DEFAULT_GRADER_CONFIG,
@@ -32,8 +33,9 @@ from sperm_d2.benchmark.results import aggregate_folds, collect_metrics, mean_st
 from sperm_d2.benchmark.results_table import fmt_mean_std, fmt_value, format_table
 from sperm_d2.benchmark.runner import REPO, Runner, StepError
 from sperm_d2.benchmark.training import STAMP, reuse_or_resume, schedule_opts, train_stamp
+from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
-from sperm_d2.data.synthetic import draw_scene, sample_scene
+from sperm_d2.data.synthetic import draw_scene, render_scene_detailed, sample_scene
 from sperm_d2.evaluation.folders import list_class_folders
 
 SCRIPT = REPO / "benchmarks" / "real_data.py"
@@ -124,6 +126,10 @@ def test_skip_reasons(tmp_path) -> None:
     assert "no class folders" in skip_reason(tmp_path, "hushem")
     (tmp_path / "hushem" / "01_Normal").mkdir()
     assert skip_reason(tmp_path, "hushem") is None
+    (tmp_path / "sperm_parsing" / "sub").mkdir(parents=True)
+    assert "no labelme .json files" in skip_reason(tmp_path, "sperm_parsing")
+    (tmp_path / "sperm_parsing" / "a.json").write_text("{}")
+    assert skip_reason(tmp_path, "sperm_parsing") is None
 
 
 def test_without_data_every_dataset_is_skipped_with_a_reason(tmp_path, caplog) -> None:
@@ -212,6 +218,32 @@ def test_table_says_which_split_each_number_is_on() -> None:
     assert "- smids: skipped (/data/smids_train: folder not found)" in lines
     assert "python tools/train_net.py --config-file c.yaml" in lines
     assert all(ln.count("|") == header.count("|") for ln in lines if ln.startswith("|"))
+
+
+def test_fields_get_their_own_table_with_the_targets() -> None:
+    res = _results()
+    test = {
+        "segm/AP": 80.04,
+        "segm/AP75": 95.0,
+        "heads/recall50": 0.99,
+        "heads/median_iou": 0.9123,
+        "heads/gt_heads": 267.0,
+        "heads/gt_at_border": 8.0,
+        "infer/s_per_field": 1.234,
+    }
+    res["datasets"]["sperm_parsing"] = {
+        "split": {"kind": "fields", "test": test, "test_images": 38, "data_root": "d"}
+    }
+    md = format_table(res)
+    lines = md.splitlines()
+    header = [ln for ln in lines if ln.startswith("| metric")]
+    assert len(header) == 2 and "sperm_parsing" not in header[0]  # not among the crops
+    assert "sperm_parsing test split (38 fields)" in header[1] and "target" in header[1]
+    row = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ")}
+    assert row["| COCO segm AP (x100)"].endswith("| 80.0 | >= 85 |")
+    assert row["| head recall at mask IoU 0.5"].endswith("| 0.990 | >= 0.98 |")
+    assert "| 267 (8) |" in row["| annotated heads (of them cut by the border)"]
+    assert "| 1.23 |" in row["| infer.py seconds per field (overlays, CSV, report)"]
 
 
 def test_smoke_table_is_marked_and_failures_listed() -> None:
@@ -374,6 +406,80 @@ def _crop(seed: int, size: int = 64) -> np.ndarray:
     spec = sample_scene(rng, size, size, 1)
     spec = replace(spec, heads=(replace(spec.heads[0], cx=size / 2, cy=size / 2),))
     return draw_scene(spec, rng)
+
+
+def _parts_field(folder: Path, seed: int, size: int = 96) -> int:
+    """A generated field as Sperm Parsing annotates it: each head in two parts (Nucleus, and an
+    Acrosome inside it) and a Tail, sharing a group_id. Returns its head count."""
+    image, heads = render_scene_detailed(np.random.default_rng(seed), size, size)
+    cv2.imwrite(str(folder / f"f{seed}.jpg"), image)
+    shapes = []
+    for gid, (_, _, poly) in enumerate(heads, 1):
+        centre = poly.mean(axis=0)
+        inner = centre + 0.5 * (poly - centre)
+        tail = np.array([centre, centre + [1, 0], centre + [1, 20], centre + [0, 20]])
+        for label, pts in (("Nucleus", poly), ("Acrosome", inner), ("Tail", tail)):
+            pts = np.clip(pts, 0, size - 1)
+            shapes.append(
+                {
+                    "label": label,
+                    "points": np.round(pts, 2).tolist(),
+                    "shape_type": "polygon",
+                    "group_id": gid,
+                }
+            )
+    write_labelme_json(folder / f"f{seed}.json", folder / f"f{seed}.jpg", size, size, shapes)
+    return len(heads)
+
+
+def test_smoke_fields_copies_labelme_files_with_their_images(tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for seed in range(3):
+        _parts_field(src, seed)
+    dst = smoke_fields(src, tmp_path / "dst", 2)
+    assert sorted(p.name for p in dst.iterdir()) == ["f0.jpg", "f0.json", "f1.jpg", "f1.json"]
+
+
+def test_collect_field_metrics(tmp_path) -> None:
+    coco = {"test": {"segm/AP": 81.0, "heads/recall50": 0.97}, "threshold": 0.4}
+    (tmp_path / "m.json").write_text(json.dumps(coco))
+    summary = {
+        "seconds": 10.0,
+        "images_processed": 4,
+        "grader": None,
+        "totals": {"total": {"heads_per_image": 6.5, "heads_at_border": 2, "pct_good": None}},
+    }
+    (tmp_path / "s.json").write_text(json.dumps(summary))
+    out = collect_field_metrics(tmp_path / "m.json", tmp_path / "s.json")
+    assert out["segm/AP"] == 81.0 and out["heads/recall50"] == 0.97 and out["segm/AP75"] is None
+    assert out["infer/s_per_field"] == 2.5 and out["infer/heads_per_field"] == 6.5
+    assert out["instance_threshold"] == 0.4 and out["infer/graded"] is False
+    assert "infer/s_per_field" not in collect_field_metrics(tmp_path / "m.json", None)
+
+
+@pytest.mark.slow
+def test_smoke_run_on_generated_parts_fields(tmp_path) -> None:
+    data = tmp_path / "real" / "sperm_parsing"
+    data.mkdir(parents=True)
+    assert sum(_parts_field(data, seed) for seed in range(8)) > 8
+    out = tmp_path / "out"
+    fast = ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96", "SOLVER.IMS_PER_BATCH", "2"]
+    fast += ["INPUT.CROP.SIZE", "[64, 64]", "INPUT.MIN_SIZE_TRAIN", "(64,)"]
+    fast += ["DATALOADER.NUM_WORKERS", "0", "MODEL.RPN.POST_NMS_TOPK_TEST", "20"]
+    argv = ["--data", str(data.parent), "--datasets", "sperm_parsing", "--smoke"]
+    argv += ["--max-iter", "1", "--output", str(out), "--opts", *fast]
+    cmd = [sys.executable, str(SCRIPT), *argv]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((out / "results.json").read_text())
+    split = results["datasets"]["sperm_parsing"]["split"]
+    assert split["kind"] == "fields" and split["test_images"] >= 1
+    assert {"segm/AP", "segm/AP75", "heads/recall50", "heads/gt_heads"} <= set(split["test"])
+    assert split["test"]["heads/gt_heads"] > 0 and split["test"]["infer/s_per_field"] > 0
+    md = (out / "results.md").read_text()
+    assert "sperm_parsing test split" in md and "head recall at mask IoU 0.5" in md
+    assert (out / "sperm_parsing" / "split" / "infer" / "report.html").is_file()
 
 
 @pytest.mark.slow

@@ -97,6 +97,7 @@ class StandInPredictor:
         cfg.MODEL = CfgNode({"ROI_HEADS": CfgNode({"SCORE_THRESH_TEST": 0.5})})
         cfg.INPUT = CfgNode({"MIN_SIZE_TEST": 96, "MAX_SIZE_TEST": 96})
         self.cfg = cfg
+        self.class_colors = cfg.SPERM.CLASS_COLORS
 
     def predict_stream(self, items):
         for path, frame, image in items:
@@ -133,7 +134,9 @@ def test_infer_writes_a_report_with_every_part(report_dir):
         assert text in md, text
     page = (report_dir / "report.html").read_text()
     assert page.count("<table") == 3  # samples, morphometrics, skipped
-    assert page.count('src="data:image/png;base64,') >= 2 + 2 * 8  # two plots, two galleries
+    # three plots (% good, grades per field, morphometrics), two galleries
+    assert page.count('src="data:image/png;base64,') >= 3 + 2 * 8
+    assert "Grades per field" in page and "at border (not graded)" in page
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the file
     assert "stand-in-grader.pth" in page and "p_bad" in page
 

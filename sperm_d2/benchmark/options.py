@@ -10,11 +10,15 @@ from typing import Mapping, Sequence
 
 ENV_REAL_DATA = "SPERM_D2_REAL_DATA"
 #: benchmark name -> folder under the real-data root
-DATASETS = {"hushem": "hushem", "smids": "smids_train"}
+DATASETS = {"hushem": "hushem", "smids": "smids_train", "sperm_parsing": "sperm_parsing"}
+#: the data sets of full fields as labelme files (the others are class folders of crops)
+FIELD_DATASETS = ("sperm_parsing",)
 #: training config, relative to the repo root (where the tools run)
 DEFAULT_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_real_cpu.yaml"
 #: the head grader's training config (second stage), relative to the repo root
 DEFAULT_GRADER_CONFIG = "configs/sperm_grader_cpu.yaml"
+#: the full-field detector's training config, relative to the repo root
+DEFAULT_FIELDS_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_fields_cpu.yaml"
 
 
 def parse_csv(text: str, allowed: Sequence[str] | None = None, what: str = "value") -> list[str]:
@@ -77,7 +81,8 @@ def resolve_data_root(data: str | None, environ: Mapping[str, str] = os.environ)
 
 
 def skip_reason(data_root: Path | None, dataset: str) -> str | None:
-    """Why ``dataset`` cannot run (one line), or None when its class folders are there."""
+    """Why ``dataset`` cannot run (one line), or None when its class folders (field data
+    sets: labelme files) are there."""
     if data_root is None:
         return (
             f"no real data: pass --data DIR or set {ENV_REAL_DATA} to the folder holding "
@@ -86,6 +91,9 @@ def skip_reason(data_root: Path | None, dataset: str) -> str | None:
     folder = data_root / DATASETS[dataset]
     if not folder.is_dir():
         return f"{folder}: folder not found"
-    if not any(p.is_dir() for p in folder.iterdir()):
+    if dataset in FIELD_DATASETS:
+        if not any(folder.glob("*.json")):
+            return f"{folder}: no labelme .json files inside"
+    elif not any(p.is_dir() for p in folder.iterdir()):
         return f"{folder}: no class folders inside"
     return None

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sperm_d2.benchmark.crops import smoke_subset, split_images
-from sperm_d2.benchmark.options import DATASETS, skip_reason
+from sperm_d2.benchmark.fields import run_fields, smoke_fields
+from sperm_d2.benchmark.options import DATASETS, FIELD_DATASETS, skip_reason
 from sperm_d2.benchmark.results import aggregate_folds, collect_grader_only, collect_metrics
 from sperm_d2.benchmark.results_table import machine_description, write_results
 from sperm_d2.benchmark.runner import REPO, Runner, StepError, repo_relative
@@ -264,8 +265,9 @@ def run_benchmark(
     ``command`` is how the benchmark was started, for the table."""
     out = Path(out).absolute()
     args = copy.copy(args)  # the caller's namespace is left as it was
-    if Path(args.config).is_file():  # else taken as relative to the repo root, where tools run
-        args.config = repo_relative(args.config, repo)
+    for key in ("config", "fields_config"):  # else relative to the repo root, where tools run
+        if getattr(args, key, None) and Path(getattr(args, key)).is_file():
+            setattr(args, key, repo_relative(getattr(args, key), repo))
     reasons = {n: skip_reason(data_root, n) for n in args.dataset_list}
     if all(reasons.values()):
         for n, why in reasons.items():
@@ -296,11 +298,14 @@ def run_benchmark(
                 res["skipped"] = reasons[name]
                 continue
             src = data_root / DATASETS[name]
+            fields = name in FIELD_DATASETS
             if args.smoke:
-                src = smoke_subset(src, Path(tmp) / name, args.smoke_images)
+                smoke = smoke_fields if fields else smoke_subset
+                src = smoke(src, Path(tmp) / name, args.smoke_images)
             t0 = time.perf_counter()
             try:
-                res["split"] = run_split(run, args, name, src, out / name / "split")
+                split = run_fields if fields else run_split
+                res["split"] = split(run, args, name, src, out / name / "split")
                 if name == "hushem" and args.kfold:
                     res["kfold"] = run_kfold(run, args, name, src, out / name / "kfold")
             except (StepError, OSError, ValueError, KeyError) as e:

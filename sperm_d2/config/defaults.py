@@ -75,6 +75,15 @@ def add_sperm_config(cfg: CN) -> None:
     # per pass, timed (bounded by memory), and the fastest is kept for the process (no fixed rule
     # holds: it depends on model, input size, device and load; bench_infer.py (b) prints the table).
     _C.SPERM.INFER_BATCH_SIZE = 0
+    # Large fields (sperm_d2.inference.tiling): an image that INPUT.MIN/MAX_SIZE_TEST would shrink
+    # more than a SIZE x SIZE window is predicted in overlapping windows at the window's scale
+    # (heads keep the size the model was trained on) and the windows' heads are merged.
+    _C.SPERM.TILE = CN()
+    # (int) window side in image pixels; 0 = never tile (every image is resized whole).
+    _C.SPERM.TILE.SIZE = 0
+    # (int) overlap of neighbouring windows in image pixels: heads up to this size lie whole in
+    # some window (larger ones may be kept as a part).
+    _C.SPERM.TILE.OVERLAP = 192
     # (str) CPU inference and evaluation precision (detector and head grader): "fp32", "bf16"
     # (autocast; outputs still fp32) or "auto" (bf16 where the CPU has it natively, e.g. AMX or
     # AVX512-BF16; else fp32). bf16 inference measured within 0.5 points of fp32 on the demo,

@@ -6,7 +6,8 @@
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
   non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1],
   class colours that are not [R, G, B] triples, a device other than ``cpu`` or ``cuda[:N]``,
-  and a class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``.
+  a class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``, and
+  a tile overlap that is not smaller than the tile (``SPERM.TILE``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ NON_NEGATIVE = (
     "MODEL.ROI_HEADS.NUM_CLASSES",
     "SPERM.EPOCHS",
     "SPERM.UM_PER_PX",
+    "SPERM.TILE.SIZE",
+    "SPERM.TILE.OVERLAP",
 )
 
 
@@ -213,6 +216,12 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     if device is not None and not _device_ok(device):
         # torch's own message lists two dozen device types this project cannot run on
         raise ConfigCheckError(f"{source}: MODEL.DEVICE = {device!r}, expected cpu or cuda[:N]")
+    tile, overlap = _get(cfg, "SPERM.TILE.SIZE"), _get(cfg, "SPERM.TILE.OVERLAP")
+    if tile and overlap is not None and overlap >= tile:
+        raise ConfigCheckError(
+            f"{source}: SPERM.TILE.OVERLAP = {overlap} must be smaller than SPERM.TILE.SIZE "
+            f"= {tile} (windows would not advance)"
+        )
     # Mask R-CNN's box head and the grader's classifier both count SPERM.CLASSES
     num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if num != len(classes):

@@ -74,8 +74,11 @@ def _active(rng) -> bool:
 
 
 def build_train_augmentation(cfg) -> list[T.Augmentation]:
-    """detectron2's ``build_augmentation(cfg, True)``, then the enabled ``SPERM.AUG`` extras."""
+    """detectron2's ``build_augmentation(cfg, True)`` after its ``INPUT.CROP`` window (as its own
+    ``DatasetMapper`` would insert it), then the enabled ``SPERM.AUG`` extras."""
     augs = utils.build_augmentation(cfg, True)
+    if cfg.INPUT.CROP.ENABLED:  # full fields: train on windows at native scale
+        augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     aug = cfg.SPERM.AUG
     if aug.VFLIP_PROB > 0 and cfg.INPUT.RANDOM_FLIP != "vertical":
         augs.append(T.RandomFlip(prob=aug.VFLIP_PROB, horizontal=False, vertical=True))

@@ -81,7 +81,7 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
     """Predict every crop; return ``[GradedImage]`` and the skipped files. ``keep(graded)`` says
     which images to keep drawn overlays for (returned as a dict path -> BGR overlay)."""
     graded, skipped, overlays = [], [], {}
-    colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
+    colors = class_colors_bgr(predictor.class_colors)
     truth = dict(items)
     for path, pred, error in tqdm(
         predictor.predict_paths([p for p, _ in items]), total=len(items), desc=desc, unit="img"

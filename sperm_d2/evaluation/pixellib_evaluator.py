@@ -25,6 +25,18 @@ from sperm_d2.masks import segmentation_to_rle
 logger = logging.getLogger(__name__)
 
 
+def dataset_ground_truth(dataset_name: str) -> dict[int, tuple[list[dict], np.ndarray]]:
+    """image_id -> (RLEs, category ids) of a registered dataset's annotated heads (crowd
+    regions left out)."""
+    gt = {}
+    for record in DatasetCatalog.get(dataset_name):
+        anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+        h, w = record["height"], record["width"]
+        rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
+        gt[record["image_id"]] = (rles, np.array([a["category_id"] for a in anns], np.int64))
+    return gt
+
+
 class PixellibEvaluator(DatasetEvaluator):
     """Per-image mask AP@0.5 with class match, averaged over images (0-1), as PixelLib reports it:
     ``mAP50`` on every detection, ``mAP50_strict`` with one detection (arg-max class) per head.
@@ -50,13 +62,7 @@ class PixellibEvaluator(DatasetEvaluator):
     def _ground_truth(self) -> dict:
         """image_id -> (gt RLEs, gt classes), built once from the dataset dicts."""
         if self._gt is None:
-            self._gt = {}
-            for record in DatasetCatalog.get(self._dataset_name):
-                anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-                h, w = record["height"], record["width"]
-                rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
-                classes = np.array([a["category_id"] for a in anns], np.int64)
-                self._gt[record["image_id"]] = (rles, classes)
+            self._gt = dataset_ground_truth(self._dataset_name)
         return self._gt
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:

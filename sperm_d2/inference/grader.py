@@ -124,8 +124,10 @@ class HeadGrader:
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def check_classes(self, class_names) -> None:
-        """Raise ValueError unless the detector's ``class_names`` are the grader's own."""
-        if tuple(class_names) != self.class_names:
+        """Raise ValueError unless the detector's ``class_names`` are the grader's own, or the
+        detector has one class (it finds heads and leaves grading to the grader: a full-field
+        detector trained on heads without grades)."""
+        if tuple(class_names) != self.class_names and len(class_names) != 1:
             raise ValueError(
                 f"{self.source}: grader classes {list(self.class_names)} differ from the "
                 f"detector's SPERM.CLASSES {list(class_names)}"
@@ -141,7 +143,9 @@ class HeadGrader:
     ) -> list[ImagePrediction]:
         """:meth:`grade` for several images at once: the heads of all of them go through the
         grader together (one forward per ``SPERM.GRADER.TEST_BATCH_SIZE`` heads, not one per
-        image: a detector batch of 8 images with 2-3 heads each is one grader call)."""
+        image: a detector batch of 8 images with 2-3 heads each is one grader call). The graded
+        predictions carry the grader's class names; a one-class detector's class is not kept
+        (``detector_classes`` None)."""
         if not preds:
             return []
         for pred in preds:
@@ -156,7 +160,10 @@ class HeadGrader:
                 pred,
                 classes=p.argmax(1).astype(np.int64),
                 p_bad=p[:, self.bad_index].astype(np.float32),
-                detector_classes=pred.classes.copy(),
+                class_names=self.class_names,
+                detector_classes=(
+                    pred.classes.copy() if pred.class_names == self.class_names else None
+                ),
             )
             for pred, p in zip(preds, np.split(probs, ends))
         ]

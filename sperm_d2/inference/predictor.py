@@ -32,6 +32,7 @@ from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, str
 from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
+from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
@@ -92,7 +93,11 @@ class SpermPredictor:
             cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_threshold)
         cfg.freeze()
         self.cfg = cfg
-        self.class_names = tuple(cfg.SPERM.CLASSES)
+        self.detector_class_names = tuple(cfg.SPERM.CLASSES)
+        # the classes of the predictions: the grader's when it grades (a one-class detector
+        # finds heads, the grader grades them)
+        self.class_names = grader.class_names if grader is not None else self.detector_class_names
+        self.class_colors = (grader.cfg if grader is not None else cfg).SPERM.CLASS_COLORS
         self.model = use_sperm_roi_align(build_model(cfg)).eval()
         self.weights = str(cfg.MODEL.WEIGHTS if weights is None else weights)
         if self.weights:
@@ -100,6 +105,9 @@ class SpermPredictor:
         else:
             logger.warning("no weights given: the model keeps its random initialisation")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        # SPERM.TILE: images the resize would shrink more than a window are read in windows
+        self.tile, self.tile_overlap = int(cfg.SPERM.TILE.SIZE), int(cfg.SPERM.TILE.OVERLAP)
+        self.window_scale = self._resize_scale(self.tile, self.tile) if self.tile else 1.0
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         if int(size) < 0:
             raise ValueError(f"SPERM.INFER_BATCH_SIZE must be >= 0 (0 = auto), got {size}")
@@ -109,7 +117,7 @@ class SpermPredictor:
         self.bf16 = use_bf16(cfg.SPERM.INFER_PRECISION, cfg.MODEL.DEVICE)
         self.grader = grader
         if grader is not None:
-            grader.check_classes(self.class_names)
+            grader.check_classes(self.detector_class_names)
 
     @classmethod
     def from_run(
@@ -158,22 +166,42 @@ class SpermPredictor:
             )
         return cls(src.cfg, weights=src.weights, **kwargs)
 
-    def _model_input(self, image: np.ndarray) -> dict:
+    def _resize_scale(self, h: int, w: int) -> float:
+        """The test-size resize's scale for an ``h`` x ``w`` image."""
+        short, longest = self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
+        return T.ResizeShortestEdge.get_output_shape(h, w, short, longest)[0] / h
+
+    def windows(self, h: int, w: int) -> list[Window] | None:
+        """The windows an ``h`` x ``w`` image is predicted in (:mod:`tiling`), or ``None`` when
+        it is read whole: ``SPERM.TILE.SIZE`` is 0, or the resize shrinks it no more than a
+        window."""
+        if not self.tile or self._resize_scale(h, w) >= self.window_scale * 0.999:
+            return None
+        return tile_windows(h, w, self.tile, self.tile_overlap)
+
+    def _model_input(self, image: np.ndarray, scale: float | None = None) -> dict:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
         if self.cfg.INPUT.FORMAT == "RGB":
             image = image[:, :, ::-1]
         h, w = image.shape[:2]
-        resized = self.resize.get_transform(image).apply_image(image)
+        if scale is None:
+            resized = self.resize.get_transform(image).apply_image(image)
+        elif scale == 1.0:
+            resized = image
+        else:
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            resized = T.ResizeTransform(h, w, *size).apply_image(image)
         tensor = torch.as_tensor(
             np.ascontiguousarray(resized.transpose(2, 0, 1)), dtype=torch.float32
         )
         return {"image": tensor, "height": h, "width": w}
 
-    def predict_instances(self, images: Sequence[np.ndarray]) -> list:
-        """Run the model on images (one forward pass) and return detectron2 ``Instances``."""
+    def predict_instances(self, images: Sequence[np.ndarray], scale: float | None = None) -> list:
+        """Run the model on images (one forward pass) and return detectron2 ``Instances``; each
+        image is resized by the test-size resize, or by ``scale`` when given."""
         with torch.inference_mode(), autocast(self.bf16):
-            outputs = self.model([self._model_input(im) for im in images])
+            outputs = self.model([self._model_input(im, scale) for im in images])
         return [to_fp32(o["instances"].to("cpu")) for o in outputs]
 
     def predict_batch(
@@ -186,7 +214,7 @@ class SpermPredictor:
         sources = sources if sources is not None else [""] * len(images)
         frames = frames if frames is not None else [None] * len(images)
         batch = list(zip(sources, frames, images))
-        return self._predictions(batch, self.predict_instances(images))
+        return self._predictions(batch, self._forward(batch))
 
     def __call__(
         self, image: np.ndarray, source: str = "", frame: int | None = None
@@ -212,25 +240,48 @@ class SpermPredictor:
             self.calibration = calibration
         device, group = self.cfg.MODEL.DEVICE, self._input_size
         batches = stream_batches(items, self._forward, self.batch_size, calibration, device, group)
-        for batch, instances in batches:
-            yield from zip([b[2] for b in batch], self._predictions(batch, instances))
+        for batch, preds in batches:
+            yield from zip([b[2] for b in batch], self._predictions(batch, preds))
 
-    def _forward(self, batch: list[tuple[str, int | None, np.ndarray]]) -> list:
-        return self.predict_instances([b[2] for b in batch])
+    def _forward(self, batch: list[tuple[str, int | None, np.ndarray]]) -> list[ImagePrediction]:
+        """``(source, frame, image)`` items -> ungraded predictions: whole images in one pass;
+        a tiled image's windows in passes of ``len(batch)`` windows, then merged."""
+        whole = [i for i, b in enumerate(batch) if self.windows(*b[2].shape[:2]) is None]
+        preds: list = [None] * len(batch)
+        if whole:
+            instances = self.predict_instances([batch[i][2] for i in whole])
+            for i, inst in zip(whole, instances):
+                preds[i] = from_instances(inst, batch[i][0], self.detector_class_names, batch[i][1])
+        for i, (src, frame, image) in enumerate(batch):
+            if preds[i] is None:
+                preds[i] = self._predict_tiled(image, src, frame, chunk=len(batch))
+        return preds
 
-    def _predictions(self, batch, instances) -> list[ImagePrediction]:
-        """``Instances`` of ``(source, frame, image)`` items -> graded ``ImagePrediction``."""
-        preds = [
-            from_instances(inst, src, self.class_names, frame)
-            for inst, (src, frame, _) in zip(instances, batch)
-        ]
+    def _predict_tiled(
+        self, image: np.ndarray, source: str, frame: int | None, chunk: int
+    ) -> ImagePrediction:
+        """One large image predicted window by window at the window scale, then merged."""
+        windows = self.windows(*image.shape[:2])
+        parts = []
+        for k in range(0, len(windows), max(1, chunk)):
+            group = windows[k : k + max(1, chunk)]
+            crops = [image[w.y0 : w.y1, w.x0 : w.x1] for w in group]
+            for win, inst in zip(group, self.predict_instances(crops, self.window_scale)):
+                parts.append((win, from_instances(inst, source, self.detector_class_names, frame)))
+        return merge_windows(parts, image.shape[:2], source, self.detector_class_names, frame)
+
+    def _predictions(self, batch, preds: list[ImagePrediction]) -> list[ImagePrediction]:
+        """Grade the heads of ``(source, frame, image)`` items' predictions, with a grader."""
         if self.grader is not None:
             preds = self.grader.grade_batch([b[2] for b in batch], preds)
         return preds
 
-    def _input_size(self, item: tuple[str, int | None, np.ndarray]) -> tuple[int, int]:
-        """The model's input size for a stream item's image (after the test-size resize)."""
+    def _input_size(self, item: tuple[str, int | None, np.ndarray]) -> tuple[int, ...]:
+        """The model's input size for a stream item's image (after the test-size resize; a tiled
+        image: its size, the windows' depend on it)."""
         h, w = item[2].shape[:2]
+        if self.windows(h, w) is not None:
+            return (h, w, self.tile)
         short, longest = self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
         return T.ResizeShortestEdge.get_output_shape(h, w, short, longest)
 

@@ -1,5 +1,9 @@
 """Rows and summaries of inference results: one CSV row per head, one JSON line per image,
-and per-sample (input folder) / per-video totals with % good."""
+and per-sample (input folder) / per-video totals with % good.
+
+A head cut by the image border (``at_border``, :func:`sperm_d2.masks.cut_by_border`) is listed
+with its measurements but not graded into the class counts and % good: WHO counts only whole
+cells. ``heads`` counts every head, ``heads_at_border`` the cut ones."""
 
 import collections
 
@@ -7,6 +11,7 @@ from tabulate import tabulate
 
 from sperm_d2.inference.morphometrics import FIELDS, measure_masks
 from sperm_d2.inference.types import ImagePrediction
+from sperm_d2.masks import cut_by_border
 
 #: ``class`` is the grade (the grader's when one is used, else the detector's); ``p_bad`` and
 #: ``detector_class`` are filled only when a head grader graded the heads
@@ -18,6 +23,7 @@ INSTANCE_COLUMNS = (
     "score",
     "p_bad",
     "detector_class",
+    "at_border",
     "x0",
     "y0",
     "x1",
@@ -26,16 +32,17 @@ INSTANCE_COLUMNS = (
 
 
 #: per-head values repeated in ``images.jsonl`` (the grader's are null without a grader)
-RECORD_KEYS = ("class", "score", "p_bad", "detector_class", "x0", "y0", "x1", "y1")
+RECORD_KEYS = ("class", "score", "p_bad", "detector_class", "at_border", "x0", "y0", "x1", "y1")
 RECORD_KEYS += ("area_px", "who_flags")
 GRADER_COLUMNS = ("p_bad", "detector_class")
 
 
 def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
     """One ``instances.csv`` row per head: file, frame, grade, detector score, ``p_bad`` and the
-    detector's class (with a grader), box and morphometrics."""
+    detector's class (with a grader), whether the border cuts it, box and morphometrics."""
     rows = []
     graded = pred.p_bad is not None
+    border = cut_by_border(pred.masks)
     for i, (morph, box, cls, score) in enumerate(
         zip(measure_masks(pred.masks, um_per_px), pred.boxes, pred.classes, pred.scores)
     ):
@@ -46,7 +53,12 @@ def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
             "class": pred.class_names[int(cls)],
             "score": round(float(score), 4),
             "p_bad": round(float(pred.p_bad[i]), 4) if graded else "",
-            "detector_class": pred.class_names[int(pred.detector_classes[i])] if graded else "",
+            "detector_class": (
+                pred.class_names[int(pred.detector_classes[i])]
+                if pred.detector_classes is not None
+                else ""
+            ),
+            "at_border": bool(border[i]),
         }
         row.update({k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
         row.update(morph.as_row())
@@ -55,8 +67,12 @@ def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
 
 
 def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
-    """The ``images.jsonl`` line of one image/frame: size, counts, heads with their key values."""
-    counts = pred.counts()
+    """The ``images.jsonl`` line of one image/frame: size, counts of the whole heads per class,
+    heads cut by the border, heads with their key values (``rows``: :func:`instance_rows`)."""
+    counts = {name: 0 for name in pred.class_names}
+    for r in rows:
+        if not r["at_border"]:
+            counts[r["class"]] += 1
     return {
         "file": pred.source,
         "frame": pred.frame,
@@ -64,6 +80,7 @@ def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
         "height": pred.image_size[0],
         "width": pred.image_size[1],
         "heads": len(pred),
+        "heads_at_border": sum(1 for r in rows if r["at_border"]),
         "counts": counts,
         "pct_good": pct_good(counts),
         "instances": [
@@ -89,7 +106,13 @@ class SummaryAccumulator:
 
     def _new(self) -> dict:
         counts = collections.Counter({c: 0 for c in self.class_names})
-        return {"images": 0, "images_without_heads": 0, "heads": 0, "counts": counts}
+        return {
+            "images": 0,
+            "images_without_heads": 0,
+            "heads": 0,
+            "heads_at_border": 0,
+            "counts": counts,
+        }
 
     def add(self, record: dict, video: str | None = None) -> None:
         """Count one image record in its sample (folder), or a frame record in its video."""
@@ -99,6 +122,7 @@ class SummaryAccumulator:
             t = self.videos.setdefault(video, self._new())
         t["images"] += 1
         t["heads"] += record["heads"]
+        t["heads_at_border"] += record.get("heads_at_border", 0)
         t["images_without_heads"] += record["heads"] == 0
         t["counts"].update(record["counts"])
 
@@ -116,7 +140,7 @@ class SummaryAccumulator:
 
         total = self._new()
         for t in [*self.groups.values(), *self.videos.values()]:
-            for k in ("images", "images_without_heads", "heads"):
+            for k in ("images", "images_without_heads", "heads", "heads_at_border"):
                 total[k] += t[k]
             total["counts"].update(t["counts"])
         return {
@@ -128,7 +152,7 @@ class SummaryAccumulator:
 
 def format_summary_table(summary: dict, class_names: tuple[str, ...]) -> str:
     """A text table: one line per sample (folder) and per video, then the total."""
-    headers = ["sample", "images", "heads", *class_names, "% good", "no head"]
+    headers = ["sample", "images", "heads", "at border", *class_names, "% good", "no head"]
 
     def line(name: str, t: dict) -> list:
         pg = "-" if t["pct_good"] is None else f"{t['pct_good']:.1f}"
@@ -136,6 +160,7 @@ def format_summary_table(summary: dict, class_names: tuple[str, ...]) -> str:
             name,
             t["images"],
             t["heads"],
+            t.get("heads_at_border", 0),
             *[t[c] for c in class_names],
             pg,
             t["images_without_heads"],

@@ -77,3 +77,44 @@ def morphometrics_figure(values: dict[str, dict[str, array]], um: bool) -> bytes
             ax.legend(fontsize=7)
     fig.tight_layout()
     return figure_png(fig, dpi=90)
+
+
+def grades_figure(grades: dict[str, dict[str, array]]) -> bytes | None:
+    """Per sample: the grader's ``p_bad`` of every whole head (histogram) and the % good of each
+    field (image or frame) as a box plot, as PNG (``None``: no graded heads). On full fields the
+    spread between fields of one sample shows how far one field can be trusted."""
+    from matplotlib.figure import Figure
+
+    samples = {k: v for k, v in grades.items() if len(v["field_pct_good"])}
+    if not samples:
+        return None
+    if len(samples) > MAX_PLOTTED_SAMPLES:  # too many to tell apart: all fields together
+        merged = {"p_bad": array("d"), "field_pct_good": array("d")}
+        for v in samples.values():
+            merged["p_bad"].extend(v["p_bad"])
+            merged["field_pct_good"].extend(v["field_pct_good"])
+        samples = {"all samples": merged}
+    has_p = any(len(v["p_bad"]) for v in samples.values())
+    fig = Figure(figsize=(9, 1.6 + 0.35 * len(samples)))
+    ax = fig.add_subplot(1, 2 if has_p else 1, 1)
+    names = list(samples)
+    # one box per sample, horizontal (orientation=: matplotlib >= 3.10)
+    ax.boxplot([list(samples[n]["field_pct_good"]) for n in names], orientation="horizontal")
+    ax.set_yticks(range(1, len(names) + 1), labels=names)
+    ax.axvline(WHO_NORMAL_FORMS_PCT, color="tab:red", linestyle="--", label="WHO reference 4 %")
+    ax.set_xlim(-2, 102)
+    ax.set_xlabel("% good per field (whole heads)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    if has_p:
+        ax2 = fig.add_subplot(1, 2, 2)
+        bins = np.linspace(0.0, 1.0, 21)
+        for name in names:
+            if len(samples[name]["p_bad"]):
+                ax2.hist(samples[name]["p_bad"], bins=bins, histtype="step", label=name)
+        ax2.set_xlabel("p_bad (head grader)")
+        ax2.set_ylabel("heads")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig, dpi=90)

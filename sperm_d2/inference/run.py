@@ -113,7 +113,7 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
     for p in skipped:
         logger.warning("skipped %s: %s", p["path"], p["reason"])
     summary: dict = {}
-    colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
+    colors = class_colors_bgr(predictor.class_colors)
     gallery = HeadGallery(colors, opts.report_heads, opts.report_heads) if opts.report else None
     try:
         with staged_dir(target) as out:
@@ -140,7 +140,7 @@ def _write_report(out: Path, summary: dict, gallery: HeadGallery | None) -> None
 def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: list, gallery) -> dict:
     """Run every file into ``opts.output_dir``; return the summary (not yet written)."""
     out = Path(opts.output_dir)
-    colors = class_colors_bgr(predictor.cfg.SPERM.CLASS_COLORS)
+    colors = class_colors_bgr(predictor.class_colors)
     images = [f for f in files if f.kind == "image"]
     videos = [f for f in files if f.kind == "video"]
     incomplete: list[dict] = []

@@ -26,6 +26,7 @@ from sperm_d2.inference.head_gallery import GalleryHead, HeadGallery
 from sperm_d2.inference.report_plots import (
     QUANTITIES,
     WHO_NORMAL_FORMS_PCT,
+    grades_figure,
     morphometrics_figure,
     percent_figure,
 )
@@ -83,6 +84,7 @@ def sample_rows(summary: dict) -> list[dict]:
                 "key": name,
                 "images": t["images"],
                 "heads": t["heads"],
+                "at_border": t.get("heads_at_border", 0),
                 "counts": {c: int(t.get(c, 0)) for c in classes},
                 "no_head": t["images_without_heads"],
                 "pct": pct,
@@ -111,6 +113,34 @@ def read_morphometrics(
     return values
 
 
+def read_grades(csv_path: Path, sample_of: dict[str, str], good: str) -> dict[str, dict]:
+    """Per sample key: ``p_bad`` of its whole heads (graded runs) and the % good of each of its
+    fields (image or video frame) with whole heads, read from ``instances.csv`` row by row (a
+    field's rows are consecutive, so one field is held at a time)."""
+    grades: dict[str, dict[str, array]] = {}
+    field, counts = None, [0, 0]
+
+    def close() -> None:
+        if field is not None and counts[1]:
+            grades[field[0]]["field_pct_good"].append(100.0 * counts[0] / counts[1])
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            key = sample_of.get(row["file"])
+            if key is None or row.get("at_border") == "True":
+                continue
+            per = grades.setdefault(key, {"p_bad": array("d"), "field_pct_good": array("d")})
+            if (key, row["file"], row["frame"]) != field:
+                close()
+                field, counts = (key, row["file"], row["frame"]), [0, 0]
+            counts[0] += row["class"] == good
+            counts[1] += 1
+            if row.get("p_bad") not in (None, ""):
+                per["p_bad"].append(float(row["p_bad"]))
+    close()
+    return grades
+
+
 def _fmt_pct(r: dict) -> tuple[str, str]:
     if r["pct"] is None:
         return "-", "-"
@@ -133,6 +163,7 @@ def _tables(summary: dict, rows: list[dict], values: dict, um: bool) -> dict[str
             r["name"],
             r["images"],
             r["heads"],
+            r["at_border"],
             *[r["counts"][c] for c in classes],
             *_fmt_pct(r),
             r["who"],
@@ -149,7 +180,17 @@ def _tables(summary: dict, rows: list[dict], values: dict, um: bool) -> dict[str
     skipped += [[s["path"], s["reason"]] for s in summary.get("incomplete", [])]
     return {
         "samples": (
-            ["sample", "images", "heads", *classes, "% good", "95 % CI", "WHO (>= 4 %)", "no head"],
+            [
+                "sample",
+                "images",
+                "heads",
+                "at border (not graded)",
+                *classes,
+                "% good",
+                "95 % CI",
+                "WHO (>= 4 %)",
+                "no head",
+            ],
             counts,
         ),
         "morphometrics": (
@@ -234,6 +275,13 @@ def render_html(summary: dict, tables: dict, rows: list, plots: dict, gallery) -
     ]
     if plots.get("percent"):
         parts.append(f'<img class="plot" src="{png_data_uri(plots["percent"])}" alt="% good">')
+    if plots.get("grades"):
+        parts += [
+            "<h2>Grades per field</h2>",
+            "<p>% good of each field's whole heads (heads cut by the border are not graded) "
+            "and the grader's p_bad of every whole head.</p>",
+            f'<img class="plot" src="{png_data_uri(plots["grades"])}" alt="grades per field">',
+        ]
     parts += ["<h2>Morphometrics: median [IQR]</h2>", _html_table(*tables["morphometrics"], "m")]
     if plots.get("morphometrics"):
         src = png_data_uri(plots["morphometrics"])
@@ -263,7 +311,14 @@ def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) 
     sample_of = gallery.sample_of if gallery else {}
     values = read_morphometrics(out_dir / "instances.csv", sample_of, um)
     tables = _tables(summary, rows, values, um)
-    plots = {"percent": percent_figure(rows), "morphometrics": morphometrics_figure(values, um)}
+    # % good per field needs a "good" grade (a one-class detector without a grader has none)
+    graded = "good" in summary["classes"]
+    grades = read_grades(out_dir / "instances.csv", sample_of, "good") if graded else {}
+    plots = {
+        "percent": percent_figure(rows),
+        "morphometrics": morphometrics_figure(values, um),
+        "grades": grades_figure(grades),
+    }
     page = render_html(summary, tables, rows, plots, gallery)
     write_bytes_atomic(out_dir / HTML_NAME, page.encode("utf-8"))
     write_bytes_atomic(out_dir / MD_NAME, render_markdown(summary, tables).encode("utf-8"))

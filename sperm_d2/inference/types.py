@@ -32,7 +32,8 @@ class ImagePrediction:
         p_bad: ``(N,)`` float32 probability that each head is bad, from the head grader;
             ``None`` without a grader (then ``classes`` are the detector's own).
         detector_classes: ``(N,)`` int64 the detector's own class of each head when a grader
-            set ``classes``; ``None`` without a grader.
+            set ``classes``; ``None`` without a grader, or when the detector has one class
+            (it finds heads, the grader grades them).
     """
 
     source: str
