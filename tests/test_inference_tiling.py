@@ -97,7 +97,7 @@ def test_predictor_tiles_only_images_the_resize_would_shrink_more_than_a_window(
     assert predictor.windows(128, 190) is None  # read whole, at the window's scale
     assert predictor.windows(300, 420) is not None
 
-    def detect(images, scale=None):  # the windows arrive unscaled (window scale 1 here)
+    def detect(images, scale=None):  # windows and whole images alike at the window scale (1)
         assert scale == 1.0
         out = []
         for crop in images:
@@ -114,3 +114,8 @@ def test_predictor_tiles_only_images_the_resize_would_shrink_more_than_a_window(
     image, heads = _field()
     pred = predictor(image, source="big.png")
     assert len(pred) == len(heads) and pred.image_size == image.shape[:2]
+    # a field smaller than a window is read whole at the window scale, not blown up to 128 px
+    small = np.zeros((60, 90, 3), np.uint8)
+    small[10:30, 20:50] = 255
+    assert predictor._input_size(("s", None, small)) == (60, 90)
+    assert len(predictor(small)) == 1

@@ -174,7 +174,8 @@ class SpermPredictor:
     def windows(self, h: int, w: int) -> list[Window] | None:
         """The windows an ``h`` x ``w`` image is predicted in (:mod:`tiling`), or ``None`` when
         it is read whole: ``SPERM.TILE.SIZE`` is 0, or the resize shrinks it no more than a
-        window."""
+        window. With ``SPERM.TILE.SIZE`` every image is read at the window scale (the heads'
+        training scale): a large one in windows, a smaller one whole, not blown up."""
         if not self.tile or self._resize_scale(h, w) >= self.window_scale * 0.999:
             return None
         return tile_windows(h, w, self.tile, self.tile_overlap)
@@ -249,7 +250,8 @@ class SpermPredictor:
         whole = [i for i, b in enumerate(batch) if self.windows(*b[2].shape[:2]) is None]
         preds: list = [None] * len(batch)
         if whole:
-            instances = self.predict_instances([batch[i][2] for i in whole])
+            scale = self.window_scale if self.tile else None  # None: the test-size resize
+            instances = self.predict_instances([batch[i][2] for i in whole], scale)
             for i, inst in zip(whole, instances):
                 preds[i] = from_instances(inst, batch[i][0], self.detector_class_names, batch[i][1])
         for i, (src, frame, image) in enumerate(batch):
@@ -282,6 +284,8 @@ class SpermPredictor:
         h, w = item[2].shape[:2]
         if self.windows(h, w) is not None:
             return (h, w, self.tile)
+        if self.tile:
+            return (round(h * self.window_scale), round(w * self.window_scale))
         short, longest = self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
         return T.ResizeShortestEdge.get_output_shape(h, w, short, longest)
 
