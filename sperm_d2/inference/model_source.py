@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from detectron2.config import CfgNode
 
 from sperm_d2.config import setup_cfg
-from sperm_d2.engine.checkpoint import CheckpointError, check_weights_file
 from sperm_d2.grading import is_grader
 from sperm_d2.inference.runs import RUN_CHECKPOINTS, find_run_weights
+from sperm_d2.weights_io import CheckpointError, check_weights_file
 
 
 @dataclasses.dataclass
@@ -66,13 +64,11 @@ GRADER_KEYS = ("stem.", "classifier.")
 
 def _check_weights(path: str, flag: str, prefixes: tuple[str, ...]) -> None:
     try:
-        check_weights_file(path)
+        obj = check_weights_file(path)  # read as data: a file that would run code is refused
     except CheckpointError as e:
         raise ValueError(str(e).replace("MODEL.WEIGHTS", flag)) from None
-    if "://" in path or Path(path).suffix == ".pkl":
-        return  # detectron2 converts model-zoo pickles' names itself
-    mmap = zipfile.is_zipfile(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    if obj is None or Path(path).suffix == ".pkl":
+        return  # a URL; detectron2 converts model-zoo pickles' names itself
     state = obj.get("model", obj)
     keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
     if not any(k.startswith(prefixes) for k in keys):

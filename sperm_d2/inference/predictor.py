@@ -22,7 +22,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
@@ -33,6 +32,7 @@ from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction, from_instances
+from sperm_d2.inference.weights import load_model_weights
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
 
@@ -96,7 +96,7 @@ class SpermPredictor:
         self.model = use_sperm_roi_align(build_model(cfg)).eval()
         self.weights = str(cfg.MODEL.WEIGHTS if weights is None else weights)
         if self.weights:
-            DetectionCheckpointer(self.model).load(self.weights)
+            load_model_weights(self.model, self.weights)  # as data: no pickled code runs
         else:
             logger.warning("no weights given: the model keeps its random initialisation")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
