@@ -9,11 +9,12 @@ from detectron2.config import CfgNode, get_cfg
 
 from sperm_d2.config.defaults import add_sperm_config
 from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain
+from sperm_d2.errors import SpermInputError
 
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(SpermInputError, ValueError):
     """A config file or override that cannot be applied (unknown key, bad value, missing file)."""
 
 

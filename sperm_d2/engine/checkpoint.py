@@ -97,7 +97,7 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
     def load(self, path: str, *args: Any, **kwargs: Any) -> dict:
         """Like detectron2's ``load``, but a missing file is an error, not a silent random init."""
         if path and not os.path.isfile(path) and "://" not in path:
-            raise FileNotFoundError(f"{path}: checkpoint file not found")
+            raise CheckpointError(f"{path}: checkpoint file not found")
         try:
             return super().load(path, *args, **kwargs)
         finally:

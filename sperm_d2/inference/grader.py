@@ -21,6 +21,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
+from sperm_d2.errors import InputError
 from sperm_d2.grading import is_grader
 from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
@@ -52,7 +53,7 @@ class HeadGrader:
         self.bf16 = use_bf16(precision, self.cfg.MODEL.DEVICE)
         self.class_names = tuple(self.cfg.SPERM.CLASSES)
         if "bad" not in self.class_names:
-            raise ValueError(f"{self.source}: the grader's classes {self.class_names} lack 'bad'")
+            raise InputError(f"{self.source}: the grader's classes {self.class_names} lack 'bad'")
         self.bad_index = self.class_names.index("bad")
         self.settings = crop_settings(self.cfg)
         self.batch_size = max(1, int(self.cfg.SPERM.GRADER.TEST_BATCH_SIZE))
@@ -61,12 +62,12 @@ class HeadGrader:
         for member_cfg, member_weights in members:
             member_cfg = _inference_cfg(member_cfg, str(member_weights))
             if crop_settings(member_cfg) != self.settings:
-                raise ValueError(
+                raise InputError(
                     f"{member_weights}: an ensemble's graders must cut the same crops "
                     f"({crop_settings(member_cfg)} vs {self.settings})"
                 )
             if tuple(member_cfg.SPERM.CLASSES) != self.class_names:
-                raise ValueError(f"{member_weights}: classes differ from {self.class_names}")
+                raise InputError(f"{member_weights}: classes differ from {self.class_names}")
             self.models.append(self._load(member_cfg, member_weights))
 
     @staticmethod
@@ -126,7 +127,7 @@ class HeadGrader:
     def check_classes(self, class_names) -> None:
         """Raise ValueError unless the detector's ``class_names`` are the grader's own."""
         if tuple(class_names) != self.class_names:
-            raise ValueError(
+            raise InputError(
                 f"{self.source}: grader classes {list(self.class_names)} differ from the "
                 f"detector's SPERM.CLASSES {list(class_names)}"
             )
@@ -165,7 +166,7 @@ class HeadGrader:
 def _inference_cfg(cfg: CfgNode, source: str) -> CfgNode:
     """A grader config checked and set up for inference (CPU without a GPU)."""
     if not is_grader(cfg):
-        raise ValueError(
+        raise InputError(
             f"{source or 'grader config'}: MODEL.META_ARCHITECTURE is "
             f"{cfg.MODEL.META_ARCHITECTURE}, not a head grader (SpermHeadGrader)"
         )

@@ -26,6 +26,7 @@ from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from sperm_d2.errors import InputError
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, stream_batches
 from sperm_d2.inference.grader import HeadGrader
@@ -102,7 +103,7 @@ class SpermPredictor:
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         if int(size) < 0:
-            raise ValueError(f"SPERM.INFER_BATCH_SIZE must be >= 0 (0 = auto), got {size}")
+            raise InputError(f"SPERM.INFER_BATCH_SIZE must be >= 0 (0 = auto), got {size}")
         self.batch_size = int(size)  # 0 = auto
         self.calibration: BatchCalibration | None = None
         # SPERM.INFER_PRECISION: CPU bf16 autocast or fp32 (outputs are fp32 either way)
