@@ -50,11 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load(args):
     """The run's config (val split limited to ``--limit`` images) and its model with weights."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from sperm_d2.engine.trainer import SpermTrainer
     from sperm_d2.inference.runs import find_run_weights
+    from sperm_d2.inference.weights import load_model_weights
 
     cfg = prepare_config(str(Path(args.run) / "config.yaml"), list(args.opts), training=False)
     cfg.defrost()
@@ -74,7 +74,7 @@ def load(args):
         cfg.DATASETS.TEST = (sub,)
     cfg.freeze()
     model = SpermTrainer.build_model(cfg)
-    DetectionCheckpointer(model).load(str(find_run_weights(args.run)))
+    load_model_weights(model, find_run_weights(args.run))
     return cfg, model
 
 

@@ -29,7 +29,6 @@ Usage:
 import argparse
 import csv
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_scene, render_video_frames
 from sperm_d2.inference import HeadGrader, InferOptions, SpermPredictor, run_inference
 from sperm_d2.inference.batch_size import CANDIDATES, forget_calibrations
+from sperm_d2.inference.pass_memory import process_peak_rss
 from sperm_d2.inference.video import VideoSink
 
 CPU_CONFIG = "configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml"
@@ -186,7 +186,9 @@ def video_child(cfg_args: list[str]) -> None:
     start = time.perf_counter()
     summary = run_inference(predictor, [video], InferOptions(Path(out)))
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # not ru_maxrss: the auto batch size's memory probe resets the kernel's peak before its
+    # passes, process_peak_rss keeps what the resets erased
+    peak_mb = process_peak_rss() / 2**20
     frames = summary["video_frames_processed"]
     cal = predictor.calibration
     result = {"frames": frames, "fps": frames / seconds, "peak_rss_mb": peak_mb}

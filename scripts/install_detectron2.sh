@@ -6,7 +6,8 @@
 # sal-detectron2==0.7.2 carries upstream commit a59f0563 byte-for-byte (but two trivial lines),
 # tagged cp310, with a `_C` extension built for torch 2.3.1 that cannot load here and a stray
 # top-level `tools` package. We download it, verify its sha256, unpack it into site-packages,
-# drop `_C` and `tools`, then install the dependencies its metadata does not declare.
+# drop `_C` and `tools` and its `numpy<2` requirement (see below), then install the dependencies
+# its metadata does not declare.
 #
 # Usage: scripts/install_detectron2.sh [PYTHON]     (default: python3)
 set -euo pipefail
@@ -45,6 +46,17 @@ echo "==> installing detectron2 into $site"
 "$PY" -m zipfile -e "$wheel" "$tmp/site" \
   || fail "could not unpack $(basename "$wheel")" "download it again; the file may be truncated"
 rm -rf "$tmp/site/tools" "$tmp/site"/detectron2/_C*.so "$tmp/site/bin"
+# The wheel's metadata says `Requires-Dist: numpy<2`, but the pure-Python code we keep runs on
+# numpy 2 (the whole test suite does; the compiled `_C` is removed above). Left in, every later
+# `pip install` into this environment prints "ERROR: pip's dependency resolver ...
+# sal-detectron2 0.7.2 requires numpy<2" for a conflict that is not there, so the line is
+# dropped from the copy we install. (RECORD keeps the wheel's hash of METADATA; pip does not
+# check installed files' hashes, and uninstalls by path.)
+meta=$(ls "$tmp/site"/sal_detectron2-*.dist-info/METADATA)
+grep -q '^Requires-Dist: numpy<2$' "$meta" \
+  || fail "$(basename "$wheel")'s METADATA has no 'Requires-Dist: numpy<2' line to drop" \
+          "check the wheel's metadata and update this script"
+sed -i '/^Requires-Dist: numpy<2$/d' "$meta"
 rm -rf "$site/detectron2" "$site"/sal_detectron2-*.dist-info
 cp -r "$tmp/site/detectron2" "$tmp/site"/sal_detectron2-*.dist-info "$site/"
 
@@ -59,4 +71,5 @@ fi
 "$PY" -W 'ignore:`torch.jit.script` is deprecated:FutureWarning' \
   -c "import detectron2.engine, detectron2.modeling, detectron2.evaluation" \
   || fail "detectron2 does not import" "see the traceback above"
-echo "==> detectron2 ok"
+numpy_version=$("$PY" -c 'import numpy; print(numpy.__version__)')
+echo "==> detectron2 ok (numpy $numpy_version is fine: the wheel's numpy<2 pin is dropped, see above)"

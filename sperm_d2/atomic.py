@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
+from sperm_d2.errors import InputError
+
 try:  # POSIX: a staging folder's owner holds a lock on it while it lives
     import fcntl
 except ImportError:  # pragma: no cover (Windows: stale staging folders are left alone)
@@ -151,19 +153,19 @@ def check_output_dir(
             continue
         rp, ro = real_path(path), real_path(other)
         how = "is" if rp == ro else "lies inside" if rp.is_relative_to(ro) else "contains"
-        raise ValueError(f"{flag} {path}: {how} {arg} {other}; write the output elsewhere")
+        raise InputError(f"{flag} {path}: {how} {arg} {other}; write the output elsewhere")
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path}: exists and is not a folder")
+        raise InputError(f"{flag} {path}: exists and is not a folder")
     if path.is_dir():
         entries = sorted(p.name for p in path.iterdir())
         if entries and not overwrite:
-            raise ValueError(
+            raise InputError(
                 f"{flag} {path}: folder exists and is not empty; give --overwrite to replace "
                 "an earlier run's output wholly, or name a new folder"
             )
         foreign = [n for n in entries if n not in own_names]
         if foreign:
-            raise ValueError(
+            raise InputError(
                 f"{flag} {path}: holds {foreign[0]!r} (and {len(foreign) - 1} more), which this "
                 "tool does not write; it replaces only an earlier run's output folder"
             )
@@ -171,9 +173,9 @@ def check_output_dir(
     while not anchor.exists():
         anchor = anchor.parent
     if not anchor.is_dir():
-        raise ValueError(f"{flag} {path}: {anchor} is a file, not a folder")
+        raise InputError(f"{flag} {path}: {anchor} is a file, not a folder")
     if not os.access(anchor, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: {anchor} is not writable")
+        raise InputError(f"{flag} {path}: {anchor} is not writable")
 
 
 @contextlib.contextmanager

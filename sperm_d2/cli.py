@@ -1,20 +1,34 @@
-"""The tools' one error wrapper: a known error becomes ``<tool>: error: <message>`` on stderr.
+"""The tools' one error wrapper: an input error becomes ``<tool>: error: <message>`` on stderr;
+a bug stays a bug.
 
 Every ``tools/*.py`` has ``get_parser()`` and ``main(argv: list[str] | None = None) -> int``
-decorated with :func:`tool_main`: an error a person can act on (a bad input, a missing file, a
-full disk) is one line and an exit code, never a traceback; anything else still raises, so a bug
-shows where it is.
+decorated with :func:`tool_main`. An error a person can act on without changing the code — the
+project's own input errors (:class:`sperm_d2.errors.SpermInputError` and its subclasses:
+``ConfigError``, ``InputError``, ``LabelMapError``, ``CheckpointError``...), a full disk or a
+read-only file system — is one line and an exit code, never a traceback. Anything else is a bug:
+its traceback is printed, then one line asking for a bug report, and the exit code is
+:data:`BUG` (70, ``EX_SOFTWARE`` of sysexits.h), distinct from the tools' 1 ("done, but files
+were skipped").
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
+import traceback
 from typing import Callable, Sequence
 
-#: what the tools catch by default, all exit 2 ("nothing was written")
-INPUT_ERRORS = ((OSError, ValueError, KeyError, RuntimeError), 2)
+from sperm_d2.errors import SpermInputError
+
+#: what the tools turn into one line by default, all exit 2 ("nothing was written")
+INPUT_ERRORS = ((SpermInputError,), 2)
+#: ``OSError`` numbers of the machine rather than the code (disk full, quota, read-only file
+#: system): one line, exit code ``environment`` of :func:`tool_main`
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+#: exit code of an unexpected error (a bug): traceback, then one line asking for a report
+BUG = 70
 
 Main = Callable[[list[str] | None], int]
 
@@ -52,11 +66,14 @@ def tool_main(
     prog: str,
     errors: Sequence[tuple[tuple[type[BaseException], ...], int]] = (INPUT_ERRORS,),
     interrupted: str = "interrupted (Ctrl-C); nothing unfinished was kept",
+    environment: int = 2,
 ) -> Callable[[Main], Main]:
     """Decorate a tool's ``main(argv) -> int``: the first ``(types, exit code)`` of ``errors``
     that matches an escaping exception prints its ``problems`` (one line each, when it carries
-    them, as :class:`sperm_d2.data.problems.InputError` does) and ``<prog>: error: <message>`` on
-    stderr and returns the code. Ctrl-C is ``<prog>: error: <interrupted>`` and
+    them, as :class:`sperm_d2.errors.InputError` does) and ``<prog>: error: <message>`` on
+    stderr and returns the code; an ``OSError`` of :data:`ENVIRONMENT_ERRNOS` (a full disk) is
+    one line too, exit ``environment``. Anything else prints its traceback and ``<prog>: error:
+    this is a bug...`` and returns :data:`BUG`. Ctrl-C is ``<prog>: error: <interrupted>`` and
     :data:`INTERRUPTED`, not a traceback: a person stopped it, nothing is broken (the outputs'
     staging folders and temporary files are removed on the way out, by ``finally`` blocks)."""
 
@@ -68,8 +85,19 @@ def tool_main(
             except KeyboardInterrupt:
                 print(f"{prog}: error: {interrupted}", file=sys.stderr)
                 return INTERRUPTED
-            except tuple(t for types, _ in errors for t in types) as e:
-                code = next(c for types, c in errors if isinstance(e, types))
+            except Exception as e:  # noqa: BLE001 - sorted below: input error or bug
+                code = next((c for types, c in errors if isinstance(e, types)), None)
+                if code is None and isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+                    code = environment
+                if code is None:
+                    traceback.print_exception(e, file=sys.stderr)
+                    print(
+                        f"{prog}: error: unexpected {type(e).__name__} ({one_line(e)[:200]}): "
+                        "this is a bug in sperm_d2, not in your input; please report it with "
+                        "the traceback above and the command",
+                        file=sys.stderr,
+                    )
+                    return BUG
                 for problem in getattr(e, "problems", None) or []:
                     print(f"{prog}: {problem}", file=sys.stderr)
                 print(f"{prog}: error: {one_line(e)}", file=sys.stderr)

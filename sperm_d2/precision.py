@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 import torch
 
+from sperm_d2.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 #: ``SPERM.INFER_PRECISION`` values: "auto" picks bf16 where :func:`auto_bf16` allows it
@@ -59,7 +61,7 @@ def auto_bf16() -> bool:
 def check_precision(precision: str, key: str = "SPERM.INFER_PRECISION") -> str:
     """``precision`` if it is one of :data:`PRECISIONS`; else ValueError in one line."""
     if precision not in PRECISIONS:
-        raise ValueError(f"{key} = {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise InputError(f"{key} = {precision!r}: use one of {', '.join(PRECISIONS)}")
     return precision
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sperm_d2.errors import InputError
+
 
 class VideoSink:
     """An MP4 (``mp4v``) or AVI (``MJPG``) writer opened on the first frame (its size decides the
@@ -28,7 +30,7 @@ class VideoSink:
                 str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (w, h)
             )
             if not self._writer.isOpened():
-                raise OSError(f"{self.path}: OpenCV cannot open a {codec} video writer")
+                raise InputError(f"{self.path}: OpenCV cannot open a {codec} video writer")
         self._writer.write(frame)
         self.frames += 1
 

@@ -80,5 +80,5 @@ def test_resume_with_missing_last_file_and_nothing_usable_is_an_error(tmp_path) 
 
 def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:
     ckpt, _, _ = _checkpointer(tmp_path)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(CheckpointError, match="nope.pth: checkpoint file not found"):
         ckpt.resume_or_load(str(tmp_path / "nope.pth"), resume=False)

@@ -8,9 +8,11 @@ that never started). ``main(argv)`` runs in-process; nothing here builds a model
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import REPO, split_opts
 from .hostile_inputs import load_tool, run_main, tree_hashes
@@ -69,6 +71,33 @@ def _output_is_a_file(tmp: Path) -> list[str]:
     return ["--config-file", str(INSTANT), "OUTPUT_DIR", str(tmp / "cfg" / "run")]
 
 
+class _Payload:
+    """Unpickled by plain ``pickle``, this creates ``marker`` (``tree_hashes`` would see it)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _code_in_weights(name: str):
+    """MODEL.WEIGHTS ``name`` (.pkl: detectron2's pickle format; .pth: torch's) that would run
+    code when loaded by plain ``pickle``."""
+
+    def fn(tmp: Path) -> list[str]:
+        p = tmp / "cfg" / name
+        p.parent.mkdir(exist_ok=True)
+        data = {"model": {"w": _Payload(tmp / "cfg" / "ran")}, "__author__": "x"}
+        if name.endswith(".pkl"):
+            p.write_bytes(pickle.dumps(data))
+        else:
+            torch.save(data, p)
+        return ["--config-file", str(INSTANT), "MODEL.WEIGHTS", str(p)]
+
+    return fn
+
+
 # (id, argv builder, exit code, text the one error line must hold); the data options of the
 # tiny dataset and OUTPUT_DIR are appended (later KEY VALUE pairs win, so cases can override)
 CASES = [
@@ -120,6 +149,18 @@ CASES = [
     ("weights_empty", _file("w.pth", b""), 1, "w.pth"),
     ("weights_text", _file("w.pth", b"hello"), 1, "w.pth"),
     ("weights_folder", _weights_folder, 1, "w.pth"),
+    (
+        "weights_pkl_running_code",
+        _code_in_weights("evil.pkl"),
+        1,
+        "evil.pkl: MODEL.WEIGHTS refused",
+    ),
+    (
+        "weights_pth_running_code",
+        _code_in_weights("evil.pth"),
+        1,
+        "evil.pth: MODEL.WEIGHTS refused",
+    ),
     (
         "eval_only_without_weights",
         lambda t: ["--config-file", str(INSTANT), "--eval-only"],

@@ -2,7 +2,9 @@
 memory bounds, order and completeness of the stream, and SpermPredictor/video on random weights.
 """
 
-from pathlib import Path
+import gc
+import mmap
+import os
 
 import cv2
 import numpy as np
@@ -14,6 +16,7 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.data.synthetic import render_video_frames
 from sperm_d2.inference import SpermPredictor
 from sperm_d2.inference import batch_size as bs
+from sperm_d2.inference import pass_memory
 from sperm_d2.inference.pass_memory import MemoryProbe
 from sperm_d2.inference.video import predict_video
 
@@ -154,14 +157,39 @@ def test_out_of_memory_splits_the_batch_and_lowers_the_ceiling(monkeypatch):
     assert [o for _, outs in out for o in outs] == [f"out{x}" for x in range(50)]
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
+@pytest.mark.skipif(
+    not os.access("/proc/self/clear_refs", os.W_OK), reason="resets the peak RSS (Linux /proc)"
+)
 def test_cpu_memory_probe_bounds_a_pass_from_above():
+    """Whatever ran before: a peak set earlier in the process (here 256 MB, freed again) must
+    not stand in for the pass's own need, and the pass's pages are fresh (an anonymous mapping,
+    not memory an allocator may still hold resident from an earlier test)."""
+    old = np.ones(256 * 2**20, dtype=np.uint8)  # every page touched: the process peak
+    del old  # (a large block is unmapped: the RSS falls, the peak stays)
+    gc.collect()  # nothing an earlier test left is freed during the pass
+    earlier_peak = pass_memory.process_peak_rss()
     probe = MemoryProbe("cpu")
     assert probe.free() > 0
+    with mmap.mmap(-1, 64 * 2**20) as block:
+        probe.start()
+        np.frombuffer(block, dtype=np.uint8)[:] = 1  # 64 MB, every page touched
+        need = probe.stop()
+        assert block[-1] == 1
+    assert 63 * 2**20 <= need < 128 * 2**20  # the pass's own, not the earlier 256 MB peak
+    # the reset lowered the kernel's peak; the process peak is still known
+    assert pass_memory.process_peak_rss() >= earlier_peak >= 256 * 2**20
+
+
+def test_cpu_memory_probe_without_a_peak_reset_measures_nothing(monkeypatch, tmp_path):
+    """Where the peak cannot be reset (no /proc, not writable) a pass's need is unknown, not a
+    number an earlier peak may have hidden; the calibration then goes by time alone."""
+    monkeypatch.setattr(pass_memory, "_CLEAR_REFS", str(tmp_path / "missing" / "clear_refs"))
+    probe = MemoryProbe("cpu")
     probe.start()
-    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MB, every page touched
-    need = probe.stop()
-    assert int(block[-1]) == 1 and need >= 63 * 2**20
+    assert probe.stop() is None
+    cal = bs.BatchCalibration(rounds=1)
+    cal.record(1, False, 1.0, None)
+    assert cal.next_pass(free_bytes=2**20) == (2, False)  # unknown memory bounds no size
 
 
 # ---- SpermPredictor on random weights -------------------------------------------------------

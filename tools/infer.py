@@ -27,6 +27,7 @@ from pathlib import Path
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.atomic import check_output_dir
 from sperm_d2.cli import run, tool_main
+from sperm_d2.errors import InputError
 from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
 from sperm_d2.inference.arguments import non_negative, positive_int, unit_interval
 from sperm_d2.inference.model_source import check_model_source
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_inference(predictor, args.input, opts)
     if not summary["processed"]:
         first = summary["skipped"][0] if summary["skipped"] else {"path": "?", "reason": "?"}
-        raise ValueError(
+        raise InputError(
             f"nothing processed: {len(summary['skipped'])} input(s) skipped "
             f"(first: {first['path']}: {first['reason']}); {args.output} not written"
         )

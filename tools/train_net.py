@@ -11,7 +11,8 @@ Usage:
     python tools/train_net.py --config-file ... --num-gpus 2   # 2 processes (GPUs, or CPU/gloo)
 
 The config, datasets, OUTPUT_DIR and MODEL.WEIGHTS are checked before the run folder is made;
-any problem is one line on stderr (exit 2: config/data, 1: checkpoint or a failed run).
+any problem is one line on stderr (exit 2: config/data, 1: checkpoint or a failed run); an
+unexpected error is a bug: its traceback, one line asking for a report, exit 70.
 
 The run folder (OUTPUT_DIR) receives config.yaml, run_info.json, checkpoints, model_best.pth with
 best_model.json, metrics.json, results.csv and plot_*.png (see sperm_d2.engine); training into a
@@ -22,7 +23,7 @@ eval_info.json and eval_inference/, leaving a training's own files alone.
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import INPUT_ERRORS, run, tool_main
 from sperm_d2.config import ConfigError
 from sperm_d2.engine import (
     CheckpointError,
@@ -32,15 +33,21 @@ from sperm_d2.engine import (
 )
 
 PROG = "train_net.py"
-#: config/data problems: exit 2; a checkpoint, a diverged run or a full disk: exit 1
-ERRORS = [((ConfigError,), 2), ((TrainingDivergedError, CheckpointError, OSError), 1)]
+#: config/data problems: exit 2; a checkpoint, a diverged run or a full disk: exit 1; anything
+#: else is a bug (traceback, sperm_d2.cli.BUG)
+ERRORS = [((ConfigError,), 2), ((TrainingDivergedError, CheckpointError), 1), INPUT_ERRORS]
 
 
 def get_parser() -> argparse.ArgumentParser:
     return build_argument_parser(epilog=__doc__)
 
 
-@tool_main(PROG, errors=ERRORS, interrupted="interrupted (Ctrl-C); continue it with --resume")
+@tool_main(
+    PROG,
+    errors=ERRORS,
+    interrupted="interrupted (Ctrl-C); continue it with --resume",
+    environment=1,
+)
 def main(argv: list[str] | None = None) -> int:
     launch_from_args(get_parser().parse_args(argv))
     return 0

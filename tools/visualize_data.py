@@ -16,6 +16,7 @@ from sperm_d2.cli import run, tool_main
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.data.visualize import draw_dataset
+from sperm_d2.errors import InputError
 
 PROG = "visualize_data.py"
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     names = register_sperm_datasets(cfg)
     name = args.split if args.split in names else f"{cfg.SPERM.DATASET_PREFIX}_{args.split}"
     if name not in names:
-        raise ValueError(f"--split {args.split}: no such split; registered: {names}")
+        raise InputError(f"--split {args.split}: no such split; registered: {names}")
     augmented = args.source == "augmented"
     draw_dataset(name, args.output_dir, num=args.num, cfg=cfg, augmented=augmented, seed=args.seed)
     return 0

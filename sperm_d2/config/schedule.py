@@ -4,6 +4,8 @@ import math
 
 from detectron2.config import CfgNode
 
+from sperm_d2.config.setup import ConfigError
+
 
 def apply_epoch_schedule(cfg: CfgNode, num_train_images: int) -> CfgNode:
     """Return a copy of ``cfg`` with MAX_ITER, STEPS and EVAL_PERIOD derived from SPERM.EPOCHS.
@@ -17,7 +19,7 @@ def apply_epoch_schedule(cfg: CfgNode, num_train_images: int) -> CfgNode:
     if cfg.SPERM.EPOCHS <= 0:
         return cfg
     if num_train_images <= 0:
-        raise ValueError(f"SPERM.EPOCHS={cfg.SPERM.EPOCHS} needs a non-empty training set")
+        raise ConfigError(f"SPERM.EPOCHS={cfg.SPERM.EPOCHS} needs a non-empty training set")
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     iters_per_epoch = math.ceil(num_train_images / cfg.SOLVER.IMS_PER_BATCH)

@@ -4,15 +4,17 @@ import logging
 from typing import Sequence
 
 import torch
+import yaml
 from detectron2.config import CfgNode, get_cfg
 
 from sperm_d2.config.defaults import add_sperm_config
 from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain
+from sperm_d2.errors import SpermInputError
 
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(SpermInputError, ValueError):
     """A config file or override that cannot be applied (unknown key, bad value, missing file)."""
 
 
@@ -53,9 +55,13 @@ def setup_cfg(
         except ConfigCheckError as e:
             raise ConfigError(str(e)) from None
         try:
-            cfg.merge_from_file(config_file)
+            # check_yaml_chain has read the chain with safe_load already; allow_unsafe=False
+            # keeps detectron2 from retrying a Python-tagged file with yaml.unsafe_load anyway
+            cfg.merge_from_file(config_file, allow_unsafe=False)
         except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
             raise ConfigError(f"{config_file}: {_one_line(e)}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{config_file}: invalid YAML ({_one_line(e)})") from None
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"command line: overrides come as KEY VALUE pairs, got {list(opts)}")

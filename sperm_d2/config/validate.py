@@ -20,6 +20,8 @@ import torch
 import yaml
 from detectron2.config import CfgNode
 
+from sperm_d2.errors import SpermInputError
+
 BASE_KEY = "_BASE_"
 MAX_BASE_DEPTH = 16
 
@@ -63,7 +65,7 @@ NON_NEGATIVE = (
 )
 
 
-class ConfigCheckError(ValueError):
+class ConfigCheckError(SpermInputError, ValueError):
     """Raised by the checks; :func:`sperm_d2.config.setup_cfg` turns it into a ConfigError."""
 
 

@@ -13,6 +13,7 @@ import orjson
 from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.convert import FileResult
 from sperm_d2.data.labels import LabelMap
+from sperm_d2.errors import InputError
 
 NO_INSTANCE = "none"  # image-level class of a negative image
 MIXED = "mixed"
@@ -118,4 +119,4 @@ def split_image_paths(split_json: str | os.PathLike) -> list[Path]:
         images = json.loads(split_json.read_text(encoding="utf-8"))["images"]
         return [Path(os.path.normpath(root / im["file_name"])) for im in images]
     except (ValueError, KeyError, TypeError) as e:  # not JSON, or not a COCO split
-        raise ValueError(f"{split_json}: not a COCO split ({type(e).__name__}: {e})") from None
+        raise InputError(f"{split_json}: not a COCO split ({type(e).__name__}: {e})") from None

@@ -26,6 +26,7 @@ from sperm_d2.data.geometry import PolygonBatch, instances_stats, shape_to_polyg
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
+from sperm_d2.errors import SpermInputError
 from sperm_d2.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, not_a_regular_file
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
@@ -76,7 +77,7 @@ def _inside(path: Path, roots: tuple) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
 
-class ImageProblem(ValueError):
+class ImageProblem(SpermInputError, ValueError):
     """An image that cannot be used; the message says why (without the file name)."""
 
 

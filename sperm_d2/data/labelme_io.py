@@ -35,12 +35,13 @@ from typing import Any, Sequence
 import orjson
 
 from sperm_d2.atomic import write_json_atomic
+from sperm_d2.errors import SpermInputError
 from sperm_d2.image_io import not_a_regular_file
 
 LABELME_VERSION = "5.2.1"  # the version string written; readers of 4.x/5.x accept it
 
 
-class LabelmeError(ValueError):
+class LabelmeError(SpermInputError, ValueError):
     """A labelme file that cannot be read; the message names the file and the problem."""
 
 

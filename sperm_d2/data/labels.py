@@ -23,14 +23,16 @@ from typing import Mapping, Sequence
 
 import yaml
 
+from sperm_d2.errors import SpermInputError
+
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
 
-class LabelMapError(ValueError):
+class LabelMapError(SpermInputError, ValueError):
     """A label map file that cannot be used (missing, malformed, unknown target class)."""
 
 
-class UnknownLabelError(KeyError):
+class UnknownLabelError(SpermInputError, KeyError):
     """A raw label that the label map does not list (neither as a class nor as ignored)."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable

@@ -6,6 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
+from sperm_d2.errors import InputError
+
+__all__ = ["ERROR", "WARNING", "InputError", "Problem", "count_problems"]
+
 ERROR = "error"  # the file is skipped
 WARNING = "warning"  # the file is kept, something in it was fixed or dropped
 
@@ -32,15 +36,3 @@ def count_problems(problems: Iterable[Problem]) -> dict[str, dict[str, int]]:
     for p in problems:
         out[p.level][p.kind] += 1
     return {level: dict(sorted(c.items())) for level, c in out.items()}
-
-
-class InputError(ValueError):
-    """Arguments or inputs that make a whole run impossible (not one bad file among many).
-
-    The message is one line naming the argument, file or folder; ``problems`` holds the per-file
-    problems found before giving up (e.g. when every file was skipped), to be reported too.
-    """
-
-    def __init__(self, message: str, problems: Iterable[Problem] = ()) -> None:
-        super().__init__(message)
-        self.problems = list(problems)

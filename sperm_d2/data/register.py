@@ -16,6 +16,8 @@ from typing import Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from sperm_d2.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 ENV_DATA_ROOT = "SPERM_D2_DATASETS"
@@ -35,7 +37,7 @@ def load_registered(name: str) -> list[dict]:
         return DatasetCatalog.get(name)
     except Exception as e:  # json, pycocotools and detectron2 raise many types
         json_file = getattr(MetadataCatalog.get(name), "json_file", name)
-        raise ValueError(
+        raise InputError(
             f"{json_file}: dataset {name} cannot be loaded ({type(e).__name__}: "
             f"{' '.join(str(e).split())[:300]}); re-run tools/prepare_data.py"
         ) from None
@@ -45,7 +47,7 @@ def _load_split(name: str, json_path: str, image_root: str, classes: list[str]) 
     with open(json_path, encoding="utf-8") as f:
         names = [c["name"] for c in sorted(json.load(f)["categories"], key=lambda c: c["id"])]
     if names != list(classes):
-        raise ValueError(
+        raise InputError(
             f"{json_path}: categories {names} differ from SPERM.CLASSES {list(classes)}; "
             "re-run tools/prepare_data.py with a label map of these classes"
         )

@@ -88,9 +88,9 @@ def kfold_split(
 ) -> list[tuple[list[int], list[int]]]:
     """``k`` (train, val) index pairs; the val parts are disjoint and together cover every item."""
     if k < 2:
-        raise ValueError(f"--kfold {k}: need at least 2 folds")
+        raise InputError(f"--kfold {k}: need at least 2 folds")
     if k > len(keys):
-        raise ValueError(f"--kfold {k}: only {len(keys)} images")
+        raise InputError(f"--kfold {k}: only {len(keys)} images")
     folds: list[list[int]] = [[] for _ in range(k)]
     pos = 0  # continue round-robin across strata so fold sizes differ by at most one
     for group in _groups(keys, strata, seed):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from sperm_d2.atomic import atomic_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.synthetic import render_scene, render_scene_detailed, render_video_frames
+from sperm_d2.errors import InputError
 from sperm_d2.image_io import write_image
 from sperm_d2.video_io import VideoSink
 
@@ -68,7 +69,7 @@ def make_synthetic_crops(
     Returns ``{split: {"normal": n, "abnormal": n, "skipped": n}}``.
     """
     if not 0 < num_crops <= CROP_SEED_STRIDE:
-        raise ValueError(
+        raise InputError(
             f"num_crops={num_crops}: need 1..{CROP_SEED_STRIDE} crops per split "
             "(more would reuse val scenes in test)"
         )
@@ -104,7 +105,7 @@ def write_synthetic_video(
     so ``path`` never holds a half-written video.
     """
     if num_frames < 1:
-        raise ValueError(f"{path}: num_frames={num_frames}, need at least 1 frame")
+        raise InputError(f"{path}: num_frames={num_frames}, need at least 1 frame")
     path = Path(path)
     with atomic_path(path) as tmp, VideoSink(tmp, fps=fps) as sink:
         for frame in render_video_frames(seed, height, width, num_frames):

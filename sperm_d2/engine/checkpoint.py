@@ -1,11 +1,10 @@
-"""Crash-safe checkpoints: atomic writes, ``weights_only`` loading, fallback past a corrupt file."""
+"""Crash-safe checkpoints: atomic writes, loading as data, fallback past a corrupt file."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,9 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from sperm_d2.atomic import atomic_write
+from sperm_d2.weights_io import CheckpointError, SafeCheckpointLoading, first_line
+
+__all__ = ["BEST_PREFIX", "CheckpointError", "SpermCheckpointer"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +23,7 @@ _PERIODIC = re.compile(r"^model_(\d+)\.pth$")
 BEST_PREFIX = "model_best"
 
 
-class CheckpointError(RuntimeError):
-    """No usable checkpoint to resume from (each candidate is named with its problem)."""
-
-
-class SpermCheckpointer(DetectionCheckpointer):
+class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
     """``DetectionCheckpointer`` whose files survive SIGKILL and whose resume survives corruption.
 
     * ``save`` writes to a temporary file and renames it, then updates ``last_checkpoint`` the
@@ -34,7 +32,9 @@ class SpermCheckpointer(DetectionCheckpointer):
       the newest periodic checkpoint, not from an older best one).
     * ``resume_or_load`` with ``resume=True`` tries ``last_checkpoint`` first and, if that file is
       missing, truncated or unreadable, reports it and falls back to the newest older one.
-    * Files are read with ``torch.load(weights_only=True)``: no pickled code runs on load.
+    * Files load as data (:mod:`sperm_d2.weights_io`): torch files with
+      ``torch.load(weights_only=True)``, model-zoo ``.pkl`` files with an unpickler that builds
+      numpy arrays only; a file that would run code is refused (and skipped when resuming).
     """
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -56,9 +56,6 @@ class SpermCheckpointer(DetectionCheckpointer):
         """Point ``last_checkpoint`` at ``last_filename_basename`` (atomically)."""
         with atomic_write(Path(self.save_dir) / "last_checkpoint", "w") as f:
             f.write(last_filename_basename)
-
-    def _torch_load(self, f: str) -> dict:
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
 
     def resume_candidates(self) -> list[str]:
         """Files to resume from, best first: ``last_checkpoint``, then the others newest first."""
@@ -84,7 +81,7 @@ class SpermCheckpointer(DetectionCheckpointer):
             try:
                 checkpoint = self.load(candidate)
             except Exception as e:  # torch raises many types for a truncated/garbled file
-                problem = f"{candidate}: cannot be read ({type(e).__name__}: {_first_line(e)})"
+                problem = f"{candidate}: cannot be read ({type(e).__name__}: {first_line(e)})"
                 logger.error("%s; trying the previous checkpoint", problem)
                 problems.append(problem)
                 continue
@@ -100,48 +97,9 @@ class SpermCheckpointer(DetectionCheckpointer):
     def load(self, path: str, *args: Any, **kwargs: Any) -> dict:
         """Like detectron2's ``load``, but a missing file is an error, not a silent random init."""
         if path and not os.path.isfile(path) and "://" not in path:
-            raise FileNotFoundError(f"{path}: checkpoint file not found")
+            raise CheckpointError(f"{path}: checkpoint file not found")
         try:
             return super().load(path, *args, **kwargs)
         finally:
             # detectron2 leaves this set when loading raises, which fails every later load.
             self._parsed_url_during_load = None
-
-
-def check_weights_file(path: str) -> None:
-    """Fail now, in one line, if ``path`` (``MODEL.WEIGHTS``) is not a readable checkpoint.
-
-    Local ``.pth``/``.pt`` files are opened with ``torch.load(weights_only=True)``, memory-mapped
-    where the format allows (the tensors are not read); detectron2/Caffe2 ``.pkl`` files only
-    have to exist (pickles detectron2 itself opens). URLs are left to detectron2's loader.
-
-    Raises:
-        CheckpointError: missing, empty, not a file, or not a torch checkpoint.
-    """
-    if "://" in path:
-        return
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS file not found")
-    if not p.is_file():
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS is not a file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS file is empty")
-    if p.suffix == ".pkl":
-        return
-    try:
-        # mmap (tensors not read) needs the zip format of torch >= 1.6; older files load whole
-        mmap = zipfile.is_zipfile(p)
-        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(
-            f"{path}: MODEL.WEIGHTS is not a readable torch checkpoint "
-            f"({type(e).__name__}: {_first_line(e)[:200]})"
-        ) from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS holds a {type(obj).__name__}, not weights")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "no message"

@@ -9,6 +9,8 @@ import operator
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from sperm_d2.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,7 +46,7 @@ class EarlyStopping(HookBase):
 
     def __init__(self, eval_period: int, metric: str, mode: str, patience: int) -> None:
         if mode not in ("max", "min"):
-            raise ValueError(f"early stopping mode must be 'max' or 'min', got {mode!r}")
+            raise InputError(f"early stopping mode must be 'max' or 'min', got {mode!r}")
         self._period = eval_period
         self._metric = metric
         self._better = operator.gt if mode == "max" else operator.lt

@@ -30,11 +30,12 @@ from sperm_d2.atomic import atomic_write, write_json_atomic
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
 from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import load_registered, register_sperm_datasets
-from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, check_weights_file
+from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer, inference_bf16
 from sperm_d2.grading import is_grader
 from sperm_d2.precision import amp_emulated, check_precision, for_inference
+from sperm_d2.weights_io import check_weights_file
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from detectron2.structures import Boxes, Instances
 from tabulate import tabulate
 from tqdm import tqdm
 
+from sperm_d2.errors import InputError
 from sperm_d2.evaluation.evaluators import build_evaluator
 from sperm_d2.evaluation.pixellib_ap import (
     IOU_THRESHOLD,
@@ -62,7 +63,7 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
     def images():
         for record, (image, error) in prefetch(records, lambda r: read_image(r["file_name"])):
             if image is None:  # an annotated image that cannot be read is a broken split
-                raise OSError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
+                raise InputError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
             yield record["file_name"], None, image
 
     # batched as inference is (SPERM.INFER_BATCH_SIZE), graded per batch; in the records' order

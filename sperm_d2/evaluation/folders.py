@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
 from sperm_d2.data.coco import split_image_paths
+from sperm_d2.errors import InputError, InputNotFoundError
 from sperm_d2.evaluation.classification import (
     NO_HEAD,
     GradedImage,
@@ -48,7 +49,7 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
             for folder in sorted(p for p in root.iterdir() if p.is_dir())
         }
     else:
-        raise FileNotFoundError(f"{root}: class-folder root (or COCO split .json) not found")
+        raise InputNotFoundError(f"{root}: class-folder root (or COCO split .json) not found")
     items, ignored = [], {}
     for name, files in sorted(by_folder.items()):
         cls = label_map.class_of(name)  # an unknown folder name is an error, never a guess
@@ -57,7 +58,7 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
             continue
         items += [(str(q), cls) for q in files]
     if not items:
-        raise ValueError(f"{root}: no images in folders the label map assigns to a class")
+        raise InputError(f"{root}: no images in folders the label map assigns to a class")
     return items, {"ignored_folders": ignored}
 
 

@@ -14,6 +14,7 @@ from detectron2.config import CfgNode
 from tabulate import tabulate
 
 from sperm_d2.atomic import check_output_dir, staged_dir, write_json_atomic
+from sperm_d2.errors import InputError
 from sperm_d2.evaluation.coco_split import ap_table, evaluate_coco
 from sperm_d2.evaluation.folders import evaluate_folders, list_class_folders
 
@@ -42,7 +43,7 @@ def _datasets(cfg: CfgNode, dataset: str | None, val_dataset: str | None) -> tup
     dataset = dataset or f"{prefix}_test"
     for flag, name in (("--dataset", dataset), ("--val-dataset", val_dataset)):
         if name and name not in names:
-            raise ValueError(
+            raise InputError(
                 f"{flag} {name}: not registered from SPERM.DATA_ROOT "
                 f"({cfg.SPERM.DATA_ROOT or '$SPERM_D2_DATASETS'}) with SPERM.DATASET_PREFIX "
                 f"{prefix!r} (have: {', '.join(names) or 'none'})"
@@ -69,16 +70,16 @@ def check_evaluation(
     output folder that may be (re)placed and overlaps no input (``reads``: the model's files).
     Raises ``ValueError``/``KeyError``/``OSError`` in one line naming the argument."""
     if folders and (dataset or val_dataset):
-        raise ValueError("give --folders (class folders) or --dataset (a COCO split), not both")
+        raise InputError("give --folders (class folders) or --dataset (a COCO split), not both")
     if val_folders and not folders:
-        raise ValueError(f"--val-folders {val_folders}: needs --folders to report on")
+        raise InputError(f"--val-folders {val_folders}: needs --folders to report on")
     keep = list(reads)
     if folders:
         label_map = _label_map(label_map_path, cfg.SPERM.CLASSES)
         for flag, root in (("--folders", folders), ("--val-folders", val_folders)):
             if root:
                 if not Path(root).is_dir() and not _is_split_json(root):
-                    raise ValueError(f"{flag} {root}: no such folder (or COCO split .json)")
+                    raise InputError(f"{flag} {root}: no such folder (or COCO split .json)")
                 list_class_folders(root, label_map)
                 keep.append((flag, root))
         if label_map_path:
@@ -119,7 +120,7 @@ def run_evaluation(
             result = evaluate_folders(predictor, folders, label_map, out, val_root=val_folders)
             if not result["test"]["images"]:
                 first = result["skipped"][0] if result["skipped"] else {"path": folders}
-                raise ValueError(
+                raise InputError(
                     f"--folders {folders}: nothing evaluated, all {len(result['skipped'])} "
                     f"images skipped (first: {first['path']}: {first.get('reason', '')})"
                 )

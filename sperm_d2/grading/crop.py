@@ -25,6 +25,8 @@ import math
 import cv2
 import numpy as np
 
+from sperm_d2.errors import InputError
+
 #: fewer mask pixels than this and the orientation is undefined
 MIN_PIXELS = 3
 
@@ -127,7 +129,7 @@ def model_input(crop: CanonicalCrop, mask_mode: str) -> np.ndarray:
         return (crop.image.astype(np.float32) * m + grey * (1 - m)).round().astype(np.uint8)
     if mask_mode == "none":
         return crop.image
-    raise ValueError(f"SPERM.GRADER.MASK_MODE {mask_mode!r}: use channel, suppress or none")
+    raise InputError(f"SPERM.GRADER.MASK_MODE {mask_mode!r}: use channel, suppress or none")
 
 
 def input_channels(mask_mode: str) -> int:

@@ -15,6 +15,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.utils import comm
 
+from sperm_d2.errors import InputError
 from sperm_d2.grading.augment import augment_batch
 from sperm_d2.grading.samples import HeadSamples, load_samples
 
@@ -46,7 +47,7 @@ class GraderTrainLoader:
         self.cfg = cfg
         self.samples = samples if samples is not None else train_samples(cfg)
         if len(self.samples) == 0:
-            raise ValueError(
+            raise InputError(
                 f"{', '.join(cfg.DATASETS.TRAIN)}: no annotated heads to train the grader on"
             )
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
@@ -54,7 +55,7 @@ class GraderTrainLoader:
         counts = self.samples.class_counts(self.num_classes)
         balance = cfg.SPERM.GRADER.BALANCE
         if balance not in ("sampler", "loss", "none"):
-            raise ValueError(f"SPERM.GRADER.BALANCE {balance!r}: use sampler, loss or none")
+            raise InputError(f"SPERM.GRADER.BALANCE {balance!r}: use sampler, loss or none")
         # per-sample draw probabilities: equal per class ("sampler") or uniform
         if balance == "sampler":
             p = 1.0 / counts[self.samples.labels]

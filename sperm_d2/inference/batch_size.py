@@ -123,7 +123,7 @@ class BatchCalibration:
         """Account the scheduled pass just run (``size`` images in ``seconds``)."""
         if work_bytes is not None:
             self.work_bytes[size] = max(self.work_bytes.get(size, 0), work_bytes)
-        else:
+        else:  # not measurable here (MemoryProbe): marked as run; bounds no size, time decides
             self.work_bytes.setdefault(size, 0)
         if timed:
             self.seconds[size] = self.seconds.get(size, 0.0) + seconds

@@ -3,24 +3,24 @@
 ``--run`` (or ``--config-file`` + ``--weights``) and the head grader (``--grader`` or the run's
 ``SPERM.GRADER.RUN``) are resolved into configs and checkpoint paths, and every problem — a
 missing folder, no ``config.yaml``, a missing, empty or garbage checkpoint, a grader folder that
-is no grader run, classes that disagree — is one ``ValueError`` line naming the argument.
+is no grader run, classes that disagree — is one ``InputError`` line (a ``ValueError``)
+naming the argument.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from detectron2.config import CfgNode
 
 from sperm_d2.config import setup_cfg
-from sperm_d2.engine.checkpoint import CheckpointError, check_weights_file
+from sperm_d2.errors import InputError
 from sperm_d2.grading import is_grader
 from sperm_d2.inference.runs import RUN_CHECKPOINTS, find_run_weights
+from sperm_d2.weights_io import CheckpointError, check_weights_file
 
 
 @dataclasses.dataclass
@@ -37,11 +37,11 @@ class ModelSource:
 def _run_folder(run: str, flag: str) -> Path:
     p = Path(run)
     if not p.exists():
-        raise ValueError(f"{flag} {run}: no such folder")
+        raise InputError(f"{flag} {run}: no such folder")
     if not p.is_dir():
-        raise ValueError(f"{flag} {run}: is a file, not a training run folder")
+        raise InputError(f"{flag} {run}: is a file, not a training run folder")
     if not (p / "config.yaml").is_file():
-        raise ValueError(f"{flag} {run}: not a training run folder (no config.yaml)")
+        raise InputError(f"{flag} {run}: not a training run folder (no config.yaml)")
     return p
 
 
@@ -51,11 +51,11 @@ def _run_weights(run: Path, checkpoint: str | None, flag: str) -> str:
         return str(find_run_weights(run, checkpoint or ""))
     except FileNotFoundError:
         if checkpoint:
-            raise ValueError(
+            raise InputError(
                 f"--weights {checkpoint}: no such checkpoint in the run folder {run}"
             ) from None
         names = ", ".join(RUN_CHECKPOINTS)
-        raise ValueError(f"{flag} {run}: no checkpoint ({names}) in the run folder") from None
+        raise InputError(f"{flag} {run}: no checkpoint ({names}) in the run folder") from None
 
 
 #: top-level parameter names a checkpoint of each model holds (a detector's weights given to the
@@ -66,17 +66,15 @@ GRADER_KEYS = ("stem.", "classifier.")
 
 def _check_weights(path: str, flag: str, prefixes: tuple[str, ...]) -> None:
     try:
-        check_weights_file(path)
+        obj = check_weights_file(path)  # read as data: a file that would run code is refused
     except CheckpointError as e:
-        raise ValueError(str(e).replace("MODEL.WEIGHTS", flag)) from None
-    if "://" in path or Path(path).suffix == ".pkl":
-        return  # detectron2 converts model-zoo pickles' names itself
-    mmap = zipfile.is_zipfile(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        raise InputError(str(e).replace("MODEL.WEIGHTS", flag)) from None
+    if obj is None or Path(path).suffix == ".pkl":
+        return  # a URL; detectron2 converts model-zoo pickles' names itself
     state = obj.get("model", obj)
     keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
     if not any(k.startswith(prefixes) for k in keys):
-        raise ValueError(
+        raise InputError(
             f"{flag} {path}: holds no weights of this model (no {'/'.join(prefixes)}* "
             f"parameters among its {len(keys)}); is it another model's checkpoint?"
         )
@@ -93,11 +91,11 @@ def check_model_source(
 
     ``grader``: a grader run folder, or several (an ensemble); ``None`` uses the detector
     config's ``SPERM.GRADER.RUN`` (when set; several folders separated by commas); "none" uses no
-    grader. Raises ``ValueError`` (``ConfigError`` for a bad config) in one line naming the
+    grader. Raises ``InputError`` (``ConfigError`` for a bad config) in one line naming the
     argument (``--run``, ``--weights``, ``--grader``...) and the path.
     """
     if (run is None) == (config_file is None):
-        raise ValueError("give either --run or --config-file")
+        raise InputError("give either --run or --config-file")
     if run is not None:
         run_dir = _run_folder(str(run), "--run")
         cfg = setup_cfg(str(run_dir / "config.yaml"), opts)
@@ -110,13 +108,13 @@ def check_model_source(
         reads = [Path(config_file)] + ([Path(weights)] if weights and "://" not in weights else [])
     where = str(run) if run is not None else config_file
     if is_grader(cfg):
-        raise ValueError(f"{where}: a head-grader model, not a detector; pass it as --grader")
+        raise InputError(f"{where}: a head-grader model, not a detector; pass it as --grader")
     if weights:
         _check_weights(weights, flag, DETECTOR_KEYS)
     classes = list(cfg.SPERM.CLASSES)
     num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and num != len(classes):
-        raise ValueError(
+        raise InputError(
             f"{where}: MODEL.ROI_HEADS.NUM_CLASSES = {num} but SPERM.CLASSES has {len(classes)} "
             f"({classes}); make them agree"
         )
@@ -137,7 +135,7 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
     run_dir = _run_folder(grader, flag)
     gcfg = setup_cfg(str(run_dir / "config.yaml"))
     if not is_grader(gcfg):
-        raise ValueError(
+        raise InputError(
             f"{flag} {grader}: not a head-grader run (MODEL.META_ARCHITECTURE is "
             f"{gcfg.MODEL.META_ARCHITECTURE}, not SpermHeadGrader)"
         )
@@ -145,11 +143,11 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
     _check_weights(weights, flag, GRADER_KEYS)
     classes, detector = list(gcfg.SPERM.CLASSES), list(src.cfg.SPERM.CLASSES)
     if classes != detector:
-        raise ValueError(
+        raise InputError(
             f"{flag} {grader}: grader classes {classes} differ from the detector's "
             f"SPERM.CLASSES {detector}"
         )
     if "bad" not in classes:
-        raise ValueError(f"{flag} {grader}: the grader's classes {classes} lack 'bad'")
+        raise InputError(f"{flag} {grader}: the grader's classes {classes} lack 'bad'")
     src.graders.append((gcfg, weights))
     src.reads.append(run_dir)

@@ -1,10 +1,28 @@
 """The memory one forward pass needs and the memory free on its device, in bytes: what bounds
-the auto batch size (:mod:`sperm_d2.inference.batch_size`)."""
+the auto batch size (:mod:`sperm_d2.inference.batch_size`).
+
+On the CPU the pass's need is the process's peak RSS during the pass minus its RSS before.
+The peak (``VmHWM``) is reset right before the pass by writing ``5`` to
+``/proc/self/clear_refs`` (Linux): without the reset, a peak set earlier in the process hides
+the pass's own (it measured 0 for a pass that needed 64 MB). Where the peak cannot be reset or
+read, the need is unknown (``None``) and the batch size is chosen by time alone.
+
+The reset lowers the kernel's peak for the whole process: ``ru_maxrss`` of
+``getrusage(RUSAGE_SELF)`` (and the maximum RSS ``wait4``/``time -v`` report for the process)
+then count only from the last reset. :func:`process_peak_rss` keeps the peak across resets;
+read the process peak with it, not with ``ru_maxrss``.
+"""
 
 import os
 import resource
+import sys
 
 import torch
+
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+#: the highest peak RSS (bytes) a reset has erased in this process (see process_peak_rss)
+_erased_peak = 0
 
 
 class MemoryProbe:
@@ -33,18 +51,18 @@ class MemoryProbe:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._before = torch.cuda.memory_allocated(self.device)
         else:
-            self._before = self._rss()
+            self._before = self._rss() if reset_peak_rss() else 0
 
     def stop(self) -> int | None:
-        """Bytes the pass needed above what was held before it (CPU: an upper bound, from the
-        process's peak RSS, which only grows); ``None`` where it cannot be read."""
+        """Bytes the pass needed above what was held before it, ``None`` where that cannot be
+        measured. On the CPU an upper bound: the process's peak RSS since :meth:`start` reset
+        it (other threads' memory included) minus the RSS at the start."""
         if self.cuda:
             return max(0, torch.cuda.max_memory_allocated(self.device) - self._before)
         if not self._before:
             return None
-        # ru_maxrss is in KiB on Linux, the only platform with /proc/self/statm. The peak is not
-        # reset before the pass (/proc/self/clear_refs could): others read it (bench_infer.py)
-        return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._before)
+        peak = _vm_hwm()
+        return None if peak is None else max(0, peak - self._before)
 
     def _rss(self) -> int:
         try:
@@ -64,3 +82,42 @@ def _mem_available() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _vm_hwm() -> int | None:
+    """The process's peak RSS since it started or was last reset (``VmHWM``), in bytes."""
+    try:
+        with open(_STATUS) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux ``clear_refs``); whether it was.
+    The peak it erases is kept for :func:`process_peak_rss`."""
+    global _erased_peak
+    peak = _vm_hwm()
+    if peak is None:
+        return False
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")  # 5: reset the peak RSS only (1-4 clear page bits, not used here)
+    except OSError:
+        return False
+    # only a rise and fall between the read above and the reset is lost (a few lines apart)
+    _erased_peak = max(_erased_peak, peak)
+    return True
+
+
+def process_peak_rss() -> int:
+    """The process's peak RSS in bytes since it started, the peaks erased by
+    :func:`reset_peak_rss` included (``ru_maxrss`` alone misses them)."""
+    peak = _vm_hwm()
+    if peak is None:  # not Linux: ru_maxrss is never reset there (bytes on macOS, KiB elsewhere)
+        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = usage if sys.platform == "darwin" else usage * 1024
+    return max(_erased_peak, peak)

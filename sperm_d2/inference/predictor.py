@@ -22,11 +22,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from sperm_d2.errors import InputError
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, stream_batches
 from sperm_d2.inference.grader import HeadGrader
@@ -34,6 +34,7 @@ from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
+from sperm_d2.inference.weights import load_model_weights
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
 
@@ -101,7 +102,7 @@ class SpermPredictor:
         self.model = use_sperm_roi_align(build_model(cfg)).eval()
         self.weights = str(cfg.MODEL.WEIGHTS if weights is None else weights)
         if self.weights:
-            DetectionCheckpointer(self.model).load(self.weights)
+            load_model_weights(self.model, self.weights)  # as data: no pickled code runs
         else:
             logger.warning("no weights given: the model keeps its random initialisation")
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
@@ -110,7 +111,7 @@ class SpermPredictor:
         self.window_scale = self._resize_scale(self.tile, self.tile) if self.tile else 1.0
         size = cfg.SPERM.INFER_BATCH_SIZE if batch_size is None else batch_size
         if int(size) < 0:
-            raise ValueError(f"SPERM.INFER_BATCH_SIZE must be >= 0 (0 = auto), got {size}")
+            raise InputError(f"SPERM.INFER_BATCH_SIZE must be >= 0 (0 = auto), got {size}")
         self.batch_size = int(size)  # 0 = auto
         self.calibration: BatchCalibration | None = None
         # SPERM.INFER_PRECISION: CPU bf16 autocast or fp32 (outputs are fp32 either way)

@@ -9,6 +9,7 @@ from typing import Sequence
 from detectron2.config import CfgNode
 
 from sperm_d2.config import setup_cfg
+from sperm_d2.errors import InputNotFoundError
 
 #: checkpoint names tried, in order, in a run folder
 RUN_CHECKPOINTS = ("model_best.pth", "model_final.pth")
@@ -21,12 +22,12 @@ def find_run_weights(run_dir: str | os.PathLike, checkpoint: str = "") -> Path:
     for name in names:
         if (run_dir / name).is_file():
             return run_dir / name
-    raise FileNotFoundError(f"{run_dir}: no checkpoint ({', '.join(names)}) in the run folder")
+    raise InputNotFoundError(f"{run_dir}: no checkpoint ({', '.join(names)}) in the run folder")
 
 
 def run_config(run_dir: str | os.PathLike, opts: Sequence[str] = ()) -> CfgNode:
     """The resolved ``config.yaml`` of a training run folder (``opts`` applied on top)."""
     config = Path(run_dir) / "config.yaml"
     if not config.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
+        raise InputNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
     return setup_cfg(str(config), opts)

@@ -14,6 +14,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from sperm_d2.errors import InputError
+
 # re-exported: image decoding lives in sperm_d2.image_io (shared with data and evaluation)
 from sperm_d2.image_io import (  # noqa: F401
     IMAGE_EXTS,
@@ -104,7 +106,7 @@ def check_inputs(inputs: list[str]) -> list[InputFile]:
     if problems:
         first, more = problems[0], len(problems) - 1
         others = f" (and {more} more input{'s' * (more > 1)} like it)" if more else ""
-        raise ValueError(f"--input {first['path']}: {first['reason']}{others}")
+        raise InputError(f"--input {first['path']}: {first['reason']}{others}")
     return files
 
 
@@ -156,7 +158,7 @@ class VideoFrames:
 
     def __init__(self, path: str | os.PathLike, stride: int = 1) -> None:
         if stride < 1:
-            raise ValueError(f"frame stride must be >= 1, got {stride}")
+            raise InputError(f"frame stride must be >= 1, got {stride}")
         self.path, self.stride, self.frames_read = str(path), stride, 0
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:

@@ -1,0 +1,159 @@
+"""Model files load as data: a pickle that would run code is refused at every entry point.
+
+Each malicious file is built here: its ``__reduce__`` would create a marker file when unpickled
+by plain ``pickle`` (as detectron2's checkpointer reads ``.pkl`` files). Every test asserts the
+refusal names the file and the marker was never created.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sperm_d2.engine.checkpoint import SpermCheckpointer
+from sperm_d2.inference.model_source import check_model_source
+from sperm_d2.inference.weights import SafeCheckpointer
+from sperm_d2.weights_io import CheckpointError, check_weights_file, load_weights
+
+from .conftest import REPO
+
+INSTANT = str(REPO / "configs/quick_schedules/sperm_mask_rcnn_R_50_FPN_instant_test.yaml")
+
+
+class _Payload:
+    """Unpickled by plain ``pickle``, this creates ``marker`` (``open(marker, "w")``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _evil_pkl(folder: Path, name: str = "evil.pkl") -> tuple[Path, Path]:
+    marker = folder / f"{name}.ran"
+    path = folder / name
+    path.write_bytes(pickle.dumps({"model": {"w": _Payload(marker)}, "__author__": "x"}))
+    return path, marker
+
+
+def _evil_pth(folder: Path, name: str = "evil.pth") -> tuple[Path, Path]:
+    marker = folder / f"{name}.ran"
+    path = folder / name
+    torch.save({"model": {"weight": _Payload(marker)}}, path)
+    return path, marker
+
+
+EVIL = [_evil_pkl, _evil_pth]
+
+
+def test_plain_pickle_would_run_the_payload(tmp_path) -> None:
+    """The test files are what they claim: plain ``pickle`` runs them."""
+    path, marker = _evil_pkl(tmp_path)
+    pickle.loads(path.read_bytes())
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("make", EVIL)
+def test_the_loader_refuses_code_naming_file_and_global(tmp_path, make) -> None:
+    path, marker = make(tmp_path)
+    with pytest.raises(CheckpointError, match=rf"{path.name}: refused to load: .*\bio\.open") as e:
+        load_weights(path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match=path.name):
+        check_weights_file(str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_model_zoo_pickle_of_numpy_arrays_loads(tmp_path, protocol) -> None:
+    weights = {"linear.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.int64(3)}
+    path = tmp_path / "zoo.pkl"
+    data = {"model": weights, "__author__": "Detectron2 Model Zoo"}
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    loaded = load_weights(path)
+    assert loaded["__author__"] == "Detectron2 Model Zoo"
+    assert np.array_equal(loaded["model"]["linear.weight"], weights["linear.weight"])
+    assert loaded["model"]["n"] == 3
+
+
+def test_a_caffe2_pickle_is_converted_as_detectron2_does(tmp_path) -> None:
+    blobs = {"conv1_w": np.ones((2, 2), np.float32), "conv1_w_momentum": np.zeros((2, 2))}
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    loaded = load_weights(path)
+    assert loaded["__author__"] == "Caffe2" and loaded["matching_heuristics"] is True
+    assert list(loaded["model"]) == ["conv1_w"]
+
+
+@pytest.mark.parametrize("make", EVIL)
+def test_checkpointer_load_refuses_code(tmp_path, make) -> None:
+    path, marker = make(tmp_path)
+    for checkpointer in (SpermCheckpointer(nn.Linear(3, 2)), SafeCheckpointer(nn.Linear(3, 2))):
+        with pytest.raises(CheckpointError, match=path.name):
+            checkpointer.load(str(path))
+    assert not marker.exists()
+
+
+def test_checkpointer_loads_a_model_zoo_pickle(tmp_path) -> None:
+    model = nn.Linear(3, 2)
+    weight = np.full((2, 3), 7, np.float32)
+    bias = np.array([1, 2], np.float32)
+    path = tmp_path / "zoo.pkl"
+    path.write_bytes(pickle.dumps({"model": {"weight": weight, "bias": bias}, "__author__": "t"}))
+    SpermCheckpointer(model).load(str(path))
+    assert torch.equal(model.weight, torch.from_numpy(weight))
+    SafeCheckpointer(nn.Linear(3, 2)).load(str(path))
+
+
+def test_resume_through_last_checkpoint_naming_a_pkl_refuses_it(tmp_path) -> None:
+    path, marker = _evil_pkl(tmp_path, "model_0000009.pkl")
+    (tmp_path / "last_checkpoint").write_text(path.name)
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*model_0000009.pkl.*refused"):
+        SpermCheckpointer(nn.Linear(3, 2), str(tmp_path)).resume_or_load("", resume=True)
+    assert not marker.exists()
+
+
+def test_resume_skips_a_refused_last_checkpoint_for_an_older_good_one(tmp_path) -> None:
+    ckpt = SpermCheckpointer(nn.Linear(3, 2), str(tmp_path))
+    ckpt.save("model_0000001", iteration=1)
+    path, marker = _evil_pkl(tmp_path, "model_0000009.pkl")
+    (tmp_path / "last_checkpoint").write_text(path.name)
+    left = SpermCheckpointer(nn.Linear(3, 2), str(tmp_path)).resume_or_load("", resume=True)
+    assert left["iteration"] == 1 and not marker.exists()
+
+
+@pytest.mark.parametrize("make", EVIL)
+def test_model_source_refuses_code_in_weights(tmp_path, make) -> None:
+    path, marker = make(tmp_path)
+    with pytest.raises(ValueError, match=rf"{path.name}: --weights refused to load"):
+        check_model_source(config_file=INSTANT, weights=str(path))
+    with pytest.raises(ValueError, match=rf"{path.name}: MODEL.WEIGHTS refused to load"):
+        check_model_source(config_file=INSTANT, opts=["MODEL.WEIGHTS", str(path)])
+    assert not marker.exists()
+
+
+def test_infer_cli_refuses_a_malicious_pkl_in_one_line(tmp_path) -> None:
+    path, marker = _evil_pkl(tmp_path)
+    (tmp_path / "in").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "tools/infer.py", "--config-file", INSTANT, "--weights", str(path)]
+        + ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("infer.py: ")]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("infer.py: error: "), proc.stderr
+    assert str(path) in lines[0] and "refused" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()
