@@ -61,3 +61,44 @@ def test_tally_recall_precision_median_iou_and_border_accuracy():
 def test_empty_tally_is_nan_not_an_error():
     s = HeadMatchTally().summary()
     assert all(math.isnan(s[k]) for k in ("recall50", "precision50", "median_iou"))
+
+
+def test_heads_evaluator_scores_ground_truth_as_perfect_and_empty_output_as_missed(tiny_dataset):
+    import torch
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import Boxes, Instances
+    from pycocotools import mask as mask_util
+
+    from sperm_d2.evaluation.heads_evaluator import HeadsEvaluator
+    from sperm_d2.masks import segmentation_to_rle
+
+    records = DatasetCatalog.get(tiny_dataset.names["val"])
+    ev = HeadsEvaluator(tiny_dataset.names["val"], score_threshold=0.5, distributed=False)
+
+    def outputs(record, perfect: bool) -> list[dict]:
+        h, w = record["height"], record["width"]
+        anns = record["annotations"] if perfect else []
+        masks = np.stack(
+            [mask_util.decode(segmentation_to_rle(a["segmentation"], h, w)) for a in anns]
+            or [np.zeros((h, w), np.uint8)]
+        )[: len(anns)].astype(bool)
+        inst = Instances((h, w))
+        inst.pred_masks = torch.from_numpy(masks)
+        inst.scores = torch.full((len(anns),), 0.9)
+        inst.pred_boxes = Boxes(torch.zeros((len(anns), 4)))
+        inst.pred_classes = torch.zeros(len(anns), dtype=torch.int64)
+        return [{"instances": inst}]
+
+    ev.reset()
+    for r in records:
+        ev.process([{"image_id": r["image_id"]}], outputs(r, True))
+        ev.process([{"image_id": r["image_id"]}], outputs(r, True))  # padding repeats: once
+    s = ev.evaluate()["heads"]
+    n = sum(len(r["annotations"]) for r in records)
+    assert s["gt_heads"] == n and s["recall50"] == 1.0 and s["precision50"] == 1.0
+    assert s["median_iou"] == 1.0 and s["border_accuracy"] == 1.0
+    ev.reset()
+    for r in records:
+        ev.process([{"image_id": r["image_id"]}], outputs(r, False))
+    s = ev.evaluate()["heads"]
+    assert s["recall50"] == 0.0 and math.isnan(s["median_iou"])
