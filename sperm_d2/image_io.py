@@ -1,6 +1,15 @@
 """Image files shared by every layer (data, evaluation, inference, reports): the one list of image
 extensions, decoding that reports a bad file as a value, checked encoding with atomic writes, and
-the one grid tiler for contact sheets. Plain OpenCV/PIL/numpy: no detectron2, no torch."""
+the one grid tiler for contact sheets. Plain OpenCV/PIL/numpy: no detectron2, no torch.
+
+Orientation, one rule for every reader: an image is the upright image a viewer and labelme show,
+its EXIF orientation tag applied exactly once. :func:`read_image` (OpenCV, inference and
+evaluation) does so for every format; conversion's size check (``data/convert.py:image_size``)
+measures the upright size with :func:`exif_orientation` read after decoding; detectron2's
+training reader (``detection_utils.read_image``) applies the tag itself, which is right except
+for a format Pillow already turns upright on open while still reporting the tag (a TIFF, Pillow
+>= 10): it would be turned twice, so :func:`preoriented_exif_tag` finds those and
+``prepare_data.py`` refuses them (``infer.py --labelme`` writes them upright without the tag)."""
 
 from __future__ import annotations
 
@@ -24,6 +33,39 @@ IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp
 #: claiming more is refused before any pixel buffer is allocated.
 MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
+
+
+#: EXIF tag of the image orientation; orientations 5-8 swap width and height
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def exif_orientation(im: Image.Image) -> int | None:
+    """The EXIF orientation tag of an open PIL image (2-8: still to apply), or ``None``. Read
+    after ``im.load()`` it is what is left to apply once Pillow has decoded the pixels (Pillow
+    applies and removes a TIFF's tag on load); read before, the tag as stored."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: no orientation, as detectron2
+        return None
+    return value if value in range(2, 9) else None
+
+
+def preoriented_exif_tag(path: str | os.PathLike) -> int | None:
+    """The stored EXIF orientation (2-8) of an image Pillow turns upright on open while still
+    reporting the tag before decoding (a TIFF), which detectron2's training reader therefore
+    turns a second time; ``None`` for every other image, and for a file PIL cannot read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                stored = exif_orientation(im)
+                if stored is None:
+                    return None
+                im.load()
+                return stored if exif_orientation(im) != stored else None
+    except Exception:  # noqa: BLE001 - unreadable: the reader that decodes it says why
+        return None
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -54,7 +96,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
     Never raises for a bad file: a missing or unreadable file, a folder, FIFO or device
     (:func:`not_a_regular_file`), an empty, oversized (header over :data:`MAX_IMAGE_PIXELS`),
     truncated or corrupt image is a reason, decoded in full (OpenCV refuses truncated data
-    instead of padding it)."""
+    instead of padding it). The image is upright: its EXIF orientation applied once."""
     special = not_a_regular_file(path)
     if special:
         return None, special
