@@ -33,6 +33,23 @@ IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp
 #: claiming more is refused before any pixel buffer is allocated.
 MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
+#: Smallest image side and largest aspect ratio read: a 1-px image or a 10000x20 strip holds no
+#: head, and the test-size resize turns its short side into 0-2 px (a crash in the model);
+#: refused by prepare_data.py, skipped and listed by infer.py and evaluate.py.
+MIN_IMAGE_SIDE = 16
+MAX_ASPECT_RATIO = 20
+
+
+def image_shape_problem(width: int, height: int) -> str | None:
+    """Why an image of ``width`` x ``height`` px is not read (naming the limit), or ``None``."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return f"is {width}x{height} px, below the smallest side of {MIN_IMAGE_SIDE} px"
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (
+            f"is {width}x{height} px, longer than {MAX_ASPECT_RATIO} times its width (the "
+            f"largest aspect ratio read is {MAX_ASPECT_RATIO}:1)"
+        )
+    return None
 
 
 #: EXIF tag of the image orientation; orientations 5-8 swap width and height
@@ -96,7 +113,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
     Never raises for a bad file: a missing or unreadable file, a folder, FIFO or device
     (:func:`not_a_regular_file`), an empty, oversized (header over :data:`MAX_IMAGE_PIXELS`),
     truncated or corrupt image is a reason, decoded in full (OpenCV refuses truncated data
-    instead of padding it). The image is upright: its EXIF orientation applied once."""
+    instead of padding it), and so is an image too small or too elongated to hold a head
+    (:func:`image_shape_problem`). The image is upright: its EXIF orientation applied once."""
     special = not_a_regular_file(path)
     if special:
         return None, special
@@ -118,6 +136,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
         return None, f"cannot decode image ({' '.join(str(e).split())[-120:]})"
     if image is None:
         return None, "cannot decode image (truncated, corrupt or unsupported format)"
+    shape = image_shape_problem(image.shape[1], image.shape[0])
+    if shape:
+        return None, f"image {shape}"
     return image, None
 
 

@@ -6,6 +6,7 @@ drops; 4. folder debris; 5. output name collisions; 6. weights that fit the mode
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,19 @@ from sperm_d2.data.labels import LabelMap
 from sperm_d2.image_io import preoriented_exif_tag, read_image
 
 from .conftest import REPO
+from .hostile_inputs import load_tool, run_main
+from .test_hostile_inputs_infer import EVALUATE, FAST, INFER, INSTANT, make_workspace, save_run
+
+PREPARE = load_tool("prepare_data")
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> Path:
+    """A detector run folder of the instant config with random weights."""
+    run = tmp_path_factory.mktemp("models") / "detector"
+    save_run(run, INSTANT)
+    return run
+
 
 LABELS = REPO / "configs" / "labels" / "default.yaml"
 
@@ -111,3 +125,78 @@ def test_labelme_export_of_a_turned_tiff_is_accepted_by_prepare(tmp_path):
     assert (res.width, res.height) == (UPRIGHT_W, UPRIGHT_H)
     assert _head_is_bright(d2_read_image(str(out / "turned.tif"), format="BGR"))
     assert Image.open(src).getexif().get(0x0112) == 6  # the input is untouched
+
+
+# --- 2. tiny or extreme images -----------------------------------------------------------------
+
+#: (name, height, width): a 1-px image, a 10000x20 strip, one side below the limit
+EXTREME = [("dot", 1, 1), ("strip", 20, 10000), ("sliver", 64, 8)]
+
+
+def _extreme_labelme(folder: Path, name: str, h: int, w: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(folder / f"{name}.png")
+    write_labelme_json(folder / f"{name}.json", folder / f"{name}.png", h, w, [])
+
+
+@pytest.mark.parametrize("name,h,w", EXTREME)
+def test_prepare_refuses_tiny_or_extreme_images_naming_file_and_limit(tmp_path, name, h, w):
+    """Before: accepted, then training's final evaluation crashed on them. Now: refused."""
+    _extreme_labelme(tmp_path, name, h, w)
+    ctx = ConvertContext(tmp_path, tmp_path, LabelMap.load(LABELS))
+    res = convert_labelme_file(tmp_path / f"{name}.json", ctx)
+    assert not res.ok and len(res.problems) == 1
+    message = res.problems[0].message
+    assert f"{name}.png" in message and f"{w}x{h}" in message
+    assert ("16 px" in message) if min(h, w) < 16 else ("20:1" in message)
+
+
+def test_prepare_from_folders_refuses_tiny_crops_in_one_line_each(tmp_path):
+    from sperm_d2.data.synthetic_io import make_synthetic_crops
+
+    make_synthetic_crops(tmp_path / "crops", 12, size=64)
+    crops = tmp_path / "crops" / "val"
+    folder = sorted(p for p in crops.iterdir() if p.is_dir())[0]
+    for name, h, w in EXTREME[:2]:
+        _png(folder / f"{name}.png", h, w)
+    argv = ["--input", str(crops), "--from-folders", "--output", str(tmp_path / "root")]
+    res = run_main(PREPARE.main, [*argv, "--split", "0.5,0.5"])
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    lines = res.lines("prepare_data.py")
+    for name, text in (("dot", "16 px"), ("strip", "20:1")):
+        [line] = [line for line in lines if f"/{name}." in line]
+        assert line.startswith("prepare_data.py: ERROR ") and text in line, line
+
+
+def _png(path: Path, h: int, w: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(path)
+    return path
+
+
+def test_infer_skips_and_lists_tiny_or_extreme_images(tmp_path, detector):
+    """Before: a 1-px or 10000x20 image stopped the whole infer.py run. Now: skipped and listed
+    with the limit, the other images processed, exit 1."""
+    ws = make_workspace(tmp_path)
+    for name, h, w in EXTREME[:2]:
+        _png(ws / "sample" / f"{name}.png", h, w)
+    argv = ["--run", str(detector), "--grader", "none", "--input", str(ws / "sample")]
+    res = run_main(INFER.main, [*argv, "--output", str(ws / "out"), *FAST])
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr[-2000:])
+    summary = json.loads((ws / "out" / "summary.json").read_text())
+    assert summary["processed"] == 2
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    assert "16 px" in reasons["dot.png"] and "20:1" in reasons["strip.png"]
+
+
+def test_evaluate_folders_skips_and_lists_tiny_images(tmp_path, detector):
+    ws = make_workspace(tmp_path)
+    _png(ws / "crops" / "abnormal" / "dot.png", 1, 1)
+    argv = ["--run", str(detector), "--grader", "none", "--folders", str(ws / "crops")]
+    argv += ["--label-map", str(LABELS), "--output", str(ws / "ev"), "--score-floor", "0", *FAST]
+    res = run_main(EVALUATE.main, argv)
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr[-2000:])
+    metrics = json.loads((ws / "ev" / "metrics.json").read_text())
+    [skipped] = metrics["skipped"]
+    assert skipped["path"].endswith("dot.png") and "16 px" in skipped["reason"]
+    assert metrics["test"]["images"] == 4

@@ -32,6 +32,7 @@ from sperm_d2.image_io import (
     MAX_IMAGE_PIXELS,
     TRANSPOSED_ORIENTATIONS,
     exif_orientation,
+    image_shape_problem,
     not_a_regular_file,
 )
 
@@ -101,7 +102,8 @@ def image_size(data: bytes) -> tuple[int, int, str]:
     Raises:
         ImageProblem: not an image, over :data:`MAX_IMAGE_PIXELS`, more than 8 bits in one
             channel (:data:`_CLIPPED_MODES`), truncated or corrupt, or an orientation tag
-            detectron2's training reader would apply twice (a turned TIFF).
+            detectron2's training reader would apply twice (a turned TIFF), or a size out of
+            :func:`sperm_d2.image_io.image_shape_problem`'s limits.
     """
     try:
         with warnings.catch_warnings():
@@ -140,6 +142,9 @@ def image_size(data: bytes) -> tuple[int, int, str]:
             "and detectron2's training reader applies again (it would train on a turned image): "
             "save it upright without the orientation tag (e.g. as PNG)"
         )
+    shape = image_shape_problem(w, h)
+    if shape:
+        raise ImageProblem(shape)
     return (h, w, fmt) if orientation in TRANSPOSED_ORIENTATIONS else (w, h, fmt)
 
 
