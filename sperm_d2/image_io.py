@@ -27,8 +27,17 @@ from PIL import Image, UnidentifiedImageError
 
 from sperm_d2.atomic import write_bytes_atomic
 
-#: Extensions read as images everywhere (inputs of infer.py, class folders, auto-annotation).
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+#: Extensions read as images everywhere, the one list of every tool: labelme images and class
+#: folders in prepare_data.py, inputs of infer.py, class folders of evaluate.py. GIF is one:
+#: OpenCV (inference) and detectron2's training reader decode it alike (its first frame).
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
+
+def accepted_formats() -> str:
+    """:data:`IMAGE_EXTS` for a message: ``.bmp, .gif, .jpeg, ...``."""
+    return ", ".join(sorted(IMAGE_EXTS))
+
+
 #: Largest image decoded (PIL's decompression-bomb threshold, ~9459 x 9459 pixels): a header
 #: claiming more is refused before any pixel buffer is allocated.
 MAX_IMAGE_PIXELS = 89_478_485

@@ -200,3 +200,66 @@ def test_evaluate_folders_skips_and_lists_tiny_images(tmp_path, detector):
     [skipped] = metrics["skipped"]
     assert skipped["path"].endswith("dot.png") and "16 px" in skipped["reason"]
     assert metrics["test"]["images"] == 4
+
+
+# --- 3. one list of image formats ----------------------------------------------------------------
+
+
+def _gif(path: Path, h: int = 64, w: int = 48) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(path)
+    return path
+
+
+def test_gif_is_read_alike_by_every_tool(tmp_path):
+    """Before: prepare_data accepted a labelme file on a GIF while infer.py, evaluate.py and
+    --from-folders dropped GIFs in a folder without a word. Now GIF is in the one list."""
+    from detectron2.data.detection_utils import read_image as d2_read_image
+
+    from sperm_d2.data.labels import LabelMap
+    from sperm_d2.evaluation.folders import list_class_folders
+    from sperm_d2.inference.sources import expand_inputs
+
+    gif = _gif(tmp_path / "lab" / "cell.gif")
+    write_labelme_json(tmp_path / "lab" / "cell.json", gif, 64, 48, [])
+    ctx = ConvertContext(tmp_path / "lab", tmp_path / "lab", LabelMap.load(LABELS))
+    assert convert_labelme_file(tmp_path / "lab" / "cell.json", ctx).ok  # prepare_data
+    assert np.array_equal(d2_read_image(str(gif), format="BGR"), read_image(gif)[0])  # train/infer
+    files, problems = expand_inputs([str(tmp_path / "lab")])  # infer.py folder expansion
+    assert [Path(f.path).name for f in files] == ["cell.gif"] and not problems
+    _gif(tmp_path / "crops" / "abnormal" / "c.gif")
+    items, _ = list_class_folders(tmp_path / "crops", LabelMap.load(LABELS))  # evaluate.py
+    assert [Path(p).name for p, _ in items] == ["c.gif"]
+
+
+def test_from_folders_reads_gif_crops(tmp_path):
+    from sperm_d2.data.synthetic_io import make_synthetic_crops
+
+    make_synthetic_crops(tmp_path / "crops", 12, size=64)
+    crops = tmp_path / "crops" / "val"
+    folder = sorted(p for p in crops.iterdir() if p.is_dir())[0]
+    png = sorted(folder.glob("*.png"))[0]
+    Image.open(png).convert("RGB").save(png.with_suffix(".gif"))
+    png.unlink()
+    argv = ["--input", str(crops), "--from-folders", "--output", str(tmp_path / "root")]
+    res = run_main(PREPARE.main, [*argv, "--split", "0.5,0.5"])
+    assert res.code in (0, 1), res.stderr
+    written = {
+        Path(img["file_name"]).name
+        for split in ("train", "val")
+        for img in json.loads((tmp_path / f"root/annotations/{split}.json").read_text())["images"]
+    }
+    assert png.with_suffix(".gif").name in written
+
+
+def test_labelme_image_of_another_format_is_refused_naming_the_list(tmp_path):
+    """A format PIL reads but inference's list does not (PPM): refused at conversion, not
+    trained on and then dropped by infer.py."""
+    path = tmp_path / "cell.ppm"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(path)
+    write_labelme_json(tmp_path / "cell.json", path, 32, 32, [])
+    res = convert_labelme_file(
+        tmp_path / "cell.json", ConvertContext(tmp_path, tmp_path, LabelMap.load(LABELS))
+    )
+    assert not res.ok and ".ppm" in res.problems[0].message and ".gif" in res.problems[0].message

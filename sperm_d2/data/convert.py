@@ -31,8 +31,10 @@ from sperm_d2.image_io import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     TRANSPOSED_ORIENTATIONS,
+    accepted_formats,
     exif_orientation,
     image_shape_problem,
+    is_image_path,
     not_a_regular_file,
 )
 
@@ -197,7 +199,7 @@ def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
             width, height, fmt = image_size(doc.image_data)
         except ImageProblem as e:
             return _error(res, "unreadable_image", f"embedded imageData {e}")
-        ext = {"jpeg": "jpg"}.get(fmt, fmt)
+        ext = {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt)
         out = ctx.output_root / EMBEDDED_DIR / Path(res.json_rel).with_suffix(f".{ext}")
         res.embedded = doc.image_data
         return out.resolve(), doc.image_data, (width, height)
@@ -305,6 +307,14 @@ def _convert(json_path: Path, res: FileResult, ctx: ConvertContext) -> FileResul
     if located is None:
         return res
     image_path, data, size = located
+    if not is_image_path(image_path):  # the one list of formats every tool reads
+        _error(
+            res,
+            "unreadable_image",
+            f"image {image_path.name}: {image_path.suffix or 'no extension'} is not an accepted "
+            f"image format ({accepted_formats()})",
+        )
+        return res
     if size is None:
         try:
             size = image_size(data)[:2]
