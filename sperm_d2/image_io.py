@@ -94,6 +94,35 @@ def preoriented_exif_tag(path: str | os.PathLike) -> int | None:
         return None
 
 
+#: Folders and files that NAS boxes, file managers and archivers leave beside the data (their
+#: thumbnails look like images: read as crops they leak between splits and count samples twice).
+#: Any name starting with "." is debris too (``.thumbnails/``, AppleDouble ``._x.png``, a killed
+#: run's staging folder, the tools' manifests).
+DEBRIS_NAMES = frozenset(
+    {
+        "@eadir",  # Synology thumbnails
+        "__macosx",  # macOS zip resource forks
+        "#recycle",  # Synology recycle bin
+        "$recycle.bin",  # Windows recycle bin
+        "system volume information",
+        "thumbs.db",  # Windows thumbnail cache
+        "desktop.ini",
+    }
+)
+
+
+def is_debris(name: str) -> bool:
+    """Whether a file or folder name is debris (:data:`DEBRIS_NAMES`, case-insensitive, or a
+    dot-name), never an input."""
+    return name.startswith(".") or name.lower() in DEBRIS_NAMES
+
+
+def in_debris(rel: str | os.PathLike) -> bool:
+    """Whether the path ``rel`` (relative to an input folder) is or lies in debris: the one rule
+    of every folder walk (prepare_data.py, --from-folders, infer.py, evaluate.py --folders)."""
+    return any(is_debris(part) for part in Path(rel).parts)
+
+
 def is_image_path(path: str | os.PathLike) -> bool:
     """Whether ``path`` has one of :data:`IMAGE_EXTS` (case-insensitive); the file is not read."""
     return Path(path).suffix.lower() in IMAGE_EXTS

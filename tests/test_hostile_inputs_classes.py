@@ -263,3 +263,70 @@ def test_labelme_image_of_another_format_is_refused_naming_the_list(tmp_path):
         tmp_path / "cell.json", ConvertContext(tmp_path, tmp_path, LabelMap.load(LABELS))
     )
     assert not res.ok and ".ppm" in res.problems[0].message and ".gif" in res.problems[0].message
+
+
+# --- 4. folder debris -----------------------------------------------------------------------------
+
+#: what NAS boxes, file managers and archivers leave in a class folder (relative to it)
+DEBRIS = [
+    "@eaDir/c0.png/SYNOFILE_THUMB_M.png",
+    ".thumbnails/c0.png",
+    "__MACOSX/c0.png",
+    "._c0.png",
+    ".hidden/c0.png",
+    "Thumbs.db",
+    "#recycle/old.png",
+]
+
+
+def _with_debris(folder: Path, good: Path) -> None:
+    for rel in DEBRIS:
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(good.read_bytes())
+
+
+def test_every_folder_walk_ignores_debris(tmp_path):
+    """Before: infer.py read @eaDir/ and __MACOSX/ thumbnails as samples, evaluate.py --folders
+    and --from-folders every thumbnail (crops leaking between splits, samples counted twice).
+    Now one rule (sperm_d2.image_io.in_debris) in every walk."""
+    from sperm_d2.data.prepare import find_labelme_files
+    from sperm_d2.evaluation.folders import list_class_folders
+    from sperm_d2.inference.sources import expand_inputs
+
+    crops = tmp_path / "crops"
+    good = _png(crops / "abnormal" / "c0.png", 32, 32)
+    _with_debris(crops / "abnormal", good)
+    _with_debris(crops, good)  # debris beside the class folders too
+    files, _ = expand_inputs([str(crops)])  # infer.py, a folder
+    assert [Path(f.path).name for f in files] == ["c0.png"] and files[0].path == str(good)
+    files, _ = expand_inputs([str(crops / "**" / "*.png")])  # infer.py, a recursive glob
+    assert [f.path for f in files] == [str(good)]
+    items, info = list_class_folders(crops, LabelMap.load(LABELS))  # evaluate.py --folders
+    assert [p for p, _ in items] == [str(good)] and not info["ignored_folders"]
+    labelme = tmp_path / "labelme"
+    write_labelme_json(labelme / "a.json", _png(labelme / "a.png", 32, 32), 32, 32, [])
+    for rel in ("@eaDir/a.json", "__MACOSX/a.json", "._a.json", ".thumbnails/a.json"):
+        (labelme / rel).parent.mkdir(parents=True, exist_ok=True)
+        (labelme / rel).write_text((labelme / "a.json").read_text())
+    assert find_labelme_files(labelme) == [labelme / "a.json"]  # prepare_data.py
+
+
+def test_from_folders_ignores_debris(tmp_path):
+    from sperm_d2.data.synthetic_io import make_synthetic_crops
+
+    make_synthetic_crops(tmp_path / "crops", 12, size=64)
+    crops = tmp_path / "crops" / "val"
+    n = len(list(crops.glob("*/*.png")))
+    for folder in [p for p in crops.iterdir() if p.is_dir()]:
+        _with_debris(folder, sorted(folder.glob("*.png"))[0])
+    _with_debris(crops, sorted(crops.rglob("*.png"))[0])
+    argv = ["--input", str(crops), "--from-folders", "--output", str(tmp_path / "root")]
+    res = run_main(PREPARE.main, [*argv, "--split", "0.5,0.5"])
+    assert res.code == 0, res.stderr
+    names = [
+        img["file_name"]
+        for split in ("train", "val")
+        for img in json.loads((tmp_path / f"root/annotations/{split}.json").read_text())["images"]
+    ]
+    assert len(names) == n and not [x for x in names if "@eaDir" in x or "/." in x or "MACOSX" in x]

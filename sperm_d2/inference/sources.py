@@ -20,6 +20,7 @@ from sperm_d2.errors import InputError
 from sperm_d2.image_io import (  # noqa: F401
     IMAGE_EXTS,
     MAX_IMAGE_PIXELS,
+    in_debris,
     not_a_regular_file,
     read_image,
 )
@@ -55,13 +56,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            # hidden entries (a killed run's staging folder, tool manifests) are not inputs; a
-            # broken symlink, FIFO or device named like an image is one, to be skipped and listed
-            # (read_image / video_info say why), never dropped unseen
+            # folder debris (thumbnails, dot-files, a killed run's staging folder) is not
+            # input; a broken symlink, FIFO or device named like an image is one, to be skipped
+            # and listed (read_image / video_info say why), never dropped unseen
             found = sorted(
                 q
                 for q in p.rglob("*")
-                if kind_of(q) and not q.is_dir() and not _hidden(q.relative_to(p))
+                if kind_of(q) and not q.is_dir() and not in_debris(q.relative_to(p))
             )
             base = p.resolve().name or "root"  # "." and "dir/" name their sample too
             for q in found:
@@ -80,7 +81,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
                     str(p), InputFile(str(p), kind_of(p), p.parent.name or ".", p.name)
                 )
         else:
-            matches = sorted(m for m in glob.glob(spec, recursive=True) if kind_of(m))
+            root = _glob_root(spec)
+            matches = sorted(
+                m
+                for m in glob.glob(spec, recursive=True)
+                if kind_of(m) and not in_debris(os.path.relpath(m, root))
+            )
             for m in matches:
                 q = Path(m)
                 files.setdefault(
@@ -94,8 +100,14 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     return list(files.values()), problems
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _glob_root(spec: str) -> Path:
+    """The folder a glob's pattern starts in (its parts before the first wildcard)."""
+    parts = []
+    for part in Path(spec).parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
 
 
 def check_inputs(inputs: list[str]) -> list[InputFile]:
@@ -119,12 +131,7 @@ def input_anchors(spec: str) -> list[Path]:
         return [p]
     if "**" not in spec:
         return [Path(m) for m in sorted(glob.glob(spec))]
-    parts = []
-    for part in p.parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return [Path(*parts) if parts else Path(".")]
+    return [_glob_root(spec)]
 
 
 def video_info(path: str | os.PathLike) -> dict:
