@@ -20,7 +20,14 @@ from sperm_d2.image_io import preoriented_exif_tag, read_image
 
 from .conftest import REPO
 from .hostile_inputs import load_tool, run_main
-from .test_hostile_inputs_infer import EVALUATE, FAST, INFER, INSTANT, make_workspace, save_run
+from .test_hostile_inputs_infer import (
+    EVALUATE,
+    FAST,
+    INFER,
+    INSTANT,
+    make_workspace,
+    save_run,
+)
 
 PREPARE = load_tool("prepare_data")
 
@@ -330,3 +337,69 @@ def test_from_folders_ignores_debris(tmp_path):
         for img in json.loads((tmp_path / f"root/annotations/{split}.json").read_text())["images"]
     ]
     assert len(names) == n and not [x for x in names if "@eaDir" in x or "/." in x or "MACOSX" in x]
+
+
+# --- 5. output names ------------------------------------------------------------------------------
+
+
+def test_output_names_and_samples_are_distinct(tmp_path):
+    """Before: x.png + x.jpg wrote one overlays/x.png; a/x.png and b/x.png named as files one
+    x.png; two folders named sample were one sample (counted together in report.html)."""
+    from sperm_d2.inference.sources import expand_inputs
+
+    for rel in ("s/x.png", "s/x.jpg", "a/x.png", "b/x.png", "r1/sample/y.png", "r2/sample/y.png"):
+        _png(tmp_path / rel, 32, 32)
+    specs = ["s", "a/x.png", "b/x.png", "r1/sample", "r2/sample"]
+    files, problems = expand_inputs([str(tmp_path / s) for s in specs])
+    assert not problems and len(files) == 6
+    stems = [str(Path(f.relpath).with_suffix("")).casefold() for f in files]
+    assert len(set(stems)) == 6, [f.relpath for f in files]
+    by_path = {str(Path(f.path).relative_to(tmp_path)): f for f in files}
+    assert (
+        by_path["s/x.png"].relpath == "s/x_png.png" and by_path["s/x.jpg"].relpath == "s/x_jpg.jpg"
+    )
+    assert by_path["a/x.png"].relpath == "a/x.png" and by_path["b/x.png"].relpath == "b/x.png"
+    assert by_path["r1/sample/y.png"].group == "r1/sample"
+    assert by_path["r2/sample/y.png"].group == "r2/sample"
+    # names that do not collide stay as they were
+    files, _ = expand_inputs([str(tmp_path / "a")])
+    assert [(f.group, f.relpath) for f in files] == [("a", "a/x.png")]
+
+
+def test_infer_writes_every_colliding_input_and_a_245_character_name(tmp_path, detector):
+    """Before: one overlay for x.png + x.jpg, and a 245-character name stopped the whole run
+    (its temporary file name was too long). Now: one output per input, exit 0."""
+    ws = tmp_path / "ws"
+    long_name = "h" * 241 + ".png"
+    for rel in ("s/x.png", "s/x.jpg", "r1/sample/y.png", "r2/sample/y.png", f"s/{long_name}"):
+        _png(ws / rel, 64, 64)
+    inputs = [str(ws / s) for s in ("s", "r1/sample", "r2/sample")]
+    argv = ["--run", str(detector), "--grader", "none", "--input", *inputs, "--labelme"]
+    res = run_main(INFER.main, [*argv, "--output", str(ws / "out"), *FAST])
+    assert res.exception is None and res.code == 0, (res.exception, res.stderr[-2000:])
+    overlays = sorted(
+        str(p.relative_to(ws / "out/overlays")) for p in (ws / "out/overlays").rglob("*.*")
+    )
+    assert overlays == sorted(
+        ["r1/sample/y.png", "r2/sample/y.png", "s/x_jpg.png", "s/x_png.png", f"s/{long_name}"]
+    )
+    assert len(list((ws / "out/labelme").rglob("*.json"))) == 5
+    summary = json.loads((ws / "out" / "summary.json").read_text())
+    assert summary["processed"] == 5
+
+
+def test_a_second_run_into_an_output_being_written_is_refused(tmp_path, detector):
+    """Before: the second run's output silently replaced the first's. Now: one line, exit 2."""
+    from sperm_d2.atomic import lock_output, unlock_output
+
+    ws = make_workspace(tmp_path)
+    out = ws / "out"
+    held = lock_output(out)  # what a live infer.py run holds while it writes
+    try:
+        argv = ["--run", str(detector), "--grader", "none", "--input", str(ws / "sample")]
+        res = run_main(INFER.main, [*argv, "--output", str(out), *FAST])
+    finally:
+        unlock_output(out, held)
+    assert res.exception is None and res.code == 2
+    [line] = res.lines("infer.py")
+    assert "--output" in line and "another run is writing" in line and not out.exists()
