@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sperm_d2.data.convert import ConvertContext, convert_labelme_file
@@ -23,6 +24,7 @@ from .hostile_inputs import load_tool, run_main
 from .test_hostile_inputs_infer import (
     EVALUATE,
     FAST,
+    GRADER,
     INFER,
     INSTANT,
     make_workspace,
@@ -403,3 +405,72 @@ def test_a_second_run_into_an_output_being_written_is_refused(tmp_path, detector
     assert res.exception is None and res.code == 2
     [line] = res.lines("infer.py")
     assert "--output" in line and "another run is writing" in line and not out.exists()
+
+
+# --- 6. weights that fit the model only in part --------------------------------------------
+
+
+def _weights(path: Path, config: str, opts: list[str] = ()) -> Path:
+    from detectron2.modeling import build_model
+
+    from sperm_d2.config import setup_cfg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": build_model(setup_cfg(config, list(opts))).state_dict()}, path)
+    return path
+
+
+THREE_CLASSES = ["SPERM.CLASSES", "['good', 'bad', 'amorphous']"]
+
+
+@pytest.mark.parametrize("kind", ["class_count", "architecture"])
+def test_infer_and_evaluate_refuse_weights_that_fit_in_part(tmp_path, kind):
+    """Before: loaded with random heads, exit 0. Now: one line naming the file and layers."""
+    ws = make_workspace(tmp_path)
+    if kind == "class_count":
+        weights = _weights(ws / "w" / "three.pth", INSTANT, THREE_CLASSES)
+        layer = "roi_heads.box_predictor.cls_score"
+    else:  # R-101's weights for the R-50 model: its extra res4 blocks do not fit
+        weights = _weights(ws / "w" / "r101.pth", INSTANT, ["MODEL.RESNETS.DEPTH", "101"])
+        layer = "backbone.bottom_up.res4.6"
+    model = ["--config-file", INSTANT, "--weights", str(weights), "--grader", "none"]
+    infer = [*model, "--input", str(ws / "sample"), "--output", str(ws / "out"), *FAST]
+    evaluate = [*model, "--folders", str(ws / "crops"), "--label-map", str(LABELS)]
+    evaluate += ["--output", str(ws / "ev"), *FAST]
+    for tool, argv, out in (("infer.py", infer, "out"), ("evaluate.py", evaluate, "ev")):
+        main = INFER.main if tool == "infer.py" else EVALUATE.main
+        res = run_main(main, argv)
+        assert res.exception is None and res.code == 2, (tool, res.exception, res.stderr[-1500:])
+        [line] = res.lines(tool)
+        assert str(weights) in line and "only in part" in line and layer in line, line
+        assert not (ws / out).exists()
+
+
+def test_training_may_fine_tune_from_another_class_count_and_names_fresh_layers(tmp_path, caplog):
+    import logging
+
+    from detectron2.modeling import build_model
+
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.engine.checkpoint import SpermCheckpointer
+
+    weights = _weights(tmp_path / "three.pth", INSTANT, THREE_CLASSES)
+    model = build_model(setup_cfg(INSTANT))
+    with caplog.at_level(logging.WARNING):
+        SpermCheckpointer(model).load(str(weights))  # no error: fine-tuning may start here
+    text = caplog.text
+    for layer in ("roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"):
+        assert layer in text
+    assert "roi_heads.mask_head.predictor" in text  # one mask per class: fresh too
+
+
+def test_weights_of_another_model_altogether_stay_refused(tmp_path):
+    """The grader's weights for the detector share no layer: refused as before (one line)."""
+    ws = make_workspace(tmp_path)
+    weights = _weights(ws / "w" / "grader.pth", GRADER)
+    argv = ["--config-file", INSTANT, "--weights", str(weights), "--grader", "none"]
+    argv += ["--input", str(ws / "sample"), "--output", str(ws / "out"), *FAST]
+    res = run_main(INFER.main, argv)
+    assert res.exception is None and res.code == 2
+    [line] = res.lines("infer.py")
+    assert str(weights) in line and "no weights of this model" in line
