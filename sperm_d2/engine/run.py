@@ -35,7 +35,7 @@ from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer, inference_bf16
 from sperm_d2.grading import is_grader
-from sperm_d2.precision import amp_emulated, check_precision, for_inference
+from sperm_d2.precision import amp_emulated, for_inference
 from sperm_d2.weights_io import check_weights_file
 
 logger = logging.getLogger(__name__)
@@ -105,10 +105,6 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
             cfg.SOLVER.STEPS,
             cfg.TEST.EVAL_PERIOD,
         )
-    try:
-        check_precision(cfg.SPERM.INFER_PRECISION)
-    except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
     if amp_emulated(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE):
         # Emulated bf16 trains slower than fp32, so AMP (which the grader's config turns on
         # wherever it helps) means fp32 here; the saved config.yaml says so.
