@@ -474,3 +474,28 @@ def test_weights_of_another_model_altogether_stay_refused(tmp_path):
     assert res.exception is None and res.code == 2
     [line] = res.lines("infer.py")
     assert str(weights) in line and "no weights of this model" in line
+
+
+def test_a_split_written_before_the_size_limit_is_refused_in_one_line(tmp_path):
+    """A COCO split an earlier prepare_data.py wrote with a 1-px image: training and evaluate.py
+    --dataset refuse it in one line when the split is read (it crashed training's evaluation)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from sperm_d2.data.register import load_registered, register_split
+    from sperm_d2.errors import InputError
+
+    _png(tmp_path / "dot.png", 1, 1)
+    coco = {
+        "images": [{"id": 1, "file_name": "dot.png", "width": 1, "height": 1}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "good"}, {"id": 2, "name": "bad"}],
+    }
+    (tmp_path / "test.json").write_text(json.dumps(coco))
+    name = register_split("tiny_split_test", tmp_path / "test.json", tmp_path, ["good", "bad"])
+    try:
+        with pytest.raises(InputError, match="dot.png is 1x1 px, below the smallest side") as e:
+            load_registered(name)
+        assert "\n" not in str(e.value) and "test.json" in str(e.value)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
