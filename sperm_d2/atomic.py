@@ -27,6 +27,15 @@ logger = logging.getLogger(__name__)
 
 #: the lock file a live staging folder holds (see :func:`staged_dir`)
 STAGING_LOCK = ".staging.lock"
+#: the most characters of a file's name its temporary files, staging folders and lock take: with
+#: their random part and suffix they stay under the 255-byte name limit of common file systems,
+#: however long the name they stand for (a 245-character image name gave a too-long temp name)
+TEMP_NAME_CHARS = 64
+
+
+def _temp_prefix(name: str) -> str:
+    """The hidden prefix of the temporary names that stand for the file or folder ``name``."""
+    return f".{name[:TEMP_NAME_CHARS]}."
 
 
 def _read_umask() -> int:
@@ -44,7 +53,7 @@ def _temp_next_to(path: Path, suffix: str) -> tuple[int, str]:
     """``(fd, name)`` of a new hidden temporary file in ``path``'s folder (created if needed),
     with the mode a plain ``open()`` would give (mkstemp's own is 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=suffix, dir=path.parent)
     os.chmod(tmp, 0o666 & ~_UMASK)
     return fd, tmp
 
@@ -176,6 +185,11 @@ def check_output_dir(
         raise InputError(f"{flag} {path}: {anchor} is a file, not a folder")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise InputError(f"{flag} {path}: {anchor} is not writable")
+    if path.absolute().parent.is_dir():  # a run writing it now: refused before any work
+        try:
+            unlock_output(path, lock_output(path))
+        except OutputBusyError as e:
+            raise OutputBusyError(f"{flag} {e}") from None
 
 
 @contextlib.contextmanager
@@ -185,7 +199,12 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     the old outputs or the new ones, never a mix. On an exception the staging folder and any
     parent folders made for it are removed and ``path`` is left as it was. The staging folder is
     locked while it lives, so that the next run removes it if this one is killed outright
-    (:func:`remove_stale_staging`)."""
+    (:func:`remove_stale_staging`), and so is ``path`` itself (:func:`lock_output`): a second
+    run into the same folder is refused instead of replacing the first one's output.
+
+    Raises:
+        OutputBusyError: another run is building ``path`` now (nothing was made).
+    """
     path = Path(path).absolute()
     made = []  # parents created here, removed again if the run fails
     parent = path.parent
@@ -193,8 +212,80 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
         made.append(parent)
         parent = parent.parent
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output_lock = lock_output(path)
+    except OutputBusyError:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    try:
+        with _staging(path) as tmp:
+            yield tmp
+    except BaseException:
+        unlock_output(path, output_lock)  # its file first: the parents made here go too
+        output_lock = None
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    finally:
+        unlock_output(path, output_lock)
+
+
+class OutputBusyError(InputError):
+    """Another run is writing the output folder now."""
+
+
+def _output_lock_path(path: Path) -> Path:
+    return path.parent / f"{_temp_prefix(path.name)}lock"
+
+
+def lock_output(path: str | os.PathLike) -> int | None:
+    """Hold an exclusive lock on the output folder ``path`` (a hidden lock file beside it) until
+    :func:`unlock_output`; released by the system however the process ends.
+
+    Raises:
+        OutputBusyError: another live run holds it (one line naming the folder).
+    """
+    if fcntl is None:
+        return None
+    path = Path(path).absolute()
+    lock_path = _output_lock_path(path)
+    for _ in range(8):  # the holder may remove the lock file between our open and our lock
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputBusyError(
+                f"{path}: another run is writing this output folder now; wait for it to end or "
+                "name another folder"
+            ) from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise OutputBusyError(f"{path}: cannot lock this output folder (its lock keeps changing)")
+
+
+def unlock_output(path: str | os.PathLike, fd: int | None) -> None:
+    """Release :func:`lock_output`'s lock and remove its file."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(_output_lock_path(Path(path).absolute()))
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _staging(path: Path) -> Iterator[Path]:
+    """:func:`staged_dir`'s body, with the output folder locked."""
     remove_stale_staging(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".partial", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     lock = None
     try:
@@ -204,7 +295,9 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp / STAGING_LOCK)  # not an output; the lock itself lasts until close
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = Path(
+                tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".old", dir=path.parent)
+            )
             os.replace(path, old / path.name)
         try:
             os.replace(tmp, path)
@@ -217,9 +310,6 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
         raise
     finally:
         if lock is not None:
@@ -245,7 +335,7 @@ def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
     removed = []
     if fcntl is None:
         return removed
-    pattern = f".{glob.escape(path.name)}.*.partial"
+    pattern = f"{glob.escape(_temp_prefix(path.name))}*.partial"
     for folder in sorted(path.parent.glob(pattern)):
         try:
             fd = os.open(folder / STAGING_LOCK, os.O_RDWR)

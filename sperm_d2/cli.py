@@ -13,6 +13,7 @@ were skipped").
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import logging
@@ -106,6 +107,63 @@ def tool_main(
         return wrapped
 
     return wrap
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old flag name kept for one release: stores into the new flag's ``dest`` and prints one
+    warning line naming the new flag."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated and goes in the next "
+            f"release; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Accept ``old`` as a hidden, deprecated spelling of the already added flag ``new``: same
+    type, choices and destination; using it prints ``<prog>: warning: <old> is deprecated ...;
+    use <new>`` once. ``--help`` and README show only ``new``."""
+    action = next(a for a in parser._actions if new in a.option_strings)
+    parser.add_argument(
+        old,
+        dest=action.dest,
+        type=action.type,
+        choices=action.choices,
+        nargs=action.nargs,
+        metavar=action.metavar,
+        default=argparse.SUPPRESS,  # the new flag's default stands
+        action=_DeprecatedFlag,
+        new=new,
+        help=argparse.SUPPRESS,
+    )
+
+
+#: help of ``--opts``, the one config-override flag of every tool that builds a config
+OPTS_HELP = "config overrides KEY VALUE ... (last on the command line)"
+
+
+def add_opts_argument(parser: argparse.ArgumentParser, trailing: bool = False) -> None:
+    """``--opts KEY VALUE ...``: every tool that builds a config takes its overrides this way
+    (detectron2's demo). ``trailing=True`` for a parser that also takes them bare at the end, as
+    detectron2's own ``train_net.py`` and ``visualize_data.py`` do (its positional ``opts``):
+    both then work, and :func:`config_overrides` joins them."""
+    dest = "opts_flag" if trailing else "opts"
+    parser.add_argument("--opts", dest=dest, nargs=argparse.REMAINDER, default=[], help=OPTS_HELP)
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``KEY VALUE`` overrides of a parser built with ``add_opts_argument(trailing=True)``:
+    the trailing ones, then those after ``--opts`` (also when ``--opts`` follows trailing ones,
+    where argparse leaves it inside the trailing list)."""
+    trailing = [t for t in (getattr(args, "opts", None) or []) if t != "--opts"]
+    return trailing + list(getattr(args, "opts_flag", None) or [])
 
 
 def run(main: Main, basic_logging: bool = True) -> None:

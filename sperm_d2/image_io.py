@@ -1,6 +1,15 @@
 """Image files shared by every layer (data, evaluation, inference, reports): the one list of image
 extensions, decoding that reports a bad file as a value, checked encoding with atomic writes, and
-the one grid tiler for contact sheets. Plain OpenCV/PIL/numpy: no detectron2, no torch."""
+the one grid tiler for contact sheets. Plain OpenCV/PIL/numpy: no detectron2, no torch.
+
+Orientation, one rule for every reader: an image is the upright image a viewer and labelme show,
+its EXIF orientation tag applied exactly once. :func:`read_image` (OpenCV, inference and
+evaluation) does so for every format; conversion's size check (``data/convert.py:image_size``)
+measures the upright size with :func:`exif_orientation` read after decoding; detectron2's
+training reader (``detection_utils.read_image``) applies the tag itself, which is right except
+for a format Pillow already turns upright on open while still reporting the tag (a TIFF, Pillow
+>= 10): it would be turned twice, so :func:`preoriented_exif_tag` finds those and
+``prepare_data.py`` refuses them (``infer.py --labelme`` writes them upright without the tag)."""
 
 from __future__ import annotations
 
@@ -18,12 +27,100 @@ from PIL import Image, UnidentifiedImageError
 
 from sperm_d2.atomic import write_bytes_atomic
 
-#: Extensions read as images everywhere (inputs of infer.py, class folders, auto-annotation).
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+#: Extensions read as images everywhere, the one list of every tool: labelme images and class
+#: folders in prepare_data.py, inputs of infer.py, class folders of evaluate.py. GIF is one:
+#: OpenCV (inference) and detectron2's training reader decode it alike (its first frame).
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
+
+def accepted_formats() -> str:
+    """:data:`IMAGE_EXTS` for a message: ``.bmp, .gif, .jpeg, ...``."""
+    return ", ".join(sorted(IMAGE_EXTS))
+
+
 #: Largest image decoded (PIL's decompression-bomb threshold, ~9459 x 9459 pixels): a header
 #: claiming more is refused before any pixel buffer is allocated.
 MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 1 << 30  # an image file larger than this is refused unread
+#: Smallest image side and largest aspect ratio read: a 1-px image or a 10000x20 strip holds no
+#: head, and the test-size resize turns its short side into 0-2 px (a crash in the model);
+#: refused by prepare_data.py, skipped and listed by infer.py and evaluate.py.
+MIN_IMAGE_SIDE = 16
+MAX_ASPECT_RATIO = 20
+
+
+def image_shape_problem(width: int, height: int) -> str | None:
+    """Why an image of ``width`` x ``height`` px is not read (naming the limit), or ``None``."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return f"is {width}x{height} px, below the smallest side of {MIN_IMAGE_SIDE} px"
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (
+            f"is {width}x{height} px, longer than {MAX_ASPECT_RATIO} times its width (the "
+            f"largest aspect ratio read is {MAX_ASPECT_RATIO}:1)"
+        )
+    return None
+
+
+#: EXIF tag of the image orientation; orientations 5-8 swap width and height
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def exif_orientation(im: Image.Image) -> int | None:
+    """The EXIF orientation tag of an open PIL image (2-8: still to apply), or ``None``. Read
+    after ``im.load()`` it is what is left to apply once Pillow has decoded the pixels (Pillow
+    applies and removes a TIFF's tag on load); read before, the tag as stored."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: no orientation, as detectron2
+        return None
+    return value if value in range(2, 9) else None
+
+
+def preoriented_exif_tag(path: str | os.PathLike) -> int | None:
+    """The stored EXIF orientation (2-8) of an image Pillow turns upright on open while still
+    reporting the tag before decoding (a TIFF), which detectron2's training reader therefore
+    turns a second time; ``None`` for every other image, and for a file PIL cannot read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                stored = exif_orientation(im)
+                if stored is None:
+                    return None
+                im.load()
+                return stored if exif_orientation(im) != stored else None
+    except Exception:  # noqa: BLE001 - unreadable: the reader that decodes it says why
+        return None
+
+
+#: Folders and files that NAS boxes, file managers and archivers leave beside the data (their
+#: thumbnails look like images: read as crops they leak between splits and count samples twice).
+#: Any name starting with "." is debris too (``.thumbnails/``, AppleDouble ``._x.png``, a killed
+#: run's staging folder, the tools' manifests).
+DEBRIS_NAMES = frozenset(
+    {
+        "@eadir",  # Synology thumbnails
+        "__macosx",  # macOS zip resource forks
+        "#recycle",  # Synology recycle bin
+        "$recycle.bin",  # Windows recycle bin
+        "system volume information",
+        "thumbs.db",  # Windows thumbnail cache
+        "desktop.ini",
+    }
+)
+
+
+def is_debris(name: str) -> bool:
+    """Whether a file or folder name is debris (:data:`DEBRIS_NAMES`, case-insensitive, or a
+    dot-name), never an input."""
+    return name.startswith(".") or name.lower() in DEBRIS_NAMES
+
+
+def in_debris(rel: str | os.PathLike) -> bool:
+    """Whether the path ``rel`` (relative to an input folder) is or lies in debris: the one rule
+    of every folder walk (prepare_data.py, --from-folders, infer.py, evaluate.py --folders)."""
+    return any(is_debris(part) for part in Path(rel).parts)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -54,7 +151,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
     Never raises for a bad file: a missing or unreadable file, a folder, FIFO or device
     (:func:`not_a_regular_file`), an empty, oversized (header over :data:`MAX_IMAGE_PIXELS`),
     truncated or corrupt image is a reason, decoded in full (OpenCV refuses truncated data
-    instead of padding it)."""
+    instead of padding it), and so is an image too small or too elongated to hold a head
+    (:func:`image_shape_problem`). The image is upright: its EXIF orientation applied once."""
     special = not_a_regular_file(path)
     if special:
         return None, special
@@ -76,6 +174,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray | None, str | None]:
         return None, f"cannot decode image ({' '.join(str(e).split())[-120:]})"
     if image is None:
         return None, "cannot decode image (truncated, corrupt or unsupported format)"
+    shape = image_shape_problem(image.shape[1], image.shape[0])
+    if shape:
+        return None, f"image {shape}"
     return image, None
 
 

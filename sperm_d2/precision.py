@@ -31,9 +31,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 #: "auto" turns bf16 inference on only once its accuracy has been shown equal to fp32 (issue 13:
 #: segm AP and image-level accuracy within 1 point on the demo data and one real split).
-#: Shown 2026-11-29 (benchmarks/bench_bf16_parity.py, benchmarks/RESULTS.md "bf16 parity"): the
-#: same fp32-trained models at bf16 differ by at most 0.5 points in segm AP/AP50, pixellib/mAP50
-#: and image-level (balanced) accuracy on the demo data, the HuSHeM and the SMIDS test splits.
+#: Shown by benchmarks/bench_bf16_parity.py on the demo data, the HuSHeM and the SMIDS test
+#: splits (figures and the command: benchmarks/RESULTS.md, "bf16 parity on the CPU").
 BF16_PARITY_SHOWN = True
 
 #: CPU features (``torch.cpu.get_capabilities()``) that do bf16 arithmetic in hardware:

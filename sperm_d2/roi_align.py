@@ -9,9 +9,8 @@ Two things detectron2's ``ROIAlign`` (torchvision's ``roi_align``) does that cos
   fp32, as torchvision's own autocast kernel does; the result comes back in the features' dtype.
 * torchvision's CPU kernels run on one thread whatever ``torch.get_num_threads()`` says, loop
   over channels one at a time, and the backward kernel recomputes every sample's bilinear weights
-  for every channel (it took 10x the forward). At the 2021 study's setting (R-101-FPN, 512 px,
-  batch 4, 512 ROIs per image) ROI Align's forward and backward took 5.6 of a 15 s training
-  step's CPU seconds; in the R-18 real-data config's step 18 % (``torch.profiler``, bf16).
+  for every channel. At the study's setting ROI Align was a large share of a CPU training
+  step's time (figures: ``benchmarks/RESULTS.md``, "ROI Align on the CPU").
 
 On the CPU in training, ROI Align is computed as what it is, a weighted sum of feature vectors:
 every output bin is the average of its bilinear samples, every sample the weighted sum of 4
@@ -20,13 +19,11 @@ pixel indices and weights with torchvision's rules (sample positions, the ``[-1,
 clamping at the border, the adaptive ``ceil(roi / bins)`` samples per bin) and sums the channel
 vectors with ``torch.nn.functional.embedding_bag`` over the channels-last feature table:
 vectorised over channels and multi-threaded, its backward a scatter of whole channel vectors.
-Same numbers as torchvision up to float rounding (~1e-6, ``tests/test_roi_align.py``).
-``benchmarks/bench_roi_align.py`` (2 cores): forward + backward 3.9x faster than torchvision's
-kernels on the real-data R-18 box pooler's shapes, 6.0x at the study's; in one process with
-steps alternated, the R-18 real-data config's bf16 training step is 1.14x faster (ROI Align's
-backward 163 -> 20 ms per step). Inference keeps torchvision's forward kernel: in an evaluation
+Same numbers as torchvision up to float rounding (``tests/test_roi_align.py``); its speed
+against torchvision's kernels is measured by ``benchmarks/bench_roi_align.py`` (figures in
+``benchmarks/RESULTS.md``). Inference keeps torchvision's forward kernel: in an evaluation
 round's many small calls (one image, ~16 ROIs per level) building the indices costs more than
-it saves (a SMIDS round took 1.16x as long with it).
+it saves.
 
 On other devices (CUDA) it is detectron2's ``ROIAlign`` as before, with fp32 boxes under autocast.
 """

@@ -82,21 +82,24 @@ def _staging_run(out) -> tuple[subprocess.Popen, str]:
 def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
     out = tmp_path / "infer"
     killed, stale = _staging_run(out)
-    live, busy = _staging_run(out)
+    os.kill(killed.pid, signal.SIGKILL)  # no finally runs: its staging folder stays
+    killed.wait(30)
+    assert os.path.isdir(stale)
+    live, busy = _staging_run(out)  # the killed run's locks died with it
     try:
-        os.kill(killed.pid, signal.SIGKILL)  # no finally runs: its staging folder stays
-        killed.wait(30)
-        assert os.path.isdir(stale) and os.path.isdir(busy)
-        with staged_dir(out) as tmp:
-            (tmp / "summary.json").write_text("{}")
+        assert busy and os.path.isdir(busy)
         assert not os.path.exists(stale)  # nobody held its lock
-        assert os.path.isdir(busy)  # the live run's folder is locked: left alone
-        assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # no lock file in it
+        with pytest.raises(atomic.OutputBusyError, match="another run is writing"):
+            with staged_dir(out):  # a second run into the folder a live run writes: refused
+                pass
+        assert os.path.isdir(busy) and not out.exists()  # the live run's folder left alone
     finally:
         live.kill()
         live.wait(30)
-    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
-    assert hidden == [os.path.basename(busy)]  # only the (now killed) second run's
+    with staged_dir(out) as tmp:
+        (tmp / "summary.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # no lock file in it
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_staging_without_a_lock_file_is_left_alone(tmp_path):

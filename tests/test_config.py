@@ -194,3 +194,37 @@ def test_num_classes_follows_sperm_classes_unless_stated() -> None:
     assert setup_cfg(base).MODEL.ROI_HEADS.NUM_CLASSES == 2
     with pytest.raises(ConfigError, match="NUM_CLASSES = 3 but SPERM.CLASSES has 2"):
         setup_cfg(base, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("SPERM.INFER_PRECISION", "fp16"),
+        ("SPERM.BEST_MODE", "up"),
+        ("SPERM.GRADER.MASK_MODE", "alpha"),
+        ("SPERM.GRADER.BALANCE", "oversample"),
+        ("SPERM.GRADER.TTA", "rot90"),
+        ("SPERM.INFER_BATCH_SIZE", "-1"),
+        ("SPERM.GRADER.CROP_SIZE", "0"),
+        ("SPERM.GRADER.HEAD_FRACTION", "1.5"),
+        ("SPERM.GRADER.TEST_BATCH_SIZE", "0"),
+    ],
+)
+def test_every_config_value_is_checked_when_the_config_is_built(key, value) -> None:
+    """config/validate.py checks them in setup_cfg, in one line naming the key, before any
+    model, loader or run folder exists (they were checked where used, some after the run
+    folder was made)."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        setup_cfg(None, [key, value])
+    assert "\n" not in str(e.value)
+
+
+def test_config_choices_agree_with_the_modules_that_use_them() -> None:
+    from sperm_d2.config.validate import CHOICES
+    from sperm_d2.grading.model import TTA_VIEWS
+    from sperm_d2.precision import PRECISIONS
+
+    assert set(CHOICES["SPERM.GRADER.TTA"]) == set(TTA_VIEWS)
+    assert set(CHOICES["SPERM.INFER_PRECISION"]) == set(PRECISIONS)
+    for mode in CHOICES["SPERM.GRADER.MASK_MODE"]:
+        input_channels(mode)  # every allowed mode is one the crop knows

@@ -488,9 +488,10 @@ def test_jpeg_check_fails_exactly_where_a_full_decode_fails(kw) -> None:
 
 def test_tiny_jpeg_is_checked_too() -> None:
     buf = io.BytesIO()
-    Image.new("RGB", (3, 2), (10, 20, 30)).save(buf, format="JPEG")
+    # the smallest size read (sperm_d2.image_io.MIN_IMAGE_SIDE): 2x2 px at libjpeg's 1/8 scale
+    Image.new("RGB", (17, 16), (10, 20, 30)).save(buf, format="JPEG")
     data = buf.getvalue()
-    assert image_size(data) == (3, 2, "jpeg")
+    assert image_size(data) == (17, 16, "jpeg")
     assert _outcome(image_size, data[:-30]) == _outcome(_ref_image_size, data[:-30])
 
 

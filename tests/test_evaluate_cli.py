@@ -43,7 +43,7 @@ def test_evaluate_cli_folders_prints_metrics_and_writes_figures(tiny_dataset, tm
         str(root),
         "--output",
         str(out),
-        "--min-score",
+        "--score-floor",
         "0.0",
         "--opts",
         "TEST.DETECTIONS_PER_IMAGE",

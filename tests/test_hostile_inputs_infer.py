@@ -256,8 +256,8 @@ INFER_REFUSED = [
 EVAL_FOLDERS = ["--folders", "{ws}/crops", "--label-map", LABELS, "--output", "{ws}/ev"]
 
 EVAL_REFUSED = [
-    ("eval_min_score_nan", None, [*CFG, *EVAL_FOLDERS, "--min-score", "nan"], "--min-score"),
-    ("eval_min_score_two", None, [*CFG, *EVAL_FOLDERS, "--min-score", "2"], "--min-score"),
+    ("eval_score_floor_nan", None, [*CFG, *EVAL_FOLDERS, "--score-floor", "nan"], "--score-floor"),
+    ("eval_score_floor_two", None, [*CFG, *EVAL_FOLDERS, "--score-floor", "2"], "--score-floor"),
     (
         "eval_folders_missing",
         None,
@@ -429,7 +429,7 @@ def test_overwrite_replaces_an_earlier_output_wholly(models, ws) -> None:
 def test_evaluate_skips_a_bad_crop_and_lists_it(models, ws, caplog) -> None:
     (ws / "crops" / "abnormal" / "bomb.png").write_bytes(png_header(100000, 100000))
     before = snapshot(ws / "crops")
-    argv = _argv([*CFG, *EVAL_FOLDERS, "--min-score", "0", *FAST], ws, models)
+    argv = _argv([*CFG, *EVAL_FOLDERS, "--score-floor", "0", *FAST], ws, models)
     with caplog.at_level(logging.WARNING):
         res = run_main(EVALUATE.main, argv)
     assert res.exception is None and res.code == 1, res.stderr
@@ -482,7 +482,7 @@ def test_special_files_are_skipped_and_listed_never_waited_on(models, ws, caplog
 
 
 def test_evaluate_skips_a_fifo_among_the_crops(models, ws, caplog) -> None:
-    argv = _argv([*CFG, *EVAL_FOLDERS, "--min-score", "0", *FAST], ws, models)
+    argv = _argv([*CFG, *EVAL_FOLDERS, "--score-floor", "0", *FAST], ws, models)
     with fifo_watchdog([ws / "crops" / "abnormal" / "pipe.png"]) as fired:
         with caplog.at_level(logging.WARNING):
             res = run_main(EVALUATE.main, argv)

@@ -232,7 +232,7 @@ def _label_map(text: str | bytes):
     def fn(src: Path, tmp: Path) -> list[str]:
         p = tmp / "labels.yaml"
         p.write_bytes(text if isinstance(text, bytes) else text.encode())
-        return ["--labels", str(p)]
+        return ["--label-map", str(p)]
 
     return fn
 
@@ -277,7 +277,7 @@ REFUSED = [
     ("seed_negative", _args("--seed", "-1"), "--seed"),
     ("image_root_missing", _args("--image-root", "/no/such/folder"), "--image-root"),
     ("contact_sheet_alone", _args("--contact-sheet", "x.png"), "--contact-sheet"),
-    ("labels_missing", _args("--labels", "/no/such/labels.yaml"), "labels.yaml"),
+    ("labels_missing", _args("--label-map", "/no/such/labels.yaml"), "labels.yaml"),
     (
         "labels_duplicate_key",
         _label_map("classes: [good, bad]\nlabels:\n  t: bad\n  t: good\n"),
@@ -386,7 +386,14 @@ BALANCE_REFUSED = [
     ),
     (
         "labels_missing",
-        lambda s, t: ["--input", str(s), "--output", str(t / "b"), "--labels", str(t / "x.yaml")],
+        lambda s, t: [
+            "--input",
+            str(s),
+            "--output",
+            str(t / "b"),
+            "--label-map",
+            str(t / "x.yaml"),
+        ],
         "x.yaml",
     ),
 ]

@@ -28,7 +28,7 @@ def test_one_list_of_image_extensions_is_used_everywhere():
 
 
 def test_write_image_round_trips_and_refuses_what_opencv_cannot_encode(tmp_path):
-    image = np.random.default_rng(0).integers(0, 255, (9, 11, 3), np.uint8)
+    image = np.random.default_rng(0).integers(0, 255, (19, 21, 3), np.uint8)
     write_image(tmp_path / "a.png", image)
     assert np.array_equal(read_image(tmp_path / "a.png")[0], image)
     assert list(tmp_path.iterdir()) == [tmp_path / "a.png"]  # no temporary file left behind
@@ -72,5 +72,5 @@ def test_evaluation_package_still_offers_its_names_lazily():
 
 
 def test_grey_images_are_read_as_bgr(tmp_path):
-    cv2.imwrite(str(tmp_path / "g.png"), np.zeros((3, 4), np.uint8))
-    assert read_image(tmp_path / "g.png")[0].shape == (3, 4, 3)
+    cv2.imwrite(str(tmp_path / "g.png"), np.zeros((16, 24), np.uint8))
+    assert read_image(tmp_path / "g.png")[0].shape == (16, 24, 3)

@@ -43,13 +43,13 @@ def test_expand_inputs_folders_files_globs_and_problems(tree):
 
 def test_read_image_reports_problems_as_values(tmp_path):
     good = tmp_path / "g.png"
-    cv2.imwrite(str(good), np.zeros((5, 7, 3), np.uint8))
+    cv2.imwrite(str(good), np.zeros((16, 21, 3), np.uint8))
     gray = tmp_path / "gray.png"
-    cv2.imwrite(str(gray), np.zeros((5, 7), np.uint8))
+    cv2.imwrite(str(gray), np.zeros((16, 21), np.uint8))
     (tmp_path / "bad.png").write_bytes(b"xx")
     (tmp_path / "empty.png").write_bytes(b"")
-    assert read_image(good)[0].shape == (5, 7, 3)
-    assert read_image(gray)[0].shape == (5, 7, 3)  # grey images become 3-channel
+    assert read_image(good)[0].shape == (16, 21, 3)
+    assert read_image(gray)[0].shape == (16, 21, 3)  # grey images become 3-channel
     assert read_image(tmp_path / "bad.png") == (None, read_image(tmp_path / "bad.png")[1])
     assert "decode" in read_image(tmp_path / "bad.png")[1]
     assert read_image(tmp_path / "empty.png")[1] == "empty file"

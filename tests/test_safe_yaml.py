@@ -67,7 +67,7 @@ def test_a_python_tag_in_a_label_map_is_refused(tmp_path) -> None:
 def test_prepare_data_refuses_a_tagged_label_map_in_one_line(tmp_path) -> None:
     path, marker = _tagged(tmp_path, "labels.yaml", "classes: [good, bad]\nlabels:\n  x: {tag}\n")
     (tmp_path / "in").mkdir()
-    argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--labels"]
+    argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--label-map"]
     res = run_main(load_tool("prepare_data").main, argv + [str(path)])
     assert res.exception is None and res.code == 2, res.stderr
     errors = [line for line in res.lines("prepare_data.py") if "error:" in line]

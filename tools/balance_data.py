@@ -19,7 +19,7 @@ import json
 import sys
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import deprecated_alias, run, tool_main
 from sperm_d2.data.balance import balance_labelme
 from sperm_d2.data.labels import LabelMap
 
@@ -32,7 +32,8 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", required=True, help="labelme folder (not modified)")
     p.add_argument("--output", required=True, help="folder for the balanced labelme dataset")
-    p.add_argument("--labels", default="configs/labels/default.yaml", help="label map YAML")
+    p.add_argument("--label-map", default="configs/labels/default.yaml", help="label map YAML")
+    deprecated_alias(p, "--labels", "--label-map")
     p.add_argument("--target", type=int, default=None, help="images per class (default: largest)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     return p
@@ -42,7 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     counts = balance_labelme(
-        args.input, args.output, LabelMap.load(args.labels), target=args.target, seed=args.seed
+        args.input, args.output, LabelMap.load(args.label_map), target=args.target, seed=args.seed
     )
     lines = counts["skipped"].pop("lines")
     print(json.dumps(counts, indent=2))

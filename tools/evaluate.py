@@ -27,7 +27,7 @@ model, inputs or output folder, nothing evaluated), with one line saying why.
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import deprecated_alias, run, tool_main
 from sperm_d2.evaluation.run import check_evaluation, run_evaluation
 from sperm_d2.inference import SpermPredictor, add_model_arguments
 from sperm_d2.inference.arguments import unit_interval
@@ -52,8 +52,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-folders", default=None, help="the same, to choose the threshold on")
     p.add_argument("--label-map", default="configs/labels/default.yaml", help="label map YAML")
     p.add_argument(
-        "--min-score", type=unit_interval, default=0.05, help="model score floor in [0, 1]"
+        "--score-floor",
+        type=unit_interval,
+        default=0.05,
+        help="model score floor in [0, 1]: detections below it never reach the metrics (AP "
+        "needs the low-scoring ones). Not the reporting threshold (infer.py's "
+        "--confidence-threshold): that one is chosen on --val-dataset/--val-folders, else "
+        "SPERM.CONFIDENCE_THRESHOLD",
     )
+    deprecated_alias(p, "--min-score", "--score-floor")
     p.add_argument("--output", required=True, help="output folder (new, empty, or --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluate.py output")
     return p
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     # every check before a model loads or a folder is made
     src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
     check_evaluation(src.cfg, args.output, reads=[("the model", p) for p in src.reads], **mode)
-    predictor = SpermPredictor.from_source(src, args.min_score)
+    predictor = SpermPredictor.from_source(src, args.score_floor)
     result, text = run_evaluation(predictor, args.output, **mode)
     print(text)
     return 1 if result.get("skipped") else 0

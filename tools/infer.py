@@ -50,7 +50,8 @@ def get_parser() -> argparse.ArgumentParser:
         "--confidence-threshold",
         type=unit_interval,
         default=None,
-        help="minimum score in [0, 1] (default: SPERM.CONFIDENCE_THRESHOLD)",
+        help="score in [0, 1] a head needs to be reported: heads below it are left out of every "
+        "output (default: SPERM.CONFIDENCE_THRESHOLD)",
     )
     p.add_argument("--um-per-px", type=non_negative, default=None, help="µm per pixel (>= 0)")
     p.add_argument("--frame-stride", type=positive_int, default=1, help="every n-th video frame")

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import deprecated_alias, run, tool_main
 from sperm_d2.data.contact_sheet import write_contact_sheets
 from sperm_d2.data.dataset_report import format_report, problem_line
 from sperm_d2.data.labels import LabelMap
@@ -47,7 +47,8 @@ def get_parser() -> argparse.ArgumentParser:
         help="input holds one folder per class of single-cell crops: auto-annotate them",
     )
     p.add_argument("--output", required=True, help="data root to write annotations/ into")
-    p.add_argument("--labels", default="configs/labels/default.yaml", help="label map YAML")
+    p.add_argument("--label-map", default="configs/labels/default.yaml", help="label map YAML")
+    deprecated_alias(p, "--labels", "--label-map")
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val[,test] ratios")
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.add_argument("--kfold", type=int, default=0, help="write K train/val folds (test held out)")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     report = prepare_dataset(
         args.input,
         args.output,
-        LabelMap.load(args.labels),
+        LabelMap.load(args.label_map),
         ratios=parse_ratios(args.split),
         seed=args.seed,
         kfold=args.kfold,

@@ -10,6 +10,9 @@ Usage:
         MODEL.WEIGHTS output/run1/model_best.pth     # COCO AP + pixellib/mAP50 on DATASETS.TEST
     python tools/train_net.py --config-file ... --num-gpus 2   # 2 processes (GPUs, or CPU/gloo)
 
+Config overrides KEY VALUE ... come last, bare (detectron2's train_net.py) or after --opts as in
+every other tool (--opts OUTPUT_DIR output/run1); both forms may be combined.
+
 The config, datasets, OUTPUT_DIR and MODEL.WEIGHTS are checked before the run folder is made;
 any problem is one line on stderr (exit 2: config/data, 1: checkpoint or a failed run); an
 unexpected error is a bug: its traceback, one line asking for a report, exit 70.

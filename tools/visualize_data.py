@@ -6,13 +6,13 @@ first; --split takes the split suffix ("train") or the full dataset name ("sperm
 
 Example:
     python tools/visualize_data.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \\
-        --split train --source augmented --output-dir output/vis --num 8 SPERM.AUG.ROT90 True
+        --split train --source augmented --output-dir output/vis --num 8 --opts SPERM.AUG.ROT90 True
 """
 
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import add_opts_argument, config_overrides, run, tool_main
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.data.visualize import draw_dataset
@@ -36,14 +36,19 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="folder for the PNGs")
     p.add_argument("--num", type=int, default=16, help="number of images to draw")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    add_opts_argument(p, trailing=True)
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="the same overrides without --opts (detectron2's way)",
+    )
     return p
 
 
 @tool_main(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = setup_cfg(args.config_file, config_overrides(args))
     names = register_sperm_datasets(cfg)
     name = args.split if args.split in names else f"{cfg.SPERM.DATASET_PREFIX}_{args.split}"
     if name not in names:

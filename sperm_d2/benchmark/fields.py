@@ -71,7 +71,7 @@ def run_fields(run: Runner, args: argparse.Namespace, name: str, src: Path, out:
     """Prepare, train (selected on val), evaluate on test, time ``infer.py`` on the test fields."""
     data_root = out / "data"
     prepare = [sys.executable, "tools/prepare_data.py", "--input", str(src)]
-    prepare += ["--output", run.rel(data_root), "--labels", FIELD_LABELS[name]]
+    prepare += ["--output", run.rel(data_root), "--label-map", FIELD_LABELS[name]]
     prepare += ["--seed", str(args.seed), "--workers", str(args.workers), "--split", args.split]
     run(prepare, f"{name}_prepare", ok=PREPARE_OK)
     field_args = argparse.Namespace(**{**vars(args), "config": args.fields_config})

@@ -51,7 +51,7 @@ def prepare_step(
             "--from-folders",
             "--output",
             run.rel(data_root),
-            "--labels",
+            "--label-map",
             LABELS,
             "--seed",
             str(args.seed),

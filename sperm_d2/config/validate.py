@@ -6,8 +6,11 @@
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
   non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1],
   class colours that are not [R, G, B] triples, a device other than ``cpu`` or ``cuda[:N]``,
-  a class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``, and
-  a tile overlap that is not smaller than the tile (``SPERM.TILE``).
+  a class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``,
+  a tile overlap that is not smaller than the tile (``SPERM.TILE``), and a word key whose value
+  is not one of its choices (:data:`CHOICES`: precision, model-selection mode, the grader's mask
+  mode, balance and test-time augmentation). Every config value is checked here, before a model,
+  data loader or run folder exists; the modules that use a value trust it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ UNIT_INTERVAL = (
     "SOLVER.WARMUP_FACTOR",
     "SPERM.CONFIDENCE_THRESHOLD",
     "SPERM.PIXELLIB_SCORE_THRESH",
+    "SPERM.GRADER.HEAD_FRACTION",
+    "SPERM.GRADER.DROPOUT",
+    "SPERM.GRADER.LABEL_SMOOTHING",
+    "SPERM.GRADER.AUG.SHIFT",
 )
 #: keys that must be > 0
 POSITIVE = (
@@ -46,6 +53,12 @@ POSITIVE = (
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
     "SPERM.EVAL_BATCH_SIZE",
+)
+#: keys that must be > 0 in every run (inference too)
+POSITIVE_ALWAYS = (
+    "SPERM.GRADER.CROP_SIZE",
+    "SPERM.GRADER.MAX_SCALE",
+    "SPERM.GRADER.TEST_BATCH_SIZE",
 )
 #: keys that must be >= 0
 NON_NEGATIVE = (
@@ -62,7 +75,22 @@ NON_NEGATIVE = (
     "SPERM.UM_PER_PX",
     "SPERM.TILE.SIZE",
     "SPERM.TILE.OVERLAP",
+    "SPERM.INFER_BATCH_SIZE",
+    "SPERM.GRADER.FIXED_SCALE",
+    "SPERM.GRADER.MIXUP_ALPHA",
+    "SPERM.GRADER.AUG.ROTATE_DEGREES",
+    "SPERM.GRADER.AUG.HUE_DEGREES",
+    "SPERM.AUG.HUE_DEGREES",
 )
+#: word keys -> the values they take (``grading/model.py:TTA_VIEWS`` and
+#: ``precision.PRECISIONS`` are the same lists; ``tests/test_config.py`` checks that they agree)
+CHOICES = {
+    "SPERM.INFER_PRECISION": ("auto", "bf16", "fp32"),
+    "SPERM.BEST_MODE": ("max", "min"),
+    "SPERM.GRADER.MASK_MODE": ("channel", "suppress", "none"),
+    "SPERM.GRADER.BALANCE": ("sampler", "loss", "none"),
+    "SPERM.GRADER.TTA": ("none", "rot180", "flips"),
+}
 
 
 class ConfigCheckError(SpermInputError, ValueError):
@@ -196,6 +224,7 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     rules = [
         (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
         (UNIT_INTERVAL, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        (POSITIVE_ALWAYS, lambda v: v > 0, "> 0"),
     ]
     if training:
         rules.append((POSITIVE, lambda v: v > 0, "> 0"))
@@ -204,6 +233,10 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             value = _get(cfg, key)
             if value is not None and not all(ok(v) for v in _numbers(value)):
                 raise ConfigCheckError(f"{source}: {key} = {value!r}, expected {want}")
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigCheckError(f"{source}: {key} = {value!r}, use one of {', '.join(allowed)}")
     classes = list(_get(cfg, "SPERM.CLASSES") or [])
     if not classes or len(set(classes)) != len(classes):
         raise ConfigCheckError(f"{source}: SPERM.CLASSES = {classes!r}, expected distinct names")

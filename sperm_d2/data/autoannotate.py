@@ -22,7 +22,7 @@ from sperm_d2.atomic import real_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
-from sperm_d2.image_io import is_image_path, read_image
+from sperm_d2.image_io import in_debris, is_debris, is_image_path, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,7 @@ def annotate_class_folders(
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     items, problems = [], []
-    for folder in sorted(
-        p for p in input_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
+    for folder in sorted(p for p in input_dir.iterdir() if p.is_dir() and not is_debris(p.name)):
         if not label_map.knows(folder.name):
             problems.append(
                 Problem(
@@ -149,7 +147,7 @@ def annotate_class_folders(
         for f in sorted(folder.rglob("*")):
             # not only regular files: a broken symlink or FIFO named like an image is listed
             # as unreadable by _annotate_one (read_image says why), not dropped unseen
-            if is_image_path(f) and not f.is_dir():
+            if is_image_path(f) and not f.is_dir() and not in_debris(f.relative_to(folder)):
                 rel = f.relative_to(input_dir)
                 items.append(
                     (

@@ -10,7 +10,6 @@ from typing import Sequence
 
 import orjson
 
-from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.data.convert import FileResult
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.errors import InputError
@@ -101,11 +100,6 @@ def coco_bytes(coco: dict) -> bytes:
         # the pure-Python one (~10x slower on big files)
         out = json.dumps(coco, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return out
-
-
-def write_coco(path: str | os.PathLike, coco: dict) -> None:
-    """Write a COCO dict atomically, compact (:func:`coco_bytes`)."""
-    write_bytes_atomic(path, coco_bytes(coco))
 
 
 def split_image_paths(split_json: str | os.PathLike) -> list[Path]:

@@ -27,12 +27,19 @@ from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_jso
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
 from sperm_d2.errors import SpermInputError
-from sperm_d2.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, not_a_regular_file
+from sperm_d2.image_io import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    TRANSPOSED_ORIENTATIONS,
+    accepted_formats,
+    exif_orientation,
+    image_shape_problem,
+    is_image_path,
+    not_a_regular_file,
+)
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
 EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _DRAFT_FORMATS = ("JPEG", "MPO")  # decoded at reduced scale by image_size (same checks)
 #: PIL modes of one-channel images deeper than 8 bits. detectron2's training reader converts
 #: them with PIL, which clips every value above 255 instead of scaling it (inference's OpenCV
@@ -84,7 +91,9 @@ class ImageProblem(SpermInputError, ValueError):
 def image_size(data: bytes) -> tuple[int, int, str]:
     """(width, height, format) of an encoded image, decoded in full.
 
-    The size is the one labelme and detectron2 see: after the EXIF orientation is applied.
+    The size is the one labelme, inference and detectron2 see: the upright image, its EXIF
+    orientation applied once (the tag is read after decoding: Pillow has already applied a
+    TIFF's on open, see :mod:`sperm_d2.image_io`).
     A JPEG is decoded at 1/8 scale in grey (libjpeg's DCT scaling, PIL's ``draft``): all of its
     entropy-coded data is still decoded, so a truncated or corrupt file fails as at full size,
     at about half the cost (what it skips is the full inverse DCT, upsampling and colour
@@ -94,7 +103,9 @@ def image_size(data: bytes) -> tuple[int, int, str]:
 
     Raises:
         ImageProblem: not an image, over :data:`MAX_IMAGE_PIXELS`, more than 8 bits in one
-            channel (:data:`_CLIPPED_MODES`), truncated or corrupt.
+            channel (:data:`_CLIPPED_MODES`), truncated or corrupt, or an orientation tag
+            detectron2's training reader would apply twice (a turned TIFF), or a size out of
+            :func:`sperm_d2.image_io.image_shape_problem`'s limits.
     """
     try:
         with warnings.catch_warnings():
@@ -112,8 +123,9 @@ def image_size(data: bytes) -> tuple[int, int, str]:
                         "pixels white): save it as 8-bit"
                     )
                 fmt = (im.format or "png").lower()
-                orientation = im.getexif().get(_EXIF_ORIENTATION)
+                stored = exif_orientation(im)
                 _decode(im, data, w, h)  # a truncated file fails here, not at training time
+                orientation = exif_orientation(im)  # what is left to apply after decoding
     except Image.DecompressionBombError:
         raise ImageProblem(
             f"claims over {2 * MAX_IMAGE_PIXELS} pixels, over the limit of {MAX_IMAGE_PIXELS}"
@@ -126,7 +138,16 @@ def image_size(data: bytes) -> tuple[int, int, str]:
         raise ImageProblem(f"cannot be decoded ({_first_line(e)})") from None
     if w <= 0 or h <= 0:
         raise ImageProblem(f"has an empty size {w}x{h}")
-    return (h, w, fmt) if orientation in _TRANSPOSED else (w, h, fmt)
+    if stored is not None and orientation != stored:
+        raise ImageProblem(
+            f"is a {fmt.upper()} with EXIF orientation {stored}, which Pillow applies on open "
+            "and detectron2's training reader applies again (it would train on a turned image): "
+            "save it upright without the orientation tag (e.g. as PNG)"
+        )
+    shape = image_shape_problem(w, h)
+    if shape:
+        raise ImageProblem(shape)
+    return (h, w, fmt) if orientation in TRANSPOSED_ORIENTATIONS else (w, h, fmt)
 
 
 def _decode(im: Image.Image, data: bytes, w: int, h: int) -> None:
@@ -178,7 +199,7 @@ def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
             width, height, fmt = image_size(doc.image_data)
         except ImageProblem as e:
             return _error(res, "unreadable_image", f"embedded imageData {e}")
-        ext = {"jpeg": "jpg"}.get(fmt, fmt)
+        ext = {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt)
         out = ctx.output_root / EMBEDDED_DIR / Path(res.json_rel).with_suffix(f".{ext}")
         res.embedded = doc.image_data
         return out.resolve(), doc.image_data, (width, height)
@@ -286,6 +307,14 @@ def _convert(json_path: Path, res: FileResult, ctx: ConvertContext) -> FileResul
     if located is None:
         return res
     image_path, data, size = located
+    if not is_image_path(image_path):  # the one list of formats every tool reads
+        _error(
+            res,
+            "unreadable_image",
+            f"image {image_path.name}: {image_path.suffix or 'no extension'} is not an accepted "
+            f"image format ({accepted_formats()})",
+        )
+        return res
     if size is None:
         try:
             size = image_size(data)[:2]

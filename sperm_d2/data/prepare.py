@@ -41,6 +41,7 @@ from sperm_d2.data.prepare_io import (
 )
 from sperm_d2.data.problems import ERROR, WARNING, InputError, Problem
 from sperm_d2.data.split import SPLIT_NAMES, kfold_split, stratified_split
+from sperm_d2.image_io import is_debris
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +49,17 @@ __all__ = ["LABELME_DIR", "exit_code", "find_labelme_files", "prepare_dataset"]
 
 
 def find_labelme_files(root: str | os.PathLike, exclude: Iterable[Path] = ()) -> list[Path]:
-    """All ``*.json`` files under ``root`` (sorted), skipping hidden files and folders (the tools'
-    manifests, macOS ``._*`` debris) and ``exclude``."""
+    """All ``*.json`` files under ``root`` (sorted), skipping folder debris
+    (:func:`sperm_d2.image_io.is_debris`: dot-names such as the tools' manifests and macOS
+    ``._*`` files, ``@eaDir/``, ``__MACOSX/``...) and ``exclude``."""
     root = Path(root)
     excluded = [Path(e).resolve() for e in exclude]
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath).resolve()
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d) not in excluded
-        )
+        dirnames[:] = sorted(d for d in dirnames if not is_debris(d) and (here / d) not in excluded)
         out.extend(
-            Path(dirpath) / f
-            for f in filenames
-            if f.lower().endswith(".json") and not f.startswith(".")
+            Path(dirpath) / f for f in filenames if f.lower().endswith(".json") and not is_debris(f)
         )
     return sorted(out, key=lambda p: Path(os.path.relpath(p, root)).as_posix())
 

@@ -17,6 +17,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from sperm_d2.errors import InputError
+from sperm_d2.image_io import image_shape_problem
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def load_registered(name: str) -> list[dict]:
     (a ``ValueError``) before a model loads or a run folder exists, not a traceback later."""
     try:
         return DatasetCatalog.get(name)
+    except InputError:  # already one line naming the file
+        raise
     except Exception as e:  # json, pycocotools and detectron2 raise many types
         json_file = getattr(MetadataCatalog.get(name), "json_file", name)
         raise InputError(
@@ -51,7 +54,15 @@ def _load_split(name: str, json_path: str, image_root: str, classes: list[str]) 
             f"{json_path}: categories {names} differ from SPERM.CLASSES {list(classes)}; "
             "re-run tools/prepare_data.py with a label map of these classes"
         )
-    return load_coco_json(json_path, image_root, name)
+    records = load_coco_json(json_path, image_root, name)
+    for r in records:  # written before prepare_data.py refused them: training would crash on it
+        problem = image_shape_problem(int(r["width"]), int(r["height"]))
+        if problem:
+            raise InputError(
+                f"{json_path}: image {r['file_name']} {problem}; re-run tools/prepare_data.py "
+                "(it refuses such images)"
+            )
+    return records
 
 
 def register_split(

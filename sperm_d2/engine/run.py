@@ -27,6 +27,7 @@ from detectron2.utils.logger import setup_logger
 
 import sperm_d2
 from sperm_d2.atomic import atomic_write, write_json_atomic
+from sperm_d2.cli import add_opts_argument, config_overrides
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
 from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import load_registered, register_sperm_datasets
@@ -34,7 +35,7 @@ from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import SpermTrainer, inference_bf16
 from sperm_d2.grading import is_grader
-from sperm_d2.precision import amp_emulated, check_precision, for_inference
+from sperm_d2.precision import amp_emulated, for_inference
 from sperm_d2.weights_io import check_weights_file
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,17 @@ class TrainingDivergedError(RuntimeError):
 
 
 def build_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
-    """detectron2's training parser: --config-file, --resume, --eval-only, --num-gpus, ... opts."""
-    return default_argument_parser(epilog=epilog)
+    """detectron2's training parser: --config-file, --resume, --eval-only, --num-gpus, ... and
+    config overrides either trailing (detectron2's ``train_net.py``) or after ``--opts`` (every
+    other tool); :func:`launch_from_args` joins the two."""
+    parser = default_argument_parser(epilog=epilog)
+    add_opts_argument(parser, trailing=True)
+    return parser
 
 
 def launch_from_args(args: argparse.Namespace) -> None:
     """Run :func:`run` in ``args.num_gpus`` processes per machine (one process: in this one)."""
+    args.opts = config_overrides(args)
     launch(
         run,
         args.num_gpus,
@@ -99,10 +105,6 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
             cfg.SOLVER.STEPS,
             cfg.TEST.EVAL_PERIOD,
         )
-    try:
-        check_precision(cfg.SPERM.INFER_PRECISION)
-    except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
     if amp_emulated(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE):
         # Emulated bf16 trains slower than fp32, so AMP (which the grader's config turns on
         # wherever it helps) means fp32 here; the saved config.yaml says so.

@@ -27,7 +27,7 @@ from sperm_d2.evaluation.classification import (
     per_group_good,
 )
 from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
-from sperm_d2.image_io import is_image_path, read_image
+from sperm_d2.image_io import in_debris, is_debris, is_image_path, read_image
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,12 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
             by_folder.setdefault(path.parent.name, []).append(path)
     elif root.is_dir():
         by_folder = {
-            folder.name: sorted(q for q in folder.rglob("*") if is_image_path(q))
-            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+            folder.name: sorted(
+                q
+                for q in folder.rglob("*")
+                if is_image_path(q) and not in_debris(q.relative_to(folder))
+            )
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_debris(p.name))
         }
     else:
         raise InputNotFoundError(f"{root}: class-folder root (or COCO split .json) not found")

@@ -3,7 +3,8 @@
 ``crop`` cuts the canonical crop (numpy + OpenCV, shared by training and inference), ``samples``
 cuts and caches one crop per annotated head of a registered split, ``model`` is the CNN
 (registered in detectron2's ``META_ARCH_REGISTRY`` on import of this package), ``augment`` and
-``loader`` feed it, ``evaluator`` scores it, ``predictor`` grades the heads a detector found.
+``loader`` feed it, ``evaluator`` scores it. The heads a detector found are graded at inference
+by ``sperm_d2.inference.grader.HeadGrader``.
 """
 
 from sperm_d2.grading.crop import CanonicalCrop, canonical_crop, model_input

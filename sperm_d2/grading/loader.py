@@ -53,9 +53,7 @@ class GraderTrainLoader:
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.batch_size = max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
         counts = self.samples.class_counts(self.num_classes)
-        balance = cfg.SPERM.GRADER.BALANCE
-        if balance not in ("sampler", "loss", "none"):
-            raise InputError(f"SPERM.GRADER.BALANCE {balance!r}: use sampler, loss or none")
+        balance = cfg.SPERM.GRADER.BALANCE  # one of sampler, loss, none (config/validate.py)
         # per-sample draw probabilities: equal per class ("sampler") or uniform
         if balance == "sampler":
             p = 1.0 / counts[self.samples.labels]

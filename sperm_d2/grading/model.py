@@ -16,7 +16,6 @@ from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from sperm_d2.errors import InputError
 from sperm_d2.grading.crop import input_channels
 
 #: test-time views of the aligned crop (flipped dimensions of an N, C, H, W batch): the head's
@@ -71,9 +70,7 @@ class SpermHeadGrader(nn.Module):
         cin = input_channels(g.MASK_MODE)
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.label_smoothing = float(g.LABEL_SMOOTHING)
-        self.tta = str(g.TTA)
-        if self.tta not in TTA_VIEWS:
-            raise InputError(f"SPERM.GRADER.TTA {self.tta!r}: use one of {', '.join(TTA_VIEWS)}")
+        self.tta = str(g.TTA)  # one of TTA_VIEWS (config/validate.py)
         mean = list(cfg.MODEL.PIXEL_MEAN)[:3] + [127.5] * (cin - 3)
         # the mask channel (0/255) is centred like the colour channels
         std = list(cfg.MODEL.PIXEL_STD)[:3] + [127.5] * (cin - 3)

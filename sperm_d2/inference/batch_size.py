@@ -1,9 +1,9 @@
 """Images per forward pass, chosen by measurement on the device at hand (``SPERM.INFER_BATCH_SIZE``
 0 = auto).
 
-Whether batching pays depends on the model, the input size, the device and its load: on 2 CPU
-cores 8 crops per pass measured 2-22 % slower than one for R-101 at 256 px with random weights,
-but 4 per pass +38 % for the trained R-50 demo run at 192 px. So the first images of a stream
+Whether batching pays depends on the model, the input size, the device and its load: on the
+CPU it was slower for one setting and faster for another (ARCHITECTURE.md, "Measured costs",
+from ``benchmarks/bench_infer.py``). So the first images of a stream
 are predicted in passes of each candidate size (1, 2, 4, 8, bounded by memory), alternating,
 and the size with the best images/s is used from then on (79 images: a warm-up pass of each size,
 then 64 timed, 16 per size). Every image is predicted exactly once, in the order given: the

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from sperm_d2.data.labelme_io import write_labelme_json
-from sperm_d2.image_io import write_image
+from sperm_d2.image_io import preoriented_exif_tag, read_image, write_image
 from sperm_d2.inference.types import ImagePrediction
 
 
@@ -68,7 +68,16 @@ def export_labelme(
     out_image = Path(out_image)
     out_image.parent.mkdir(parents=True, exist_ok=True)
     if image_src is not None:
-        if Path(image_src).resolve() != out_image.resolve():
+        if Path(image_src).resolve() == out_image.resolve():
+            pass  # the source is never modified
+        elif preoriented_exif_tag(image_src):
+            # a TIFF Pillow turns on open: written upright without its tag, so that training
+            # reads the copy as the annotator sees it (prepare_data.py refuses the original)
+            upright, reason = read_image(image_src)
+            if upright is None:
+                raise ValueError(f"{image_src}: {reason}")
+            write_image(str(out_image), upright)
+        else:
             shutil.copyfile(image_src, out_image)
     elif image is not None:
         write_image(str(out_image), image)

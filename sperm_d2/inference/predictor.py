@@ -26,6 +26,7 @@ from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from sperm_d2.cli import add_opts_argument
 from sperm_d2.errors import InputError
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, stream_batches
@@ -58,9 +59,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "an ensemble, probabilities averaged; default: the detector run's SPERM.GRADER.RUN, if "
         "set; 'none' grades with the detector's class)",
     )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs (last)"
-    )
+    add_opts_argument(parser)
 
 
 class SpermPredictor:

@@ -20,6 +20,7 @@ from sperm_d2.errors import InputError
 from sperm_d2.image_io import (  # noqa: F401
     IMAGE_EXTS,
     MAX_IMAGE_PIXELS,
+    in_debris,
     not_a_regular_file,
     read_image,
 )
@@ -45,7 +46,8 @@ def kind_of(path: str | os.PathLike) -> str | None:
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
-    """Expand files, folders (recursively) and globs into sorted, de-duplicated ``InputFile``s.
+    """Expand files, folders (recursively) and globs into sorted, de-duplicated ``InputFile``s
+    whose samples and output names are distinct (:func:`distinct_names`).
 
     Returns ``(files, problems)``; each problem is ``{"path", "reason"}`` for an input that
     matched nothing or a file of unknown type named explicitly.
@@ -55,13 +57,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            # hidden entries (a killed run's staging folder, tool manifests) are not inputs; a
-            # broken symlink, FIFO or device named like an image is one, to be skipped and listed
-            # (read_image / video_info say why), never dropped unseen
+            # folder debris (thumbnails, dot-files, a killed run's staging folder) is not
+            # input; a broken symlink, FIFO or device named like an image is one, to be skipped
+            # and listed (read_image / video_info say why), never dropped unseen
             found = sorted(
                 q
                 for q in p.rglob("*")
-                if kind_of(q) and not q.is_dir() and not _hidden(q.relative_to(p))
+                if kind_of(q) and not q.is_dir() and not in_debris(q.relative_to(p))
             )
             base = p.resolve().name or "root"  # "." and "dir/" name their sample too
             for q in found:
@@ -80,7 +82,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
                     str(p), InputFile(str(p), kind_of(p), p.parent.name or ".", p.name)
                 )
         else:
-            matches = sorted(m for m in glob.glob(spec, recursive=True) if kind_of(m))
+            root = _glob_root(spec)
+            matches = sorted(
+                m
+                for m in glob.glob(spec, recursive=True)
+                if kind_of(m) and not in_debris(os.path.relpath(m, root))
+            )
             for m in matches:
                 q = Path(m)
                 files.setdefault(
@@ -91,11 +98,84 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
                 )
             if not matches:
                 problems.append({"path": spec, "reason": "no such file, folder or glob match"})
-    return list(files.values()), problems
+    return distinct_names(list(files.values())), problems
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _key(relpath: str) -> str:
+    """What an output name is derived from: the relative path without its extension (outputs
+    change it: ``x.jpg`` -> ``overlays/x.png``), case-folded (case-insensitive file systems)."""
+    return str(Path(relpath).with_suffix("")).casefold()
+
+
+def distinct_names(files: list[InputFile]) -> list[InputFile]:
+    """``files`` with distinct samples and output names:
+
+    * two sample folders of one name (``a/sample``, ``b/sample``) are named by as many of their
+      parent folders as tell them apart (``a/sample``, ``b/sample``), never merged;
+    * two inputs whose outputs would share a name (``x.png`` and ``x.jpg`` in one folder, or
+      ``a/x.png`` and ``b/x.png`` named as files) keep their sample folder in the name and then
+      their extension in the stem (``x_png.png``, ``x_jpg.jpg``).
+    """
+    folder = {f.path: Path(os.path.abspath(f.path)).parent for f in files}
+    depth = {}
+    for f in files:  # sample folder -> how many of its path parts name it
+        depth[folder[f.path]] = max(depth.get(folder[f.path], 0), len(Path(f.group).parts))
+
+    def label(d: Path) -> str:
+        return "/".join(d.parts[-depth[d] :]) if depth[d] <= len(d.parts) else str(d)
+
+    first = dict(depth)
+    for _ in range(64):  # each round lengthens the names of folders that share one
+        by_label: dict[str, set[Path]] = {}
+        for d in depth:
+            by_label.setdefault(label(d), set()).add(d)
+        shared = [d for ds in by_label.values() if len(ds) > 1 for d in ds]
+        grow = [d for d in shared if depth[d] < len(d.parts)]
+        if not grow:
+            break
+        for d in grow:
+            depth[d] += 1
+    out = []
+    for f in files:
+        name = Path(f.path).name
+        d = folder[f.path]
+        new_group = label(d) if depth[d] != first[d] else f.group
+        prefixed = f.relpath == str(Path(f.group) / name)
+        relpath = str(Path(new_group) / name) if prefixed else f.relpath
+        out.append(dataclasses.replace(f, group=new_group, relpath=relpath))
+    for rename in (_with_sample, _with_extension, _with_number):
+        keys: dict[str, int] = {}
+        for f in out:
+            keys[_key(f.relpath)] = keys.get(_key(f.relpath), 0) + 1
+        out = [rename(f, i) if keys[_key(f.relpath)] > 1 else f for i, f in enumerate(out)]
+    return out
+
+
+def _with_sample(f: InputFile, i: int) -> InputFile:
+    name = Path(f.path).name
+    return dataclasses.replace(f, relpath=str(Path(f.group) / name)) if f.relpath == name else f
+
+
+def _with_extension(f: InputFile, i: int) -> InputFile:
+    rel = Path(f.relpath)
+    return dataclasses.replace(
+        f, relpath=str(rel.with_name(f"{rel.stem}_{rel.suffix[1:]}{rel.suffix}"))
+    )
+
+
+def _with_number(f: InputFile, i: int) -> InputFile:
+    rel = Path(f.relpath)
+    return dataclasses.replace(f, relpath=str(rel.with_name(f"{rel.stem}_{i}{rel.suffix}")))
+
+
+def _glob_root(spec: str) -> Path:
+    """The folder a glob's pattern starts in (its parts before the first wildcard)."""
+    parts = []
+    for part in Path(spec).parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
 
 
 def check_inputs(inputs: list[str]) -> list[InputFile]:
@@ -119,12 +199,7 @@ def input_anchors(spec: str) -> list[Path]:
         return [p]
     if "**" not in spec:
         return [Path(m) for m in sorted(glob.glob(spec))]
-    parts = []
-    for part in p.parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return [Path(*parts) if parts else Path(".")]
+    return [_glob_root(spec)]
 
 
 def video_info(path: str | os.PathLike) -> dict:
