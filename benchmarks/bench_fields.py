@@ -100,7 +100,15 @@ def main(args: argparse.Namespace) -> None:
         for count in args.rss_fields:
             folder = work / f"rss_{count}"
             copy_fields(src, folder, count)
-            cmd = [sys.executable, __file__, "--rss-child", args.run, str(folder)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--run",
+                args.run,
+                "--rss-child",
+                args.run,
+                str(folder),
+            ]
             cmd.append(str(work / f"rss_out_{count}"))
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -64,3 +64,18 @@ def test_a_one_class_detector_is_graded_with_the_graders_classes(grader):
     assert all(r["detector_class"] == "" and r["class"] in ("good", "bad") for r in rows)
     with pytest.raises(ValueError, match="differ"):
         grader.check_classes(("normal", "abnormal", "debris"))
+
+
+def test_a_one_class_detector_without_grader_reports_no_percent_good():
+    from sperm_d2.inference.records import pct_good
+    from sperm_d2.inference.run_report import sample_rows, wilson_interval
+
+    assert pct_good({"head": 5}) is None and pct_good({"good": 1, "bad": 1}) == 50.0
+    total = {"images": 1, "images_without_heads": 0, "heads": 5, "head": 5}
+    summary = {"classes": ["head"], "totals": {"samples": {"s": total}, "videos": {}}}
+    (row,) = sample_rows(summary)
+    assert row["pct"] is None and row["ci"] is None and row["counts"] == {"head": 5}
+    for n in range(1, 60):  # the interval holds the proportion itself, even at 0 % and 100 %
+        for k in (0, n):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= 100.0 * k / n <= hi

@@ -19,11 +19,19 @@ def is_grader(cfg) -> bool:
     return cfg.MODEL.META_ARCHITECTURE == GRADER_ARCH
 
 
+def grades_detector(grader_classes, detector_classes) -> bool:
+    """Whether a grader with ``grader_classes`` can grade a detector's heads: the same classes,
+    or a one-class detector (it finds heads and leaves grading to the grader: a full-field
+    detector trained on heads without grades)."""
+    return list(grader_classes) == list(detector_classes) or len(detector_classes) == 1
+
+
 __all__ = [
     "GRADER_ARCH",
     "CanonicalCrop",
     "SpermHeadGrader",
     "canonical_crop",
+    "grades_detector",
     "is_grader",
     "model_input",
 ]

@@ -22,7 +22,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
 from sperm_d2.errors import InputError
-from sperm_d2.grading import is_grader
+from sperm_d2.grading import grades_detector, is_grader
 from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
 from sperm_d2.inference.runs import find_run_weights, run_config
@@ -125,10 +125,9 @@ class HeadGrader:
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def check_classes(self, class_names) -> None:
-        """Raise InputError unless the detector's ``class_names`` are the grader's own, or the
-        detector has one class (it finds heads and leaves grading to the grader: a full-field
-        detector trained on heads without grades)."""
-        if tuple(class_names) != self.class_names and len(class_names) != 1:
+        """Raise InputError unless this grader can grade the heads of a detector with
+        ``class_names`` (:func:`sperm_d2.grading.grades_detector`)."""
+        if not grades_detector(self.class_names, class_names):
             raise InputError(
                 f"{self.source}: grader classes {list(self.class_names)} differ from the "
                 f"detector's SPERM.CLASSES {list(class_names)}"

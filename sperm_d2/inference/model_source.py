@@ -18,7 +18,7 @@ from detectron2.config import CfgNode
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
-from sperm_d2.grading import is_grader
+from sperm_d2.grading import grades_detector, is_grader
 from sperm_d2.inference.runs import RUN_CHECKPOINTS, find_run_weights
 from sperm_d2.weights_io import CheckpointError, check_weights_file
 
@@ -142,7 +142,7 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
     weights = _run_weights(run_dir, None, flag)
     _check_weights(weights, flag, GRADER_KEYS)
     classes, detector = list(gcfg.SPERM.CLASSES), list(src.cfg.SPERM.CLASSES)
-    if classes != detector:
+    if not grades_detector(classes, detector):
         raise InputError(
             f"{flag} {grader}: grader classes {classes} differ from the detector's "
             f"SPERM.CLASSES {detector}"

@@ -91,9 +91,12 @@ def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
 
 
 def pct_good(counts: dict[str, int], good: str = "good") -> float | None:
-    """Percentage of heads graded ``good``; ``None`` when there are no heads."""
+    """Percentage of heads graded ``good``; ``None`` when there are no heads, or no grades (a
+    one-class detector without a head grader)."""
     total = sum(counts.values())
-    return None if total == 0 else round(100.0 * counts.get(good, 0) / total, 2)
+    if total == 0 or len(counts) < 2:
+        return None
+    return round(100.0 * counts.get(good, 0) / total, 2)
 
 
 class SummaryAccumulator:

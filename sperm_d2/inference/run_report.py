@@ -50,7 +50,8 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | No
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+    # rounding can leave p a hair outside [centre - half, centre + half] at 0 % and 100 %
+    return 100.0 * max(0.0, min(p, centre - half)), 100.0 * min(1.0, max(p, centre + half))
 
 
 def who_mark(pct: float | None, ci: tuple[float, float] | None) -> str:
@@ -68,16 +69,17 @@ def who_mark(pct: float | None, ci: tuple[float, float] | None) -> str:
 def sample_rows(summary: dict) -> list[dict]:
     """One row per sample and per video: counts, % good, its interval and the WHO mark."""
     classes = summary["classes"]
-    good = "good" if "good" in classes else classes[0]
+    # a one-class (head-finding) detector without a grader grades nothing: no % good
+    good = ("good" if "good" in classes else classes[0]) if len(classes) > 1 else None
     totals = summary["totals"]
     named = [(sample_key(g), t) for g, t in totals["samples"].items()]
     named += [(sample_key(v, video=True), t) for v, t in totals["videos"].items()]
     rows = []
     for name, t in named:
         n = sum(int(t.get(c, 0)) for c in classes)
-        k = int(t.get(good, 0))
-        pct = 100.0 * k / n if n else None
-        ci = wilson_interval(k, n)
+        k = int(t.get(good, 0)) if good else 0
+        pct = 100.0 * k / n if n and good else None
+        ci = wilson_interval(k, n) if good else None
         rows.append(
             {
                 "name": name,
