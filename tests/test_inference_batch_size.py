@@ -215,10 +215,10 @@ def spy_forward(monkeypatch, predictor: SpermPredictor, clock: FakeClock) -> lis
     sizes: list[int] = []
     real = SpermPredictor.predict_instances
 
-    def predict_instances(self, images):
+    def predict_instances(self, images, scale=None):
         sizes.append(len(images))
         clock.spend(len(images))
-        return real(self, images)
+        return real(self, images, scale)
 
     monkeypatch.setattr(SpermPredictor, "predict_instances", predict_instances)
     return sizes

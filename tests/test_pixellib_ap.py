@@ -147,13 +147,13 @@ def test_evaluator_strict_variant_keeps_one_detection_per_head(tiny_dataset) -> 
     assert wrong_first["mAP50_strict"] == 0.0  # strict: each head keeps only its wrong class
 
 
-def test_build_evaluator_combines_coco_and_pixellib(tiny_dataset, tmp_path) -> None:
+def test_build_evaluator_combines_coco_pixellib_and_heads(tiny_dataset, tmp_path) -> None:
     from sperm_d2.config import setup_cfg
 
     cfg = setup_cfg(str(REPO / "configs" / "Base-SpermMaskRCNN-FPN.yaml"), [])
     evaluators = build_evaluator(cfg, tiny_dataset.names["val"], tmp_path)
     kinds = [type(e).__name__ for e in evaluators._evaluators]
-    assert kinds == ["COCOEvaluator", "PixellibEvaluator"]
+    assert kinds == ["COCOEvaluator", "PixellibEvaluator", "HeadsEvaluator"]
     box_only = setup_cfg(None, ["MODEL.MASK_ON", "False"])
     kinds = [
         type(e).__name__ for e in build_evaluator(box_only, tiny_dataset.names["val"])._evaluators

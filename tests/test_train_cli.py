@@ -105,8 +105,9 @@ def test_eval_only_on_the_trained_model(trained_run, tmp_path) -> None:
         ]
     )
     results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert set(results) == {"bbox", "segm", "pixellib"}
+    assert set(results) == {"bbox", "segm", "pixellib", "heads"}
     assert 0.0 <= results["pixellib"]["mAP50"] <= 1.0 and results["pixellib"]["images"] == 4
+    assert 0.0 <= results["heads"]["recall50"] <= 1.0
 
 
 def test_eval_only_in_the_training_folder_keeps_its_record(trained_run) -> None:
