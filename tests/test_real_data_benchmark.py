@@ -234,10 +234,14 @@ def test_fields_get_their_own_table_with_the_targets() -> None:
     res["datasets"]["sperm_parsing"] = {
         "split": {"kind": "fields", "test": test, "test_images": 38, "data_root": "d"}
     }
+    res["meta"]["fields_config"] = "configs/fields.yaml"
     md = format_table(res)
     lines = md.splitlines()
+    assert f"config `{DEFAULT_CONFIG}` and `configs/fields.yaml`" in lines[1]
     header = [ln for ln in lines if ln.startswith("| metric")]
     assert len(header) == 2 and "sperm_parsing" not in header[0]  # not among the crops
+    only_fields = {**res, "datasets": {"sperm_parsing": res["datasets"]["sperm_parsing"]}}
+    assert "(config `configs/fields.yaml`," in format_table(only_fields).splitlines()[1]
     assert "sperm_parsing test split (38 fields)" in header[1] and "target" in header[1]
     row = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ")}
     assert row["| COCO segm AP (x100)"].endswith("| 80.0 | >= 85 |")

@@ -281,6 +281,7 @@ def run_benchmark(
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_description(),
             "config": args.config,
+            "fields_config": getattr(args, "fields_config", None),
             "iterations": iterations,
             "seed": args.seed,
             "split": args.split,

@@ -94,15 +94,20 @@ def format_table(results: dict) -> str:
     """Markdown: header lines (date, machine, config, commands) and one table whose columns say
     which split each number is on, next to the study's figures."""
     meta = results["meta"]
+    runs = list(results["datasets"].items())
+    kinds = {(r.get("split") or {}).get("kind") == "fields" for _, r in runs if "skipped" not in r}
+    configs = [meta["config"]] if False in kinds or not kinds else []
+    if True in kinds and meta.get("fields_config"):
+        configs.append(meta["fields_config"])
     lines = [
         f"Real-data benchmark, {meta['date']} on {meta['machine']}",
-        f"(config `{meta['config']}`, {meta['iterations']}, split seed {meta['seed']}"
+        "(config " + " and ".join(f"`{c}`" for c in configs)
+        + f", {meta['iterations']}, split seed {meta['seed']}"
         + (", **SMOKE RUN: a few crops, a few iterations; not a result**" if meta["smoke"] else "")
         + ").",
         "",
     ]
     cols, labels = [], []
-    runs = list(results["datasets"].items())
     field_runs = [(n, r) for n, r in runs if (r.get("split") or {}).get("kind") == "fields"]
     for name, res in runs:
         if (name, res) in field_runs:
