@@ -101,7 +101,8 @@ def format_table(results: dict) -> str:
         configs.append(meta["fields_config"])
     lines = [
         f"Real-data benchmark, {meta['date']} on {meta['machine']}",
-        "(config " + " and ".join(f"`{c}`" for c in configs)
+        "(config "
+        + " and ".join(f"`{c}`" for c in configs)
         + f", {meta['iterations']}, split seed {meta['seed']}"
         + (", **SMOKE RUN: a few crops, a few iterations; not a result**" if meta["smoke"] else "")
         + ").",
