@@ -49,7 +49,8 @@ def _load_split(name: str, json_path: str, image_root: str, classes: list[str]) 
             f"{json_path}: categories {names} differ from SPERM.CLASSES {list(classes)}; "
             "re-run tools/prepare_data.py with a label map of these classes"
         )
-    return load_coco_json(json_path, image_root, name)
+    # group_id (labelme's, kept by the converter) links the parts of one sperm
+    return load_coco_json(json_path, image_root, name, extra_annotation_keys=["group_id"])
 
 
 def register_split(
