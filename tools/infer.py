@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     reads = [("--input", p) for i in args.input for p in input_anchors(i)]
     reads += [("the model", p) for p in src.reads]
     check_output_dir(args.output, args.overwrite, INFER_OUTPUTS, keep=reads)
-    predictor = SpermPredictor.from_source(src, args.confidence_threshold)
+    predictor = SpermPredictor.from_source(src, args.confidence_threshold, parts_run=args.parts)
     um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
     opts = InferOptions(
         Path(args.output),
