@@ -4,9 +4,12 @@ back per sperm by group_id). Synthetic fields, a stand-in predictor: no weights.
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -26,8 +29,6 @@ SIZE = 160
 
 def _truth(json_path: Path):
     """(image, group_id -> part masks) of a synthetic field, from its labelme file."""
-    import cv2
-
     doc = json.loads(json_path.read_text())
     anns = [
         {
@@ -190,3 +191,14 @@ def test_a_part_run_parses_the_heads_of_a_prediction(tmp_path) -> None:
     # criteria of an empty prediction: the columns exist and stay blank
     assert PartCriteria().as_row()["who_grade"] == "not assessable"
     assert label_map([], PART_CLASSES, 4, 4).sum() == 0
+
+
+def test_infer_refuses_a_parts_folder_that_is_not_a_part_run(tmp_path) -> None:
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    config = REPO / "configs/quick_schedules/sperm_mask_rcnn_R_50_FPN_instant_test.yaml"
+    cmd = [sys.executable, str(REPO / "tools/infer.py"), "--config-file", str(config)]
+    cmd += ["--parts", str(tmp_path), "--input", str(image), "--output", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 2 and "not a run folder" in proc.stderr
+    assert not (tmp_path / "o").exists()

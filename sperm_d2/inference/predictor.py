@@ -60,12 +60,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "set; 'none' grades with the detector's class)",
     )
     parser.add_argument(
-        "--parts",
-        default=None,
-        help="part segmenter run folder: each head gets its parts and the WHO criteria "
-        "(default: the detector run's SPERM.PARTS.RUN, if set; 'none': no parts)",
-    )
-    parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config KEY VALUE pairs (last)"
     )
 
