@@ -28,6 +28,7 @@ FORBIDDEN = {
     "config": {"data", "engine", "grading", "inference", "evaluation", "benchmark", "demo_report"},
     "data": {"config", "engine", "grading", "inference", "evaluation", "benchmark", "demo_report"},
     "grading": {"engine", "inference", "evaluation", "benchmark", "demo_report"},
+    "parts": {"engine", "inference", "evaluation", "benchmark", "demo_report", "grading"},
     "engine": {"inference", "benchmark", "demo_report"},
     "inference": {"engine", "evaluation", "benchmark", "demo_report"},
     "evaluation": {"engine", "benchmark", "demo_report"},

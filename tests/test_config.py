@@ -12,6 +12,7 @@ from detectron2.modeling import build_model
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
 from sperm_d2.grading import is_grader  # also registers SpermHeadGrader with detectron2
 from sperm_d2.grading.crop import input_channels
+from sperm_d2.parts import is_part_segmenter  # also registers SpermPartSegmenter
 
 from .conftest import REPO
 
@@ -32,9 +33,13 @@ def test_there_are_configs() -> None:
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[p.name for p in MODEL_CONFIGS])
 def test_config_merges_and_builds_model(path) -> None:
     cfg = setup_cfg(str(path), ["MODEL.DEVICE", "cpu"])
-    # the full-field detector finds heads (one class); the others grade good/bad
-    classes = 1 if "fields" in path.name else 2
+    # the full-field detector finds heads (one class); the part segmenter 5 parts; the others
+    # grade good/bad
+    classes = 1 if "fields" in path.name else 5 if "parts" in path.name else 2
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == len(cfg.SPERM.CLASSES) == classes
+    if is_part_segmenter(cfg):
+        check_part_segmenter_builds(cfg)
+        return
     if is_grader(cfg):
         check_grader_builds(cfg)
         return
@@ -208,6 +213,7 @@ def test_num_classes_follows_sperm_classes_unless_stated() -> None:
         ("SPERM.GRADER.CROP_SIZE", "0"),
         ("SPERM.GRADER.HEAD_FRACTION", "1.5"),
         ("SPERM.GRADER.TEST_BATCH_SIZE", "0"),
+        ("SPERM.PARTS.CLASS_WEIGHTS", "[1.0, 2.0]"),
     ],
 )
 def test_every_config_value_is_checked_when_the_config_is_built(key, value) -> None:
@@ -228,3 +234,11 @@ def test_config_choices_agree_with_the_modules_that_use_them() -> None:
     assert set(CHOICES["SPERM.INFER_PRECISION"]) == set(PRECISIONS)
     for mode in CHOICES["SPERM.GRADER.MASK_MODE"]:
         input_channels(mode)  # every allowed mode is one the crop knows
+
+
+def check_part_segmenter_builds(cfg) -> None:
+    """The part segmenter's config builds a model giving background + part probabilities."""
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        probs = model({"images": torch.randint(0, 255, (1, 3, 64, 48)).float()})["probs"]
+    assert probs.shape == (1, len(cfg.SPERM.CLASSES) + 1, 64, 48)

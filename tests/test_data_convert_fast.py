@@ -83,7 +83,7 @@ def _ref_instances(doc: LabelmeFile, width: int, height: int, rel: str = "x.json
         warn("clipped", f"{clipped} shape(s) had points outside the image, clipped")
     for stype, n in sorted(ignored_types.items()):
         warn("ignored_shape_type", f"{n} {stype!r} shape(s) ignored")
-    for (cls, _), polys in groups.items():
+    for (cls, gid), polys in groups.items():
         area, bbox = mask_stats(polys, height, width)
         if area <= 0:
             warn("zero_area", f"a {cls!r} instance covers no pixel, dropped")
@@ -95,6 +95,7 @@ def _ref_instances(doc: LabelmeFile, width: int, height: int, rel: str = "x.json
                 "area": area,
                 "bbox": bbox,
                 "segmentation": [np.round(p, 2).ravel().tolist() for p in polys],
+                **({"group_id": gid} if isinstance(gid, int) else {}),
             }
         )
     return res

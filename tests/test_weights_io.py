@@ -19,8 +19,7 @@ from torch import nn
 
 from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.inference.model_source import check_model_source
-from sperm_d2.inference.weights import SafeCheckpointer
-from sperm_d2.weights_io import CheckpointError, check_weights_file, load_weights
+from sperm_d2.weights_io import CheckpointError, SafeCheckpointer, check_weights_file, load_weights
 
 from .conftest import REPO
 

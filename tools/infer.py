@@ -3,14 +3,16 @@
 Usage:
     python tools/infer.py --run output/demo/train --input data/sample_A data/clip.mp4 \\
         --output output/infer [--confidence-threshold 0.5] [--um-per-px 0.1] [--frame-stride 2] \\
-        [--labelme] [--opts MODEL.DEVICE cpu]
+        [--labelme] [--parts output/parts/train] [--opts MODEL.DEVICE cpu]
     python tools/infer.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \\
         --weights model_best.pth --input "images/**/*.png" --output output/infer
 
 Writes overlays/, videos/<name>_annotated.mp4, instances.csv (one row per head, with
 morphometrics), images.jsonl (one line per image/frame), summary.json, report.html (open it in a
 browser: % good per sample with its 95 % interval against the WHO reference, morphometric
-plots, a gallery of heads, skipped files) and REPORT.md, and labelme/ with --labelme; prints the
+plots, a gallery of heads, skipped files) and REPORT.md, and labelme/ with --labelme; with
+--parts (a part segmenter run) each head also gets its parts, the WHO strict criteria in
+instances.csv / images.jsonl / the report, and its parts as polygons in labelme/; prints the
 per-sample table (% good). The outputs are built beside --output and
 replace it whole at the end; an existing --output is replaced only with --overwrite (and only if
 it holds an earlier infer.py output). Unreadable images/videos are skipped, one warning each,
@@ -34,6 +36,7 @@ from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.inference.records import format_summary_table
 from sperm_d2.inference.run import INFER_OUTPUTS
 from sperm_d2.inference.sources import check_inputs, input_anchors
+from sperm_d2.parts.parser import part_run
 
 PROG = "infer.py"
 
@@ -43,6 +46,12 @@ def get_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     add_model_arguments(p)
+    p.add_argument(
+        "--parts",
+        default=None,
+        help="part segmenter run folder: each head gets its parts and the WHO criteria "
+        "(default: the detector run's SPERM.PARTS.RUN, if set; 'none': no parts)",
+    )
     p.add_argument("--input", nargs="+", required=True, help="images, folders, globs, videos")
     p.add_argument("--output", required=True, help="output folder (new, empty, or --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier infer.py output")
@@ -68,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     # every check before a model loads or a folder is made
     src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
+    parts = args.parts or src.cfg.SPERM.PARTS.RUN
+    if parts and parts.strip().lower() != "none":
+        part_run(parts)  # a part segmenter run with a checkpoint, or one line saying why not
     check_inputs(args.input)
     reads = [("--input", p) for i in args.input for p in input_anchors(i)]
     reads += [("the model", p) for p in src.reads]
     check_output_dir(args.output, args.overwrite, INFER_OUTPUTS, keep=reads)
-    predictor = SpermPredictor.from_source(src, args.confidence_threshold)
+    predictor = SpermPredictor.from_source(src, args.confidence_threshold, parts_run=args.parts)
     um = predictor.cfg.SPERM.UM_PER_PX if args.um_per_px is None else args.um_per_px
     opts = InferOptions(
         Path(args.output),

@@ -148,3 +148,20 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.GRADER.AUG.SATURATION = [0.7, 1.3]
     # (float) max hue shift in degrees (stain colour differs between labs); 0 disables it.
     _C.SPERM.GRADER.AUG.HUE_DEGREES = 10.0
+
+    # Parts (sperm_d2.parts): a semantic part segmenter over whole fields (acrosome, nucleus,
+    # vacuole, midpiece, tail). Its own YAML sets MODEL.META_ARCHITECTURE "SpermPartSegmenter".
+    _C.SPERM.PARTS = CN()
+    # (str) a detector run's part segmenter: the part run folder, used by infer.py when --parts
+    # is not given; "" = no parts.
+    _C.SPERM.PARTS.RUN = ""
+    # (list[int]) channels of the U-Net's levels, the first at full resolution, each next one at
+    # half the previous resolution.
+    _C.SPERM.PARTS.CHANNELS = [16, 32, 64, 128, 256]
+    # (list[float]) cross-entropy weight per class, background first then SPERM.CLASSES; [] = 1.
+    _C.SPERM.PARTS.CLASS_WEIGHTS = []
+    # (int) side of the square training windows cut at random from the fields (native scale).
+    _C.SPERM.PARTS.WINDOW = 512
+    # (float) probability that a training window is centred on an annotated part (else anywhere
+    # in the field): most of a field is background.
+    _C.SPERM.PARTS.FOCUS_PROB = 0.7

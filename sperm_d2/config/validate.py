@@ -257,6 +257,12 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             f"{source}: SPERM.TILE.OVERLAP = {overlap} must be smaller than SPERM.TILE.SIZE "
             f"= {tile} (windows would not advance)"
         )
+    weights = _get(cfg, "SPERM.PARTS.CLASS_WEIGHTS")
+    if weights and len(weights) != len(classes) + 1:
+        raise ConfigCheckError(
+            f"{source}: SPERM.PARTS.CLASS_WEIGHTS has {len(weights)} values; give one per class "
+            f"with background first ({len(classes) + 1}) or none"
+        )
     # Mask R-CNN's box head and the grader's classifier both count SPERM.CLASSES
     num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if num != len(classes):

@@ -50,6 +50,8 @@ def assign_ids(results: Sequence[FileResult]) -> list[tuple[dict, list[dict]]]:
                     "area": inst["area"],
                     "bbox": inst["bbox"],
                     "iscrowd": 0,
+                    # kept (parts of one sperm share it): only where the annotation had one
+                    **({"group_id": inst["group_id"]} if "group_id" in inst else {}),
                 }
             )
         out.append((image, anns))

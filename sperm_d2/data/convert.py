@@ -267,19 +267,20 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
     areas, boxes = instances_stats(
         [[flat[slice(*spans[k])] for k in ks] for ks in groups.values()], height, width
     )
-    for ((cls, _), ks), area, bbox in zip(groups.items(), areas, boxes):
+    for ((cls, gid), ks), area, bbox in zip(groups.items(), areas, boxes):
         if area <= 0:
             _warn(res, "zero_area", f"a {cls!r} instance covers no pixel, dropped")
             continue
-        res.instances.append(
-            {
-                "class": cls,
-                "category_id": ctx.label_map.category_id(cls),
-                "area": area,
-                "bbox": bbox,
-                "segmentation": [rounded[slice(*spans[k])] for k in ks],
-            }
-        )
+        inst = {
+            "class": cls,
+            "category_id": ctx.label_map.category_id(cls),
+            "area": area,
+            "bbox": bbox,
+            "segmentation": [rounded[slice(*spans[k])] for k in ks],
+        }
+        if isinstance(gid, int):  # the annotator's group_id links the parts of one sperm
+            inst["group_id"] = gid
+        res.instances.append(inst)
 
 
 def convert_labelme_file(json_path: str | os.PathLike, ctx: ConvertContext) -> FileResult:

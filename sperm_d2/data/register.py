@@ -54,7 +54,8 @@ def _load_split(name: str, json_path: str, image_root: str, classes: list[str]) 
             f"{json_path}: categories {names} differ from SPERM.CLASSES {list(classes)}; "
             "re-run tools/prepare_data.py with a label map of these classes"
         )
-    records = load_coco_json(json_path, image_root, name)
+    # group_id (labelme's, kept by the converter) links the parts of one sperm
+    records = load_coco_json(json_path, image_root, name, extra_annotation_keys=["group_id"])
     for r in records:  # written before prepare_data.py refused them: training would crash on it
         problem = image_shape_problem(int(r["width"]), int(r["height"]))
         if problem:

@@ -12,7 +12,15 @@ from sperm_d2.atomic import write_json_atomic
 logger = logging.getLogger(__name__)
 
 #: storage keys that come from evaluation or validation (recorded with the winning iteration).
-RESULT_PREFIXES = ("bbox/", "segm/", "pixellib/", "grader/", "validation_loss", "val_")
+RESULT_PREFIXES = (
+    "bbox/",
+    "segm/",
+    "pixellib/",
+    "grader/",
+    "parts/",
+    "validation_loss",
+    "val_",
+)
 
 
 class SpermBestCheckpointer(BestCheckpointer):

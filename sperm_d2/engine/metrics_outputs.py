@@ -20,7 +20,7 @@ from sperm_d2.engine.plots import plot_training
 
 logger = logging.getLogger(__name__)
 
-EVAL_PREFIXES = ("bbox/", "segm/", "pixellib/", "grader/")
+EVAL_PREFIXES = ("bbox/", "segm/", "pixellib/", "grader/", "parts/")
 VAL_PREFIXES = ("validation_loss", "val_")
 
 

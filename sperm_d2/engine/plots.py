@@ -77,6 +77,7 @@ def plot_training(metrics: dict[int, dict], out_dir: str | Path) -> list[Path]:
     fig, ax = _figure("validation AP", "AP (x100)")
     ap_keys = [k for k in keys if k.startswith(("segm/AP", "bbox/AP50"))]
     ap_keys = [k for k in ap_keys if not k.endswith(("APs", "APm", "APl"))]
+    ap_keys += [k for k in ("parts/mIoU", "parts/IoU-head") if k in keys]  # in % as AP is
     drawn = _plot_keys(ax, metrics, ap_keys)
     drawn += _plot_keys(ax, metrics, ["pixellib/mAP50"], scale=100.0, linewidth=2.5, color="k")
     drawn += _plot_keys(

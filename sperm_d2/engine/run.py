@@ -33,7 +33,8 @@ from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import load_registered, register_sperm_datasets
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
-from sperm_d2.engine.trainer import SpermTrainer, inference_bf16
+from sperm_d2.engine.trainer import inference_bf16
+from sperm_d2.engine.trainers import trainer_class
 from sperm_d2.grading import is_grader
 from sperm_d2.precision import amp_emulated, for_inference
 from sperm_d2.weights_io import check_weights_file
@@ -214,14 +215,15 @@ def run(args: argparse.Namespace) -> dict | None:
     check_run(cfg, args)
     out = Path(cfg.OUTPUT_DIR)
     created = not out.exists()
+    trainer_cls = trainer_class(cfg)
     try:
         setup_run(cfg, args)
         if args.eval_only:
-            model = SpermTrainer.build_model(cfg)
+            model = trainer_cls.build_model(cfg)
             _load(SpermCheckpointer(model, save_dir=cfg.OUTPUT_DIR), cfg.MODEL.WEIGHTS, args.resume)
         else:
             hide_early_stop_traceback()
-            trainer = SpermTrainer(cfg)
+            trainer = trainer_cls(cfg)
             _load(trainer, cfg.MODEL.WEIGHTS, args.resume)
     except BaseException:
         if created and comm.is_main_process():
@@ -230,12 +232,12 @@ def run(args: argparse.Namespace) -> dict | None:
     if args.eval_only:
         # its own predictions folder: the training's inference/<dataset>/ holds its last round's
         evaluators = [
-            SpermTrainer.build_evaluator(
+            trainer_cls.build_evaluator(
                 cfg, name, os.path.join(cfg.OUTPUT_DIR, EVAL_ONLY_DIR, name)
             )
             for name in cfg.DATASETS.TEST
         ]
-        results = SpermTrainer.test(cfg, for_inference(model, inference_bf16(cfg)), evaluators)
+        results = trainer_cls.test(cfg, for_inference(model, inference_bf16(cfg)), evaluators)
         if comm.is_main_process():
             verify_results(cfg, results)
             write_json_atomic(Path(cfg.OUTPUT_DIR) / "eval_results.json", results)

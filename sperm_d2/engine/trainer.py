@@ -109,6 +109,12 @@ class SpermTrainer(DefaultTrainer):
             return build_grader_test_loader(cfg, dataset_name)
         return super().build_test_loader(cfg, dataset_name)
 
+    @classmethod
+    def evaluates_alone(cls, cfg: CfgNode) -> bool:
+        """Whether evaluation is this trainer's own ``test`` pass (its evaluator reports any
+        validation loss) instead of the detector's shared :class:`ValRound`."""
+        return is_grader(cfg)
+
     def build_checkpointer(self) -> SpermCheckpointer:
         """Atomic, corruption-tolerant checkpointer over the same model and trainer state."""
         return SpermCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
@@ -125,7 +131,7 @@ class SpermTrainer(DefaultTrainer):
 
         # The detector's validation loss and evaluation share one pass over the val split per
         # round (ValRound); the grader's evaluator computes its validation loss in its own pass.
-        val_loss = bool(vl_period) and not is_grader(cfg)
+        val_loss = bool(vl_period) and not self.evaluates_alone(cfg)
         val_round = ValRound(
             cfg,
             functools.partial(self.build_evaluator, cfg),  # a classmethod: holds no trainer
@@ -135,7 +141,7 @@ class SpermTrainer(DefaultTrainer):
         )
 
         def test_and_save_results():
-            if is_grader(self.cfg):
+            if self.evaluates_alone(self.cfg):
                 model = for_inference(self.model, inference_bf16(self.cfg))
                 self._last_eval_results = self.test(self.cfg, model)
             else:

@@ -14,6 +14,7 @@ import numpy as np
 
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.image_io import preoriented_exif_tag, read_image, write_image
+from sperm_d2.inference.parts import head_parts
 from sperm_d2.inference.types import ImagePrediction
 
 
@@ -35,10 +36,55 @@ def mask_to_polygon(mask: np.ndarray, epsilon: float = 0.7) -> list[list[float]]
     return [[float(x), float(y)] for x, y in approx.reshape(-1, 2)]
 
 
-def prediction_shapes(pred: ImagePrediction) -> list[dict]:
-    """labelme shapes (polygons labelled with the class name) for every head of ``pred``."""
+def outline_polygon(mask: np.ndarray, epsilon: float = 0.35) -> list[list[float]]:
+    """Outline of a mask's largest component in COCO coordinates (a pixel spans [x, x+1]),
+    traced on the mask upsampled 2x so the polygon runs a quarter pixel inside the mask's edge:
+    a 2-px-wide tail keeps its area (:func:`mask_to_polygon` through the outer pixel centres
+    would halve it)."""
+    big = np.repeat(np.repeat(mask.astype(np.uint8), 2, axis=0), 2, axis=1)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return []
+    contour = max(contours, key=cv2.contourArea)
+    approx = cv2.approxPolyDP(contour, 2 * epsilon, True)
+    if len(approx) < 3:
+        return []
+    return [[(float(x) + 0.5) / 2, (float(y) + 0.5) / 2] for x, y in approx.reshape(-1, 2)]
+
+
+def part_shapes(pred: ImagePrediction, i: int) -> list[dict]:
+    """labelme shapes of head ``i``'s parts: one polygon per connected component of each part,
+    labelled with the part name, ``group_id`` ``i + 1`` (as the Sperm Parsing annotation links
+    the parts of one sperm, so prepare_data.py merges them back per sperm)."""
     shapes = []
-    for mask, cls, score in zip(pred.masks, pred.classes, pred.scores):
+    for name, mask in head_parts(pred, i).items():
+        n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            points = outline_polygon(comp == k)
+            if points:
+                shapes.append(
+                    {
+                        "label": name,
+                        "points": points,
+                        "group_id": i + 1,
+                        "shape_type": "polygon",
+                        "flags": {},
+                        "description": f"predicted by sperm_d2 ({pred.labels[i]})",
+                    }
+                )
+    return shapes
+
+
+def prediction_shapes(pred: ImagePrediction) -> list[dict]:
+    """labelme shapes for every head of ``pred``: its parts when a part segmenter ran
+    (:func:`part_shapes`), else (or when it found none) the head polygon labelled with the
+    class name."""
+    shapes = []
+    for i, (mask, cls, score) in enumerate(zip(pred.masks, pred.classes, pred.scores)):
+        parts = part_shapes(pred, i)
+        if parts:
+            shapes += parts
+            continue
         points = mask_to_polygon(mask)
         if points:
             shapes.append(

@@ -32,12 +32,14 @@ from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, stream_batches
 from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
+from sperm_d2.inference.parts import with_parts
 from sperm_d2.inference.runs import find_run_weights, run_config
 from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
-from sperm_d2.inference.weights import load_model_weights
+from sperm_d2.parts.parser import PartParser
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
+from sperm_d2.weights_io import load_model_weights
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class SpermPredictor:
         score_threshold: float | None = None,
         batch_size: int | None = None,
         grader: HeadGrader | None = None,
+        parts: PartParser | None = None,
     ) -> None:
         cfg = cfg.clone()
         cfg.defrost()
@@ -116,6 +119,7 @@ class SpermPredictor:
         # SPERM.INFER_PRECISION: CPU bf16 autocast or fp32 (outputs are fp32 either way)
         self.bf16 = use_bf16(cfg.SPERM.INFER_PRECISION, cfg.MODEL.DEVICE)
         self.grader = grader
+        self.parts = parts  # a part segmenter: each head gets its parts (part_labels)
         if grader is not None:
             grader.check_classes(self.detector_class_names)
 
@@ -164,6 +168,10 @@ class SpermPredictor:
                 members=members,
                 precision=src.cfg.SPERM.INFER_PRECISION,  # one precision for the whole run
             )
+        # the parts run: --parts (parts_run), else the detector run's SPERM.PARTS.RUN
+        parts_run = kwargs.pop("parts_run", None) or src.cfg.SPERM.PARTS.RUN
+        if parts_run and parts_run.strip().lower() != "none":
+            kwargs["parts"] = PartParser.from_run(parts_run)
         return cls(src.cfg, weights=src.weights, **kwargs)
 
     def _resize_scale(self, h: int, w: int) -> float:
@@ -276,6 +284,8 @@ class SpermPredictor:
         """Grade the heads of ``(source, frame, image)`` items' predictions, with a grader."""
         if self.grader is not None:
             preds = self.grader.grade_batch([b[2] for b in batch], preds)
+        if self.parts is not None:
+            preds = [with_parts(self.parts, b[2], p) for b, p in zip(batch, preds)]
         return preds
 
     def _input_size(self, item: tuple[str, int | None, np.ndarray]) -> tuple[int, ...]:

@@ -10,6 +10,8 @@ import collections
 from tabulate import tabulate
 
 from sperm_d2.inference.morphometrics import FIELDS, measure_masks
+from sperm_d2.inference.part_criteria import GRADES, REGION, PartCriteria, assess_sperm
+from sperm_d2.inference.parts import head_parts
 from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.masks import cut_by_border
 
@@ -29,11 +31,14 @@ INSTANCE_COLUMNS = (
     "x1",
     "y1",
 ) + FIELDS
+#: WHO criteria from the head's parts (sperm_d2.inference.part_criteria); blank without parts
+PART_COLUMNS = tuple(PartCriteria().as_row())
+INSTANCE_COLUMNS += PART_COLUMNS
 
 
 #: per-head values repeated in ``images.jsonl`` (the grader's are null without a grader)
 RECORD_KEYS = ("class", "score", "p_bad", "detector_class", "at_border", "x0", "y0", "x1", "y1")
-RECORD_KEYS += ("area_px", "who_flags")
+RECORD_KEYS += ("area_px", "who_flags", "who_grade", "who_failed", "who_acrosome_share")
 GRADER_COLUMNS = ("p_bad", "detector_class")
 
 
@@ -62,8 +67,37 @@ def instance_rows(pred: ImagePrediction, um_per_px: float = 0.0) -> list[dict]:
         }
         row.update({k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
         row.update(morph.as_row())
+        row.update(_criteria_row(pred, i, um_per_px))
         rows.append(row)
     return rows
+
+
+def _criteria_row(pred: ImagePrediction, i: int, um_per_px: float) -> dict:
+    """Head ``i``'s WHO criteria columns (blank without parts)."""
+    if pred.part_labels is None:
+        return dict.fromkeys(PART_COLUMNS, "")
+    row = assess_sperm(head_parts(pred, i), pred.masks[i], um_per_px).as_row()
+    return {k: "" if v is None else v for k, v in row.items()}
+
+
+def who_counts(rows: list[dict]) -> dict[str, int]:
+    """Criteria grades of an image's heads, and the abnormal heads' defects per region (head,
+    midpiece, tail: a head counts once per region) with their sum (for the teratozoospermia
+    index); empty without parts."""
+    graded = [r for r in rows if r.get("who_grade")]
+    if not graded:
+        return {}
+    out = {g: sum(r["who_grade"] == g for r in graded) for g in GRADES}
+    for region in ("head", "midpiece", "tail"):
+        out[f"{region}_defects"] = sum(
+            r["who_grade"] == "abnormal" and _has_region(r["who_failed"], region) for r in graded
+        )
+    out["defects"] = sum(out[f"{g}_defects"] for g in ("head", "midpiece", "tail"))
+    return out
+
+
+def _has_region(failed: str, region: str) -> bool:
+    return any(REGION.get(f.split(":")[0]) == region for f in failed.split(";") if f)
 
 
 def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
@@ -83,6 +117,7 @@ def image_record(pred: ImagePrediction, group: str, rows: list[dict]) -> dict:
         "heads_at_border": sum(1 for r in rows if r["at_border"]),
         "counts": counts,
         "pct_good": pct_good(counts),
+        "who": who_counts(rows),
         "instances": [
             {k: (None if k in GRADER_COLUMNS and r[k] == "" else r[k]) for k in RECORD_KEYS}
             for r in rows
@@ -115,6 +150,7 @@ class SummaryAccumulator:
             "heads": 0,
             "heads_at_border": 0,
             "counts": counts,
+            "who": collections.Counter(),
         }
 
     def add(self, record: dict, video: str | None = None) -> None:
@@ -128,6 +164,7 @@ class SummaryAccumulator:
         t["heads_at_border"] += record.get("heads_at_border", 0)
         t["images_without_heads"] += record["heads"] == 0
         t["counts"].update(record["counts"])
+        t["who"].update(record.get("who", {}))
 
     def as_dict(self) -> dict:
         """JSON-ready totals: ``{"samples": {...}, "videos": {...}, "total": {...}}``; a video's
@@ -135,7 +172,9 @@ class SummaryAccumulator:
 
         def finish(t: dict) -> dict:
             counts = dict(t["counts"])
-            out = {k: v for k, v in t.items() if k != "counts"}
+            out = {k: v for k, v in t.items() if k not in ("counts", "who")}
+            if t["who"]:
+                out["who"] = dict(t["who"])
             out.update(counts)
             out["pct_good"] = pct_good(counts)
             out["heads_per_image"] = round(t["heads"] / t["images"], 3) if t["images"] else None
@@ -146,6 +185,7 @@ class SummaryAccumulator:
             for k in ("images", "images_without_heads", "heads", "heads_at_border"):
                 total[k] += t[k]
             total["counts"].update(t["counts"])
+            total["who"].update(t["who"])
         return {
             "samples": {g: finish(t) for g, t in sorted(self.groups.items())},
             "videos": {v: finish(t) for v, t in sorted(self.videos.items())},

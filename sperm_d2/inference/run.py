@@ -161,6 +161,7 @@ def _run_all(predictor, files: list[InputFile], opts: InferOptions, skipped: lis
     return {
         "weights": predictor.weights,
         "grader": predictor.grader.source if predictor.grader else None,
+        "parts": getattr(getattr(predictor, "parts", None), "source", None),
         "classes": list(predictor.class_names),
         "confidence_threshold": predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         "test_size": [predictor.cfg.INPUT.MIN_SIZE_TEST, predictor.cfg.INPUT.MAX_SIZE_TEST],

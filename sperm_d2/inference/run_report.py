@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.image_io import png_data_uri
+from sperm_d2.inference.criteria_report import CRITERIA_HEADERS, criteria_rows
 from sperm_d2.inference.head_gallery import GalleryHead, HeadGallery
 from sperm_d2.inference.report_plots import (
     QUANTITIES,
@@ -66,16 +67,20 @@ def who_mark(pct: float | None, ci: tuple[float, float] | None) -> str:
     return f"{'at/above' if pct >= ref else 'below'} {ref:g} % (interval spans it)"
 
 
+def _named_totals(summary: dict) -> list[tuple[str, dict]]:
+    """(report name, totals) of every sample, then every video."""
+    totals = summary["totals"]
+    named = [(sample_key(g), t) for g, t in totals["samples"].items()]
+    return named + [(sample_key(v, video=True), t) for v, t in totals["videos"].items()]
+
+
 def sample_rows(summary: dict) -> list[dict]:
     """One row per sample and per video: counts, % good, its interval and the WHO mark."""
     classes = summary["classes"]
     # a one-class (head-finding) detector without a grader grades nothing: no % good
     good = ("good" if "good" in classes else classes[0]) if len(classes) > 1 else None
-    totals = summary["totals"]
-    named = [(sample_key(g), t) for g, t in totals["samples"].items()]
-    named += [(sample_key(v, video=True), t) for v, t in totals["videos"].items()]
     rows = []
-    for name, t in named:
+    for name, t in _named_totals(summary):
         n = sum(int(t.get(c, 0)) for c in classes)
         k = int(t.get(good, 0)) if good else 0
         pct = 100.0 * k / n if n and good else None
@@ -200,6 +205,10 @@ def _tables(summary: dict, rows: list[dict], values: dict, um: bool) -> dict[str
             morph,
         ),
         "skipped": (["file", "reason"], skipped),
+        "criteria": (
+            CRITERIA_HEADERS,
+            criteria_rows(_named_totals(summary), wilson_interval, who_mark),
+        ),
     }
 
 
@@ -224,6 +233,9 @@ def render_markdown(summary: dict, tables: dict) -> str:
     for title, key in (("Samples", "samples"), ("Morphometrics: median [IQR]", "morphometrics")):
         headers, rows = tables[key]
         out += [f"## {title}", "", tabulate(rows, headers=headers, tablefmt="github"), ""]
+    headers, rows = tables["criteria"]
+    if rows:  # a part segmenter ran
+        out += ["## WHO strict criteria (parts)", "", tabulate(rows, headers, "github"), ""]
     headers, rows = tables["skipped"]
     out += [f"## Skipped files ({len(rows)})", ""]
     out += [tabulate(rows, headers=headers, tablefmt="github") if rows else "None.", ""]
@@ -284,6 +296,8 @@ def render_html(summary: dict, tables: dict, rows: list, plots: dict, gallery) -
             "and the grader's p_bad of every whole head.</p>",
             f'<img class="plot" src="{png_data_uri(plots["grades"])}" alt="grades per field">',
         ]
+    if tables["criteria"][1]:  # a part segmenter ran: % normal by WHO's strict criteria
+        parts += ["<h2>WHO strict criteria (parts)</h2>", _html_table(*tables["criteria"], "who")]
     parts += ["<h2>Morphometrics: median [IQR]</h2>", _html_table(*tables["morphometrics"], "m")]
     if plots.get("morphometrics"):
         src = png_data_uri(plots["morphometrics"])

@@ -13,7 +13,7 @@ from sperm_d2.masks import SAME_HEAD_IOU, one_per_head_keep
 
 #: optional per-head arrays (``None`` when absent); :meth:`ImagePrediction._select` keeps them
 #: aligned with boxes, masks, scores and classes
-OPTIONAL_PER_HEAD = ("p_bad", "detector_classes")
+OPTIONAL_PER_HEAD = ("p_bad", "detector_classes", "part_labels")
 
 
 @dataclasses.dataclass
@@ -34,6 +34,9 @@ class ImagePrediction:
         detector_classes: ``(N,)`` int64 the detector's own class of each head when a grader
             set ``classes``; ``None`` without a grader, or when the detector has one class
             (it finds heads, the grader grades them).
+        part_labels: ``(N, H, W)`` uint8 parts of each head from a part segmenter (0 none,
+            ``1 + i`` for ``part_names[i]``); ``None`` without one.
+        part_names: the part classes of ``part_labels``.
     """
 
     source: str
@@ -46,6 +49,8 @@ class ImagePrediction:
     frame: int | None = None
     p_bad: np.ndarray | None = None
     detector_classes: np.ndarray | None = None
+    part_labels: np.ndarray | None = None
+    part_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])

@@ -1,0 +1,166 @@
+"""The part segmenter's real-data benchmark (Sperm Parsing): split, train, report on test.
+
+* split: the labelme fields are prepared with the parts label map as one split and divided as
+  the head detector's split divided them (:func:`sperm_d2.data.follow_split.follow_split`), so
+  both hold out the same test fields;
+* train: ``tools/train_net.py`` with the parts config (model selected on val by parts/mIoU);
+* evaluate: on the reported split, the semantic IoU per part, their mean and the head IoU over
+  all its pixels, and per annotated head (matched at mask IoU 0.5 to a component of predicted
+  head pixels, or to a detector's head with ``detector_run``): the acrosome share error in
+  percentage points and the vacuole count.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sperm_d2.atomic import write_json_atomic
+from sperm_d2.data.follow_split import follow_split
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+PARTS_LABELS = REPO / "configs/labels/sperm_parsing_parts.yaml"
+PARTS_CONFIG = REPO / "configs/sperm_parts_cpu.yaml"
+#: the issue's targets: CP-Net's part mIoU (R-101, pretrained, GPU), head IoU, share within 5
+TARGETS = {"mIoU": 70.6, "IoU-head": 90.0, "acrosome_share_within_5pts_pct": 90.0}
+
+
+def _call(cmd: list[str]) -> None:
+    logger.info("$ %s", shlex.join(cmd))
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def prepare_parts_split(fields: Path, reference: Path, root: Path) -> Path:
+    """COCO parts split under ``root`` following ``reference``'s split (prepared once)."""
+    if not (root / "annotations" / "test.json").is_file():
+        _call(
+            [sys.executable, "tools/prepare_data.py", "--input", str(fields), "--output",
+             str(root), "--labels", str(PARTS_LABELS), "--split", "1", "--seed", "0"]
+        )  # fmt: skip
+        logger.info("split like %s: %s", reference, follow_split(root, reference))
+    return root
+
+
+def train_parts(data_root: Path, run: Path, config: Path = PARTS_CONFIG) -> Path:
+    """Train the part segmenter into ``run`` unless it holds a best model already."""
+    if not (run / "model_best.pth").is_file():
+        _call(
+            [sys.executable, "tools/train_net.py", "--config-file", str(config),
+             "SPERM.DATA_ROOT", str(data_root), "OUTPUT_DIR", str(run), "SEED", "0"]
+        )  # fmt: skip
+    return run
+
+
+def detector_heads(detector_run: Path | None):
+    """A function image path -> (N, H, W) head masks from a detector run, or ``None``."""
+    if detector_run is None:
+        return None
+    from sperm_d2.inference.predictor import SpermPredictor
+
+    predictor = SpermPredictor.from_run(str(detector_run))
+
+    def heads(image: np.ndarray) -> np.ndarray:
+        return predictor(image).masks
+
+    return heads
+
+
+def evaluate_parts(
+    run: Path, data_root: Path, split: str = "test", detector_run: Path | None = None
+) -> dict:
+    """The numbers of the module docstring on ``data_root``'s ``split``."""
+    from detectron2.data import DatasetCatalog
+
+    from sperm_d2.data.register import register_split
+    from sperm_d2.parts.assign import assign_parts
+    from sperm_d2.parts.evaluator import confusion, part_metrics
+    from sperm_d2.parts.head_metrics import head_components, match_heads, summarise
+    from sperm_d2.parts.loader import load_field
+    from sperm_d2.parts.parser import PartParser
+    from sperm_d2.parts.targets import sperm_parts
+
+    parser = PartParser.from_run(run)
+    classes = list(parser.class_names)
+    name = register_split(
+        f"parts_bench_{split}", data_root / "annotations" / f"{split}.json", data_root, classes
+    )
+    records = DatasetCatalog.get(name)
+    heads_of = detector_heads(detector_run)
+    k = len(classes) + 1
+    conf = np.zeros((k, k), np.int64)
+    matches, seconds = [], 0.0
+    for record in tqdm(records, desc=f"parts on {split}", unit="field"):
+        image, gt = load_field(record, classes)
+        t0 = time.perf_counter()
+        labels = parser.segment(image)
+        seconds += time.perf_counter() - t0
+        conf += confusion(gt, labels, k)
+        h, w = gt.shape
+        if heads_of is None:
+            heads = head_components(labels, classes)
+        else:
+            heads = heads_of(image)
+        pred_parts = assign_parts(labels, heads, classes)
+        gt_parts = sperm_parts(record.get("annotations", []), classes, h, w)
+        matches += match_heads(gt_parts, heads, pred_parts)
+    results = {
+        "split": split,
+        "fields": len(records),
+        "run": str(run),
+        "heads_from": str(detector_run) if detector_run else "segmenter head components",
+        "parts": part_metrics(conf, classes),
+        "heads": summarise(matches),
+        "seconds_per_field": seconds / max(len(records), 1),
+        "targets": TARGETS,
+    }
+    return results
+
+
+def format_results(r: dict) -> str:
+    """A short Markdown table of the results."""
+    p, h = r["parts"], r["heads"]
+    rows = [("mean part IoU (5 parts)", p["mIoU"], TARGETS["mIoU"])]
+    rows += [(f"IoU {n}", p[f"IoU-{n}"], None) for n in
+             ("acrosome", "nucleus", "vacuole", "midpiece", "tail")]  # fmt: skip
+    rows += [("head IoU (acrosome+nucleus+vacuole)", p["IoU-head"], TARGETS["IoU-head"])]
+    key = "acrosome_share_within_5pts_pct"
+    rows += [
+        ("annotated heads matched (%)", h.get("matched_pct"), None),
+        ("acrosome share abs. error, mean (points)", h.get("acrosome_share_mae_pts"), None),
+        ("acrosome share within 5 points (% of matched)", h.get(key), TARGETS[key]),
+        ("vacuole count exact (% of matched)", h.get("vacuole_count_accuracy_pct"), None),
+    ]
+    lines = [
+        f"{r['split']} split, {r['fields']} fields, heads from {r['heads_from']}",
+        "",
+        "| metric | value | target |",
+        "|---|---|---|",
+    ]
+    for label, v, t in rows:
+        value = "n/a" if v is None else f"{v:.1f}"
+        lines.append(f"| {label} | {value} | {'' if t is None else f'{t:g}'} |")
+    return "\n".join(lines)
+
+
+def run_parts_benchmark(
+    fields: Path, reference: Path, output: Path, split: str, detector_run: Path | None,
+    train: bool,
+) -> dict:  # fmt: skip
+    """Split, (train,) evaluate; writes ``output/parts_results.json`` and ``.md``."""
+    data_root = prepare_parts_split(fields, reference, output / "data")
+    run = output / "train"
+    if train:
+        train_parts(data_root, run)
+    results = evaluate_parts(run, data_root, split, detector_run)
+    write_json_atomic(output / f"parts_results_{split}.json", results)
+    (output / f"parts_results_{split}.md").write_text(format_results(results) + "\n")
+    return results

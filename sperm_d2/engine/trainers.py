@@ -1,0 +1,18 @@
+"""Which trainer trains a config: one trainer class per model kind, on a shared base."""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode
+
+from sperm_d2.engine.part_trainer import PartTrainer
+from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.parts import PARTS_ARCH
+
+#: ``MODEL.META_ARCHITECTURE`` -> its trainer; anything else (Mask R-CNN, the head grader)
+#: trains with :class:`SpermTrainer`
+TRAINERS = {PARTS_ARCH: PartTrainer}
+
+
+def trainer_class(cfg: CfgNode) -> type[SpermTrainer]:
+    """The trainer class for ``cfg``'s model."""
+    return TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, SpermTrainer)

@@ -1,0 +1,101 @@
+"""``SpermPartSegmenter``: a small U-Net from scratch giving every pixel of a field a part class.
+
+Registered in detectron2's ``META_ARCH_REGISTRY``, so ``build_model(cfg)``, the checkpointer and
+the trainer serve it unchanged. GroupNorm throughout: batches are a few windows, too few for
+BatchNorm statistics, and GroupNorm behaves the same in training and evaluation.
+
+Input: a batch dict ``{"images": (N, 3, H, W) 0-255 in INPUT.FORMAT order, "targets": (N, H, W)
+int64 label maps (training; 0 background, 1 + i for SPERM.CLASSES[i])}`` (``parts.loader``).
+Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy); evaluation returns
+``{"probs": (N, K + 1, H, W)}`` fp32 softmax. Any H, W: inputs are padded to a multiple of the
+deepest stride and the outputs cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+
+def _gn(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        _gn(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        _gn(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class SpermPartSegmenter(nn.Module):
+    """U-Net: ``SPERM.PARTS.CHANNELS`` encoder levels (the first at full resolution, each next
+    one at half the previous after a stride-2 max-pool), a mirrored decoder with skip
+    connections, and a 1x1 classifier over background + ``MODEL.ROI_HEADS.NUM_CLASSES`` parts
+    (the project's ``SPERM.CLASSES``). Full resolution is kept because tails are 3-6 px wide."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__()
+        p = cfg.SPERM.PARTS
+        channels = [int(c) for c in p.CHANNELS]
+        self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES) + 1  # + background
+        weights = [float(w) for w in p.CLASS_WEIGHTS]
+        self.register_buffer(
+            "class_weights", torch.tensor(weights or [1.0] * self.num_classes), False
+        )
+        self.register_buffer(
+            "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
+        )
+        self.stride = 2 ** (len(channels) - 1)
+        self.down = nn.ModuleList()
+        prev = 3
+        for c in channels:
+            self.down.append(_double_conv(prev, c))
+            prev = c
+        self.up = nn.ModuleList()
+        for c in reversed(channels[:-1]):
+            self.up.append(_double_conv(prev + c, c))
+            prev = c
+        self.classifier = nn.Conv2d(prev, self.num_classes, 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K + 1, H, W) fp32 class logits of an (N, 3, H, W) batch in 0-255."""
+        h, w = images.shape[-2:]
+        x = (images.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x = x.contiguous(memory_format=torch.channels_last)
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x.to(skip.dtype), skip], dim=1))
+        # fp32 under bf16 autocast too: CPU autocast leaves softmax in bf16, too coarse
+        return self.classifier(x)[..., :h, :w].float()
+
+    def forward(self, batch: dict) -> dict:
+        logits = self.logits(batch["images"])
+        if not self.training:
+            return {"probs": F.softmax(logits, dim=1)}
+        targets = batch["targets"].to(self.device, torch.long)
+        return {"loss_parts": F.cross_entropy(logits, targets, weight=self.class_weights)}

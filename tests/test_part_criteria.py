@@ -1,0 +1,120 @@
+"""WHO criteria per sperm from part masks, on synthetic masks drawn at test time."""
+
+import cv2
+import numpy as np
+import pytest
+
+from sperm_d2.inference.part_criteria import assess_sperm, teratozoospermia_index
+from sperm_d2.inference.skeleton import skeleton_length
+
+H, W = 200, 520
+
+
+def _sperm(
+    head_axes=(20, 13),
+    acrosome_to=0,
+    vacuoles=((0, 0, 2),),
+    midpiece=(40, 6, 0.0),
+    tail_length=300,
+    x=120,
+):
+    """Part masks of a horizontal sperm, head centred at (x, 100) pointing left, midpiece and
+    tail to the right. ``midpiece`` = (length, width, angle in degrees to the head axis)."""
+    a, b = head_axes
+    cx, cy = x, 100
+    head = np.zeros((H, W), np.uint8)
+    cv2.ellipse(head, (cx, cy), (a, b), 0, 0, 360, 1, -1)
+    acro = head.copy()
+    acro[:, cx + acrosome_to :] = 0  # the front (left) part, by default the front half
+    nucl = head & (1 - acro)
+    vac = np.zeros((H, W), np.uint8)
+    for dx, dy, r in vacuoles:
+        cv2.circle(vac, (cx + 6 + dx, cy + dy), r, 1, -1)
+    parts = {"acrosome": acro, "nucleus": nucl, "vacuole": vac}
+    if midpiece:
+        length, width, angle = midpiece
+        t = np.radians(angle)
+        end = (int(cx + a + length * np.cos(t)), int(cy + length * np.sin(t)))
+        mid = np.zeros((H, W), np.uint8)
+        cv2.line(mid, (cx + a, cy), end, 1, width)
+        mid &= 1 - head
+        parts["midpiece"] = mid
+        if tail_length:
+            tail = np.zeros((H, W), np.uint8)
+            cv2.line(tail, end, (end[0] + tail_length, end[1]), 1, 3)
+            parts["tail"] = tail & (1 - mid)
+    return {k: v.astype(bool) for k, v in parts.items()}
+
+
+def test_a_normal_sperm_is_normal_with_its_measurements() -> None:
+    c = assess_sperm(_sperm())
+    assert c.grade == "normal", (c.failed, c.not_assessed)
+    assert c.head_length_px == pytest.approx(40, abs=1.5)
+    assert c.head_width_px == pytest.approx(26, abs=1.5)
+    assert 45 < c.acrosome_share < 55 and c.vacuole_count == 1 and c.vacuole_share < 5
+    assert c.midpiece_length_px == pytest.approx(
+        46, abs=3
+    )  # line + round caps and c.midpiece_angle_deg < 5
+    assert c.tail_length_px == pytest.approx(300, abs=10)  # thinning shortens the ends
+    assert c.head_length_um is None
+    um = assess_sperm(_sperm(), um_per_px=0.1)  # 4.0 x 2.6 um: within WHO's ranges
+    assert um.grade == "normal" and um.head_length_um == pytest.approx(4.0, abs=0.15)
+    row = um.as_row()
+    assert row["who_grade"] == "normal" and row["who_failed"] == ""
+
+
+@pytest.mark.parametrize(
+    "kwargs, failed",
+    [
+        (dict(acrosome_to=-14), "acrosome_share"),  # a thin acrosome cap
+        (dict(vacuoles=((-12, 0, 2), (-4, 0, 2), (4, 0, 2))), "vacuole_count"),
+        (dict(vacuoles=((-6, 0, 8),)), "vacuole_share"),
+        (dict(midpiece=(90, 6, 0.0)), "midpiece_length"),
+        (dict(midpiece=(40, 18, 0.0)), "midpiece_width"),
+        (dict(midpiece=(40, 6, 60.0)), "midpiece_angle"),
+        (dict(tail_length=100), "tail_length"),
+        (dict(head_axes=(20, 19)), "head_ellipticity"),  # round head
+    ],
+)
+def test_each_criterion_fails_alone(kwargs, failed) -> None:
+    c = assess_sperm(_sperm(**kwargs))
+    assert c.grade == "abnormal"
+    assert [f.split(":")[0] for f in c.failed] == [failed]
+
+
+def test_head_size_in_um() -> None:
+    c = assess_sperm(_sperm(), um_per_px=0.2)  # 8 um long: too large
+    assert c.grade == "abnormal"
+    assert {f.split(":")[0] for f in c.failed} == {"head_length", "head_width"}
+
+
+def test_not_assessable_when_a_part_is_missing_or_the_head_is_cut() -> None:
+    c = assess_sperm(_sperm(midpiece=None))
+    assert c.grade == "not assessable" and "missing:midpiece" in c.not_assessed
+    assert "missing:tail" in c.not_assessed
+    cut = assess_sperm(_sperm(x=10))
+    assert cut.grade == "not assessable" and "head_cut_by_border" in cut.not_assessed
+    # a tail leaving the field is not measured, and does not make the sperm unassessable
+    long = assess_sperm(_sperm(tail_length=400))
+    assert long.grade == "normal" and "tail_cut_by_border" in long.not_assessed
+    empty = assess_sperm({"nucleus": np.zeros((H, W), bool)})
+    assert empty.grade == "not assessable" and empty.not_assessed[0] == "missing:head"
+
+
+def test_teratozoospermia_index_counts_regions_per_abnormal_sperm() -> None:
+    normal = assess_sperm(_sperm())
+    head = assess_sperm(_sperm(acrosome_to=-14))
+    head_mid = assess_sperm(_sperm(acrosome_to=-14, midpiece=(40, 6, 60.0)))
+    assert head_mid.regions_failed() == {"head", "midpiece"}
+    assert teratozoospermia_index([normal, head, head_mid]) == pytest.approx(1.5)
+    assert teratozoospermia_index([normal]) is None
+
+
+def test_skeleton_length_of_lines() -> None:
+    m = np.zeros((60, 200), np.uint8)
+    cv2.line(m, (10, 30), (190, 30), 1, 5)
+    assert skeleton_length(m) == pytest.approx(180, abs=6)
+    d = np.zeros((160, 160), np.uint8)
+    cv2.line(d, (10, 10), (150, 150), 1, 3)
+    assert skeleton_length(d) == pytest.approx(140 * 2**0.5, rel=0.03)
+    assert skeleton_length(np.zeros((5, 5), bool)) == 0.0

@@ -1,0 +1,156 @@
+"""The part segmenter: target rasterisation, IoU, the model, the loaders, the parts split (with
+group_id kept) and a few CPU iterations through train_net.py on tiny generated fields."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sperm_d2.parts.evaluator import confusion, iou_from_confusion, part_metrics
+from sperm_d2.parts.loader import cut_window
+from sperm_d2.parts.targets import PART_CLASSES, label_map, polygons_mask, sperm_parts
+
+from .conftest import REPO, split_opts
+from .part_scenes import make_part_dataset
+
+PARTS_INSTANT = REPO / "configs/quick_schedules/sperm_parts_instant_test.yaml"
+
+
+def _square(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def test_polygon_mask_takes_pixels_whose_centre_is_inside() -> None:
+    mask = polygons_mask(_square(2, 3, 6, 5), 8, 8)
+    assert mask.sum() == 4 * 2
+    assert mask[3:5, 2:6].all()
+
+
+def test_label_map_paints_vacuole_over_nucleus_over_acrosome_over_tail() -> None:
+    classes = list(PART_CLASSES)
+    anns = [  # listed in the "wrong" order on purpose
+        {"category_id": 2, "segmentation": _square(4, 4, 6, 6)},  # vacuole
+        {"category_id": 1, "segmentation": _square(2, 2, 8, 8)},  # nucleus
+        {"category_id": 0, "segmentation": _square(0, 0, 10, 10)},  # acrosome
+        {"category_id": 4, "segmentation": _square(0, 0, 12, 1)},  # tail under the acrosome
+        {"category_id": 3, "segmentation": [[0, 0]], "iscrowd": 1},  # ignored
+    ]
+    lab = label_map(anns, classes, 12, 12)
+    assert lab[5, 5] == 3 and lab[3, 3] == 2 and lab[0, 9] == 1 and lab[0, 11] == 5
+    assert lab[11, 11] == 0
+
+
+def test_sperm_parts_groups_by_group_id() -> None:
+    anns = [
+        {"category_id": 0, "segmentation": _square(0, 0, 4, 4), "group_id": 7},
+        {"category_id": 1, "segmentation": _square(4, 0, 8, 4), "group_id": 7},
+        {"category_id": 1, "segmentation": _square(0, 6, 4, 9), "group_id": 8},
+        {"category_id": 1, "segmentation": _square(5, 6, 8, 9)},  # no group: left out
+    ]
+    parts = sperm_parts(anns, list(PART_CLASSES), 10, 10)
+    assert sorted(parts) == [7, 8]
+    assert sorted(parts[7]) == ["acrosome", "nucleus"] and parts[7]["nucleus"].sum() == 16
+    assert list(parts[8]) == ["nucleus"]
+
+
+def test_iou_per_class_and_head() -> None:
+    gt = np.array([[0, 1, 1, 2], [0, 0, 5, 5]])
+    pred = np.array([[0, 1, 2, 2], [0, 1, 5, 0]])
+    conf = confusion(gt, pred, 6)
+    assert conf.sum() == gt.size and conf[1, 2] == 1
+    iou = iou_from_confusion(conf)
+    assert iou[1] == pytest.approx(1 / 3) and iou[2] == pytest.approx(1 / 2)
+    assert np.isnan(iou[3]) and iou[5] == pytest.approx(1 / 2)
+    m = part_metrics(conf, PART_CLASSES)
+    assert m["mIoU"] == pytest.approx(100 * (1 / 3 + 1 / 2 + 1 / 2) / 3)  # absent classes out
+    assert m["IoU-head"] == pytest.approx(100 * 3 / 4)  # head = classes 1-3: 3 tp, 4 union
+    assert m["pixel_accuracy"] == pytest.approx(100 * 5 / 8)
+
+
+def test_model_any_size_loss_and_probabilities() -> None:
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.engine.part_trainer import PartTrainer
+    from sperm_d2.engine.trainers import trainer_class
+
+    cfg = setup_cfg(str(PARTS_INSTANT), ["MODEL.DEVICE", "cpu"])
+    assert trainer_class(cfg) is PartTrainer
+    model = PartTrainer.build_model(cfg)
+    images = torch.rand(2, 3, 37, 50) * 255
+    out = model({"images": images, "targets": torch.randint(0, 6, (2, 37, 50))})
+    assert torch.isfinite(out["loss_parts"])
+    model.eval()
+    with torch.no_grad():
+        probs = model({"images": images})["probs"]
+    assert probs.shape == (2, 6, 37, 50) and torch.allclose(probs.sum(1), torch.ones(2, 37, 50))
+
+
+def test_window_focus_and_padding() -> None:
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 300, 3), np.uint8)
+    labels = np.zeros((40, 300), np.uint8)
+    labels[10:14, 280:284] = 2
+    img, lab = cut_window(image, labels, 64, True, rng)
+    assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
+    assert (lab == 2).sum() == 16  # centred on the only part, padded below the 40-px field
+
+
+@pytest.fixture(scope="module")
+def part_data(tmp_path_factory):
+    return make_part_dataset(tmp_path_factory.mktemp("parts"), num_images=8, size=128)
+
+
+def test_parts_split_keeps_group_id(part_data) -> None:
+    coco = json.loads((part_data / "annotations/train.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == list(PART_CLASSES)
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], set()).add(a["group_id"])
+    assert all(g == {1, 2} for g in by_image.values())
+
+
+def test_follow_split_reproduces_a_reference(part_data, tmp_path) -> None:
+    from sperm_d2.data.follow_split import follow_split
+
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    merged = {}
+    for split in ("train", "val"):
+        coco = json.loads((part_data / f"annotations/{split}.json").read_text())
+        merged.setdefault("images", []).extend(coco["images"])
+        merged.setdefault("annotations", []).extend(coco["annotations"])
+        merged["categories"] = coco["categories"]
+    (ann / "all.json").write_text(json.dumps(merged))
+    sizes = follow_split(tmp_path, part_data, source="all")
+    assert sizes == {"train": 6, "val": 2}
+    for split in ("train", "val"):
+        ours = json.loads((ann / f"{split}.json").read_text())
+        ref = json.loads((part_data / f"annotations/{split}.json").read_text())
+        assert [i["labelme"] for i in ours["images"]] == [i["labelme"] for i in ref["images"]]
+        assert len(ours["annotations"]) == len(ref["annotations"])
+
+
+@pytest.mark.slow
+def test_part_segmenter_trains_through_train_net(part_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", str(PARTS_INSTANT)]
+    cmd += [*split_opts(part_data, "tinyparts"), "OUTPUT_DIR", str(out), "SEED", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("config.yaml", "model_final.pth", "model_best.pth", "results.csv"):
+        assert (out / name).is_file(), name
+    best = json.loads((out / "best_model.json").read_text())
+    assert best["metric"] == "parts/mIoU" and 0 <= best["value"] <= 100
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["iteration"] for r in rows] == ["2", "6"]
+    assert {"parts/mIoU", "parts/IoU-head", "parts/IoU-tail"} <= set(rows[0])
+    # --eval-only on the best checkpoint reports the same family
+    cmd = [sys.executable, str(REPO / "tools/train_net.py"), "--eval-only", "--config-file"]
+    cmd += [str(out / "config.yaml"), "MODEL.WEIGHTS", str(out / "model_best.pth")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mIoU" in json.loads((out / "eval_results.json").read_text())["parts"]
