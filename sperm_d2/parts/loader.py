@@ -4,8 +4,9 @@ Training: an endless stream of batches of ``SOLVER.IMS_PER_BATCH`` windows, each
 ``DATASETS.TRAIN`` decoded and rasterised when drawn (memory holds one batch, whatever the number
 of fields; decoding a 1280x1024 JPEG costs ~15 ms against a training step of a second). Each
 window of ``SPERM.PARTS.WINDOW`` px is centred on an annotated part with probability
-``SPERM.PARTS.FOCUS_PROB``, flipped, turned by quarter turns (``SPERM.AUG.ROT90``) and jittered in brightness and contrast (``SPERM.AUG``). Test: each field
-whole, one per batch, each process taking its own shard.
+``SPERM.PARTS.FOCUS_PROB``, flipped, turned by quarter turns (``SPERM.AUG.ROT90``) and jittered
+in brightness and contrast (``SPERM.AUG``). Test: each field whole, one per batch, each process
+taking its own shard.
 """
 
 from __future__ import annotations
