@@ -176,10 +176,10 @@ def _conv_output_dtypes(model: torch.nn.Module) -> list[torch.dtype]:
 
 
 def _train(cfg, resume: bool = False):
-    from sperm_d2.engine import SpermTrainer
     from sperm_d2.engine.cpu_amp import CPUAutocastTrainer
+    from sperm_d2.engine.trainers import trainer_class
 
-    trainer = SpermTrainer(cfg)
+    trainer = trainer_class(cfg)(cfg)
     assert type(trainer._trainer) is CPUAutocastTrainer
     # on the CPU the grader trains in channels-last memory format (measured faster), the
     # detector does not (it was not faster)

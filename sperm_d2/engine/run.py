@@ -35,7 +35,6 @@ from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import inference_bf16
 from sperm_d2.engine.trainers import trainer_class
-from sperm_d2.grading import is_grader
 from sperm_d2.precision import amp_emulated, for_inference
 from sperm_d2.weights_io import check_weights_file
 
@@ -129,11 +128,9 @@ def _load_datasets(cfg: CfgNode, names) -> dict[str, int]:
 
 
 def _training_samples(cfg: CfgNode, dataset_name: str) -> int:
-    """What one epoch passes over: the images, or for the head grader the annotated heads."""
-    records = load_registered(dataset_name)
-    if not is_grader(cfg):
-        return len(records)
-    return sum(1 for r in records for a in r.get("annotations", []) if not a.get("iscrowd", 0))
+    """What one epoch of ``cfg``'s model passes over (its trainer's
+    :meth:`~sperm_d2.engine.trainer.SpermTrainer.epoch_samples`)."""
+    return trainer_class(cfg).epoch_samples(load_registered(dataset_name))
 
 
 def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""``SpermTrainer``: detectron2's DefaultTrainer with the project's data, evaluation and hooks."""
+"""``SpermTrainer``: detectron2's DefaultTrainer with the project's data, evaluation and hooks;
+the detector's trainer and the base of the other models' (``engine/trainers.py``)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,7 @@ from sperm_d2.engine.metrics_outputs import ResultsTable, TrainingPlots
 from sperm_d2.engine.val_loss import ValidationLoss
 from sperm_d2.engine.val_round import ValRound
 from sperm_d2.evaluation import build_evaluator
-from sperm_d2.grading import is_grader
-from sperm_d2.grading.evaluator import GraderEvaluator
-from sperm_d2.grading.loader import GraderTrainLoader, build_grader_test_loader
-from sperm_d2.precision import cpu_channels_last, for_inference, train_bf16, use_bf16
+from sperm_d2.precision import for_inference, train_bf16, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
 
 logger = logging.getLogger(__name__)
@@ -53,8 +51,10 @@ def inference_bf16(cfg: CfgNode) -> bool:
 class SpermTrainer(DefaultTrainer):
     """DefaultTrainer whose ``build_*`` methods add the project's pieces; the loop is detectron2's.
 
-    * the head grader (``MODEL.META_ARCHITECTURE: SpermHeadGrader``) gets its crop loaders and
-      ``GraderEvaluator`` (``grader/*`` metrics, validation loss included) instead.
+    It trains Mask R-CNN; the head grader and the part segmenter train with its subclasses
+    (:class:`~sperm_d2.engine.grader_trainer.GraderTrainer`,
+    :class:`~sperm_d2.engine.part_trainer.PartTrainer`, picked by ``engine.trainers``), which
+    replace the ``build_*`` methods and share everything else.
     * train loader: ``SPERM.AUG`` augmentations; ``DATALOADER.SAMPLER_TRAIN:
       RepeatFactorTrainingSampler`` (with ``REPEAT_THRESHOLD``) gives class-balanced sampling.
     * evaluator: COCO bbox/segm with per-class AP plus ``pixellib/mAP50``.
@@ -79,18 +79,13 @@ class SpermTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg: CfgNode):
-        """detectron2's model; the head grader on the CPU in channels-last memory format (its
-        training step measured 1.35x faster so in fp32, 2.15x with bf16 vs 1.70x without; Mask
-        R-CNN's was not faster: benchmarks/bench_precision.py, 1 thread). Its ROI Align keeps the
-        boxes fp32 under bf16 autocast and trains through a vectorised CPU formulation
-        (:mod:`sperm_d2.roi_align`)."""
-        model = use_sperm_roi_align(super().build_model(cfg))
-        return cpu_channels_last(model, cfg.MODEL.DEVICE) if is_grader(cfg) else model
+        """detectron2's model (NCHW: Mask R-CNN was not faster channels-last,
+        benchmarks/bench_precision.py). Its ROI Align keeps the boxes fp32 under bf16 autocast
+        and trains through a vectorised CPU formulation (:mod:`sperm_d2.roi_align`)."""
+        return use_sperm_roi_align(super().build_model(cfg))
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        if is_grader(cfg):
-            return GraderTrainLoader(cfg)
         mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
         return build_detection_train_loader(cfg, mapper=mapper)
 
@@ -98,22 +93,19 @@ class SpermTrainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
     ) -> DatasetEvaluators:
-        if is_grader(cfg):
-            return DatasetEvaluators([GraderEvaluator(dataset_name, list(cfg.SPERM.CLASSES))])
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
-    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        if is_grader(cfg):
-            return build_grader_test_loader(cfg, dataset_name)
-        return super().build_test_loader(cfg, dataset_name)
+    def epoch_samples(cls, records: list[dict]) -> int:
+        """What one epoch passes over (``SPERM.EPOCHS``): the images of a split's records."""
+        return len(records)
 
     @classmethod
     def evaluates_alone(cls, cfg: CfgNode) -> bool:
         """Whether evaluation is this trainer's own ``test`` pass (its evaluator reports any
         validation loss) instead of the detector's shared :class:`ValRound`."""
-        return is_grader(cfg)
+        return False
 
     def build_checkpointer(self) -> SpermCheckpointer:
         """Atomic, corruption-tolerant checkpointer over the same model and trainer state."""

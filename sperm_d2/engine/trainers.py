@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode
 
+from sperm_d2.engine.grader_trainer import GraderTrainer
 from sperm_d2.engine.part_trainer import PartTrainer
 from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.grading import GRADER_ARCH
 from sperm_d2.parts import PARTS_ARCH
 
-#: ``MODEL.META_ARCHITECTURE`` -> its trainer; anything else (Mask R-CNN, the head grader)
-#: trains with :class:`SpermTrainer`
-TRAINERS = {PARTS_ARCH: PartTrainer}
+#: ``MODEL.META_ARCHITECTURE`` -> its trainer; anything else (Mask R-CNN) trains with
+#: :class:`SpermTrainer`
+TRAINERS = {GRADER_ARCH: GraderTrainer, PARTS_ARCH: PartTrainer}
 
 
 def trainer_class(cfg: CfgNode) -> type[SpermTrainer]:
