@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.engine.run import prepare_config
+from sperm_d2.engine.training import prepare_config
 
 TARGET_SHARE = 0.10
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def load(args):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from sperm_d2.engine.trainer import SpermTrainer
-    from sperm_d2.inference.runs import find_run_weights
+    from sperm_d2.inference.run_folder import find_run_weights
     from sperm_d2.weights_io import load_model_weights
 
     cfg = prepare_config(str(Path(args.run) / "config.yaml"), list(args.opts), training=False)

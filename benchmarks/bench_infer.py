@@ -55,7 +55,7 @@ def build_cfg(args, work: Path):
     """The benchmark config and a weights file both sides load."""
     if args.run:
         cfg = setup_cfg(str(Path(args.run) / "config.yaml"), HEADS_RUN)
-        from sperm_d2.inference.runs import find_run_weights
+        from sperm_d2.inference.run_folder import find_run_weights
 
         return cfg, str(find_run_weights(args.run))
     cfg = setup_cfg(CPU_CONFIG, HEADS_RUN)

@@ -40,8 +40,8 @@ from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset
 from sperm_d2.data.synthetic_io import make_synthetic_dataset
 from sperm_d2.engine.cpu_amp import CPUAutocastTrainer
-from sperm_d2.engine.run import prepare_config
 from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.engine.training import prepare_config
 from sperm_d2.grading.samples import annotation_mask
 from sperm_d2.inference import HeadGrader, SpermPredictor
 from sperm_d2.precision import cpu_has_native_bf16

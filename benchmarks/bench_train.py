@@ -63,8 +63,8 @@ from sperm_d2.benchmark.study_setting import (
 )
 from sperm_d2.config import setup_cfg
 from sperm_d2.engine.cpu_amp import CPUAutocastTrainer
-from sperm_d2.engine.run import prepare_config
 from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.engine.training import prepare_config
 from sperm_d2.precision import cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]

@@ -166,8 +166,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return trailing + list(getattr(args, "opts_flag", None) or [])
 
 
-def run(main: Main, basic_logging: bool = True) -> None:
-    """``if __name__ == "__main__": run(main)``: INFO logging to stderr (unless the tool sets up
+def start(main: Main, basic_logging: bool = True) -> None:
+    """``if __name__ == "__main__": start(main)``: INFO logging to stderr (unless the tool sets up
     its own, as training does with detectron2's loggers), exit with ``main``'s code."""
     if basic_logging:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

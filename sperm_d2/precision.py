@@ -3,7 +3,7 @@ that applies it (training, evaluation and inference all go through here).
 
 Training: ``SOLVER.AMP.ENABLED`` on a CPU run means bf16 autocast of the forward pass (no
 gradient scaler: bf16 has fp32's exponent range), on a CPU with native bf16 only (elsewhere the
-run trains fp32: ``sperm_d2.engine.run.prepare_config``). The head grader's config turns it on:
+run trains fp32: ``sperm_d2.engine.training.prepare_config``). The head grader's config turns it on:
 over three seeds per precision its bf16 training was as accurate as fp32 on the demo data and
 the SMIDS split (benchmarks/RESULTS.md). Inference and evaluation: the
 ``SPERM.INFER_PRECISION`` key, one of :data:`PRECISIONS`. Autocast runs convolutions and matrix

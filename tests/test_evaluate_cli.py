@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.evaluation.coco_split import choose_instance_threshold, threshold_metrics
-from sperm_d2.evaluation.run import run_evaluation
+from sperm_d2.evaluation.job import run_evaluation
 from sperm_d2.inference import SpermPredictor
 
 from .conftest import REPO

@@ -11,8 +11,8 @@ import pytest
 from sperm_d2.benchmark.results import collect_metrics
 from sperm_d2.benchmark.results_table import ROWS
 from sperm_d2.evaluation.coco_split import threshold_metrics
+from sperm_d2.evaluation.job import coco_text
 from sperm_d2.evaluation.pixellib_ap import image_ap50, image_ap50_strict, mask_iou
-from sperm_d2.evaluation.run import coco_text
 from sperm_d2.inference.types import ImagePrediction, empty_prediction
 from sperm_d2.masks import box_iou, encode_masks, one_per_head_keep
 

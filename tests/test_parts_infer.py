@@ -15,9 +15,9 @@ import pytest
 import torch
 from detectron2.config import CfgNode
 
+from sperm_d2.inference.job import InferOptions, run_inference
 from sperm_d2.inference.part_criteria import PartCriteria
 from sperm_d2.inference.records import PART_COLUMNS
-from sperm_d2.inference.run import InferOptions, run_inference
 from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.parts.targets import HEAD_PARTS, PART_CLASSES, label_map, sperm_parts
 

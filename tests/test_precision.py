@@ -201,10 +201,10 @@ def test_amp_trains_bf16_only_on_a_cpu_with_native_bf16(
 ):
     """Emulated bf16 trains slower than fp32: there AMP resolves to fp32, said in the log and in
     the resolved config."""
-    from sperm_d2.engine.run import prepare_config
+    from sperm_d2.engine.training import prepare_config
 
     native(has_native)
-    with caplog.at_level(logging.WARNING, logger="sperm_d2.engine.run"):
+    with caplog.at_level(logging.WARNING, logger="sperm_d2.engine.training"):
         cfg = prepare_config(GRADER, _train_opts(tiny_dataset, tmp_path, "tinyamp", 2))
     assert cfg.SOLVER.AMP.ENABLED is has_native
     said = any("training in fp32" in r.getMessage() for r in caplog.records)
@@ -221,7 +221,7 @@ def test_the_grader_config_trains_with_amp():
 
 @pytest.mark.slow
 def test_detector_trains_in_bf16_evaluates_and_resumes(tiny_dataset, tmp_path, native):
-    from sperm_d2.engine.run import prepare_config
+    from sperm_d2.engine.training import prepare_config
 
     native(True)  # emulated on a CPU without it: slower, same path
 
@@ -245,7 +245,7 @@ def test_detector_trains_in_bf16_evaluates_and_resumes(tiny_dataset, tmp_path, n
 
 @pytest.mark.slow
 def test_grader_trains_in_bf16(tiny_dataset, tmp_path, native):
-    from sperm_d2.engine.run import prepare_config
+    from sperm_d2.engine.training import prepare_config
 
     native(True)
 
@@ -257,7 +257,7 @@ def test_grader_trains_in_bf16(tiny_dataset, tmp_path, native):
 
 
 def test_a_bad_precision_fails_before_the_run(tiny_dataset, tmp_path):
-    from sperm_d2.engine.run import prepare_config
+    from sperm_d2.engine.training import prepare_config
 
     opts = _train_opts(tiny_dataset, tmp_path, "tinybadprec", 2)
     opts[opts.index("SPERM.INFER_PRECISION") + 1] = "fp16"

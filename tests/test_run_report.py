@@ -15,7 +15,7 @@ import pytest
 from detectron2.config import CfgNode
 
 from sperm_d2.inference.head_gallery import HeadGallery
-from sperm_d2.inference.run import InferOptions, run_inference
+from sperm_d2.inference.job import InferOptions, run_inference
 from sperm_d2.inference.run_report import who_mark, wilson_interval
 from sperm_d2.inference.types import ImagePrediction
 

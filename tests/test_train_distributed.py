@@ -13,8 +13,8 @@ INSTANT = REPO / "configs" / "quick_schedules" / "sperm_mask_rcnn_R_50_FPN_insta
 
 def _train_and_dump(config_file: str, opts: list[str], out_dir: str) -> None:
     """Worker (runs in each spawned process): 2 iterations, then this rank's weights to a file."""
-    from sperm_d2.engine.run import prepare_config
     from sperm_d2.engine.trainer import SpermTrainer
+    from sperm_d2.engine.training import prepare_config
 
     torch.set_num_threads(1)
     seed_all_rng(100 + comm.get_rank())  # different random init per rank: DDP must align them

@@ -19,7 +19,7 @@ import json
 import sys
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import deprecated_alias, run, tool_main
+from sperm_d2.cli import deprecated_alias, start, tool_main
 from sperm_d2.data.balance import balance_labelme
 from sperm_d2.data.labels import LabelMap
 
@@ -53,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    start(main)

@@ -27,8 +27,8 @@ model, inputs or output folder, nothing evaluated), with one line saying why.
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import deprecated_alias, run, tool_main
-from sperm_d2.evaluation.run import check_evaluation, run_evaluation
+from sperm_d2.cli import deprecated_alias, start, tool_main
+from sperm_d2.evaluation.job import check_evaluation, run_evaluation
 from sperm_d2.inference import SpermPredictor, add_model_arguments
 from sperm_d2.inference.arguments import unit_interval
 from sperm_d2.inference.model_source import check_model_source
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    start(main)

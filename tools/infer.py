@@ -28,13 +28,13 @@ from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
 from sperm_d2.atomic import check_output_dir
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import start, tool_main
 from sperm_d2.errors import InputError
 from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
 from sperm_d2.inference.arguments import non_negative, positive_int, unit_interval
+from sperm_d2.inference.job import INFER_OUTPUTS
 from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.inference.records import format_summary_table
-from sperm_d2.inference.run import INFER_OUTPUTS
 from sperm_d2.inference.sources import check_inputs, input_anchors
 from sperm_d2.parts.parser import part_run
 
@@ -108,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    start(main)

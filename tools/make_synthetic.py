@@ -16,7 +16,7 @@ Examples:
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import run, tool_main
+from sperm_d2.cli import start, tool_main
 from sperm_d2.data.synthetic_io import (
     make_synthetic_crops,
     make_synthetic_dataset,
@@ -82,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    start(main)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import deprecated_alias, run, tool_main
+from sperm_d2.cli import deprecated_alias, start, tool_main
 from sperm_d2.data.contact_sheet import write_contact_sheets
 from sperm_d2.data.dataset_report import format_report, problem_line
 from sperm_d2.data.labels import LabelMap
@@ -93,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    start(main)

@@ -26,7 +26,7 @@ eval_info.json and eval_inference/, leaving a training's own files alone.
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import INPUT_ERRORS, run, tool_main
+from sperm_d2.cli import INPUT_ERRORS, start, tool_main
 from sperm_d2.config import ConfigError
 from sperm_d2.engine import (
     CheckpointError,
@@ -57,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main, basic_logging=False)  # detectron2's loggers, set up per run folder
+    start(main, basic_logging=False)  # detectron2's loggers, set up per run folder

@@ -12,7 +12,7 @@ Example:
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import add_opts_argument, config_overrides, run, tool_main
+from sperm_d2.cli import add_opts_argument, config_overrides, start, tool_main
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.data.visualize import draw_dataset
@@ -59,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    start(main)

@@ -44,7 +44,7 @@ def prepare_parts_split(fields: Path, reference: Path, root: Path) -> Path:
     if not (root / "annotations" / "test.json").is_file():
         _call(
             [sys.executable, "tools/prepare_data.py", "--input", str(fields), "--output",
-             str(root), "--labels", str(PARTS_LABELS), "--split", "1", "--seed", "0"]
+             str(root), "--label-map", str(PARTS_LABELS), "--split", "1", "--seed", "0"]
         )  # fmt: skip
         logger.info("split like %s: %s", reference, follow_split(root, reference))
     return root

@@ -125,7 +125,7 @@ def grader_step(
     training's times and ``grader_only/*`` metrics."""
     train = train_step(run, args, f"{name}_grader", data_root, grader_dir, opts, grader=True)
     # imported here: it loads detectron2, which the rest of the benchmark does not need
-    from sperm_d2.inference.runs import find_run_weights
+    from sperm_d2.inference.run_folder import find_run_weights
 
     weights = find_run_weights(grader_dir)  # best on val; a fold has none: final
     eval_dir = grader_dir / f"eval_{test}"

@@ -12,8 +12,13 @@ events, ``log.txt`` and ``inference/<dataset>/`` (COCO predictions). ``--eval-on
 """
 
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
-from sperm_d2.engine.run import TrainingDivergedError, build_argument_parser, launch_from_args, run
 from sperm_d2.engine.trainer import SpermTrainer
+from sperm_d2.engine.training import (
+    TrainingDivergedError,
+    build_argument_parser,
+    launch_from_args,
+    train,
+)
 
 __all__ = [
     "CheckpointError",
@@ -22,5 +27,5 @@ __all__ = [
     "TrainingDivergedError",
     "build_argument_parser",
     "launch_from_args",
-    "run",
+    "train",
 ]

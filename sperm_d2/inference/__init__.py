@@ -2,10 +2,10 @@
 video streaming, labelme export and the ``tools/infer.py`` job (``run_inference``)."""
 
 from sperm_d2.inference.grader import HeadGrader
+from sperm_d2.inference.job import InferOptions, run_inference
 from sperm_d2.inference.morphometrics import HeadMorphometrics, measure_mask, measure_masks
 from sperm_d2.inference.predictor import SpermPredictor, add_model_arguments
-from sperm_d2.inference.run import InferOptions, run_inference
-from sperm_d2.inference.runs import find_run_weights
+from sperm_d2.inference.run_folder import find_run_weights
 from sperm_d2.inference.types import ImagePrediction, empty_prediction, from_instances
 
 __all__ = [

@@ -25,7 +25,7 @@ from sperm_d2.errors import InputError
 from sperm_d2.grading import grades_detector, is_grader
 from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
-from sperm_d2.inference.runs import find_run_weights, run_config
+from sperm_d2.inference.run_folder import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.precision import autocast, use_bf16
 from sperm_d2.weights_io import load_model_weights

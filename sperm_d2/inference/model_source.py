@@ -19,7 +19,7 @@ from detectron2.config import CfgNode
 from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
 from sperm_d2.grading import grades_detector, is_grader
-from sperm_d2.inference.runs import RUN_CHECKPOINTS, find_run_weights
+from sperm_d2.inference.run_folder import RUN_CHECKPOINTS, find_run_weights
 from sperm_d2.weights_io import CheckpointError, check_weights_file
 
 

@@ -33,7 +33,7 @@ from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, str
 from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.parts import with_parts
-from sperm_d2.inference.runs import find_run_weights, run_config
+from sperm_d2.inference.run_folder import find_run_weights, run_config
 from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
 from sperm_d2.parts.parser import PartParser

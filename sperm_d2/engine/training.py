@@ -1,6 +1,6 @@
 """One training or evaluation run: data registration, schedule, run folder, seeds, then the trainer.
 
-``tools/train_net.py`` parses the command line and hands the arguments to :func:`run`, through
+``tools/train_net.py`` parses the command line and hands the arguments to :func:`train`, through
 detectron2's ``launch`` for several processes (GPUs, or CPU processes over gloo).
 """
 
@@ -59,10 +59,10 @@ def build_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
 
 
 def launch_from_args(args: argparse.Namespace) -> None:
-    """Run :func:`run` in ``args.num_gpus`` processes per machine (one process: in this one)."""
+    """Run :func:`train` in ``args.num_gpus`` processes per machine (one process: in this one)."""
     args.opts = config_overrides(args)
     launch(
-        run,
+        train,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
@@ -202,7 +202,7 @@ def setup_run(cfg: CfgNode, args: argparse.Namespace) -> int:
     return seed
 
 
-def run(args: argparse.Namespace) -> dict | None:
+def train(args: argparse.Namespace) -> dict | None:
     """Train, or with ``--eval-only`` evaluate ``MODEL.WEIGHTS``; returns the results.
 
     Inputs are checked before the run folder is made; if the run still fails before its first
