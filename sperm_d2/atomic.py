@@ -194,8 +194,8 @@ def check_output_dir(
 
 @contextlib.contextmanager
 def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder's contents in a new hidden folder beside ``path``; on success it replaces
-    ``path`` as a whole (an earlier folder there is moved aside, then deleted), so readers see
+    """Build a folder's contents in a new hidden folder beside ``path`` (beside the folder it
+    links to, for a symlink); on success it replaces ``path`` as a whole (an earlier folder there is moved aside, then deleted), so readers see
     the old outputs or the new ones, never a mix. On an exception the staging folder and any
     parent folders made for it are removed and ``path`` is left as it was. The staging folder is
     locked while it lives, so that the next run removes it if this one is killed outright
@@ -205,7 +205,7 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     Raises:
         OutputBusyError: another run is building ``path`` now (nothing was made).
     """
-    path = Path(path).absolute()
+    path = output_target(path)
     made = []  # parents created here, removed again if the run fails
     parent = path.parent
     while not parent.exists():
@@ -237,6 +237,13 @@ class OutputBusyError(InputError):
     """Another run is writing the output folder now."""
 
 
+def output_target(path: str | os.PathLike) -> Path:
+    """The folder an output path names, absolute: a symlink is followed (its target folder is
+    replaced, the link kept; replacing the link by a folder left the target stale)."""
+    path = Path(path).absolute()
+    return real_path(path) if path.is_symlink() else path
+
+
 def _output_lock_path(path: Path) -> Path:
     return path.parent / f"{_temp_prefix(path.name)}lock"
 
@@ -250,7 +257,7 @@ def lock_output(path: str | os.PathLike) -> int | None:
     """
     if fcntl is None:
         return None
-    path = Path(path).absolute()
+    path = output_target(path)
     lock_path = _output_lock_path(path)
     for _ in range(8):  # the holder may remove the lock file between our open and our lock
         fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o666 & ~_UMASK)
@@ -277,7 +284,7 @@ def unlock_output(path: str | os.PathLike, fd: int | None) -> None:
     if fd is None:
         return
     with contextlib.suppress(OSError):
-        os.unlink(_output_lock_path(Path(path).absolute()))
+        os.unlink(_output_lock_path(output_target(path)))
     os.close(fd)
 
 

@@ -108,3 +108,17 @@ def test_staging_without_a_lock_file_is_left_alone(tmp_path):
     with staged_dir(tmp_path / "infer") as tmp:
         assert (tmp / STAGING_LOCK).is_file() or atomic.fcntl is None
     assert other.is_dir()
+
+
+def test_an_output_symlink_keeps_its_link_and_gets_the_new_outputs(tmp_path):
+    target = tmp_path / "nas" / "results"
+    target.mkdir(parents=True)
+    (target / "old.csv").write_text("earlier run")
+    link = tmp_path / "out"
+    link.symlink_to(target, target_is_directory=True)
+    with staged_dir(link) as tmp:
+        (tmp / "new.csv").write_text("this run")
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert sorted(p.name for p in target.iterdir()) == ["new.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nas", "out"]  # nothing left beside
+    assert sorted(p.name for p in (tmp_path / "nas").iterdir()) == ["results"]

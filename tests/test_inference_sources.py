@@ -164,6 +164,40 @@ def test_video_frames_counts_what_was_read(tmp_path):
     assert [i for i, _ in frames] == [0, 2, 4, 6] and frames.frames_read == 7
 
 
+
+class _ResizingCapture:
+    """A cv2.VideoCapture stand-in whose frames change size at frame 3 (a camera switching
+    resolution mid-recording, which VideoWriter cannot produce)."""
+
+    def __init__(self, path):
+        self.index = 0
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        if self.index >= 6:
+            return False, None
+        size = (16, 24) if self.index < 3 else (32, 48)
+        self.index += 1
+        return True, np.zeros((*size, 3), np.uint8)
+
+    def grab(self):
+        return self.read()[0]
+
+    def release(self):
+        pass
+
+
+def test_video_frames_stop_where_the_frame_size_changes(monkeypatch, tmp_path):
+    from sperm_d2.inference import sources
+    from sperm_d2.inference.sources import VideoFrames
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _ResizingCapture)
+    frames = VideoFrames(tmp_path / "v.avi")
+    assert [i for i, _ in frames] == [0, 1, 2] and frames.frames_read == 3
+    assert frames.size_change == "frame 3 is 48x32 px, the video began at 24x16"
+
 def test_staged_dir_replaces_wholly_or_leaves_everything(tmp_path):
     from sperm_d2.atomic import check_output_dir, staged_dir
 

@@ -217,8 +217,9 @@ def _write_overlay(target: str, image, pred, colors) -> None:
 
 def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped, incomplete) -> int:
     """Stream one video; returns the number of frames processed (0 = skipped). A video that
-    ends before the frame count its header gives (truncated) is warned about and listed in
-    ``incomplete`` with the frames read."""
+    ends before the frame count its header gives (truncated), or whose frame size changes
+    mid-stream (read up to there), is warned about and listed in ``incomplete`` with the frames
+    read."""
     out = Path(opts.output_dir)
     try:
         info = video_info(f.path)
@@ -250,11 +251,18 @@ def _run_video(predictor, f: InputFile, opts, outputs, colors, skipped, incomple
                     writer.submit(export_labelme, pred, frame_png, image=image)
                 n += 1
                 bar.update(1)
-    if 0 < frames.frames_read < info["frames"]:
+    reason = None
+    if frames.size_change:
+        reason = (
+            f"frame size changes mid-stream ({frames.size_change}): the {n} frames before it "
+            "were graded, the rest not (one pixel scale per video; split the video there)"
+        )
+    elif 0 < frames.frames_read < info["frames"]:
         reason = (
             f"video ends early: {frames.frames_read} of the {info['frames']} frames its header "
             "gives were read (truncated or corrupt file?)"
         )
+    if reason:
         logger.warning("%s: %s", f.path, reason)
         incomplete.append(
             {

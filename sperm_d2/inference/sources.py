@@ -229,23 +229,37 @@ def video_info(path: str | os.PathLike) -> dict:
 class VideoFrames:
     """Iterate ``(frame_index, BGR frame)`` over every ``stride``-th frame of a video, one frame
     in memory; ``frames_read`` counts the frames read or skipped so far, so a caller can tell a
-    video that ended before its header's frame count (truncated) from a complete one."""
+    video that ended before its header's frame count (truncated) from a complete one.
+
+    A video whose frame size changes mid-stream stops at the first frame of another size, with
+    ``size_change`` saying where: its heads would be measured at another pixel scale, and the
+    annotated video (one frame size) would rescale them silently.
+    """
 
     def __init__(self, path: str | os.PathLike, stride: int = 1) -> None:
         if stride < 1:
             raise InputError(f"frame stride must be >= 1, got {stride}")
         self.path, self.stride, self.frames_read = str(path), stride, 0
+        self.size_change: str | None = None
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         cap = cv2.VideoCapture(self.path)
         try:
             if not cap.isOpened():
                 raise ValueError(f"{self.path}: cannot open video")
-            index = 0
+            index, first = 0, None
             while True:
                 if index % self.stride == 0:
                     ok, frame = cap.read()
                     if not ok:
+                        return
+                    size = frame.shape[:2]
+                    first = first if index else size
+                    if size != first:
+                        self.size_change = (
+                            f"frame {index} is {size[1]}x{size[0]} px, the video began at "
+                            f"{first[1]}x{first[0]}"
+                        )
                         return
                     self.frames_read = index + 1
                     yield index, frame
