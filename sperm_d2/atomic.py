@@ -195,8 +195,9 @@ def check_output_dir(
 @contextlib.contextmanager
 def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder's contents in a new hidden folder beside ``path`` (beside the folder it
-    links to, for a symlink); on success it replaces ``path`` as a whole (an earlier folder there is moved aside, then deleted), so readers see
-    the old outputs or the new ones, never a mix. On an exception the staging folder and any
+    links to, for a symlink); on success it replaces ``path`` as a whole (an earlier folder
+    there is moved aside, then deleted), so readers see the old outputs or the new ones, never a
+    mix. On an exception the staging folder and any
     parent folders made for it are removed and ``path`` is left as it was. The staging folder is
     locked while it lives, so that the next run removes it if this one is killed outright
     (:func:`remove_stale_staging`), and so is ``path`` itself (:func:`lock_output`): a second

@@ -22,11 +22,13 @@ RENAMED = [
     ("evaluate", "--min-score", "--score-floor", "0.2", "score_floor"),
     ("prepare_data", "--labels", "--label-map", "x.yaml", "label_map"),
     ("balance_data", "--labels", "--label-map", "x.yaml", "label_map"),
+    ("visualize_data", "--output-dir", "--output", "vis", "output"),
 ]
 REQUIRED = {
     "evaluate": ["--config-file", "c.yaml", "--output", "o"],
     "prepare_data": ["--input", "i", "--output", "o"],
     "balance_data": ["--input", "i", "--output", "o"],
+    "visualize_data": ["--config-file", "c.yaml"],
 }
 
 
@@ -101,7 +103,7 @@ def test_prepare_data_runs_with_the_old_label_flag(tmp_path):
     ],
 )
 def test_overrides_trailing_or_after_opts(tool, tail, expected):
-    base = ["--config-file", "c.yaml"] + (["--output-dir", "o"] if tool == "visualize_data" else [])
+    base = ["--config-file", "c.yaml"] + (["--output", "o"] if tool == "visualize_data" else [])
     args, err = _parse(tool, [*base, *tail])
     assert config_overrides(args) == expected and err == ""
 

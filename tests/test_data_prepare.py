@@ -185,7 +185,7 @@ def test_cli_visualize_data(labelme_dir, tmp_path) -> None:
         "val",
         "--source",
         "augmented",
-        "--output-dir",
+        "--output",
         tmp_path / "vis",
         "--num",
         2,

@@ -82,3 +82,27 @@ def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:
     ckpt, _, _ = _checkpointer(tmp_path)
     with pytest.raises(CheckpointError, match="nope.pth: checkpoint file not found"):
         ckpt.resume_or_load(str(tmp_path / "nope.pth"), resume=False)
+
+
+def test_resumed_best_tracker_keeps_a_best_found_after_the_last_checkpoint(tmp_path) -> None:
+    """The checkpoint of iteration 900 is written before that iteration's evaluation: its state
+    says best 83.9 @ 749, the JSON record 84.5 @ 900. A resumed run must not replace the 900
+    model by a later 84.0 (it did)."""
+    import json
+
+    from sperm_d2.engine.best import SpermBestCheckpointer
+
+    ckpt, _, _ = _checkpointer(tmp_path)
+    record = {"metric": "segm/AP", "mode": "max", "value": 84.5, "iteration": 900}
+    (tmp_path / "best_model.json").write_text(json.dumps(record))
+    best = SpermBestCheckpointer(150, ckpt, "segm/AP")
+    best.load_state_dict({"best_metric": 83.9, "best_iter": 749})
+    assert (best.best_metric, best.best_iter) == (83.9, 749)  # no model_best.pth: not trusted
+    ckpt.save("model_best", iteration=900)
+    best.load_state_dict({"best_metric": 83.9, "best_iter": 749})
+    assert (best.best_metric, best.best_iter) == (84.5, 900)
+    best.load_state_dict({"best_metric": 85.0, "best_iter": 1049})  # the state's is better
+    assert (best.best_metric, best.best_iter) == (85.0, 1049)
+    other = SpermBestCheckpointer(150, ckpt, "bbox/AP")  # another metric's record is ignored
+    other.load_state_dict({})
+    assert other.best_metric is None

@@ -164,7 +164,6 @@ def test_video_frames_counts_what_was_read(tmp_path):
     assert [i for i, _ in frames] == [0, 2, 4, 6] and frames.frames_read == 7
 
 
-
 class _ResizingCapture:
     """A cv2.VideoCapture stand-in whose frames change size at frame 3 (a camera switching
     resolution mid-recording, which VideoWriter cannot produce)."""
@@ -197,6 +196,7 @@ def test_video_frames_stop_where_the_frame_size_changes(monkeypatch, tmp_path):
     frames = VideoFrames(tmp_path / "v.avi")
     assert [i for i, _ in frames] == [0, 1, 2] and frames.frames_read == 3
     assert frames.size_change == "frame 3 is 48x32 px, the video began at 24x16"
+
 
 def test_staged_dir_replaces_wholly_or_leaves_everything(tmp_path):
     from sperm_d2.atomic import check_output_dir, staged_dir

@@ -6,13 +6,13 @@ first; --split takes the split suffix ("train") or the full dataset name ("sperm
 
 Example:
     python tools/visualize_data.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \\
-        --split train --source augmented --output-dir output/vis --num 8 --opts SPERM.AUG.ROT90 True
+        --split train --source augmented --output output/vis --num 8 --opts SPERM.AUG.ROT90 True
 """
 
 import argparse
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.cli import add_opts_argument, config_overrides, start, tool_main
+from sperm_d2.cli import add_opts_argument, config_overrides, deprecated_alias, start, tool_main
 from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.data.visualize import draw_dataset
@@ -33,7 +33,8 @@ def get_parser() -> argparse.ArgumentParser:
         default="annotation",
         help="draw the annotations as stored, or after the training augmentations",
     )
-    p.add_argument("--output-dir", required=True, help="folder for the PNGs")
+    p.add_argument("--output", default=None, help="folder for the PNGs (required)")
+    deprecated_alias(p, "--output-dir", "--output")
     p.add_argument("--num", type=int, default=16, help="number of images to draw")
     p.add_argument("--seed", type=int, default=0, help="augmentation seed")
     add_opts_argument(p, trailing=True)
@@ -47,14 +48,17 @@ def get_parser() -> argparse.ArgumentParser:
 
 @tool_main(PROG)
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if not args.output:  # not required=True: its deprecated spelling --output-dir fills it too
+        parser.error("the following arguments are required: --output")
     cfg = setup_cfg(args.config_file, config_overrides(args))
     names = register_sperm_datasets(cfg)
     name = args.split if args.split in names else f"{cfg.SPERM.DATASET_PREFIX}_{args.split}"
     if name not in names:
         raise InputError(f"--split {args.split}: no such split; registered: {names}")
     augmented = args.source == "augmented"
-    draw_dataset(name, args.output_dir, num=args.num, cfg=cfg, augmented=augmented, seed=args.seed)
+    draw_dataset(name, args.output, num=args.num, cfg=cfg, augmented=augmented, seed=args.seed)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -29,7 +30,9 @@ class SpermBestCheckpointer(BestCheckpointer):
     Runs after the hook that puts the metric into the event storage (EvalHook or ValidationLoss).
     The JSON holds the metric, its mode, the winning value and iteration, and every evaluation or
     validation number stored at that iteration. The best value survives ``--resume`` (it is part
-    of the trainer state), so a resumed run never overwrites a better model with a worse one.
+    of the trainer state, and the JSON record is consulted too: a checkpoint is saved before the
+    evaluation of its own iteration, so the state it holds misses a best found there, the last
+    iteration's included), so a resumed run never overwrites a better model with a worse one.
     """
 
     def __init__(
@@ -86,6 +89,21 @@ class SpermBestCheckpointer(BestCheckpointer):
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_metric = state_dict.get("best_metric")
         self.best_iter = state_dict.get("best_iter")
+        record = self._record_on_disk()
+        if record and (self.best_metric is None or self._compare(record[0], self.best_metric)):
+            self.best_metric, self.best_iter = record
+
+    def _record_on_disk(self) -> tuple[float, int] | None:
+        """(value, iteration) of this folder's JSON record when it is of this metric and mode
+        and its checkpoint is there; ``None`` otherwise (or unreadable)."""
+        try:
+            record = json.loads(self._json_path.read_text(encoding="utf-8"))
+            value, iteration = float(record["value"]), int(record["iteration"])
+            same = (record["metric"], record["mode"]) == (self._val_metric, self._mode)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        checkpoint = self._json_path.parent / f"{self._file_prefix}.pth"
+        return (value, iteration) if same and checkpoint.is_file() else None
 
 
 class BestValLossCheckpointer(SpermBestCheckpointer):
