@@ -5,7 +5,9 @@
     beforehand), one field per pass on both sides, runs alternated, best of ``--repeats``;
     target: the job within 2x the forward;
 (b) peak RSS of infer.py's job in fresh processes on a short and a long folder of fields (the
-    same fields copied N times): memory must not grow with the number of fields.
+    same fields copied N times): memory must not grow with the number of fields;
+(c) with ``--parts RUN``: infer.py's job with the part segmenter and the WHO criteria
+    (``infer.py --parts``) vs without, alternated, best of ``--repeats``; target: at most +30 %.
 
 The fields come from ``--fields`` (a folder of images, e.g. the Sperm Parsing JPGs; labelme files
 beside them are ignored) or ``$SPERM_D2_REAL_DATA/sperm_parsing``; they are copied into a
@@ -13,7 +15,8 @@ temporary folder (never written to where they are).
 
 Usage:
     python benchmarks/bench_fields.py --run output/real_data/sperm_parsing/split/train \
-        --fields ../shared/data/sperm_parsing --num-fields 12 --rss-fields 10 60
+        --fields ../shared/data/sperm_parsing --num-fields 12 --rss-fields 10 60 \
+        [--parts output/real_data/sperm_parsing/parts/train]
 """
 
 import argparse
@@ -97,6 +100,8 @@ def main(args: argparse.Namespace) -> None:
             f"repeats {1 + overhead(times['job'], times['forward']):.2f}x; target <= 2x)",
             flush=True,
         )
+        if args.parts:
+            parts_overhead(predictor, args, work / "fields", work)
         for count in args.rss_fields:
             folder = work / f"rss_{count}"
             copy_fields(src, folder, count)
@@ -120,6 +125,24 @@ def main(args: argparse.Namespace) -> None:
             shutil.rmtree(folder)
 
 
+def parts_overhead(plain: SpermPredictor, args: argparse.Namespace, folder: Path, work: Path):
+    """(c): infer.py's job with parts vs without on the same fields, alternated."""
+    parsed = SpermPredictor.load(args.run, batch_size=1, parts_run=args.parts)
+    times: dict[str, list[float]] = {"plain": [], "parts": []}
+    for r in range(args.repeats):
+        order = (("plain", plain), ("parts", parsed))
+        for name, predictor in order if r % 2 == 0 else order[::-1]:
+            times[name].append(timed_inference(predictor, folder, work / f"c_{name}_{r}"))
+    plain_s, parts_s = min(times["plain"]), min(times["parts"])
+    n = len(list(folder.iterdir()))
+    print(
+        f"(c) infer.py job without parts {plain_s / n:.2f} s/field, with --parts "
+        f"{parts_s / n:.2f} s/field: +{100 * (parts_s / plain_s - 1):.1f} % (best of "
+        f"{args.repeats}; target <= +30 %)",
+        flush=True,
+    )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", required=True, help="trained full-field detector run folder")
@@ -127,6 +150,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-fields", type=int, default=12, help="(a): fields timed")
     p.add_argument("--rss-fields", type=int, nargs="+", default=[10, 60], help="(b): folder sizes")
     p.add_argument("--repeats", type=int, default=2, help="(a): runs of each, best kept")
+    p.add_argument("--parts", default=None, help="(c): a part segmenter run folder")
     p.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
