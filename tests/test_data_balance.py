@@ -64,3 +64,22 @@ def test_balance_then_prepare_keeps_copies_with_their_source(tmp_path) -> None:
         assert splits[f"augmented/{c.name}"] == splits[source]
     escaped = prepare_dataset(tmp_path / "bal", tmp_path / "root2", LM, ratios=(1.0,))
     assert escaped["problems"]["counts"]["error"] == {"path_escape": 8}
+
+
+def test_an_image_path_outside_the_input_folder_is_skipped_not_read(tmp_path) -> None:
+    """balance_data.py followed an absolute imagePath out of its input (prepare_data.py refused
+    it): a labelme file could copy any readable image into the output."""
+    src, elsewhere = tmp_path / "in", tmp_path / "private"
+    src.mkdir()
+    elsewhere.mkdir()
+    img, heads = render_scene_detailed(0, 96, 96, num_heads=1)
+    cv2.imwrite(str(elsewhere / "secret.png"), img)
+    shapes = [{"label": "normal", "points": p.tolist()} for _, _, p in heads]
+    write_labelme_json(src / "a.json", elsewhere / "secret.png", 96, 96, shapes)
+    doc = json.loads((src / "a.json").read_text())
+    doc["imagePath"] = str(elsewhere / "secret.png")  # absolute, as a hostile file gives it
+    (src / "a.json").write_text(json.dumps(doc))
+    counts = balance_labelme(src, tmp_path / "bal", LM, seed=0)
+    assert counts["skipped"]["files"] == 1
+    assert "resolves outside the input folder" in counts["skipped"]["lines"][0]
+    assert not list((tmp_path / "bal").rglob("*.png"))

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from sperm_d2.atomic import real_path
 from sperm_d2.data.convert import AUGMENTED_FROM, ImageProblem, image_size
 from sperm_d2.data.geometry import shape_to_polygon
 from sperm_d2.data.imageops import affine_coords, rot90_coords, shift_hue
@@ -193,6 +194,11 @@ def _balance(
             doc = read_labelme_json(path)
             if doc.image_path is None or not doc.image_path.is_file():
                 raise LabelmeError(f"{path}: image {doc.image_path} not found")
+            if not real_path(doc.image_path).is_relative_to(real_path(input_dir)):
+                # prepare_data.py refuses it too: an imagePath may not read files elsewhere
+                raise LabelmeError(
+                    f"{path}: imagePath {doc.image_path} resolves outside the input folder"
+                )
             try:
                 w, h, _ = image_size(doc.image_path.read_bytes())
             except ImageProblem as e:
