@@ -111,6 +111,57 @@ DEBRIS_NAMES = frozenset(
 )
 
 
+#: mean absolute difference (0-255) of two 32x32 grey thumbnails above which two encodings are
+#: different pictures (re-encoding one picture as JPEG stays far below it)
+PICTURE_DIFFERENCE = 24.0
+
+
+def _upright_thumbnail(data: bytes) -> tuple[tuple[int, int], np.ndarray]:
+    """(upright width and height, 32x32 grey thumbnail) of an encoded image, cheaply: a JPEG is
+    decoded at 1/8 scale (libjpeg's DCT scaling), the EXIF orientation applied once."""
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        im.draft("L", (max(1, w // 8), max(1, h // 8)))
+        orientation = exif_orientation(im)
+        grey = np.asarray(im.convert("L"))
+    if orientation in TRANSPOSED_ORIENTATIONS:
+        w, h = h, w
+    if orientation and orientation > 1:
+        grey = np.asarray(
+            Image.fromarray(grey).transpose(_EXIF_TRANSPOSE[orientation])
+        )
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return (w, h), small
+
+
+#: PIL transposition that turns an image with EXIF orientation 2-8 upright
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def picture_difference(a: bytes, b: bytes) -> str | None:
+    """Why two encoded images are not the same picture (upright size, or content past
+    :data:`PICTURE_DIFFERENCE`), or ``None`` when they are (a re-encoding of it included);
+    undecodable input is a difference."""
+    try:
+        (size_a, thumb_a), (size_b, thumb_b) = _upright_thumbnail(a), _upright_thumbnail(b)
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+        return f"one of them cannot be decoded ({e})"
+    if size_a != size_b:
+        return f"{size_a[0]}x{size_a[1]} vs {size_b[0]}x{size_b[1]} px"
+    diff = float(np.abs(thumb_a - thumb_b).mean())
+    if diff > PICTURE_DIFFERENCE:
+        return f"different pictures of one size (mean grey difference {diff:.0f} of 255)"
+    return None
+
+
 def is_debris(name: str) -> bool:
     """Whether a file or folder name is debris (:data:`DEBRIS_NAMES`, case-insensitive, or a
     dot-name), never an input."""

@@ -190,6 +190,40 @@ def test_embedded_image_data_is_returned_to_write(tmp_path) -> None:
     assert p.read_bytes() == before  # input untouched
 
 
+def _picture(seed: int, h: int = H, w: int = W, ext: str = ".png") -> bytes:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 10 + 1, w // 10 + 1, 3), dtype=np.uint8)
+    image = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    return cv2.imencode(ext, image)[1].tobytes()
+
+
+@pytest.mark.parametrize("embedded_size", [(H, W), (W, H)])
+def test_the_embedded_image_is_used_when_it_is_another_picture(tmp_path, embedded_size) -> None:
+    """labelme shows imageData when a file has it: the outlines were drawn on that image, so
+    when the file on disk is another picture (or another size) the embedded one is used."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.png").write_bytes(_picture(0))
+    embedded = _picture(1, *embedded_size)
+    size = {"imageHeight": embedded_size[0], "imageWidth": embedded_size[1]}  # labelme's: its
+    p = _write(root, [_poly("good", SQUARE)], imageData=base64.b64encode(embedded).decode(), **size)
+    res = _convert(root, p, out=tmp_path / "out")
+    assert res.ok and res.file_name == "images/a.png" and res.embedded == embedded
+    (kind,) = [k for k in _kinds(res) if k[1] == "embedded_image_differs"]
+    assert kind[0] == "warning"
+
+
+def test_a_reencoded_embedded_copy_of_the_image_keeps_the_file_on_disk(tmp_path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.png").write_bytes(_picture(0))
+    jpeg = cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(_picture(0), np.uint8), 1))[1]
+    p = _write(root, [_poly("good", SQUARE)], imageData=base64.b64encode(jpeg).decode())
+    res = _convert(root, p, out=tmp_path / "out")
+    assert res.ok and res.file_name == "../in/a.png" and res.embedded is None
+    assert not [k for k in _kinds(res) if k[1] == "embedded_image_differs"]
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

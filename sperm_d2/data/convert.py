@@ -36,6 +36,7 @@ from sperm_d2.image_io import (
     image_shape_problem,
     is_image_path,
     not_a_regular_file,
+    picture_difference,
 )
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
@@ -191,9 +192,19 @@ def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
                 return _error(
                     res, "image_too_large", f"image {path} is over {MAX_IMAGE_BYTES} bytes"
                 )
-            return resolved, resolved.read_bytes(), None
+            data = resolved.read_bytes()
         except OSError as e:
             return _error(res, "unreadable_image", f"cannot read image {path} ({e.strerror})")
+        differs = picture_difference(data, doc.image_data) if doc.image_data else None
+        if not differs:
+            return resolved, data, None
+        # labelme shows the embedded image when there is one: the outlines were drawn on it
+        _warn(
+            res,
+            "embedded_image_differs",
+            f"imagePath {path} and the embedded imageData differ ({differs}); the embedded "
+            "image, the one labelme showed, is used",
+        )
     if doc.image_data is not None:  # embedded image: written out once, byte for byte
         try:
             width, height, fmt = image_size(doc.image_data)
