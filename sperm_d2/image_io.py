@@ -127,9 +127,7 @@ def _upright_thumbnail(data: bytes) -> tuple[tuple[int, int], np.ndarray]:
     if orientation in TRANSPOSED_ORIENTATIONS:
         w, h = h, w
     if orientation and orientation > 1:
-        grey = np.asarray(
-            Image.fromarray(grey).transpose(_EXIF_TRANSPOSE[orientation])
-        )
+        grey = np.asarray(Image.fromarray(grey).transpose(_EXIF_TRANSPOSE[orientation]))
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     return (w, h), small
 
