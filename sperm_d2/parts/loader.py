@@ -1,8 +1,10 @@
 """The part segmenter's data: random training windows at native scale, whole fields for tests.
 
 Training: an endless stream of batches of ``SOLVER.IMS_PER_BATCH`` windows, each from a field of
-``DATASETS.TRAIN`` decoded and rasterised when drawn (memory holds one batch, whatever the number
-of fields; decoding a 1280x1024 JPEG costs ~15 ms against a training step of a second). Each
+``DATASETS.TRAIN`` decoded and rasterised when drawn and kept in a cache of at most
+:data:`CACHED_FIELDS` fields (~5 MB each with its label map): a small set is held whole, as
+before, a large one costs bounded memory (reading a field costs ~70 ms, half a training step
+when every window read its field anew). Each
 window of ``SPERM.PARTS.WINDOW`` px is centred on an annotated part with probability
 ``SPERM.PARTS.FOCUS_PROB``, flipped, turned by quarter turns (``SPERM.AUG.ROT90``) and jittered
 in brightness and contrast (``SPERM.AUG``). Test: each field whole, one per batch, each process
@@ -11,6 +13,7 @@ taking its own shard.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -85,6 +88,10 @@ def augment(
     return x, np.ascontiguousarray(lab)
 
 
+#: decoded fields (image + label map) the training loader keeps (least recently drawn dropped)
+CACHED_FIELDS = 256
+
+
 class PartTrainLoader:
     """Endless iterator of training batch dicts (see ``SpermPartSegmenter``)."""
 
@@ -97,6 +104,7 @@ class PartTrainLoader:
         self.classes = classes
         self.batch_size = max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
         self.rng = np.random.default_rng(np.random.randint(2**31))  # setup_run seeded numpy
+        self.field = functools.lru_cache(maxsize=CACHED_FIELDS)(self._read_field)
         counts = np.zeros(len(classes) + 1, np.int64)
         for r in self.records:  # one field at a time: every image is checked readable up front
             counts += np.bincount(load_field(r, classes)[1].ravel(), minlength=len(counts))
@@ -106,13 +114,16 @@ class PartTrainLoader:
             dict(zip(["background", *classes], np.round(counts / counts.sum(), 4).tolist())),
         )
 
+    def _read_field(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return load_field(self.records[k], self.classes)
+
     def __iter__(self):
         size = int(self.cfg.SPERM.PARTS.WINDOW)
         focus = float(self.cfg.SPERM.PARTS.FOCUS_PROB)
         while True:
             images, targets = [], []
             for k in self.rng.integers(len(self.records), size=self.batch_size):
-                image, labels = load_field(self.records[k], self.classes)
+                image, labels = self.field(int(k))
                 img, lab = cut_window(image, labels, size, self.rng.random() < focus, self.rng)
                 img, lab = augment(img, lab, self.cfg, self.rng)
                 images.append(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))))
