@@ -151,24 +151,29 @@ def test_warnings_keep_the_file(root) -> None:
     shapes = [
         _poly("good", SQUARE),
         _poly("bad", [[1, 1], [5, 5]]),  # too few points
-        _poly("bad", [[1, 1], [5, 5], [9, 9]]),  # collinear: zero area
+        _poly("bad", [[1, 1], [5, 5], [9, 9]]),  # collinear: covers no pixel
         _poly("bad", [[50, 30], [70, 30], [70, 50], [50, 50]]),  # partly outside: clipped
-        _poly("good", [[3, 3]], shape_type="point"),
-        _poly("good", [[3, 3], [9, 9]], shape_type="line"),
         _poly("non_sperm", SQUARE),  # mapped to null: ignored, not a problem
+        _poly("debris", [[3, 3]], shape_type="point"),  # so is a point of an ignored label
     ]
     res = _convert(root, _write(root, shapes))
     assert res.ok and len(res.instances) == 2
     assert sorted(_kinds(res)) == [
         ("warning", "clipped"),
-        ("warning", "ignored_shape_type"),
-        ("warning", "ignored_shape_type"),
         ("warning", "too_few_points"),
         ("warning", "zero_area"),
     ]
     clipped = res.instances[1]
     assert clipped["bbox"] == [50, 30, 10, 10] and clipped["area"] == 100
-    assert res.ignored_labels == {"non_sperm": 1}
+    assert res.ignored_labels == {"non_sperm": 1, "debris": 1}
+
+
+def test_point_or_line_of_a_class_skips_the_file(root) -> None:
+    """A head marked by a point or a line has no outline: kept, it would be background."""
+    shapes = [_poly("good", SQUARE), _poly("good", [[3, 3], [9, 9]], shape_type="line")]
+    res = _convert(root, _write(root, shapes))
+    assert not res.ok and _kinds(res) == [("error", "unconvertible_shape")]
+    assert "shape 1 ('good', shape_type 'line')" in str(res.problems[0])
 
 
 def test_embedded_image_data_is_returned_to_write(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The fast conversion path (issue 13) gives what the reference (pre-13) code gives, bit for bit:
+"""The fast conversion path (issue 13) gives what the reference (per-shape) code gives, bit for bit:
 batched polygon clipping / zero-area / mask stats, orjson parsing and writing, the reduced-scale
 JPEG check, and prepare_dataset's COCO bytes."""
 
@@ -32,13 +32,13 @@ from sperm_d2.data.geometry import (
     clip_polygon,
     instances_stats,
     mask_stats,
-    shape_to_polygon,
     shoelace2,
 )
 from sperm_d2.data.labelme_io import LabelmeFile, LabelmeShape, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset
 from sperm_d2.data.problems import Problem
+from sperm_d2.data.shapes import ShapeProblem, shape_outlines
 from sperm_d2.image_io import MAX_IMAGE_PIXELS
 
 from .conftest import REPO
@@ -46,43 +46,56 @@ from .conftest import REPO
 LM = LabelMap.load(REPO / "configs/labels/default.yaml")
 
 
-# --- the reference: the converter's per-shape code before issue 13 ---------------------------
+# --- the reference: the converter shape by shape (before issue 13), with its shape rules -------
 
 
 def _ref_instances(doc: LabelmeFile, width: int, height: int, rel: str = "x.json") -> FileResult:
-    res = FileResult(rel)
+    res, warned = FileResult(rel), []  # warnings: only if the file is not refused
 
     def warn(kind, msg):
-        res.problems.append(Problem("warning", kind, res.json_rel, msg))
+        warned.append(Problem("warning", kind, res.json_rel, msg))
 
-    groups, ignored_types, clipped = {}, Counter(), 0
+    groups, refused, clipped, empty = {}, [], set(), []
     for i, shape in enumerate(doc.shapes):
         cls = LM.class_of(shape.label)
         if cls is None:
             res.ignored_labels[shape.label] += 1
             continue
-        poly = shape_to_polygon(shape.shape_type, shape.points)
-        if poly is None:
-            ignored_types[shape.shape_type] += 1
+        try:
+            polys = shape_outlines(shape)
+        except ShapeProblem as e:
+            refused.append(f"shape {i} ({shape.label!r}, shape_type {shape.shape_type!r}): {e}")
             continue
-        if not np.isfinite(poly).all():
-            warn("bad_points", f"shape {i} ({shape.label!r}) is out of range, dropped")
-            continue
-        if len(poly) < 3:
-            warn("too_few_points", f"shape {i} ({shape.label!r}) has {len(poly)} point(s), dropped")
-            continue
-        poly, moved = clip_polygon(poly, width, height)
-        clipped += moved
-        x, y = poly[:, 0], poly[:, 1]
-        if abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) < 1e-9:
-            warn("zero_area", f"shape {i} ({shape.label!r}) has zero area, dropped")
-            continue
-        key = (cls, shape.group_id if shape.group_id is not None else ("shape", i))
-        groups.setdefault(key, []).append(poly)
+        if not polys:  # an empty mask
+            msg = f"shape {i} ({shape.label!r}) covers no pixel, dropped"
+            empty.append(Problem("warning", "zero_area", rel, msg))
+        for poly in polys:
+            if not np.isfinite(poly).all():
+                warn("bad_points", f"shape {i} ({shape.label!r}) is out of range, dropped")
+                continue
+            if len(poly) < 3:
+                n = len(poly)
+                warn("too_few_points", f"shape {i} ({shape.label!r}) has {n} point(s), dropped")
+                continue
+            poly, moved = clip_polygon(poly, width, height)
+            if moved:
+                clipped.add(i)
+            x, y = poly[:, 0], poly[:, 1]
+            if abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) < 1e-9:
+                if mask_stats([poly], height, width)[0] <= 0:  # a bow-tie covers pixels
+                    warn("zero_area", f"shape {i} ({shape.label!r}) covers no pixel, dropped")
+                    continue
+            key = (cls, shape.group_id if shape.group_id is not None else ("shape", i))
+            groups.setdefault(key, []).append(poly)
+    if refused:
+        more = f" ({len(refused) - 1} more such shape(s))" if len(refused) > 1 else ""
+        msg = f"{refused[0]}; a head without an outline, the image is skipped{more}"
+        res.problems.append(Problem("error", "unconvertible_shape", res.json_rel, msg))
+        return res
+    res.problems += empty + warned
+    warned = res.problems  # later warnings go straight to the file's list
     if clipped:
-        warn("clipped", f"{clipped} shape(s) had points outside the image, clipped")
-    for stype, n in sorted(ignored_types.items()):
-        warn("ignored_shape_type", f"{n} {stype!r} shape(s) ignored")
+        warn("clipped", f"{len(clipped)} shape(s) had points outside the image, clipped")
     for (cls, gid), polys in groups.items():
         area, bbox = mask_stats(polys, height, width)
         if area <= 0:
@@ -227,7 +240,7 @@ shape_st = st.builds(
     st.sampled_from(["normal", "tapered", "good", "debris", "bad morphological quality"]),
     polygon,
     st.one_of(st.none(), st.integers(0, 3)),
-    st.sampled_from(["polygon"] * 6 + ["rectangle", "circle", "line", "point"]),
+    st.sampled_from(["polygon"] * 12 + ["rectangle", "rotation", "circle", "line", "point"]),
 )
 
 
@@ -254,7 +267,8 @@ def test_instances_match_the_reference_on_odd_shapes() -> None:
         LabelmeShape("bad", [[-5.0, 5.0], [30.0, 90.0]], "rectangle", 7),
         LabelmeShape("good", [[1.0, 1.0]], "rectangle"),
         LabelmeShape("debris", [[1.0, 1.0], [9.0, 1.0], [9.0, 9.0]]),
-        LabelmeShape("good", [[1.0, 1.0], [2.0, 2.0]], "linestrip"),
+        LabelmeShape("debris", [[1.0, 1.0], [2.0, 2.0]], "linestrip"),  # ignored label
+        LabelmeShape("good", [[1.0, 1.0], [9.0, 9.0], [9.0, 1.0], [1.0, 9.0]]),  # a bow-tie
         LabelmeShape("good", [], "polygon"),
     ]
     doc = LabelmeFile(Path("x.json"), shapes, None, None, 80, 100)

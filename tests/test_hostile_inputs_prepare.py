@@ -196,6 +196,10 @@ PER_FILE = [
         "WARNING",
     ),
     ("polygon_no_points", _edit(_shape0("points", [])), 0, "WARNING"),
+    # a head with no outline: kept, the image would teach it as background
+    ("point_of_a_class", _edit(_shape0("shape_type", "point")), 1, "ERROR"),
+    ("linestrip_of_a_class", _edit(_shape0("shape_type", "linestrip")), 1, "ERROR"),
+    ("mask_without_data", _edit(_shape0("shape_type", "mask")), 1, "ERROR"),
 ]
 
 

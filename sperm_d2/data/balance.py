@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import real_path
 from sperm_d2.data.convert import AUGMENTED_FROM, ImageProblem, image_size
-from sperm_d2.data.geometry import shape_to_polygon
 from sperm_d2.data.imageops import affine_coords, rot90_coords, shift_hue
 from sperm_d2.data.labelme_io import (
     LabelmeError,
     LabelmeFile,
+    LabelmeShape,
     read_labelme_json,
     write_labelme_json,
 )
@@ -44,6 +44,7 @@ from sperm_d2.data.manifest import (
 )
 from sperm_d2.data.prepare import find_labelme_files
 from sperm_d2.data.problems import InputError
+from sperm_d2.data.shapes import ShapeProblem, shape_outlines
 from sperm_d2.image_io import read_image, write_image
 
 logger = logging.getLogger(__name__)
@@ -97,18 +98,48 @@ def _shape_dicts(doc: LabelmeFile) -> list[dict]:
             "group_id": s.group_id,
             "shape_type": s.shape_type,
             "flags": s.flags,
+            "mask": s.mask,
         }
         for s in doc.shapes
     ]
 
 
-def _copy(doc: LabelmeFile, out_dir: Path, stem: str, source: str, rng) -> None:
+def _outlines(
+    doc: LabelmeFile, label_map: LabelMap
+) -> list[tuple[LabelmeShape, int | None, np.ndarray]]:
+    """(shape, group id, outline) of every shape a copy carries, as polygons. The pieces of a
+    mask share a group id (a new one if it had none), so they stay one instance.
+
+    Raises:
+        LabelmeError: a shape of a class that gives no outline (a point, a line...): the copy
+            would show that head as background.
+    """
+    out = []
+    new_gid = max((s.group_id for s in doc.shapes if s.group_id is not None), default=-1) + 1
+    for i, s in enumerate(doc.shapes):
+        try:
+            outlines = [p for p in shape_outlines(s) if len(p) >= 3]
+        except ShapeProblem as e:
+            if label_map.class_of(s.label) is None:
+                continue  # an ignored label: nothing to follow
+            raise LabelmeError(
+                f"{doc.json_path}: shape {i} ({s.label!r}, shape_type {s.shape_type!r}): {e}"
+            ) from None
+        gid = s.group_id
+        if gid is None and len(outlines) > 1:
+            gid, new_gid = new_gid, new_gid + 1
+        out += [(s, gid, p) for p in outlines]
+    return out
+
+
+def _copy(
+    doc: LabelmeFile, out_dir: Path, stem: str, source: str, rng, label_map: LabelMap
+) -> None:
+    keep = _outlines(doc, label_map)
     img, reason = read_image(doc.image_path)
     if img is None:
         raise LabelmeError(f"{doc.json_path}: cannot read image {doc.image_path}: {reason}")
-    keep = [(s, shape_to_polygon(s.shape_type, s.points)) for s in doc.shapes]
-    keep = [(s, p) for s, p in keep if p is not None and len(p) >= 3]  # points/lines cannot follow
-    aug, polys = augment_pair(img, [p for _, p in keep], rng)
+    aug, polys = augment_pair(img, [p for _, _, p in keep], rng)
     try:
         write_image(out_dir / f"{stem}.png", aug)
     except ValueError as e:
@@ -117,10 +148,10 @@ def _copy(doc: LabelmeFile, out_dir: Path, stem: str, source: str, rng) -> None:
         {
             "label": s.label,
             "points": np.round(p, 2).tolist(),
-            "group_id": s.group_id,
+            "group_id": gid,
             "shape_type": "polygon",
         }
-        for (s, _), p in zip(keep, polys)
+        for (s, gid, _), p in zip(keep, polys)
     ]
     write_labelme_json(
         out_dir / f"{stem}.json",
@@ -221,7 +252,8 @@ def _balance(
         while added[cls] < need and docs:
             rel, doc = docs[i % len(docs)]
             try:
-                _copy(doc, output_dir / "augmented", f"aug_{cls}_{added[cls]:05d}", rel, rng)
+                stem = f"aug_{cls}_{added[cls]:05d}"
+                _copy(doc, output_dir / "augmented", stem, rel, rng, label_map)
             except (LabelmeError, OSError, cv2.error) as e:  # e.g. a format PIL reads, OpenCV not
                 skipped.append(f"{rel}: no augmented copy: {' '.join(str(e).split())}")
                 docs.remove((rel, doc))

@@ -1,7 +1,8 @@
 """Convert ONE labelme file into a COCO image entry + instances, validating as it goes.
 
 Pure Python + numpy/pycocotools/PIL (no torch, no detectron2) so it runs in worker processes.
-Errors skip the file; warnings keep it with the offending shape fixed (clipped) or dropped.
+Errors skip the file; warnings keep it with the offending shape fixed (clipped) or dropped
+(only shapes that cover no pixel: a labelled shape that gives no outline is an error).
 Every image is decoded in full once (never re-encoded), so a truncated or corrupt file is an
 error here, not a crash in training; an image over :data:`MAX_IMAGE_PIXELS` is refused before
 it is decoded. Nothing is written: an embedded ``imageData`` image is returned with its target
@@ -22,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sperm_d2.data.geometry import PolygonBatch, instances_stats, shape_to_polygon
+from sperm_d2.data.geometry import PolygonBatch, instances_stats
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
+from sperm_d2.data.shapes import ShapeProblem, shape_outlines
 from sperm_d2.errors import SpermInputError
 from sperm_d2.image_io import (
     MAX_IMAGE_BYTES,
@@ -224,11 +226,15 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
 
     All the polygons of the file are checked, clipped and measured at once
     (:class:`~sperm_d2.data.geometry.PolygonBatch`); problems are reported shape by shape, in
-    order, as before.
+    order. A shape of a class that gives no outline (a point, a line, a mask without data...,
+    see :mod:`sperm_d2.data.shapes`) refuses the file: kept, its head would be background.
+    A polygon whose shoelace area is zero (a bow-tie) counts by its filled pixels; only one that
+    covers no pixel is dropped.
     """
     classes: dict[str, str | None] = {}  # label -> class, looked up once per distinct label
-    ignored_types: Counter = Counter()
-    shapes, points, lengths = [], [], []  # shapes that gave a polygon (maybe a degenerate one)
+    shapes, points, lengths = [], [], []  # (shape index, shape, class) per polygon, maybe short
+    refused: list[str] = []  # why each labelled shape that gives no outline gives none
+    empty: list[str] = []  # masks without a pixel: dropped, as a polygon covering none
     for i, shape in enumerate(doc.shapes):
         if shape.label not in classes:
             classes[shape.label] = ctx.label_map.class_of(shape.label)
@@ -237,22 +243,36 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
             res.ignored_labels[shape.label] += 1
             continue
         if shape.shape_type == "polygon":  # [x, y] pairs already (labelme_io checked them)
-            pts = shape.points
+            outlines = [shape.points]
         else:
-            poly = shape_to_polygon(shape.shape_type, shape.points)
-            if poly is None:
-                ignored_types[shape.shape_type] += 1
+            try:
+                outlines = [poly.tolist() for poly in shape_outlines(shape)]
+            except ShapeProblem as e:
+                stype = shape.shape_type
+                refused.append(f"shape {i} ({shape.label!r}, shape_type {stype!r}): {e}")
                 continue
-            pts = poly.tolist()
-        shapes.append((i, shape, cls))
-        points.extend(pts)
-        lengths.append(len(pts))
+            if not outlines:  # an empty mask
+                empty.append(f"shape {i} ({shape.label!r}) covers no pixel, dropped")
+        for pts in outlines:
+            shapes.append((i, shape, cls))
+            points.extend(pts)
+            lengths.append(len(pts))
+    if refused:
+        more = f" ({len(refused) - 1} more such shape(s))" if len(refused) > 1 else ""
+        msg = f"{refused[0]}; a head without an outline, the image is skipped{more}"
+        _error(res, "unconvertible_shape", msg)
+        return
+    for msg in empty:
+        _warn(res, "zero_area", msg)
     batch = PolygonBatch(points, lengths)
     finite = batch.finite()  # a circle of astronomic radius: cos * inf
     usable = finite & (batch.lengths >= 3)
     clipped, moved = batch.clip(width, height)
     zero = np.zeros(len(batch), dtype=bool)
     zero[usable] = batch.zero_area(clipped, np.flatnonzero(usable))
+    for k in np.flatnonzero(zero):  # rare: a self-intersecting outline may still cover pixels
+        s, e = batch.starts[k], batch.ends[k]
+        zero[k] = instances_stats([[clipped[s:e].ravel().tolist()]], height, width)[0][0] <= 0
     groups: dict[tuple, list[int]] = {}
     for k, (i, shape, cls) in enumerate(shapes):
         if not finite[k]:
@@ -261,15 +281,13 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
             n = int(batch.lengths[k])
             _warn(res, "too_few_points", f"shape {i} ({shape.label!r}) has {n} point(s), dropped")
         elif zero[k]:
-            _warn(res, "zero_area", f"shape {i} ({shape.label!r}) has zero area, dropped")
+            _warn(res, "zero_area", f"shape {i} ({shape.label!r}) covers no pixel, dropped")
         else:
             key = (cls, shape.group_id if shape.group_id is not None else ("shape", i))
             groups.setdefault(key, []).append(k)
-    clipped_shapes = int((moved & usable).sum())
+    clipped_shapes = len({shapes[k][0] for k in np.flatnonzero(moved & usable)})
     if clipped_shapes:
         _warn(res, "clipped", f"{clipped_shapes} shape(s) had points outside the image, clipped")
-    for stype, n in sorted(ignored_types.items()):
-        _warn(res, "ignored_shape_type", f"{n} {stype!r} shape(s) ignored")
     if not groups:
         return
     # flat [x0, y0, x1, ...] lists: unrounded for the masks, rounded to 0.01 px for the output
@@ -344,6 +362,8 @@ def _convert(json_path: Path, res: FileResult, ctx: ConvertContext) -> FileResul
         _error(res, "unknown_label", f"unknown label(s) {unknown} (add to {ctx.label_map.source})")
         return res
     _instances(doc, res, ctx, width, height)
+    if any(p.level == ERROR for p in res.problems):  # a head that gives no outline
+        return res
     res.file_name = Path(os.path.relpath(image_path, ctx.resolved_output_root)).as_posix()
     res.width, res.height = width, height
     res.image_key = str(image_path)

@@ -15,19 +15,30 @@ from itertools import chain
 import numpy as np
 from pycocotools import mask as mask_utils
 
-POLYGON_TYPES = ("polygon", "rectangle", "circle")  # converted; anything else is ignored
+POLYGON_TYPES = ("polygon", "rectangle", "rotation", "circle")  # outlines in their points
 CIRCLE_VERTICES = 32
 
 
 def shape_to_polygon(shape_type: str, points: list[list[float]]) -> np.ndarray | None:
-    """An (N, 2) polygon for polygon/rectangle/circle shapes, ``None`` for other shape types.
+    """An (N, 2) polygon for the shape types of :data:`POLYGON_TYPES`, ``None`` for others
+    (:func:`sperm_d2.data.shapes.shape_outlines` says why, and outlines ``mask`` shapes).
 
-    A rectangle is given by two opposite corners, a circle by its centre and a point on it.
-    Degenerate input (too few points) comes back as a short array for the caller to reject.
+    A rectangle is given by two opposite corners or by its 4 corners (labelme >= 5.3,
+    X-AnyLabeling), a rotated box (X-AnyLabeling ``rotation``) by its 4 corners, a circle by its
+    centre and a point on it. 4 corners are put in order around their centre, so any order
+    gives the box, not a bow-tie. Degenerate input (too few points) comes back as a short array
+    for the caller to reject.
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if shape_type == "polygon":
         return pts
+    if shape_type == "rotation" or (shape_type == "rectangle" and len(pts) >= 4):
+        if len(pts) < 3:
+            return pts
+        corners = pts[:4]
+        with np.errstate(over="ignore", invalid="ignore"):  # huge corners: caught as non-finite
+            d = corners - (corners / len(corners)).sum(axis=0)
+        return corners[np.argsort(np.arctan2(d[:, 1], d[:, 0]), kind="stable")]
     if shape_type == "rectangle":
         if len(pts) < 2:
             return pts

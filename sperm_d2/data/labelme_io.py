@@ -10,7 +10,8 @@ depending on the labelme GUI package (an optional extra, ``pip install -e .[anno
 
 Version quirks handled here: 3.x files have no ``shape_type`` (polygon is meant), no
 ``group_id`` and sometimes no image size; ``imagePath`` may use Windows separators; ``imageData``
-may embed the image (base64 of the encoded file) instead of, or as well as, a path.
+may embed the image (base64 of the encoded file) instead of, or as well as, a path; labelme
+>= 5.3 gives every shape a ``mask`` (null, or a ``mask`` shape's base64 PNG: kept as text).
 
 Files are parsed with orjson (several times faster than the standard library on files with an
 embedded image); a file orjson refuses or reads differently (``NaN``, lone surrogates, integers
@@ -54,6 +55,7 @@ class LabelmeShape:
     shape_type: str = "polygon"
     group_id: int | None = None
     flags: dict = field(default_factory=dict)
+    mask: str | None = None  # a ``mask`` shape's base64 PNG (labelme >= 5.3), as in the file
 
 
 @dataclass
@@ -190,7 +192,9 @@ def _shape(raw: Any, i: int, path: Path, warnings: list, exact: bool = True) -> 
             ("bad_flags", f"shape {i} 'flags' is {_short(flags)}, not an object: ignored")
         )
         flags = None
-    return LabelmeShape(label, points, shape_type, group_id, dict(flags or {}))
+    mask = raw.get("mask")  # labelme >= 5.3 writes "mask": null on every other shape
+    mask = mask if isinstance(mask, str) else None
+    return LabelmeShape(label, points, shape_type, group_id, dict(flags or {}), mask)
 
 
 class _DuplicateKey(ValueError):
@@ -356,8 +360,9 @@ def write_labelme_json(
 ) -> None:
     """Write a labelme 5.x JSON file atomically, ``imagePath`` relative to the JSON's folder.
 
-    ``shapes`` are dicts ``{"label", "points", "group_id", "shape_type", "flags"}`` (missing keys
-    get labelme's defaults) or :class:`LabelmeShape`. No ``imageData`` is embedded.
+    ``shapes`` are dicts ``{"label", "points", "group_id", "shape_type", "flags"}`` and, for a
+    ``mask`` shape, ``"mask"`` (missing keys get labelme's defaults) or :class:`LabelmeShape`.
+    No ``imageData`` is embedded.
     """
     json_path = Path(json_path)
     rel = os.path.relpath(Path(image_path).absolute(), json_path.parent.absolute())
@@ -370,17 +375,19 @@ def write_labelme_json(
                 "group_id": s.group_id,
                 "shape_type": s.shape_type,
                 "flags": s.flags,
+                "mask": s.mask,
             }
-        out.append(
-            {
-                "label": str(s["label"]),
-                "points": [[float(x), float(y)] for x, y in s["points"]],
-                "group_id": None if s.get("group_id") is None else int(s["group_id"]),
-                "description": s.get("description", ""),
-                "shape_type": s.get("shape_type", "polygon"),
-                "flags": dict(s.get("flags") or {}),
-            }
-        )
+        shape = {
+            "label": str(s["label"]),
+            "points": [[float(x), float(y)] for x, y in s["points"]],
+            "group_id": None if s.get("group_id") is None else int(s["group_id"]),
+            "description": s.get("description", ""),
+            "shape_type": s.get("shape_type", "polygon"),
+            "flags": dict(s.get("flags") or {}),
+        }
+        if s.get("mask") is not None:  # a labelme >= 5.3 mask shape: its PNG, as read
+            shape["mask"] = str(s["mask"])
+        out.append(shape)
     doc = {
         "version": LABELME_VERSION,
         "flags": dict(flags or {}),
