@@ -148,7 +148,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run", required=True, help="trained full-field detector run folder")
     p.add_argument("--fields", default=None, help="folder of field images")
     p.add_argument("--num-fields", type=int, default=12, help="(a): fields timed")
-    p.add_argument("--rss-fields", type=int, nargs="+", default=[10, 60], help="(b): folder sizes")
+    p.add_argument(
+        "--rss-fields", type=int, nargs="*", default=[10, 60], help="(b): folder sizes (none: skip)"
+    )
     p.add_argument("--repeats", type=int, default=2, help="(a): runs of each, best kept")
     p.add_argument("--parts", default=None, help="(c): a part segmenter run folder")
     p.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
