@@ -498,12 +498,12 @@ def test_evaluate_skips_a_fifo_among_the_crops(models, ws, caplog) -> None:
 def test_ctrl_c_is_one_line_and_leaves_nothing(models, ws, monkeypatch) -> None:
     """Ctrl-C (KeyboardInterrupt in the main thread) in the middle of writing the outputs: one
     line and exit 130, no traceback, no staging folder or temporary file, no output folder."""
-    from sperm_d2.inference import run as infer_run
+    from sperm_d2.inference import job as infer_job
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(infer_run._Outputs, "add", interrupt)
+    monkeypatch.setattr(infer_job._Outputs, "add", interrupt)
     before = snapshot(ws)
     res = run_main(INFER.main, _argv([*CFG, *GOOD_IN, "--labelme", *FAST], ws, models))
     assert res.exception is None, repr(res.exception)
