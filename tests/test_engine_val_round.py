@@ -294,12 +294,12 @@ def _round_in_process(config_file: str, opts: list[str], val: tuple, out_file: s
 
 @pytest.mark.slow
 def test_two_processes_split_the_round_and_agree(tiny_dataset, tmp_path) -> None:
-    from detectron2.engine import launch
+    from sperm_d2.engine.distributed import launch_processes
 
     val = ("tinyshard_val", str(tiny_dataset.jsons["val"]), str(tiny_dataset.root))
     opts = [*SAMPLE_ALL, "SPERM.EVAL_BATCH_SIZE", "2"]
     out = str(tmp_path / "round.pt")
-    launch(_round_in_process, 2, dist_url="auto", args=(str(INSTANT), opts, val, out))
+    launch_processes(_round_in_process, 2, dist_url="auto", args=(str(INSTANT), opts, val, out))
     losses, metrics, shards = torch.load(out, weights_only=False)
     assert shards == [2, 2]  # each process took its half
     cfg = _cfg(tmp_path, tiny_dataset.names["val"], *opts)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from detectron2.engine import launch
+from sperm_d2.engine.distributed import launch_processes
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
@@ -47,7 +47,7 @@ def test_two_gloo_processes_keep_identical_weights(tiny_dataset, tmp_path) -> No
         "OUTPUT_DIR",
         str(tmp_path / "run"),
     ]
-    launch(_train_and_dump, 2, dist_url="auto", args=(str(INSTANT), opts, str(tmp_path)))
+    launch_processes(_train_and_dump, 2, dist_url="auto", args=(str(INSTANT), opts, str(tmp_path)))
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert rank0["world_size"] == rank1["world_size"] == 2

@@ -1,4 +1,5 @@
-"""Multi-process training on CPU (gloo), which detectron2's DDP wrapper does not support."""
+"""Several processes through detectron2's ``launch``: CPU DDP over gloo (which detectron2's DDP
+wrapper does not support) and a clean leave of the process group when a worker ends."""
 
 from __future__ import annotations
 
@@ -8,7 +9,33 @@ from typing import Iterator
 
 import detectron2.engine.defaults as d2_defaults
 import torch
+import torch.distributed as dist
+from detectron2.engine import launch
+from detectron2.utils import comm
 from torch import nn
+
+
+def launch_processes(main_func, num_gpus_per_machine: int, *, args: tuple = (), **kwargs) -> None:
+    """detectron2's ``launch`` (same arguments), each worker leaving the process group cleanly.
+
+    ``launch`` returns from a worker with its process group alive; a worker that then exits while
+    another still talks over gloo can die in gloo's threads ("terminate called without an active
+    exception", SIGABRT), failing a run whose work was done. Here every worker, after
+    ``main_func`` returns, waits for the others and destroys the group before it exits.
+    """
+    launch(
+        functools.partial(_run_then_leave, main_func),
+        num_gpus_per_machine,
+        args=args,
+        **kwargs,
+    )
+
+
+def _run_then_leave(main_func, *args) -> None:
+    main_func(*args)
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()  # no worker leaves while another still needs the group
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager

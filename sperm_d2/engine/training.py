@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils import logger as d2_logger
@@ -32,6 +32,7 @@ from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
 from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import load_registered, register_sperm_datasets
 from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
+from sperm_d2.engine.distributed import launch_processes
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import inference_bf16
 from sperm_d2.engine.trainers import trainer_class
@@ -61,7 +62,7 @@ def build_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
 def launch_from_args(args: argparse.Namespace) -> None:
     """Run :func:`train` in ``args.num_gpus`` processes per machine (one process: in this one)."""
     args.opts = config_overrides(args)
-    launch(
+    launch_processes(
         train,
         args.num_gpus,
         num_machines=args.num_machines,
