@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from sperm_d2.engine.distributed import launch_processes
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
+
+from sperm_d2.engine.distributed import launch_processes
 
 from .conftest import REPO
 
