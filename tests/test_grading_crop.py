@@ -121,3 +121,32 @@ def test_tta_views_average_the_flipped_crops() -> None:
         model.tta = "none"
         assert torch.allclose(model.probabilities(x), one)
     assert torch.allclose(both, (one + turned) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0])
+def test_the_unaligned_view_keeps_the_head_as_it_lies(angle) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    mask = ellipse_mask(centre=(70, 58), angle=angle)
+    crop = canonical_crop(image, mask, size=64, head_fraction=0.6, align=False)
+    assert crop.angle_degrees == 0.0 and not crop.degenerate
+    # the frame is a pure scale + shift: no rotation, no reflection
+    assert crop.matrix[0, 1] == crop.matrix[1, 0] == 0.0 and crop.matrix[0, 0] == crop.scale > 0
+    ys, xs = np.nonzero(mask)
+    box = max(np.ptp(xs), np.ptp(ys)) + 1
+    assert crop.scale == pytest.approx(0.6 * 64 / box)
+    # the mask's bounding box is centred and its longer side spans the fraction
+    width, height = extent(crop.mask)
+    assert abs(max(width, height) - 0.6 * 64) <= 2
+    cys, cxs = np.nonzero(crop.mask > 127)
+    assert (
+        abs((cxs.min() + cxs.max()) / 2 - 31.5) <= 1
+        and abs((cys.min() + cys.max()) / 2 - 31.5) <= 1
+    )
+    # on a horizontal ramp the crop is a horizontal ramp again: nothing turned or mirrored
+    ramp = np.repeat(np.repeat(np.arange(128, dtype=np.uint8)[None, :, None], 128, 0), 3, 2)
+    flat = canonical_crop(ramp, mask, size=64, head_fraction=0.6, align=False).image[..., 0]
+    inner = flat[8:-8, 8:-8].astype(float)
+    assert np.ptp(inner, axis=0).max() <= 1 and (np.diff(inner, axis=1) >= 0).all()
+    if angle != 0.0:  # the aligned view rotates the same head
+        assert canonical_crop(image, mask, size=64).angle_degrees != 0.0

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -213,6 +214,21 @@ def test_grader_ensemble_averages_its_members(grader_run) -> None:
     masks = np.zeros((2, 48, 48), bool)
     masks[0, 10:20, 5:30], masks[1, 30:40, 20:44] = True, True
     assert np.allclose(single.probabilities(image, masks), twice.probabilities(image, masks))
-    other = setup_cfg(str(grader_run / "config.yaml"), ["SPERM.GRADER.CROP_SIZE", "48"])
-    with pytest.raises(ValueError, match="same crops"):
-        HeadGrader(single.cfg, single.weights, members=[(other, single.weights)])
+    # a member of another view sees its own crops: the ensemble is the mean of the two graders
+    # (heads at a slant, so that the aligned view turns them and the unaligned one does not)
+    masks = np.stack(
+        [
+            cv2.ellipse(np.zeros((48, 48), np.uint8), c, (10, 5), 35, 0, 360, 1, -1)
+            for c in ((16, 14), (32, 34))
+        ]
+    ).astype(bool)
+    other = setup_cfg(str(grader_run / "config.yaml"), ["SPERM.GRADER.VIEW", "unaligned"])
+    unaligned = HeadGrader(other, single.weights)
+    mixed = HeadGrader(single.cfg, single.weights, members=[(other, single.weights)])
+    assert len(mixed.views) == 2
+    expected = (single.probabilities(image, masks) + unaligned.probabilities(image, masks)) / 2
+    assert np.allclose(mixed.probabilities(image, masks), expected, atol=1e-6)
+    assert not np.allclose(unaligned.crops(image, masks), single.crops(image, masks))
+    renamed = setup_cfg(str(grader_run / "config.yaml"), ["SPERM.CLASSES", "['normal', 'bad']"])
+    with pytest.raises(ValueError, match="classes differ"):
+        HeadGrader(single.cfg, single.weights, members=[(renamed, single.weights)])

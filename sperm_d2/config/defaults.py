@@ -109,6 +109,10 @@ def add_sperm_config(cfg: CN) -> None:
     # (float) > 0: cut every head at this one scale (crop px per image px) instead of scaling it
     # to HEAD_FRACTION, so the model sees head size (it then depends on the magnification).
     _C.SPERM.GRADER.FIXED_SCALE = 0.0
+    # (str) which crop the grader sees: "aligned" (rotated so the head's long axis is horizontal,
+    # its direction fixed by the mask's skew) or "unaligned" (the head as it lies in the image);
+    # graders of both views can be averaged (infer.py/evaluate.py --grader A B).
+    _C.SPERM.GRADER.VIEW = "aligned"
     # (str) how the model sees the head's mask: "channel" (a 4th input channel), "suppress"
     # (background pixels replaced by grey) or "none" (colour only).
     _C.SPERM.GRADER.MASK_MODE = "channel"
@@ -130,6 +134,9 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.GRADER.TTA = "rot180"
     # (int) crops per forward pass in evaluation and inference.
     _C.SPERM.GRADER.TEST_BATCH_SIZE = 256
+    # (int) members of a grader ensemble (MODEL.META_ARCHITECTURE "SpermGraderEnsemble"): that
+    # many graders trained together from their own random starts, probabilities averaged.
+    _C.SPERM.GRADER.ENSEMBLE_SIZE = 3
     # Online augmentation of the cached training crops (done on whole batches, in torch).
     _C.SPERM.GRADER.AUG = CN()
     # (bool) random horizontal and vertical flips (the aligned head may point either way).

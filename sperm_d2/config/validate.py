@@ -59,6 +59,7 @@ POSITIVE_ALWAYS = (
     "SPERM.GRADER.CROP_SIZE",
     "SPERM.GRADER.MAX_SCALE",
     "SPERM.GRADER.TEST_BATCH_SIZE",
+    "SPERM.GRADER.ENSEMBLE_SIZE",
 )
 #: keys that must be >= 0
 NON_NEGATIVE = (
@@ -88,6 +89,7 @@ CHOICES = {
     "SPERM.INFER_PRECISION": ("auto", "bf16", "fp32"),
     "SPERM.BEST_MODE": ("max", "min"),
     "SPERM.GRADER.MASK_MODE": ("channel", "suppress", "none"),
+    "SPERM.GRADER.VIEW": ("aligned", "unaligned"),
     "SPERM.GRADER.BALANCE": ("sampler", "loss", "none"),
     "SPERM.GRADER.TTA": ("none", "rot180", "flips"),
 }

@@ -1,7 +1,7 @@
-"""``GraderTrainer``: the engine for the head grader (``MODEL.META_ARCHITECTURE:
-SpermHeadGrader``): its model in channels-last, its crop loaders and ``GraderEvaluator``
-(``grader/*`` metrics, validation loss included); hooks, checkpoints, precision and the loop are
-:class:`SpermTrainer`'s."""
+"""``GraderTrainer``: the engine for the head grader (``MODEL.META_ARCHITECTURE``
+``SpermHeadGrader`` or ``SpermGraderEnsemble``): its model in channels-last, its crop loaders
+and ``GraderEvaluator`` (``grader/*`` metrics, validation loss included); hooks, checkpoints,
+precision and the loop are :class:`SpermTrainer`'s."""
 
 from __future__ import annotations
 

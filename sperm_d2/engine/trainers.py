@@ -7,12 +7,12 @@ from detectron2.config import CfgNode
 from sperm_d2.engine.grader_trainer import GraderTrainer
 from sperm_d2.engine.part_trainer import PartTrainer
 from sperm_d2.engine.trainer import SpermTrainer
-from sperm_d2.grading import GRADER_ARCH
+from sperm_d2.grading import GRADER_ARCHS
 from sperm_d2.parts import PARTS_ARCH
 
 #: ``MODEL.META_ARCHITECTURE`` -> its trainer; anything else (Mask R-CNN) trains with
 #: :class:`SpermTrainer`
-TRAINERS = {GRADER_ARCH: GraderTrainer, PARTS_ARCH: PartTrainer}
+TRAINERS = {**dict.fromkeys(GRADER_ARCHS, GraderTrainer), PARTS_ARCH: PartTrainer}
 
 
 def trainer_class(cfg: CfgNode) -> type[SpermTrainer]:

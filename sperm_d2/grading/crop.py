@@ -5,7 +5,9 @@ centred on the head, rotated so that its long axis is horizontal, and scaled so 
 axis spans ``head_fraction`` of the side (or, with ``fixed_scale``, at one scale for every head,
 so that its size shows). The direction along each axis is fixed by the sign of
 the mask's third moment (its skew), so a head and its mirror image give the same crop up to the
-flips that training augments with. Pure numpy + OpenCV.
+flips that training augments with. With ``align=False`` (the "unaligned" view, a second view
+for an ensemble) the crop is not rotated: the head as it lies in the image, centred on its
+bounding box, its longer box side spanning ``head_fraction``. Pure numpy + OpenCV.
 
 Defined results for the awkward cases (never an exception):
 
@@ -51,9 +53,11 @@ def head_frame(
     head_fraction: float = 0.6,
     max_scale: float = 8.0,
     fixed_scale: float = 0.0,
+    align: bool = True,
 ) -> tuple[np.ndarray, float, float, bool]:
     """``(matrix, angle in degrees, scale, degenerate)`` of the canonical frame of ``mask``;
-    ``fixed_scale`` > 0 keeps that scale for every head (its size is then seen, not normalised)."""
+    ``fixed_scale`` > 0 keeps that scale for every head (its size is then seen, not normalised);
+    ``align=False``: the image's own axes (angle 0), no rotation or reflection."""
     h, w = mask.shape[:2]
     ys, xs = np.nonzero(mask)
     if len(xs) < MIN_PIXELS:
@@ -61,6 +65,8 @@ def head_frame(
         scale = min(size / max(h, w, 1), max_scale)
         return _matrix(cx, cy, 1.0, 0.0, scale, size), 0.0, scale, True
     px, py = xs.astype(np.float64) + 0.5, ys.astype(np.float64) + 0.5
+    if not align:
+        return _upright_frame(px, py, size, head_fraction, max_scale, fixed_scale)
     cx, cy = px.mean(), py.mean()
     dx, dy = px - cx, py - cy
     # orientation of the major axis from the second central moments
@@ -78,6 +84,15 @@ def head_frame(
     scale = fixed_scale if fixed_scale > 0 else min(size * head_fraction / extent, max_scale)
     matrix = _rotation_matrix(ccx, ccy, c * su, s * su, -s * sv, c * sv, scale, size)
     return matrix, math.degrees(math.atan2(s * su, c * su)), scale, False
+
+
+def _upright_frame(px, py, size, head_fraction, max_scale, fixed_scale):
+    """The unaligned frame of pixel centres ``px, py``: centred on their bounding box."""
+    x_lo, x_hi, y_lo, y_hi = px.min() - 0.5, px.max() + 0.5, py.min() - 0.5, py.max() + 0.5
+    extent = max(x_hi - x_lo, y_hi - y_lo, 1.0)
+    scale = fixed_scale if fixed_scale > 0 else min(size * head_fraction / extent, max_scale)
+    matrix = _matrix((x_lo + x_hi) / 2, (y_lo + y_hi) / 2, 1.0, 0.0, scale, size)
+    return matrix, 0.0, scale, False
 
 
 def _matrix(cx: float, cy: float, c: float, s: float, scale: float, size: int) -> np.ndarray:
@@ -101,11 +116,15 @@ def canonical_crop(
     head_fraction: float = 0.6,
     max_scale: float = 8.0,
     fixed_scale: float = 0.0,
+    align: bool = True,
 ) -> CanonicalCrop:
-    """Cut the canonical crop of the head ``mask`` (H, W bool/uint8) from ``image`` (H, W, 3)."""
+    """Cut the canonical crop of the head ``mask`` (H, W bool/uint8) from ``image`` (H, W, 3)
+    (``align=False``: the unaligned view, see the module docstring)."""
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(f"image is {image.shape[:2]}, mask is {mask.shape[:2]}")
-    matrix, angle, scale, degenerate = head_frame(mask, size, head_fraction, max_scale, fixed_scale)
+    matrix, angle, scale, degenerate = head_frame(
+        mask, size, head_fraction, max_scale, fixed_scale, align
+    )
     crop = cv2.warpAffine(
         image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )

@@ -57,6 +57,7 @@ def crop_settings(cfg: CfgNode) -> dict:
             "head_fraction": float(g.HEAD_FRACTION),
             "max_scale": float(g.MAX_SCALE),
             "fixed_scale": float(g.FIXED_SCALE),
+            "align": str(g.VIEW) == "aligned",
         },
         "mask_mode": str(g.MASK_MODE),
         "format": str(cfg.INPUT.FORMAT),

@@ -2,11 +2,12 @@
 detector found.
 
 Each head of an :class:`ImagePrediction` is cut into its canonical crop (the same function that
-cut the training samples, ``sperm_d2.grading.crop``); the crops of all heads of a detector
-batch (several images) go through the grader together. The grade replaces ``classes``, ``p_bad``
-is set, and the detector's own class is kept in ``detector_classes``. Before grading, the
-detector's duplicate detections of one head (one per class) are reduced to one
-(:meth:`ImagePrediction.one_per_head`).
+cut the training samples, ``sperm_d2.grading.crop``), once per view the graders need (an
+ensemble's members may see different crops: ``SPERM.GRADER.VIEW``, crop size, ...); the crops
+of all heads of a detector batch (several images) go through the grader together. The grade
+replaces ``classes``, ``p_bad`` is set, and the detector's own class is kept in
+``detector_classes``. Before grading, the detector's duplicate detections of one head (one per
+class) are reduced to one (:meth:`ImagePrediction.one_per_head`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
 from sperm_d2.errors import InputError
-from sperm_d2.grading import grades_detector, is_grader
+from sperm_d2.grading import GRADER_ARCHS, grades_detector, is_grader
 from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
 from sperm_d2.inference.run_folder import find_run_weights, run_config
@@ -35,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 class HeadGrader:
     """Grade heads with a ``SpermHeadGrader`` model (``cfg`` its run's config), or with an
-    ensemble: ``members`` adds more ``(cfg, weights)`` models (e.g. the K-fold graders, or seeds)
-    whose class probabilities are averaged. Every member must cut the same crops. ``precision``:
+    ensemble: ``members`` adds more ``(cfg, weights)`` models (e.g. the K-fold graders, seeds, or
+    graders of another view) whose class probabilities are averaged. Each member sees the crops
+    its own config cuts (each distinct crop cut once per head). ``precision``:
     ``SPERM.INFER_PRECISION`` to run at (the detector's, in a predictor); ``None`` = ``cfg``'s."""
 
     def __init__(
@@ -55,20 +57,23 @@ class HeadGrader:
         if "bad" not in self.class_names:
             raise InputError(f"{self.source}: the grader's classes {self.class_names} lack 'bad'")
         self.bad_index = self.class_names.index("bad")
-        self.settings = crop_settings(self.cfg)
+        self.settings = crop_settings(self.cfg)  # the first grader's (crops())
         self.batch_size = max(1, int(self.cfg.SPERM.GRADER.TEST_BATCH_SIZE))
         self.weights = str(weights)
         self.models = [self._load(self.cfg, weights)]
+        #: (crop settings, indices into models of the graders that see those crops)
+        self.views: list[tuple[dict, list[int]]] = [(self.settings, [0])]
         for member_cfg, member_weights in members:
             member_cfg = _inference_cfg(member_cfg, str(member_weights))
-            if crop_settings(member_cfg) != self.settings:
-                raise InputError(
-                    f"{member_weights}: an ensemble's graders must cut the same crops "
-                    f"({crop_settings(member_cfg)} vs {self.settings})"
-                )
             if tuple(member_cfg.SPERM.CLASSES) != self.class_names:
                 raise InputError(f"{member_weights}: classes differ from {self.class_names}")
             self.models.append(self._load(member_cfg, member_weights))
+            settings = crop_settings(member_cfg)
+            view = next((v for v in self.views if v[0] == settings), None)
+            if view is None:
+                self.views.append((settings, [len(self.models) - 1]))
+            else:
+                view[1].append(len(self.models) - 1)
 
     @staticmethod
     def _load(cfg: CfgNode, weights: str | os.PathLike):
@@ -93,13 +98,15 @@ class HeadGrader:
         return cls(cfg, weights, source=", ".join(map(str, runs)), members=members)
 
     def crops(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """(N, C, S, S) uint8 model inputs of the heads ``masks`` (N, H, W) of a BGR image, laid
-        out channels-last in memory (a view of the stacked crops, as the model wants them)."""
-        return self._stacked(image, masks).transpose(0, 3, 1, 2)
+        """(N, C, S, S) uint8 model inputs (the first grader's crops) of the heads ``masks``
+        (N, H, W) of a BGR image, laid out channels-last in memory (a view of the stacked crops,
+        as the model wants them)."""
+        return self._stacked(image, masks, self.settings).transpose(0, 3, 1, 2)
 
-    def _stacked(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """(N, S, S, C) uint8 canonical crops (with the mask channel or suppression)."""
-        s = self.settings
+    @staticmethod
+    def _stacked(image: np.ndarray, masks: np.ndarray, s: dict) -> np.ndarray:
+        """(N, S, S, C) uint8 crops of crop settings ``s`` (with the mask channel or
+        suppression)."""
         if s["format"] == "RGB":
             image = image[:, :, ::-1]
         inputs = [model_input(canonical_crop(image, m, **s["crop"]), s["mask_mode"]) for m in masks]
@@ -110,18 +117,30 @@ class HeadGrader:
 
     def probabilities(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities of the heads ``masks`` of a BGR ``image``."""
-        return self._run(self.crops(image, masks))
+        return self._heads_probabilities([image], [masks])
 
-    def _run(self, crops: np.ndarray) -> np.ndarray:
-        """(N, K) class probabilities of (N, C, S, S) channels-last crops: one forward per
-        ``SPERM.GRADER.TEST_BATCH_SIZE`` crops, the ensemble's members averaged."""
+    def _heads_probabilities(
+        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """(N, K) class probabilities of all heads ``masks[i]`` of ``images[i]``, in order: each
+        view's crops cut once, its graders run on them, every grader's probabilities averaged."""
+        total = 0.0
+        for settings, members in self.views:
+            stacked = [self._stacked(im, m, settings) for im, m in zip(images, masks)]
+            # one channels-last (N, C, S, S) view of all heads, as in crops()
+            crops = np.concatenate(stacked).transpose(0, 3, 1, 2)
+            total = total + self._run(crops, [self.models[i] for i in members])
+        return (total / len(self.models)).astype(np.float32)
+
+    def _run(self, crops: np.ndarray, models: Sequence[torch.nn.Module]) -> np.ndarray:
+        """(N, K) sum of ``models``' class probabilities of (N, C, S, S) channels-last crops: one
+        forward per ``SPERM.GRADER.TEST_BATCH_SIZE`` crops."""
         crops = torch.from_numpy(crops)  # no copy: already channels-last
         out = []
         with torch.inference_mode(), autocast(self.bf16):
             for i in range(0, len(crops), self.batch_size):
                 batch = {"images": crops[i : i + self.batch_size]}
-                probs = sum(m(batch)["probs"].float() for m in self.models) / len(self.models)
-                out.append(probs.cpu().numpy())
+                out.append(sum(m(batch)["probs"].float() for m in models).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def check_classes(self, class_names) -> None:
@@ -151,9 +170,7 @@ class HeadGrader:
         for pred in preds:
             self.check_classes(pred.class_names)
         preds = [pred.one_per_head() for pred in preds]
-        stacked = [self._stacked(image, pred.masks) for image, pred in zip(images, preds)]
-        # one channels-last (N, C, S, S) view of all heads, as in crops()
-        probs = self._run(np.concatenate(stacked).transpose(0, 3, 1, 2))
+        probs = self._heads_probabilities(images, [pred.masks for pred in preds])
         ends = np.cumsum([len(pred) for pred in preds])[:-1]
         return [
             dataclasses.replace(
@@ -174,7 +191,7 @@ def _inference_cfg(cfg: CfgNode, source: str) -> CfgNode:
     if not is_grader(cfg):
         raise InputError(
             f"{source or 'grader config'}: MODEL.META_ARCHITECTURE is "
-            f"{cfg.MODEL.META_ARCHITECTURE}, not a head grader (SpermHeadGrader)"
+            f"{cfg.MODEL.META_ARCHITECTURE}, not a head grader ({'/'.join(GRADER_ARCHS)})"
         )
     cfg = cfg.clone()
     cfg.defrost()

@@ -18,7 +18,7 @@ from detectron2.config import CfgNode
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
-from sperm_d2.grading import grades_detector, is_grader
+from sperm_d2.grading import GRADER_ARCHS, grades_detector, is_grader
 from sperm_d2.inference.run_folder import RUN_CHECKPOINTS, find_run_weights
 from sperm_d2.weights_io import CheckpointError, check_weights_file
 
@@ -61,7 +61,7 @@ def _run_weights(run: Path, checkpoint: str | None, flag: str) -> str:
 #: top-level parameter names a checkpoint of each model holds (a detector's weights given to the
 #: grader, or the reverse, would otherwise load nothing and leave random weights, silently)
 DETECTOR_KEYS = ("backbone.",)
-GRADER_KEYS = ("stem.", "classifier.")
+GRADER_KEYS = ("stem.", "classifier.", "members.")
 
 
 def _check_weights(path: str, flag: str, prefixes: tuple[str, ...]) -> None:
@@ -137,7 +137,7 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
     if not is_grader(gcfg):
         raise InputError(
             f"{flag} {grader}: not a head-grader run (MODEL.META_ARCHITECTURE is "
-            f"{gcfg.MODEL.META_ARCHITECTURE}, not SpermHeadGrader)"
+            f"{gcfg.MODEL.META_ARCHITECTURE}, not one of {'/'.join(GRADER_ARCHS)})"
         )
     weights = _run_weights(run_dir, None, flag)
     _check_weights(weights, flag, GRADER_KEYS)
