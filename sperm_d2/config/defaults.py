@@ -116,8 +116,12 @@ def add_sperm_config(cfg: CN) -> None:
     # (str) how the model sees the head's mask: "channel" (a 4th input channel), "suppress"
     # (background pixels replaced by grey) or "none" (colour only).
     _C.SPERM.GRADER.MASK_MODE = "channel"
-    # (list[int]) output channels of the CNN's stages, after a stride-2 stem (each stage halves the
-    # resolution but the first).
+    # (str) the grader's feature extractor: "compact" (a small ResNet-style CNN from scratch,
+    # CHANNELS below) or a torchvision "resnet18" / "resnet34" / "resnet50", which can start from
+    # ImageNet weights given as MODEL.WEIGHTS (configs/sperm_grader_resnet18_imagenet.yaml).
+    _C.SPERM.GRADER.BACKBONE = "compact"
+    # (list[int]) output channels of the "compact" CNN's stages, after a stride-2 stem (each stage
+    # halves the resolution but the first).
     _C.SPERM.GRADER.CHANNELS = [24, 48, 96, 192]
     # (float) dropout before the classifier.
     _C.SPERM.GRADER.DROPOUT = 0.2

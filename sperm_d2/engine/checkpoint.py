@@ -35,6 +35,8 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
     * Files load as data (:mod:`sperm_d2.weights_io`): torch files with
       ``torch.load(weights_only=True)``, model-zoo ``.pkl`` files with an unpickler that builds
       numpy arrays only; a file that would run code is refused (and skipped when resuming).
+    * A model with ``adapt_pretrained_state(state) -> state`` renames the weights it is given
+      (e.g. an ImageNet torchvision ResNet's, for the grader's trunk) before they load.
     """
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -93,6 +95,14 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
         raise CheckpointError(
             f"{self.save_dir}: no usable checkpoint to resume from: {'; '.join(problems)}"
         )
+
+    def _load_model(self, checkpoint: dict) -> Any:
+        # a model that starts from another layout's weights (the grader's torchvision trunk from
+        # an ImageNet state dict) renames them itself; everything else loads as detectron2 does
+        adapt = getattr(self.model, "adapt_pretrained_state", None)
+        if adapt is not None:
+            checkpoint["model"] = adapt(checkpoint["model"])
+        return super()._load_model(checkpoint)
 
     def load(self, path: str, *args: Any, **kwargs: Any) -> dict:
         """Like detectron2's ``load``, but a missing file is an error, not a silent random init."""

@@ -57,12 +57,14 @@ def random_colour(
     saturation: tuple[float, float],
     hue_degrees: float,
     gen: torch.Generator | None = None,
+    channel_order: str = "BGR",
 ) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter of the 3 colour channels (0-255 floats,
-    BGR order); further channels (the mask) pass through."""
+    ``channel_order`` "BGR" or "RGB"); further channels (the mask) pass through."""
     n = x.shape[0]
     colour, rest = x[:, :3], x[:, 3:]
-    luma = torch.tensor(LUMA_BGR, dtype=x.dtype).view(1, 3, 1, 1)
+    weights = LUMA_BGR if channel_order == "BGR" else LUMA_BGR[::-1]
+    luma = torch.tensor(weights, dtype=x.dtype).view(1, 3, 1, 1)
     if tuple(brightness) != (1.0, 1.0):
         colour = colour * _uniform(n, *brightness, gen).view(n, 1, 1, 1)
     if tuple(contrast) != (1.0, 1.0):
@@ -103,5 +105,11 @@ def augment_batch(x: torch.Tensor, cfg: CfgNode, gen: torch.Generator | None = N
     if aug.ROTATE_DEGREES > 0 or tuple(aug.SCALE) != (1.0, 1.0) or aug.SHIFT > 0:
         x = random_affine(x, aug.ROTATE_DEGREES, tuple(aug.SCALE), aug.SHIFT, gen)
     return random_colour(
-        x, tuple(aug.BRIGHTNESS), tuple(aug.CONTRAST), tuple(aug.SATURATION), aug.HUE_DEGREES, gen
+        x,
+        tuple(aug.BRIGHTNESS),
+        tuple(aug.CONTRAST),
+        tuple(aug.SATURATION),
+        aug.HUE_DEGREES,
+        gen,
+        str(cfg.INPUT.FORMAT),
     )

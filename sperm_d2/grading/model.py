@@ -1,6 +1,8 @@
-"""``SpermHeadGrader``: a small CNN from scratch on canonical head crops, giving class
-probabilities (and so ``p_bad``) per head. Registered in detectron2's ``META_ARCH_REGISTRY``,
-so ``build_model(cfg)``, ``DetectionCheckpointer`` and ``SpermTrainer`` serve it unchanged.
+"""``SpermHeadGrader``: a CNN on canonical head crops, giving class probabilities (and so
+``p_bad``) per head: a compact ResNet-style CNN trained from scratch, or a torchvision ResNet
+(``SPERM.GRADER.BACKBONE``, :mod:`sperm_d2.grading.trunk`) that can start from ImageNet
+weights. Registered in detectron2's ``META_ARCH_REGISTRY``, so ``build_model(cfg)``,
+``DetectionCheckpointer`` and ``SpermTrainer`` serve it unchanged.
 
 Input: a batch dict ``{"images": (N, C, S, S) uint8/float 0-255, "labels": (N,) int64,
 "targets": (N, K) soft targets (optional, mixup / label smoothing), "class_weights": (K,)
@@ -17,6 +19,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from sperm_d2.grading.crop import input_channels
+from sperm_d2.grading.trunk import TorchvisionTrunk, adapt_imagenet_state
 
 #: test-time views of the aligned crop (flipped dimensions of an N, C, H, W batch): the head's
 #: direction along and across its axis is ambiguous
@@ -58,10 +61,11 @@ class _Block(nn.Module):
 
 @META_ARCH_REGISTRY.register()
 class SpermHeadGrader(nn.Module):
-    """A stride-2 stem and a ResNet-style stack of ``SPERM.GRADER.CHANNELS`` stages (one residual
-    block each, every stage but the first halving the resolution), global average pooling,
-    dropout and a linear
-    classifier over ``MODEL.ROI_HEADS.NUM_CLASSES`` (the project's classes)."""
+    """Features, global average pooling, dropout and a linear classifier over
+    ``MODEL.ROI_HEADS.NUM_CLASSES`` (the project's classes). Features: ``BACKBONE`` "compact",
+    a stride-2 stem and a ResNet-style stack of ``SPERM.GRADER.CHANNELS`` stages (one residual
+    block each, every stage but the first halving the resolution); or a torchvision ResNet
+    (``trunk``)."""
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
@@ -76,13 +80,18 @@ class SpermHeadGrader(nn.Module):
         std = list(cfg.MODEL.PIXEL_STD)[:3] + [127.5] * (cin - 3)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), False)
-        # a stride-2 stem: the 64-px crop's detail fits 32 px of features, at a quarter the cost
-        self.stem = _conv_bn(cin, channels[0], stride=2)
-        blocks, prev = [], channels[0]
-        for i, c in enumerate(channels):
-            blocks.append(_Block(prev, c, 1 if i == 0 else 2))
-            prev = c
-        self.blocks = nn.Sequential(*blocks)
+        if str(g.BACKBONE) == "compact":
+            # a stride-2 stem: the 64-px crop's detail fits 32 px of features, at a quarter the
+            # cost
+            blocks, prev = [_conv_bn(cin, channels[0], stride=2)], channels[0]
+            for i, c in enumerate(channels):
+                blocks.append(_Block(prev, c, 1 if i == 0 else 2))
+                prev = c
+            self.stem, self.blocks = blocks[0], nn.Sequential(*blocks[1:])
+            self.trunk = None
+        else:  # one of trunk.TORCHVISION_ARCHS (config/validate.py)
+            self.trunk = TorchvisionTrunk(str(g.BACKBONE), cin)
+            prev = self.trunk.out_channels
         self.dropout = nn.Dropout(float(g.DROPOUT))
         self.classifier = nn.Linear(prev, self.num_classes)
 
@@ -93,11 +102,20 @@ class SpermHeadGrader(nn.Module):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits of an (N, C, S, S) batch in 0-255."""
         x = (images.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
-        x = self.blocks(self.stem(x))
+        x = self.trunk(x) if self.trunk is not None else self.blocks(self.stem(x))
         logits = self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
         # fp32 under bf16 autocast too: CPU autocast leaves (log-)softmax in bf16, too coarse for
         # the loss and for p_bad
         return logits.float()
+
+    def imagenet_prefixes(self) -> list[str]:
+        """Where ImageNet trunk weights go in this model's state dict (none for "compact")."""
+        return [] if self.trunk is None else ["trunk."]
+
+    def adapt_pretrained_state(self, state: dict) -> dict:
+        """``state`` with a torchvision ResNet's weights renamed for the trunk (the training
+        checkpointer calls this on ``MODEL.WEIGHTS``); anything else unchanged."""
+        return adapt_imagenet_state(state, self.imagenet_prefixes())
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities (N, K), averaged over the ``SPERM.GRADER.TTA`` views."""
