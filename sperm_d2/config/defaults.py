@@ -130,6 +130,9 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.GRADER.BALANCE = "sampler"
     # (float) label smoothing of the cross-entropy targets (0 = off).
     _C.SPERM.GRADER.LABEL_SMOOTHING = 0.0
+    # (float) > 0: the generalized cross-entropy loss (1 - p^q) / q with this q (0.7 in its paper;
+    # q -> 0 is the cross-entropy, q = 1 the MAE), robust to mislabelled heads; 0 = cross-entropy.
+    _C.SPERM.GRADER.GCE_Q = 0.0
     # (float) mixup Beta(alpha, alpha) on training batches (0 = off).
     _C.SPERM.GRADER.MIXUP_ALPHA = 0.0
     # (str) test-time augmentation, the mean probability over views of the aligned crop (whose

@@ -74,6 +74,7 @@ class SpermHeadGrader(nn.Module):
         cin = input_channels(g.MASK_MODE)
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.label_smoothing = float(g.LABEL_SMOOTHING)
+        self.gce_q = float(g.GCE_Q)
         self.tta = str(g.TTA)  # one of TTA_VIEWS (config/validate.py)
         mean = list(cfg.MODEL.PIXEL_MEAN)[:3] + [127.5] * (cin - 3)
         # the mask channel (0/255) is centred like the colour channels
@@ -138,9 +139,15 @@ class SpermHeadGrader(nn.Module):
         if self.label_smoothing > 0:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes
         log_p = F.log_softmax(logits, dim=1)
+        if self.gce_q > 0:
+            # generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p^q) / q per class, bounded,
+            # so a head filed under the wrong class pulls less than under the log loss
+            per_class = (1 - torch.exp(self.gce_q * log_p)) / self.gce_q
+        else:
+            per_class = -log_p
         weights = batch.get("class_weights")
         if weights is not None:  # inverse-frequency class weights ("loss" balancing)
-            per_sample = -(targets * log_p * weights.to(self.device)).sum(1)
+            per_sample = (targets * per_class * weights.to(self.device)).sum(1)
             norm = (targets * weights.to(self.device)).sum(1).mean()
             return {"loss_cls": per_sample.mean() / norm}
-        return {"loss_cls": -(targets * log_p).sum(1).mean()}
+        return {"loss_cls": (targets * per_class).sum(1).mean()}
