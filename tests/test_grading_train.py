@@ -232,3 +232,20 @@ def test_grader_ensemble_averages_its_members(grader_run) -> None:
     renamed = setup_cfg(str(grader_run / "config.yaml"), ["SPERM.CLASSES", "['normal', 'bad']"])
     with pytest.raises(ValueError, match="classes differ"):
         HeadGrader(single.cfg, single.weights, members=[(renamed, single.weights)])
+
+
+@pytest.mark.slow
+def test_bench_grader_times_runs_and_averaged_runs(grader_run) -> None:
+    entries = [str(grader_run), f"{grader_run}+{grader_run}"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/bench_grader.py"), "--graders", *entries]
+        + ["--heads", "4", "--size", "128", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if "ms/head" in line]
+    assert [r[-1] for r in rows] == entries
+    assert rows[0][2] == "1.00x" and float(rows[1][0]) > 0
