@@ -18,6 +18,15 @@ def pytest_configure(config) -> None:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{known.category.__name__}")
 
 
+def grader_batch(n: int = 6, seed: int = 0) -> dict:
+    """A grader training batch: ``n`` random 4-channel 32-px crops, labels alternating 0/1."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 4, 32, 32), generator=g, dtype=torch.uint8).float()
+    return {"images": images, "labels": torch.arange(n) % 2}
+
+
 def split_opts(root, prefix: str) -> list[str]:
     """Config overrides that register ``root``'s annotations/{train,val}.json as
     ``<prefix>_train`` / ``<prefix>_val`` and train / evaluate on them."""

@@ -11,7 +11,7 @@ import torch
 from sperm_d2.config import setup_cfg
 from sperm_d2.grading import SpermGraderEnsemble, SpermHeadGrader, is_grader
 
-from .conftest import REPO, split_opts
+from .conftest import REPO, grader_batch, split_opts
 
 GRADER_INSTANT = REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"
 ENSEMBLE_OPTS = ["MODEL.META_ARCHITECTURE", "SpermGraderEnsemble", "SPERM.GRADER.ENSEMBLE_SIZE"]
@@ -25,19 +25,13 @@ def _ensemble(size: int = 3, *opts: str) -> SpermGraderEnsemble:
     return build_model(cfg)
 
 
-def _batch(n: int = 6, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 4, 32, 32), generator=g, dtype=torch.uint8).float()
-    return {"images": images, "labels": torch.arange(n) % 2}
-
-
 def test_members_start_apart_and_the_ensemble_averages_them() -> None:
     torch.manual_seed(0)
     model = _ensemble(3).eval()
     assert len(model.members) == 3 and all(isinstance(m, SpermHeadGrader) for m in model.members)
     w = [m.stem[0].weight for m in model.members]
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])  # own random starts
-    batch = _batch()
+    batch = grader_batch()
     with torch.no_grad():
         probs = model(batch)["probs"]
         each = torch.stack([m(batch)["probs"] for m in model.members])
@@ -50,7 +44,7 @@ def test_members_start_apart_and_the_ensemble_averages_them() -> None:
 def test_each_member_learns_from_its_own_loss_only() -> None:
     torch.manual_seed(1)
     model = _ensemble(2, "SPERM.GRADER.DROPOUT", "0.0").train()
-    batch = _batch()
+    batch = grader_batch()
     out = model(batch)
     assert set(out) == {"loss_cls"}
     own = [m(batch)["loss_cls"] for m in model.members]  # no dropout: the same numbers
@@ -66,7 +60,7 @@ def test_a_one_member_ensemble_is_the_single_grader() -> None:
     ensemble = _ensemble(1).eval()
     single = SpermHeadGrader(setup_cfg(str(GRADER_INSTANT))).eval()
     single.load_state_dict({k.split(".", 2)[2]: v for k, v in ensemble.state_dict().items()})
-    batch = _batch()
+    batch = grader_batch()
     with torch.no_grad():
         torch.testing.assert_close(ensemble(batch)["probs"], single(batch)["probs"])
 

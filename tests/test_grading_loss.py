@@ -6,20 +6,14 @@ import torch
 from sperm_d2.config import setup_cfg
 from sperm_d2.grading import SpermHeadGrader
 
-from .conftest import REPO
+from .conftest import REPO, grader_batch
 
 GRADER_INSTANT = REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"
 
 
-def _batch(n: int = 6, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 4, 32, 32), generator=g, dtype=torch.uint8).float()
-    return {"images": images, "labels": torch.arange(n) % 2}
-
-
 def test_the_generalized_cross_entropy_is_bounded_and_tends_to_the_log_loss() -> None:
     torch.manual_seed(4)
-    batch = _batch()
+    batch = grader_batch()
 
     def loss(q: float, smoothing: float = 0.0) -> torch.Tensor:
         cfg = setup_cfg(
