@@ -92,6 +92,11 @@ def test_train_net_trains_one_run_folder_that_grades_and_infers(tiny_dataset, tm
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "model_best.pth").is_file() and (run / "model_final.pth").is_file()
+    # results.csv holds the evaluations only (iterations 2 and 4), not the members' losses
+    rows = (run / "results.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "4"], rows
+    assert "member0" not in rows[0]
+    assert "member0/loss_cls" in (run / "metrics.json").read_text()
     grader = HeadGrader.from_run(run)  # one run folder, as --grader takes it
     assert len(grader.models) == 1 and len(grader.models[0].members) == 2
     mask = np.zeros((1, 64, 64), bool)

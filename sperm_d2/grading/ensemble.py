@@ -24,7 +24,8 @@ class SpermGraderEnsemble(nn.Module):
     """K :class:`SpermHeadGrader` members (``members.<k>.*`` in the state dict).
 
     Training returns ``{"loss_cls": sum of the members' losses}`` (each member's gradient is its
-    own loss's), each member's loss logged as ``grader/member<k>_loss``; evaluation returns
+    own loss's), each member's loss logged as ``member<k>/loss_cls`` (not ``grader/*``: those are
+    evaluation metrics, results.csv rows); evaluation returns
     ``{"probs": (N, K) mean of the members' probabilities}`` (each with its TTA views)."""
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -66,6 +67,6 @@ class SpermGraderEnsemble(nn.Module):
         except AssertionError:  # called outside a trainer (no event storage)
             return
         storage.put_scalars(
-            **{f"grader/member{k}_loss": float(v.detach()) for k, v in enumerate(losses)},
+            **{f"member{k}/loss_cls": float(v.detach()) for k, v in enumerate(losses)},
             smoothing_hint=True,
         )
