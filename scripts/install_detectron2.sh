@@ -15,11 +15,14 @@ set -euo pipefail
 PY="${1:-python3}"
 WHEEL_NAME="sal-detectron2==0.7.2"
 WHEEL_SHA256="491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
-# detectron2's undeclared run-time dependencies (setuptools<82: model_zoo imports pkg_resources).
+# detectron2's run-time dependencies: those its metadata leaves out (fvcore, iopath, opencv;
+# setuptools<82: model_zoo imports pkg_resources) and those it declares, installed here because
+# the wheel is unpacked rather than pip-installed (black among them: without it pip's resolver
+# prints "ERROR: ... sal-detectron2 0.7.2 requires black, which is not installed").
 DEPS=(
   "fvcore==0.1.5.post20221221" "iopath<0.1.11" pycocotools opencv-python-headless matplotlib
   termcolor yacs tabulate cloudpickle tqdm "omegaconf<2.4" hydra-core packaging tensorboard
-  "setuptools<82"
+  black Pillow "setuptools<82"
 )
 
 fail() {
@@ -60,7 +63,7 @@ sed -i '/^Requires-Dist: numpy<2$/d' "$meta"
 rm -rf "$site/detectron2" "$site"/sal_detectron2-*.dist-info
 cp -r "$tmp/site/detectron2" "$tmp/site"/sal_detectron2-*.dist-info "$site/"
 
-echo "==> installing detectron2's undeclared dependencies"
+echo "==> installing detectron2's dependencies"
 "$PY" -m pip install -q "${DEPS[@]}" \
   || fail "could not install detectron2's dependencies" "see pip's message above"
 
