@@ -79,10 +79,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path`` for writing; on success rename it onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. The temporary
+    file is locked while it is written, so one a killed process left (SIGKILL: no ``finally``
+    ran) can be told apart and removed by :func:`remove_stale_temps`.
     """
     path = Path(path)
     fd, tmp = _temp_next_to(path, ".tmp")
+    if fcntl is not None:  # held while it is written: remove_stale_temps leaves it alone
+        with contextlib.suppress(OSError):  # a file system without locks: nothing is removed
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
@@ -358,6 +363,31 @@ def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
         shutil.rmtree(folder, ignore_errors=True)
         logger.info("removed %s, left by a run that was killed", folder)
         removed.append(folder)
+    return removed
+
+
+def remove_stale_temps(folder: str | os.PathLike, name_glob: str) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write` for the files ``name_glob`` in
+    ``folder`` (e.g. ``"model_*.pth"``) that a killed process left: those whose lock no process
+    holds (a live writer's is locked and stays). Returns the files removed."""
+    removed = []
+    if fcntl is None:
+        return removed
+    for tmp in sorted(Path(folder).glob(f".{name_glob}.*.tmp")):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not readable: not ours to judge
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: being written now
+            continue
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        logger.info("removed %s, left by a run that was killed while writing it", tmp)
+        removed.append(tmp)
     return removed
 
 

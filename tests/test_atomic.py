@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,44 @@ def test_an_output_symlink_keeps_its_link_and_gets_the_new_outputs(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["new.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nas", "out"]  # nothing left beside
     assert sorted(p.name for p in (tmp_path / "nas").iterdir()) == ["results"]
+
+
+_WRITE_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from sperm_d2.atomic import atomic_write
+path = Path(sys.argv[1])
+with atomic_write(path, "wb") as f:
+    f.write(b"x" * 1000)
+    f.flush()
+    print(*path.parent.glob(f".{path.name}.*.tmp"), flush=True)
+    time.sleep(120)
+"""
+
+
+def _writing_run(path) -> tuple[subprocess.Popen, str]:
+    """A process writing ``path`` through atomic_write, stopped mid-write; and its temp file."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITE_AND_WAIT, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.mark.skipif(atomic.fcntl is None, reason="temporary-file locks need POSIX fcntl")
+def test_a_killed_writers_temporary_file_is_removed_a_live_ones_is_not(tmp_path):
+    killed, stale = _writing_run(tmp_path / "model_0000499.pth")
+    os.kill(killed.pid, signal.SIGKILL)  # no finally runs: the half-written file stays
+    killed.wait(30)
+    assert os.path.isfile(stale)
+    live, busy = _writing_run(tmp_path / "model_0000999.pth")
+    other = tmp_path / ".notes.txt.abc.tmp"  # another file's temporary: not matched
+    other.write_text("x")
+    try:
+        assert atomic.remove_stale_temps(tmp_path, "model_*.pth") == [Path(stale)]
+        assert not os.path.exists(stale) and os.path.isfile(busy) and other.is_file()
+    finally:
+        live.kill()
+        live.wait(30)
+    # the lock died with the live writer: its file is now stale too
+    assert atomic.remove_stale_temps(tmp_path, "model_*.pth") == [Path(busy)]
+    assert not (tmp_path / "model_0000499.pth").exists()  # nothing was renamed into place

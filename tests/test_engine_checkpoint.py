@@ -106,3 +106,14 @@ def test_resumed_best_tracker_keeps_a_best_found_after_the_last_checkpoint(tmp_p
     other = SpermBestCheckpointer(150, ckpt, "bbox/AP")  # another metric's record is ignored
     other.load_state_dict({})
     assert other.best_metric is None
+
+
+def test_a_checkpoint_half_written_by_a_killed_run_goes_at_the_next_save(tmp_path) -> None:
+    ckpt, model, counter = _checkpointer(tmp_path)
+    stale = tmp_path / ".model_0000004.pth.k1ll3d.tmp"  # unlocked: its writer is gone
+    stale.write_bytes(b"PK half a zip")
+    unrelated = tmp_path / "model_0000004.pth.bak"
+    unrelated.write_bytes(b"a user's copy")
+    _save_at(ckpt, model, counter, 8)
+    assert not stale.exists() and unrelated.is_file()
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from sperm_d2.atomic import atomic_write
+from sperm_d2.atomic import atomic_write, remove_stale_temps
 from sperm_d2.weights_io import CheckpointError, SafeCheckpointLoading, first_line
 
 __all__ = ["BEST_PREFIX", "CheckpointError", "SpermCheckpointer"]
@@ -27,7 +27,8 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
     """``DetectionCheckpointer`` whose files survive SIGKILL and whose resume survives corruption.
 
     * ``save`` writes to a temporary file and renames it, then updates ``last_checkpoint`` the
-      same way, so a killed run leaves the previous checkpoint intact and referenced.
+      same way, so a killed run leaves the previous checkpoint intact and referenced; the
+      temporary file a killed run left is removed at the next save.
     * ``model_best*`` files do not move ``last_checkpoint`` (resuming continues the schedule from
       the newest periodic checkpoint, not from an older best one).
     * ``resume_or_load`` with ``resume=True`` tries ``last_checkpoint`` first and, if that file is
@@ -48,6 +49,8 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
             data[key] = obj.state_dict()
         data.update(kwargs)
         path = Path(self.save_dir) / f"{name}.pth"
+        # a checkpoint half-written by a killed run (SIGKILL) would otherwise stay for good
+        remove_stale_temps(self.save_dir, "model_*.pth")
         logger.info("Saving checkpoint to %s", path)
         with atomic_write(path, "wb") as f:
             torch.save(data, f)
