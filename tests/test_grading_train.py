@@ -249,3 +249,27 @@ def test_bench_grader_times_runs_and_averaged_runs(grader_run) -> None:
     rows = [line.split() for line in proc.stdout.splitlines() if "ms/head" in line]
     assert [r[-1] for r in rows] == entries
     assert rows[0][2] == "1.00x" and float(rows[1][0]) > 0
+
+
+@pytest.mark.slow
+def test_score_graders_scores_runs_alone_and_averaged(grader_run, tiny_dataset) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks/score_graders.py"),
+            "--data",
+            str(tiny_dataset.root),
+        ]
+        + ["--runs", str(grader_run), str(grader_run), "--split", "tinygrader_val"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("balanced")]
+    assert len(rows) == 3  # each run, then the pair
+    assert rows[0][:6] == rows[1][:6] == rows[2][:6]  # a run averaged with itself is itself
+    # the training's own evaluation of the same checkpoint gives the same balanced accuracy
+    best = json.loads((grader_run / "best_model.json").read_text())["metrics"]
+    assert float(rows[0][1]) == pytest.approx(best["grader/balanced_accuracy"], abs=1e-4)
