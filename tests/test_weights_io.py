@@ -21,7 +21,7 @@ from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.weights_io import CheckpointError, SafeCheckpointer, check_weights_file, load_weights
 
-from .conftest import REPO
+from .conftest import REPO, split_opts
 
 INSTANT = str(REPO / "configs/quick_schedules/sperm_mask_rcnn_R_50_FPN_instant_test.yaml")
 
@@ -156,3 +156,57 @@ def test_infer_cli_refuses_a_malicious_pkl_in_one_line(tmp_path) -> None:
     assert str(path) in lines[0] and "refused" in lines[0]
     assert "Traceback" not in proc.stderr
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+GRADER_INSTANT = REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"
+
+
+def _evil_grader_run(folder: Path, make) -> tuple[Path, Path]:
+    """A grader run folder (its config as training writes it) whose checkpoint runs code."""
+    from sperm_d2.config import setup_cfg
+
+    run = folder / "grader_run"
+    run.mkdir()
+    (run / "config.yaml").write_text(setup_cfg(str(GRADER_INSTANT)).dump())
+    path, marker = make(run, "model_final.pth")
+    if path.suffix == ".pkl":  # a run's checkpoint is a .pth whatever it holds
+        path = path.rename(run / "model_final.pth")
+    return run, marker
+
+
+# a plain pickle saved as a run's .pth: torch warns of its protocol before refusing it
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+@pytest.mark.parametrize("make", EVIL)
+def test_a_grader_run_whose_checkpoint_runs_code_is_refused(tmp_path, make) -> None:
+    weights = tmp_path / "detector.pth"
+    from detectron2.modeling import build_model
+
+    from sperm_d2.config import setup_cfg
+
+    torch.save({"model": build_model(setup_cfg(INSTANT)).state_dict()}, weights)
+    run, marker = _evil_grader_run(tmp_path, make)
+    with pytest.raises(ValueError, match=r"--grader .*refused|refused to load|not plain weights"):
+        check_model_source(config_file=INSTANT, weights=str(weights), grader=str(run))
+    with pytest.raises(ValueError, match=r"refused|not plain weights"):  # the detector run's grader
+        check_model_source(
+            config_file=INSTANT, weights=str(weights), opts=["SPERM.GRADER.RUN", str(run)]
+        )
+    assert not marker.exists()
+
+
+def test_train_net_refuses_model_weights_that_run_code(tmp_path, tiny_dataset) -> None:
+    path, marker = _evil_pkl(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "tools/train_net.py", "--config-file", str(GRADER_INSTANT)]
+        + split_opts(tiny_dataset.root, "evilw")
+        + ["MODEL.WEIGHTS", str(path), "OUTPUT_DIR", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]  # train_net.py's code for a checkpoint
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train_net.py: ")]
+    assert len(lines) == 1 and str(path) in lines[0] and "refused" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists() and not list((tmp_path / "run").glob("*.pth"))
