@@ -71,12 +71,18 @@ with staged_dir(sys.argv[1]) as tmp:
 """
 
 
-def _staging_run(out) -> tuple[subprocess.Popen, str]:
-    """A process building ``out`` in its staging folder, stopped mid-run; and that folder."""
+def _paused_run(script: str, path) -> tuple[subprocess.Popen, str]:
+    """A process running ``script`` on ``path``, paused mid-write; and the temporary path it
+    printed (its staging folder or temporary file)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _STAGE_AND_WAIT, str(out)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True
     )
     return proc, proc.stdout.readline().strip()
+
+
+def _staging_run(out) -> tuple[subprocess.Popen, str]:
+    """A process building ``out`` in its staging folder, stopped mid-run; and that folder."""
+    return _paused_run(_STAGE_AND_WAIT, out)
 
 
 @pytest.mark.skipif(atomic.fcntl is None, reason="staging locks need POSIX fcntl")
@@ -140,10 +146,7 @@ with atomic_write(path, "wb") as f:
 
 def _writing_run(path) -> tuple[subprocess.Popen, str]:
     """A process writing ``path`` through atomic_write, stopped mid-write; and its temp file."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITE_AND_WAIT, str(path)], stdout=subprocess.PIPE, text=True
-    )
-    return proc, proc.stdout.readline().strip()
+    return _paused_run(_WRITE_AND_WAIT, path)
 
 
 @pytest.mark.skipif(atomic.fcntl is None, reason="temporary-file locks need POSIX fcntl")
