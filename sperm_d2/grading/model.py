@@ -84,11 +84,12 @@ class SpermHeadGrader(nn.Module):
         if str(g.BACKBONE) == "compact":
             # a stride-2 stem: the 64-px crop's detail fits 32 px of features, at a quarter the
             # cost
-            blocks, prev = [_conv_bn(cin, channels[0], stride=2)], channels[0]
+            self.stem = _conv_bn(cin, channels[0], stride=2)
+            blocks, prev = [], channels[0]
             for i, c in enumerate(channels):
                 blocks.append(_Block(prev, c, 1 if i == 0 else 2))
                 prev = c
-            self.stem, self.blocks = blocks[0], nn.Sequential(*blocks[1:])
+            self.blocks = nn.Sequential(*blocks)
             self.trunk = None
         else:  # one of trunk.TORCHVISION_ARCHS (config/validate.py)
             self.trunk = TorchvisionTrunk(str(g.BACKBONE), cin)
