@@ -152,7 +152,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--rss-fields", type=int, nargs="*", default=[10, 60], help="(b): folder sizes (none: skip)"
     )
     p.add_argument("--repeats", type=int, default=2, help="(a): runs of each, best kept")
-    p.add_argument("--parts", default=None, help="(c): a part segmenter run folder")
+    p.add_argument("--parts", nargs="+", default=None, help="(c): part segmenter run folder(s)")
     p.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

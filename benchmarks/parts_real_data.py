@@ -2,10 +2,12 @@
 """Part segmenter on the Sperm Parsing fields: part IoU, head IoU, acrosome share, vacuoles.
 
 Prepares the parts split like the head detector's split (same test fields), trains the part
-segmenter (configs/sperm_parts_cpu.yaml, selected on val by parts/mIoU) unless --no-train, and
-reports on --split (test): semantic IoU per part and their mean, head IoU, and per annotated
-head matched at mask IoU 0.5 the acrosome share error (points) and the vacuole count
-(sperm_d2.benchmark.parts). Writes OUTPUT/parts_results_<split>.json and .md.
+segmenters (--models: the field segmenter, configs/sperm_parts_cpu.yaml, and the head segmenter,
+configs/sperm_head_parts_cpu.yaml, each selected on val by parts/mIoU) unless --no-train, and
+reports on --split (test) with the detector's heads (--detector): semantic IoU per part and
+their mean, head IoU, and per annotated head matched at mask IoU 0.5 the acrosome share error
+(points) and the vacuole count (sperm_d2.benchmark.parts). Writes
+OUTPUT/parts_results_<split>.json and .md.
 
 Examples:
     python benchmarks/parts_real_data.py --data ../shared/data \
@@ -23,7 +25,7 @@ import os
 from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.benchmark.parts import format_results, run_parts_benchmark
+from sperm_d2.benchmark.parts import PART_MODELS, format_results, run_parts_benchmark
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -37,7 +39,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="output/real_data/sperm_parsing/parts")
     p.add_argument("--split", default="test", help="split to report on (default test)")
     p.add_argument("--detector", default=None, help="detector run: its heads get the parts")
-    p.add_argument("--no-train", action="store_true", help="evaluate OUTPUT/train as it is")
+    p.add_argument("--no-train", action="store_true", help="evaluate the trained runs as they are")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=sorted(PART_MODELS),
+        default=["field", "head"],
+        help="part segmenters: field (OUTPUT/train) and/or head (OUTPUT/head_train; needs "
+        "--detector)",
+    )
     return p  # fmt: skip
 
 
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         args.split,
         Path(args.detector) if args.detector else None,
         train=not args.no_train,
+        models=tuple(args.models),
     )
     print(format_results(results))
     return 0

@@ -237,8 +237,10 @@ def test_config_choices_agree_with_the_modules_that_use_them() -> None:
 
 
 def check_part_segmenter_builds(cfg) -> None:
-    """The part segmenter's config builds a model giving background + part probabilities."""
+    """The part segmenter's config builds a model giving background + part probabilities (of a
+    field's 3 colour channels, or of a head crop's 3 and its mask)."""
     model = build_model(cfg).eval()
+    channels = 4 if cfg.SPERM.PARTS.INPUT == "head" else 3
     with torch.no_grad():
-        probs = model({"images": torch.randint(0, 255, (1, 3, 64, 48)).float()})["probs"]
+        probs = model({"images": torch.randint(0, 255, (1, channels, 64, 48)).float()})["probs"]
     assert probs.shape == (1, len(cfg.SPERM.CLASSES) + 1, 64, 48)

@@ -3,7 +3,7 @@
 Usage:
     python tools/infer.py --run output/demo/train --input data/sample_A data/clip.mp4 \\
         --output output/infer [--confidence-threshold 0.5] [--um-per-px 0.1] [--frame-stride 2] \\
-        [--labelme] [--parts output/parts/train] [--opts MODEL.DEVICE cpu]
+        [--labelme] [--parts output/parts/train [output/head_parts]] [--opts MODEL.DEVICE cpu]
     python tools/infer.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \\
         --weights model_best.pth --input "images/**/*.png" --output output/infer
 
@@ -36,7 +36,7 @@ from sperm_d2.inference.job import INFER_OUTPUTS
 from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.inference.records import format_summary_table
 from sperm_d2.inference.sources import check_inputs, input_anchors
-from sperm_d2.parts.parser import part_run
+from sperm_d2.parts.parser import check_part_runs, part_runs
 
 PROG = "infer.py"
 
@@ -48,9 +48,11 @@ def get_parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument(
         "--parts",
+        nargs="+",
         default=None,
-        help="part segmenter run folder: each head gets its parts and the WHO criteria "
-        "(default: the detector run's SPERM.PARTS.RUN, if set; 'none': no parts)",
+        help="part segmenter run folder(s), a field and/or a head segmenter: each head gets its "
+        "parts and the WHO criteria (default: the detector run's SPERM.PARTS.RUN, if set; "
+        "'none': no parts)",
     )
     p.add_argument("--input", nargs="+", required=True, help="images, folders, globs, videos")
     p.add_argument("--output", required=True, help="output folder (new, empty, or --overwrite)")
@@ -77,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     # every check before a model loads or a folder is made
     src = check_model_source(args.run, args.config_file, args.weights, args.opts, args.grader)
-    parts = args.parts or src.cfg.SPERM.PARTS.RUN
-    if parts and parts.strip().lower() != "none":
-        part_run(parts)  # a part segmenter run with a checkpoint, or one line saying why not
+    runs = part_runs(args.parts, src.cfg)
+    if runs:
+        check_part_runs(runs)  # part segmenter runs with checkpoints, or one line saying why not
     check_inputs(args.input)
     reads = [("--input", p) for i in args.input for p in input_anchors(i)]
     reads += [("the model", p) for p in src.reads]

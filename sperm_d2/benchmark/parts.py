@@ -3,11 +3,12 @@
 * split: the labelme fields are prepared with the parts label map as one split and divided as
   the head detector's split divided them (:func:`sperm_d2.data.follow_split.follow_split`), so
   both hold out the same test fields;
-* train: ``tools/train_net.py`` with the parts config (model selected on val by parts/mIoU);
+* train: ``tools/train_net.py`` with the field segmenter's config and/or the head segmenter's
+  (each selected on val by parts/mIoU);
 * evaluate: on the reported split, the semantic IoU per part, their mean and the head IoU over
   all its pixels, and per annotated head (matched at mask IoU 0.5 to a component of predicted
   head pixels, or to a detector's head with ``detector_run``): the acrosome share error in
-  percentage points and the vacuole count.
+  percentage points and the vacuole count. The head segmenter needs a detector's heads.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS_LABELS = REPO / "configs/labels/sperm_parsing_parts.yaml"
-PARTS_CONFIG = REPO / "configs/sperm_parts_cpu.yaml"
+#: the part segmenters the benchmark can train: name -> (config, run folder under the output)
+PART_MODELS = {
+    "field": (REPO / "configs/sperm_parts_cpu.yaml", "train"),
+    "head": (REPO / "configs/sperm_head_parts_cpu.yaml", "head_train"),
+}
 #: the issue's targets: CP-Net's part mIoU (R-101, pretrained, GPU), head IoU, share within 5
 TARGETS = {"mIoU": 70.6, "IoU-head": 90.0, "acrosome_share_within_5pts_pct": 90.0}
 
@@ -50,7 +55,7 @@ def prepare_parts_split(fields: Path, reference: Path, root: Path) -> Path:
     return root
 
 
-def train_parts(data_root: Path, run: Path, config: Path = PARTS_CONFIG) -> Path:
+def train_parts(data_root: Path, run: Path, config: Path) -> Path:
     """Train the part segmenter into ``run`` unless it holds a best model already."""
     if not (run / "model_best.pth").is_file():
         _call(
@@ -75,9 +80,10 @@ def detector_heads(detector_run: Path | None):
 
 
 def evaluate_parts(
-    run: Path, data_root: Path, split: str = "test", detector_run: Path | None = None
+    runs: list[Path], data_root: Path, split: str = "test", detector_run: Path | None = None
 ) -> dict:
-    """The numbers of the module docstring on ``data_root``'s ``split``."""
+    """The numbers of the module docstring on ``data_root``'s ``split`` for the part runs
+    ``runs`` (a field and/or a head segmenter)."""
     from detectron2.data import DatasetCatalog
 
     from sperm_d2.data.register import register_split
@@ -88,7 +94,9 @@ def evaluate_parts(
     from sperm_d2.parts.parser import PartParser
     from sperm_d2.parts.targets import sperm_parts
 
-    parser = PartParser.from_run(run)
+    parser = PartParser.from_run(runs)
+    if parser.head is not None and detector_run is None:
+        raise ValueError("the head part segmenter needs a detector run for the heads")
     classes = list(parser.class_names)
     name = register_split(
         f"parts_bench_{split}", data_root / "annotations" / f"{split}.json", data_root, classes
@@ -100,22 +108,23 @@ def evaluate_parts(
     matches, seconds = [], 0.0
     for record in tqdm(records, desc=f"parts on {split}", unit="field"):
         image, gt = load_field(record, classes)
+        h, w = gt.shape
+        heads = None if heads_of is None else heads_of(image)
         t0 = time.perf_counter()
-        labels = parser.segment(image)
+        if heads is None:
+            labels = parser.segment(image)
+            heads = head_components(labels, classes)
+            pred_parts = assign_parts(labels, heads, classes)
+        else:
+            labels, pred_parts = parser.parse_image(image, heads)
         seconds += time.perf_counter() - t0
         conf += confusion(gt, labels, k)
-        h, w = gt.shape
-        if heads_of is None:
-            heads = head_components(labels, classes)
-        else:
-            heads = heads_of(image)
-        pred_parts = assign_parts(labels, heads, classes)
         gt_parts = sperm_parts(record.get("annotations", []), classes, h, w)
         matches += match_heads(gt_parts, heads, pred_parts)
     results = {
         "split": split,
         "fields": len(records),
-        "run": str(run),
+        "runs": [str(r) for r in runs],
         "heads_from": str(detector_run) if detector_run else "segmenter head components",
         "parts": part_metrics(conf, classes),
         "heads": summarise(matches),
@@ -153,14 +162,18 @@ def format_results(r: dict) -> str:
 
 def run_parts_benchmark(
     fields: Path, reference: Path, output: Path, split: str, detector_run: Path | None,
-    train: bool,
+    train: bool, models: tuple[str, ...] = ("field", "head"),
 ) -> dict:  # fmt: skip
-    """Split, (train,) evaluate; writes ``output/parts_results.json`` and ``.md``."""
+    """Split, (train,) evaluate the part segmenters ``models`` (keys of :data:`PART_MODELS`);
+    writes ``output/parts_results_<split>.json`` and ``.md``."""
     data_root = prepare_parts_split(fields, reference, output / "data")
-    run = output / "train"
-    if train:
-        train_parts(data_root, run)
-    results = evaluate_parts(run, data_root, split, detector_run)
+    runs = []
+    for name in models:
+        config, folder = PART_MODELS[name]
+        runs.append(output / folder)
+        if train:
+            train_parts(data_root, runs[-1], config)
+    results = evaluate_parts(runs, data_root, split, detector_run)
     write_json_atomic(output / f"parts_results_{split}.json", results)
     (output / f"parts_results_{split}.md").write_text(format_results(results) + "\n")
     return results

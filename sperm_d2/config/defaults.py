@@ -179,3 +179,21 @@ def add_sperm_config(cfg: CN) -> None:
     # (float) probability that a training window is centred on an annotated part (else anywhere
     # in the field): most of a field is background.
     _C.SPERM.PARTS.FOCUS_PROB = 0.7
+    # (str) what the segmenter sees: "field" = windows of whole fields, every pixel gets a part
+    # (midpiece and tail included); "head" = each head's canonical crop (sperm_d2.grading.crop,
+    # rotated to its long axis) with the head's mask as a 4th channel, its mask's pixels split
+    # into acrosome, nucleus and vacuole (sperm_d2.parts.head_parts).
+    _C.SPERM.PARTS.INPUT = "field"
+    # (int) "head" input: side of the canonical crop in px.
+    _C.SPERM.PARTS.CROP_SIZE = 96
+    # (float) "head" input: share of the crop's side the head's long axis spans.
+    _C.SPERM.PARTS.HEAD_FRACTION = 0.7
+    # (int) "head" input, training: the head mask of the 4th channel is grown or shrunk by up to
+    # this many px at random (the detector's outline differs from the annotator's by a px or two).
+    _C.SPERM.PARTS.MASK_JITTER = 2
+    # (float) "head" input, training: random extra rotation of the crop, in degrees either way.
+    _C.SPERM.PARTS.ROTATE_DEGREES = 10.0
+    # (str) "head" input: a detector run folder whose detections that are no annotated head
+    # (round cells, debris) join training and validation as background-only crops, so that the
+    # segmenter learns to say "no sperm head here" (sperm_d2.parts.negatives); "" = none.
+    _C.SPERM.PARTS.NEGATIVES_RUN = ""

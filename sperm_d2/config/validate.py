@@ -43,6 +43,7 @@ UNIT_INTERVAL = (
     "SPERM.GRADER.LABEL_SMOOTHING",
     "SPERM.GRADER.GCE_Q",
     "SPERM.GRADER.AUG.SHIFT",
+    "SPERM.PARTS.HEAD_FRACTION",
 )
 #: keys that must be > 0
 POSITIVE = (
@@ -61,6 +62,7 @@ POSITIVE_ALWAYS = (
     "SPERM.GRADER.MAX_SCALE",
     "SPERM.GRADER.TEST_BATCH_SIZE",
     "SPERM.GRADER.ENSEMBLE_SIZE",
+    "SPERM.PARTS.CROP_SIZE",
 )
 #: keys that must be >= 0
 NON_NEGATIVE = (
@@ -83,6 +85,8 @@ NON_NEGATIVE = (
     "SPERM.GRADER.AUG.ROTATE_DEGREES",
     "SPERM.GRADER.AUG.HUE_DEGREES",
     "SPERM.AUG.HUE_DEGREES",
+    "SPERM.PARTS.MASK_JITTER",
+    "SPERM.PARTS.ROTATE_DEGREES",
 )
 #: word keys -> the values they take (``grading/model.py:TTA_VIEWS`` and
 #: ``precision.PRECISIONS`` are the same lists; ``tests/test_config.py`` checks that they agree)
@@ -94,6 +98,7 @@ CHOICES = {
     "SPERM.GRADER.BACKBONE": ("compact", "resnet18", "resnet34", "resnet50"),
     "SPERM.GRADER.BALANCE": ("sampler", "loss", "none"),
     "SPERM.GRADER.TTA": ("none", "rot180", "flips"),
+    "SPERM.PARTS.INPUT": ("field", "head"),
 }
 
 

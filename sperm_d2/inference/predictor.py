@@ -36,7 +36,7 @@ from sperm_d2.inference.parts import with_parts
 from sperm_d2.inference.run_folder import find_run_weights, run_config
 from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
-from sperm_d2.parts.parser import PartParser
+from sperm_d2.parts.parser import PartParser, part_runs
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
 from sperm_d2.weights_io import load_model_weights
@@ -168,10 +168,10 @@ class SpermPredictor:
                 members=members,
                 precision=src.cfg.SPERM.INFER_PRECISION,  # one precision for the whole run
             )
-        # the parts run: --parts (parts_run), else the detector run's SPERM.PARTS.RUN
-        parts_run = kwargs.pop("parts_run", None) or src.cfg.SPERM.PARTS.RUN
-        if parts_run and parts_run.strip().lower() != "none":
-            kwargs["parts"] = PartParser.from_run(parts_run)
+        # the part runs: --parts (parts_run, one run or a list), else SPERM.PARTS.RUN
+        runs = part_runs(kwargs.pop("parts_run", None), src.cfg)
+        if runs:
+            kwargs["parts"] = PartParser.from_run(runs)
         return cls(src.cfg, weights=src.weights, **kwargs)
 
     def _resize_scale(self, h: int, w: int) -> float:

@@ -2,7 +2,8 @@
 
 IoU is over every pixel of the split together (a confusion matrix summed over fields), as
 CP-Net's part mIoU is: ``parts/IoU-<part>`` per class, ``parts/mIoU`` their mean over the part
-classes (background left out), ``parts/IoU-head`` for the head (acrosome + nucleus + vacuole)
+classes (background left out; over the head parts only for a head-part segmenter, whose crops
+hold no midpiece or tail), ``parts/IoU-head`` for the head (acrosome + nucleus + vacuole)
 against everything else, and ``parts/pixel_accuracy``.
 """
 
@@ -35,12 +36,17 @@ def iou_from_confusion(conf: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
 
-def part_metrics(conf: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+def part_metrics(
+    conf: np.ndarray, class_names: Sequence[str], scored: Sequence[str] | None = None
+) -> dict[str, float]:
     """``mIoU``, ``IoU-<part>``, ``IoU-head`` and ``pixel_accuracy`` (in %) of a confusion
-    matrix over background + ``class_names``."""
+    matrix over background + ``class_names``; ``mIoU`` and ``IoU-<part>`` over the ``scored``
+    parts only (default: all)."""
     iou = iou_from_confusion(conf)
-    out = {f"IoU-{name}": 100 * float(iou[i + 1]) for i, name in enumerate(class_names)}
-    parts = iou[1:][np.isfinite(iou[1:])]
+    keep = [i for i, name in enumerate(class_names) if scored is None or name in scored]
+    out = {f"IoU-{class_names[i]}": 100 * float(iou[i + 1]) for i in keep}
+    parts = iou[1:][keep]
+    parts = parts[np.isfinite(parts)]
     out["mIoU"] = 100 * float(parts.mean()) if len(parts) else float("nan")
     head = [i + 1 for i, name in enumerate(class_names) if name in HEAD_PARTS]
     if head:
@@ -58,9 +64,16 @@ class PartEvaluator(DatasetEvaluator):
     """Sums the confusion matrix of arg-max predictions against the label maps; metrics on every
     process's sums together (key family ``parts``)."""
 
-    def __init__(self, dataset_name: str, class_names: Sequence[str], distributed: bool = True):
+    def __init__(
+        self,
+        dataset_name: str,
+        class_names: Sequence[str],
+        distributed: bool = True,
+        scored: Sequence[str] | None = None,
+    ):
         self._name = dataset_name
         self._classes = list(class_names)
+        self._scored = [c for c in self._classes if scored is None or c in scored]
         self._k = len(self._classes) + 1
         self._distributed = distributed
         self.reset()
@@ -86,13 +99,13 @@ class PartEvaluator(DatasetEvaluator):
         if not fields:
             logger.warning("%s: no fields to evaluate parts on", self._name)
             return OrderedDict()
-        metrics = part_metrics(conf, self._classes)
+        metrics = part_metrics(conf, self._classes, self._scored)
         logger.info(
-            "%s: parts mIoU %.2f, head IoU %.2f over %d fields (%s)",
+            "%s: parts mIoU %.2f, head IoU %.2f over %d images (%s)",
             self._name,
             metrics["mIoU"],
             metrics.get("IoU-head", float("nan")),
             fields,
-            ", ".join(f"{n} {metrics[f'IoU-{n}']:.1f}" for n in self._classes),
+            ", ".join(f"{n} {metrics[f'IoU-{n}']:.1f}" for n in self._scored),
         )
         return OrderedDict(parts=metrics)

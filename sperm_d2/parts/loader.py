@@ -79,13 +79,18 @@ def augment(
     if cfg.SPERM.AUG.ROT90:
         k = int(rng.integers(4))
         img, lab = np.rot90(img, k), np.rot90(lab, k)
+    return jitter_colour(img, cfg, rng), np.ascontiguousarray(lab)
+
+
+def jitter_colour(img: np.ndarray, cfg: CfgNode, rng: np.random.Generator) -> np.ndarray:
+    """float32 ``img`` with its brightness and contrast jittered (``SPERM.AUG``)."""
     x = img.astype(np.float32)
     b = rng.uniform(*cfg.SPERM.AUG.BRIGHTNESS)
     c = rng.uniform(*cfg.SPERM.AUG.CONTRAST)
     if b != 1.0 or c != 1.0:
         mean = x.mean()
         x = np.clip((x - mean) * c + mean * b, 0, 255)
-    return x, np.ascontiguousarray(lab)
+    return x
 
 
 #: decoded fields (image + label map) the training loader keeps (least recently drawn dropped)

@@ -4,8 +4,10 @@ Registered in detectron2's ``META_ARCH_REGISTRY``, so ``build_model(cfg)``, the 
 the trainer serve it unchanged. GroupNorm throughout: batches are a few windows, too few for
 BatchNorm statistics, and GroupNorm behaves the same in training and evaluation.
 
-Input: a batch dict ``{"images": (N, 3, H, W) 0-255 in INPUT.FORMAT order, "targets": (N, H, W)
-int64 label maps (training; 0 background, 1 + i for SPERM.CLASSES[i])}`` (``parts.loader``).
+Input: a batch dict ``{"images": (N, C, H, W) 0-255 in INPUT.FORMAT order, "targets": (N, H, W)
+int64 label maps (training; 0 background, 1 + i for SPERM.CLASSES[i])}`` (``parts.loader``);
+C is 3, or 4 with ``SPERM.PARTS.INPUT "head"``, where the 4th channel is the head's mask (0/255,
+``parts.head_loader``).
 Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy); evaluation returns
 ``{"probs": (N, K + 1, H, W)}`` fp32 softmax. Any H, W: inputs are padded to a multiple of the
 deepest stride and the outputs cropped back.
@@ -58,8 +60,9 @@ class SpermPartSegmenter(nn.Module):
             "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
         )
         self.stride = 2 ** (len(channels) - 1)
+        self.in_channels = 4 if p.INPUT == "head" else 3
         self.down = nn.ModuleList()
-        prev = 3
+        prev = self.in_channels
         for c in channels:
             self.down.append(_double_conv(prev, c))
             prev = c
@@ -74,9 +77,12 @@ class SpermPartSegmenter(nn.Module):
         return self.pixel_mean.device
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, K + 1, H, W) fp32 class logits of an (N, 3, H, W) batch in 0-255."""
+        """(N, K + 1, H, W) fp32 class logits of an (N, C, H, W) batch in 0-255."""
         h, w = images.shape[-2:]
-        x = (images.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+        x = images.to(self.device, torch.float32)
+        colour = (x[:, :3] - self.pixel_mean) / self.pixel_std
+        # the mask channel (head input) to -1 / +1
+        x = torch.cat([colour, x[:, 3:] / 127.5 - 1.0], 1) if self.in_channels == 4 else colour
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")

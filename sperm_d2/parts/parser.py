@@ -1,14 +1,26 @@
-"""``PartParser``: a trained part segmenter run on whole images, its parts given to each head.
+"""``PartParser``: trained part segmenters run on whole images, their parts given to each head.
 
-Loaded from a part run folder (``config.yaml`` + ``model_best.pth``, as ``--parts RUN`` or
-``SPERM.PARTS.RUN`` name it); :meth:`segment` gives a field's label map, :meth:`parse` the
-parts of each detected head (:func:`sperm_d2.parts.assign.assign_parts`).
+Loaded from one or two part run folders (``config.yaml`` + ``model_best.pth``, as ``--parts RUN
+[RUN]`` or ``SPERM.PARTS.RUN`` name them), at most one of each input
+(``SPERM.PARTS.INPUT``):
+
+* a **field** segmenter labels every pixel of the image; each head gets the parts around it
+  (:func:`sperm_d2.parts.assign.assign_parts`): acrosome, nucleus, vacuole, midpiece, tail;
+* a **head** segmenter sees each detected head in its canonical crop with its mask
+  (:mod:`sperm_d2.parts.head_crop`) and splits the head's mask into acrosome, nucleus and
+  vacuole: the detector's outline stays the head's outline.
+
+With both, the head segmenter gives the head parts and the field segmenter the midpiece and tail
+(its head-part pixels are dropped); with the head segmenter alone a head has no midpiece or
+tail (their criteria are then not assessable). :meth:`PartParser.parse_image` gives the image's
+label map and each head's parts, :meth:`PartParser.parse` the parts.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,9 +31,13 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
 from sperm_d2.parts import is_part_segmenter
 from sperm_d2.parts.assign import assign_parts
+from sperm_d2.parts.head_crop import crop_matrix, cut_head, head_patch, to_patch
+from sperm_d2.parts.targets import HEAD_PARTS, paint_rank
 from sperm_d2.precision import autocast, use_bf16
 from sperm_d2.weights_io import load_model_weights
 
+#: share of a head's mask the head segmenter must call head (not background) for it to get parts
+MIN_HEAD_SHARE = 0.5
 #: checkpoints tried, in order, in a part run folder
 RUN_CHECKPOINTS = ("model_best.pth", "model_final.pth")
 
@@ -45,8 +61,43 @@ def part_run(run_dir: str | os.PathLike) -> tuple[CfgNode, Path]:
     raise InputError(f"{run_dir}: no checkpoint ({', '.join(RUN_CHECKPOINTS)}) in the run folder")
 
 
-class PartParser:
-    """The part segmenter on the CPU (or GPU), at ``SPERM.INFER_PRECISION``."""
+def part_runs(given, cfg: CfgNode) -> list[str]:
+    """The part run folders to load: ``given`` (one folder or a list, as ``--parts`` takes
+    them), else the detector config's ``SPERM.PARTS.RUN``; none for "none" or nothing."""
+    runs = [given] if isinstance(given, (str, os.PathLike)) else list(given or [])
+    if not runs and cfg.SPERM.PARTS.RUN:
+        runs = [cfg.SPERM.PARTS.RUN]
+    runs = [str(r) for r in runs if str(r).strip()]
+    return [] if any(r.strip().lower() == "none" for r in runs) else runs
+
+
+def check_part_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[CfgNode, Path]]:
+    """(config, checkpoint) of each part run of ``runs``; ``InputError`` in one line when one is
+    not a part run, when two take the same input (``SPERM.PARTS.INPUT``) or name different
+    classes."""
+    found = [part_run(r) for r in runs]
+    if not found:
+        raise InputError("no part segmenter run given")
+    seen: dict[str, str] = {}
+    for (cfg, _), run in zip(found, runs):
+        kind = cfg.SPERM.PARTS.INPUT
+        if kind in seen:
+            raise InputError(
+                f"{run}: a second {kind} part segmenter (after {seen[kind]}); give at most one "
+                "field and one head run"
+            )
+        seen[kind] = str(run)
+    classes = {tuple(cfg.SPERM.CLASSES) for cfg, _ in found}
+    if len(classes) > 1:
+        raise InputError(
+            f"{', '.join(map(str, runs))}: the part segmenters name different classes "
+            f"({' vs '.join(map(str, classes))})"
+        )
+    return found
+
+
+class PartModel:
+    """One trained part segmenter on the CPU (or GPU), at ``SPERM.INFER_PRECISION``."""
 
     def __init__(self, cfg: CfgNode, weights: str | os.PathLike, source: str = "") -> None:
         cfg = cfg.clone()
@@ -55,29 +106,107 @@ class PartParser:
             cfg.MODEL.DEVICE = "cpu"
         cfg.freeze()
         self.cfg, self.source = cfg, str(source or weights)
+        self.input = str(cfg.SPERM.PARTS.INPUT)
         self.class_names = tuple(cfg.SPERM.CLASSES)
         self.bf16 = use_bf16(cfg.SPERM.INFER_PRECISION, cfg.MODEL.DEVICE)
         self.model = build_model(cfg).eval()
         load_model_weights(self.model, weights)  # as data, whole: no pickled code runs
 
-    @classmethod
-    def from_run(cls, run_dir: str | os.PathLike) -> "PartParser":
-        cfg, weights = part_run(run_dir)
-        return cls(cfg, weights, source=str(run_dir))
-
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """(K + 1, H, W) float32 class probabilities of a BGR image (background first)."""
-        # BGR as in training (parts.loader feeds the decoded BGR fields whatever INPUT.FORMAT)
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, K + 1, H, W) float32 class probabilities (background first) of (N, H, W, C)
+        images, C = 3 (BGR) or 4 (BGR + head mask, head input)."""
+        # BGR as in training (the loaders feed the decoded BGR fields whatever INPUT.FORMAT)
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         with torch.inference_mode(), autocast(self.bf16):
-            return self.model({"images": x})["probs"][0].float().cpu().numpy()
+            return self.model({"images": x})["probs"].float().cpu().numpy()
+
+    def head_parts(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Head input: the head parts of each head ``heads`` (N, H, W) of a BGR image (part
+        name -> (H, W) bool): each head's mask split among them, or no parts at all for a head
+        whose mask the segmenter finds mostly background (less than :data:`MIN_HEAD_SHARE`
+        head: no sperm head, e.g. a round cell; see :mod:`sperm_d2.parts.negatives`)."""
+        p = self.cfg.SPERM.PARTS
+        size, fraction = int(p.CROP_SIZE), float(p.HEAD_FRACTION)
+        names = [n for n in HEAD_PARTS if n in self.class_names]
+        channels = [self.class_names.index(n) + 1 for n in names]
+        out: list[dict[str, np.ndarray]] = [{} for _ in range(len(heads))]
+        todo = [(i, patch) for i, m in enumerate(heads) if (patch := head_patch(m)) is not None]
+        batch = max(1, int(self.cfg.SPERM.EVAL_BATCH_SIZE))
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            matrices = [crop_matrix(patch.mask, size, fraction) for _, patch in chunk]
+            crops = [cut_head(image, patch, m, size)[0] for (_, patch), m in zip(chunk, matrices)]
+            probs = self.probabilities(np.stack(crops))
+            for (i, patch), m, pr in zip(chunk, matrices, probs):
+                back = to_patch(pr[[0, *channels]], m, patch)
+                if (back.argmax(0)[patch.mask] > 0).mean() < MIN_HEAD_SHARE:
+                    continue
+                best = back[1:].argmax(0)
+                h, w = patch.mask.shape
+                for k, name in enumerate(names):
+                    full = np.zeros(heads[i].shape, bool)
+                    full[patch.y0 : patch.y0 + h, patch.x0 : patch.x0 + w] = patch.mask & (
+                        best == k
+                    )
+                    out[i][name] = full
+        return out
+
+
+class PartParser:
+    """A field and/or a head part segmenter (module docstring)."""
+
+    def __init__(self, models: Sequence[PartModel]) -> None:
+        """``models``: at most one of each input (:func:`check_part_runs` checks run folders)."""
+        by_input = {m.input: m for m in models}
+        if not models or len(by_input) < len(models):
+            raise ValueError("give one or two part segmenters, at most one of each input")
+        self.field, self.head = by_input.get("field"), by_input.get("head")
+        self.class_names = models[0].class_names
+        self.source = " + ".join(m.source for m in models)
+
+    @classmethod
+    def from_run(cls, runs: str | os.PathLike | Sequence[str | os.PathLike]) -> "PartParser":
+        """From one part run folder or a list of them (a field and a head segmenter)."""
+        runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
+        found = check_part_runs(runs)
+        return cls([PartModel(cfg, w, source=str(r)) for (cfg, w), r in zip(found, runs)])
 
     def segment(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) uint8 label map of a BGR image: 0 background, 1 + i for ``class_names[i]``."""
-        return self.probabilities(image).argmax(0).astype(np.uint8)
+        """(H, W) uint8 label map of a BGR image by the field segmenter: 0 background, 1 + i
+        for ``class_names[i]``."""
+        if self.field is None:
+            raise InputError(f"{self.source}: no field part segmenter to label a whole image")
+        return self.field.probabilities(image[None])[0].argmax(0).astype(np.uint8)
+
+    def parse_image(
+        self, image: np.ndarray, heads: np.ndarray
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+        """``(label map, parts per head)`` of a BGR image and its heads ``heads`` (N, H, W):
+        the field segmenter's labels with the head segmenter's parts painted over the heads
+        (module docstring)."""
+        heads = np.asarray(heads, bool).reshape(-1, *image.shape[:2])
+        if self.field is not None:
+            labels = self.segment(image)
+            parts = assign_parts(labels, heads, self.class_names)
+        else:
+            labels = np.zeros(image.shape[:2], np.uint8)
+            parts = [{} for _ in heads]
+        if self.head is None:
+            return labels, parts
+        head_ids = [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
+        labels[np.isin(labels, head_ids)] = 0  # the head segmenter's parts replace these
+        for own, theirs, head in zip(parts, self.head.head_parts(image, heads), heads):
+            for name in HEAD_PARTS:  # a head the segmenter turned down keeps no head part
+                if name in self.class_names:
+                    own[name] = theirs.get(name, np.zeros_like(head))
+        for i in paint_rank(self.class_names):
+            for own in parts:
+                if self.class_names[i] in own:
+                    labels[own[self.class_names[i]]] = i + 1
+        return labels, parts
 
     def parse(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """The parts of each head ``heads`` (N, H, W) of a BGR image (part -> bool mask)."""
+        """The parts of each head ``heads`` (N, H, W) of a BGR image (part name -> bool mask)."""
         if len(heads) == 0:
             return []
-        return assign_parts(self.segment(image), heads, self.class_names)
+        return self.parse_image(image, heads)[1]
