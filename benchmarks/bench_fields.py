@@ -6,8 +6,9 @@
     target: the job within 2x the forward;
 (b) peak RSS of infer.py's job in fresh processes on a short and a long folder of fields (the
     same fields copied N times): memory must not grow with the number of fields;
-(c) with ``--parts RUN``: infer.py's job with the part segmenter and the WHO criteria
-    (``infer.py --parts``) vs without, alternated, best of ``--repeats``; target: at most +30 %.
+(c) with ``--parts RUN [RUN]``: infer.py's job with the part segmenter(s) and the WHO criteria
+    (``infer.py --parts``: a field and/or a head segmenter) vs without, alternated, best of
+    ``--repeats``; target: at most +30 %.
 
 The fields come from ``--fields`` (a folder of images, e.g. the Sperm Parsing JPGs; labelme files
 beside them are ignored) or ``$SPERM_D2_REAL_DATA/sperm_parsing``; they are copied into a
@@ -16,7 +17,7 @@ temporary folder (never written to where they are).
 Usage:
     python benchmarks/bench_fields.py --run output/real_data/sperm_parsing/split/train \
         --fields ../shared/data/sperm_parsing --num-fields 12 --rss-fields 10 60 \
-        [--parts output/real_data/sperm_parsing/parts/train]
+        [--parts output/real_data/sperm_parsing/parts/head_train]
 """
 
 import argparse

@@ -55,12 +55,12 @@ def prepare_parts_split(fields: Path, reference: Path, root: Path) -> Path:
     return root
 
 
-def train_parts(data_root: Path, run: Path, config: Path) -> Path:
+def train_parts(data_root: Path, run: Path, config: Path, opts: tuple[str, ...] = ()) -> Path:
     """Train the part segmenter into ``run`` unless it holds a best model already."""
     if not (run / "model_best.pth").is_file():
         _call(
             [sys.executable, "tools/train_net.py", "--config-file", str(config),
-             "SPERM.DATA_ROOT", str(data_root), "OUTPUT_DIR", str(run), "SEED", "0"]
+             "SPERM.DATA_ROOT", str(data_root), "OUTPUT_DIR", str(run), "SEED", "0", *opts]
         )  # fmt: skip
     return run
 
@@ -166,13 +166,17 @@ def run_parts_benchmark(
 ) -> dict:  # fmt: skip
     """Split, (train,) evaluate the part segmenters ``models`` (keys of :data:`PART_MODELS`);
     writes ``output/parts_results_<split>.json`` and ``.md``."""
+    if "head" in models and detector_run is None:
+        raise ValueError("the head part segmenter needs --detector (its heads, its negatives)")
     data_root = prepare_parts_split(fields, reference, output / "data")
     runs = []
     for name in models:
         config, folder = PART_MODELS[name]
         runs.append(output / folder)
+        # the head segmenter learns to turn down the detector's false heads (hard negatives)
+        opts = ("SPERM.PARTS.NEGATIVES_RUN", str(detector_run)) if name == "head" else ()
         if train:
-            train_parts(data_root, runs[-1], config)
+            train_parts(data_root, runs[-1], config, opts)
     results = evaluate_parts(runs, data_root, split, detector_run)
     write_json_atomic(output / f"parts_results_{split}.json", results)
     (output / f"parts_results_{split}.md").write_text(format_results(results) + "\n")
