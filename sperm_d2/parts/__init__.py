@@ -1,9 +1,12 @@
-"""Parts of each sperm: a semantic part segmenter over whole fields and what follows from it.
+"""Parts of each sperm: part segmenters over whole fields and over each head, and what follows.
 
 ``targets`` rasterises the annotated parts (numpy + OpenCV), ``model`` is the segmenter
 (``SpermPartSegmenter``, registered in detectron2's ``META_ARCH_REGISTRY`` on import of this
-package), ``loader`` feeds it random windows, ``evaluator`` scores it (``parts/*`` IoU),
-``morphometry`` measures each sperm's parts against WHO's criteria.
+package), ``loader`` feeds it random windows of fields (``SPERM.PARTS.INPUT "field"``),
+``head_crop`` / ``head_loader`` / ``negatives`` feed it each head's canonical crop and a
+detector's false heads (``"head"``), ``evaluator`` scores it (``parts/*`` IoU), ``assign`` and
+``parser`` give each detected head its parts; ``sperm_d2.inference.part_criteria`` measures them
+against WHO's criteria.
 """
 
 from sperm_d2.parts.model import SpermPartSegmenter
