@@ -21,6 +21,7 @@ LEAVES = {
     "roi_align",
     "errors",
     "weights_io",
+    "head_frame",
 }
 
 #: package -> sperm_d2 packages it must never import (at module level or inside functions)

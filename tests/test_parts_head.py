@@ -190,11 +190,9 @@ def test_head_segmenter_trains_and_parses_detected_heads(part_data, tmp_path) ->
 
 
 def test_hard_negatives_are_detections_off_the_annotated_heads(part_data, tmp_path, monkeypatch):
-    """mine_negatives keeps a detector's heads that lie off every annotated head, with
-    background-only labels, and caches them per detector checkpoint."""
-    from types import SimpleNamespace
-
-    from sperm_d2.inference.predictor import SpermPredictor
+    """mine_negatives keeps a detector's heads (a stand-in detector here) that lie off every
+    annotated head, with background-only labels, and caches them per detector checkpoint."""
+    from sperm_d2.parts import negatives
     from sperm_d2.parts.negatives import mine_negatives
 
     cfg = _cfg(part_data, "headparts4")
@@ -204,22 +202,18 @@ def test_hard_negatives_are_detections_off_the_annotated_heads(part_data, tmp_pa
     weights.write_bytes(b"stand-in")
     calls = []
 
-    class StandIn:
-        def __init__(self):
-            self.weights = str(weights)
+    def detect(image):
+        calls.append(1)
+        h, w = image.shape[:2]
+        on_head = np.zeros((h, w), bool)
+        p = record_heads(records[(len(calls) - 1) % 2], PART_CLASSES)[0]
+        ph, pw = p.mask.shape
+        on_head[p.y0 : p.y0 + ph, p.x0 : p.x0 + pw] = p.mask  # a true head
+        off = np.zeros((h, w), bool)
+        off[2:10, 2:12] = True  # a blob in the corner: no sperm
+        return np.stack([on_head, off])
 
-        def __call__(self, image):
-            calls.append(1)
-            h, w = image.shape[:2]
-            on_head = np.zeros((h, w), bool)
-            p = record_heads(records[(len(calls) - 1) % 2], PART_CLASSES)[0]
-            ph, pw = p.mask.shape
-            on_head[p.y0 : p.y0 + ph, p.x0 : p.x0 + pw] = p.mask  # a true head
-            off = np.zeros((h, w), bool)
-            off[2:10, 2:12] = True  # a blob in the corner: no sperm
-            return SimpleNamespace(masks=np.stack([on_head, off]))
-
-    monkeypatch.setattr(SpermPredictor, "load", classmethod(lambda cls, *a, **k: StandIn()))
+    monkeypatch.setattr(negatives, "_detector", lambda run: (str(weights), detect))
     cache = tmp_path / "negatives.npz"
     found = mine_negatives("det", records, PART_CLASSES, cache, loader.field)
     assert [(k, p.x0, p.y0) for k, p in found] == [(0, 0, 0), (1, 0, 0)]
@@ -231,3 +225,13 @@ def test_hard_negatives_are_detections_off_the_annotated_heads(part_data, tmp_pa
     weights.write_bytes(b"another detector")  # a new checkpoint: mined again
     mine_negatives("det", records, PART_CLASSES, cache, loader.field)
     assert len(calls) == 4
+
+
+def test_negatives_run_must_be_a_detector_run(tmp_path) -> None:
+    from sperm_d2.parts.negatives import mine_negatives
+
+    with pytest.raises(InputError, match="not a run folder"):
+        mine_negatives(tmp_path, [], PART_CLASSES)
+    (tmp_path / "config.yaml").write_text("{}")
+    with pytest.raises(InputError, match="no checkpoint"):
+        mine_negatives(tmp_path, [], PART_CLASSES)

@@ -1,7 +1,7 @@
 """The head-part segmenter's input: a head's canonical crop with its mask, and the way back.
 
 ``SPERM.PARTS.INPUT "head"``: the segmenter sees each head alone, in the grader's canonical
-frame (:func:`sperm_d2.grading.crop.head_frame`: centred, its long axis horizontal, scaled so
+frame (:func:`sperm_d2.head_frame.head_frame`: centred, its long axis horizontal, scaled so
 that it spans ``head_fraction`` of the crop), with the head's mask as a 4th channel, and splits
 it into acrosome, nucleus and vacuole. A head is handled as a *patch*: its mask cut to its
 bounding box grown by :data:`PATCH_MARGIN` px, and the patch's offset in the image, so that no
@@ -17,7 +17,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from sperm_d2.grading.crop import head_frame
+from sperm_d2.head_frame import head_frame
 
 #: px around a head's bounding box kept in its patch (covers the training mask jitter)
 PATCH_MARGIN = 8

@@ -70,6 +70,47 @@ def _save(path: Path, key: str, negatives: list[tuple[int, HeadPatch]]) -> None:
         )
 
 
+def _detector(run: Path):
+    """``(weights, detect)`` of a detector run folder: ``detect(image)`` gives the (N, H, W) bool
+    masks of the heads scoring at least its ``SPERM.CONFIDENCE_THRESHOLD`` in a BGR image (the
+    whole image at the run's test size; a plain detectron2 forward, as its evaluation runs it)."""
+    import torch
+    from detectron2.data import transforms as T
+    from detectron2.modeling import build_model
+
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.errors import InputError
+    from sperm_d2.weights_io import load_model_weights
+
+    if not (run / "config.yaml").is_file():
+        raise InputError(f"SPERM.PARTS.NEGATIVES_RUN {run}: not a run folder (no config.yaml)")
+    weights = next((run / n for n in CHECKPOINTS if (run / n).is_file()), None)
+    if weights is None:
+        raise InputError(
+            f"SPERM.PARTS.NEGATIVES_RUN {run}: no checkpoint ({', '.join(CHECKPOINTS)})"
+        )
+    cfg = setup_cfg(str(run / "config.yaml"))
+    model = build_model(cfg).eval()
+    load_model_weights(model, weights)  # as data: no pickled code runs
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    floor = float(cfg.SPERM.CONFIDENCE_THRESHOLD)
+
+    def detect(image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        x = resize.get_transform(image).apply_image(image)
+        x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        with torch.inference_mode():
+            inst = model([{"image": x, "height": h, "width": w}])[0]["instances"].to("cpu")
+        keep = inst.scores >= floor
+        return inst.pred_masks[keep].numpy().astype(bool).reshape(-1, h, w)
+
+    return str(weights), detect
+
+
+#: checkpoints tried, in order, in the detector's run folder
+CHECKPOINTS = ("model_best.pth", "model_final.pth")
+
+
 def mine_negatives(
     detector_run: str | os.PathLike,
     records: list[dict],
@@ -79,11 +120,8 @@ def mine_negatives(
 ) -> list[tuple[int, HeadPatch]]:
     """(record index, negative patch) of every detection of ``detector_run`` on ``records``
     that is no annotated head (module docstring); ``read(k)`` gives record ``k``'s BGR image."""
-    from sperm_d2.inference.predictor import SpermPredictor  # the detector, when asked for
-
-    # the detector as infer.py runs it: its confidence threshold, no grader, no parts
-    predictor = SpermPredictor.load(str(detector_run), grader="none", parts_run="none")
-    key = _key(predictor.weights, records)
+    weights, detect = _detector(Path(detector_run))
+    key = _key(weights, records)
     if cache is not None and cache.is_file():
         found = _load(cache, key)
         if found is not None:
@@ -95,7 +133,7 @@ def mine_negatives(
         image = read(k)
         h, w = image.shape[:2]
         annotated = np.isin(label_map(record.get("annotations", []), class_names, h, w), head_ids)
-        for mask in predictor(image).masks:
+        for mask in detect(image):
             area = int(mask.sum())
             if area and (mask & annotated).sum() <= MAX_HEAD_SHARE * area:
                 p = head_patch(mask)
