@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 import yaml
 from detectron2.config import CfgNode, get_cfg
+from detectron2.projects.point_rend import add_pointrend_config
 
 from sperm_d2.config.defaults import add_sperm_config
 from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain
@@ -18,17 +19,34 @@ class ConfigError(SpermInputError, ValueError):
     """A config file or override that cannot be applied (unknown key, bad value, missing file)."""
 
 
-#: the key that follows ``SPERM.CLASSES`` unless a config file or override states it
-NUM_CLASSES = "MODEL.ROI_HEADS.NUM_CLASSES"
+#: the keys that follow ``SPERM.CLASSES`` unless a config file or override states them (the
+#: box head's classes and PointRend's point head, which predicts one mask per class)
+CLASS_COUNT_KEYS = ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.POINT_HEAD.NUM_CLASSES")
 
 
 def get_sperm_cfg() -> CfgNode:
-    """Return a fresh config with detectron2's defaults and the project's ``SPERM`` keys
-    (``MODEL.ROI_HEADS.NUM_CLASSES`` counting ``SPERM.CLASSES``)."""
+    """Return a fresh config with detectron2's defaults, PointRend's keys (detectron2's
+    ``projects/PointRend``: ``MODEL.ROI_MASK_HEAD.NAME "PointRendMaskHead"`` refines the mask
+    outline point by point) and the project's ``SPERM`` keys (the class counts of
+    :data:`CLASS_COUNT_KEYS` counting ``SPERM.CLASSES``)."""
     cfg = get_cfg()
+    add_pointrend_config(cfg)
     add_sperm_config(cfg)
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(cfg.SPERM.CLASSES)
+    _count_classes(cfg, stated=set())
     return cfg
+
+
+def _count_classes(cfg: CfgNode, stated: set[str]) -> None:
+    """Set every key of :data:`CLASS_COUNT_KEYS` that ``stated`` lacks to ``len(SPERM.CLASSES)``."""
+    if not isinstance(cfg.SPERM.CLASSES, (list, tuple)):
+        return
+    for key in CLASS_COUNT_KEYS:
+        if key not in stated:
+            node_path, name = key.rsplit(".", 1)
+            node = cfg
+            for part in node_path.split("."):
+                node = node[part]
+            node[name] = len(cfg.SPERM.CLASSES)
 
 
 def setup_cfg(
@@ -70,8 +88,7 @@ def setup_cfg(
         except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
             raise ConfigError(f"command line: {_one_line(e)}") from e
         source = f"{config_file} + command line" if config_file else "command line"
-    if NUM_CLASSES not in stated and isinstance(cfg.SPERM.CLASSES, (list, tuple)):
-        cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(cfg.SPERM.CLASSES)
+    _count_classes(cfg, stated)
     try:
         check_values(cfg, source)
     except ConfigCheckError as e:

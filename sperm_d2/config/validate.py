@@ -6,11 +6,12 @@
 * :func:`check_values` refuses values that would only fail later, after a run folder exists:
   non-finite numbers, a non-positive learning rate or schedule, thresholds outside [0, 1],
   class colours that are not [R, G, B] triples, a device other than ``cpu`` or ``cuda[:N]``,
-  a class count (``MODEL.ROI_HEADS.NUM_CLASSES``) that disagrees with ``SPERM.CLASSES``,
-  a tile overlap that is not smaller than the tile (``SPERM.TILE``), and a word key whose value
-  is not one of its choices (:data:`CHOICES`: precision, model-selection mode, the grader's mask
-  mode, balance and test-time augmentation). Every config value is checked here, before a model,
-  data loader or run folder exists; the modules that use a value trust it.
+  a class count (``MODEL.ROI_HEADS.NUM_CLASSES``, PointRend's ``MODEL.POINT_HEAD.NUM_CLASSES``)
+  that disagrees with ``SPERM.CLASSES``, a tile overlap that is not smaller than the tile
+  (``SPERM.TILE``), and a word key whose value is not one of its choices (:data:`CHOICES`:
+  precision, model-selection mode, the grader's mask mode, balance and test-time augmentation).
+  Every config value is checked here, before a model, data loader or run folder exists; the
+  modules that use a value trust it.
 """
 
 from __future__ import annotations
@@ -272,14 +273,14 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             f"{source}: SPERM.PARTS.CLASS_WEIGHTS has {len(weights)} values; give one per class "
             f"with background first ({len(classes) + 1}) or none"
         )
-    # Mask R-CNN's box head and the grader's classifier both count SPERM.CLASSES
-    num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if num != len(classes):
-        raise ConfigCheckError(
-            f"{source}: MODEL.ROI_HEADS.NUM_CLASSES = {num} but SPERM.CLASSES has "
-            f"{len(classes)} ({classes}); make them agree (or leave NUM_CLASSES out: it "
-            "follows SPERM.CLASSES)"
-        )
+    # Mask R-CNN's box head, PointRend's point head and the grader's classifier count SPERM.CLASSES
+    for key in ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.POINT_HEAD.NUM_CLASSES"):
+        num = _get(cfg, key)
+        if num is not None and num != len(classes):
+            raise ConfigCheckError(
+                f"{source}: {key} = {num} but SPERM.CLASSES has {len(classes)} ({classes}); "
+                "make them agree (or leave NUM_CLASSES out: it follows SPERM.CLASSES)"
+            )
     if not training:
         return
     if cfg.SOLVER.MAX_ITER <= 0 and not _get(cfg, "SPERM.EPOCHS"):
