@@ -17,8 +17,9 @@ FIELD_DATASETS = ("sperm_parsing",)
 DEFAULT_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_real_cpu.yaml"
 #: the head grader's training config (second stage), relative to the repo root
 DEFAULT_GRADER_CONFIG = "configs/sperm_grader_cpu.yaml"
-#: the full-field detector's training config, relative to the repo root
-DEFAULT_FIELDS_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_fields_cpu.yaml"
+#: the full-field detector's training config, relative to the repo root (PointRend mask head:
+#: val segm AP 85.5 against the standard head's 84.5, README Results)
+DEFAULT_FIELDS_CONFIG = "configs/sperm_mask_rcnn_R_18_FPN_fields_pointrend_cpu.yaml"
 
 
 def parse_csv(text: str, allowed: Sequence[str] | None = None, what: str = "value") -> list[str]:
