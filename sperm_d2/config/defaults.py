@@ -91,6 +91,11 @@ def add_sperm_config(cfg: CN) -> None:
     # Training precision is SOLVER.AMP.ENABLED (on the CPU: bf16 autocast where the CPU has
     # native bf16, else fp32); configs/sperm_grader_cpu.yaml turns it on.
     _C.SPERM.INFER_PRECISION = "auto"
+    # (str) the detector's test-time augmentation in inference and evaluate.py (not in training's
+    # evaluations): "none", or flipped views of each image ("hflip", "rot180", "flips" = all
+    # four), their boxes merged and their mask probabilities averaged
+    # (sperm_d2.inference.flip_tta). Each view costs about two plain passes.
+    _C.SPERM.INFER_TTA = "none"
     # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
     _C.SPERM.UM_PER_PX = 0.0
 

@@ -30,6 +30,7 @@ from sperm_d2.cli import add_opts_argument
 from sperm_d2.errors import InputError
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.batch_size import BatchCalibration, calibration_for, stream_batches
+from sperm_d2.inference.flip_tta import with_flip_tta
 from sperm_d2.inference.grader import HeadGrader
 from sperm_d2.inference.model_source import ModelSource, check_model_source
 from sperm_d2.inference.parts import with_parts
@@ -107,6 +108,8 @@ class SpermPredictor:
             load_model_weights(self.model, self.weights)  # as data: no pickled code runs
         else:
             logger.warning("no weights given: the model keeps its random initialisation")
+        # SPERM.INFER_TTA: flipped views merged (the same weights; self.model stays the model)
+        self.forward_model = with_flip_tta(self.model, cfg, cfg.SPERM.INFER_TTA)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         # SPERM.TILE: images the resize would shrink more than a window are read in windows
         self.tile, self.tile_overlap = int(cfg.SPERM.TILE.SIZE), int(cfg.SPERM.TILE.OVERLAP)
@@ -210,7 +213,7 @@ class SpermPredictor:
         """Run the model on images (one forward pass) and return detectron2 ``Instances``; each
         image is resized by the test-size resize, or by ``scale`` when given."""
         with torch.inference_mode(), autocast(self.bf16):
-            outputs = self.model([self._model_input(im, scale) for im in images])
+            outputs = self.forward_model([self._model_input(im, scale) for im in images])
         return [to_fp32(o["instances"].to("cpu")) for o in outputs]
 
     def predict_batch(
