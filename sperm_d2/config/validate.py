@@ -90,7 +90,8 @@ NON_NEGATIVE = (
     "SPERM.PARTS.ROTATE_DEGREES",
 )
 #: word keys -> the values they take (``grading/model.py:TTA_VIEWS``,
-#: ``inference/flip_tta.py:VIEWS`` and ``precision.PRECISIONS`` are the same lists; ``tests/test_config.py`` checks that they agree)
+#: ``inference/flip_tta.py:VIEWS`` and ``precision.PRECISIONS`` are the same lists;
+#: ``tests/test_config.py`` checks that they agree)
 CHOICES = {
     "SPERM.INFER_PRECISION": ("auto", "bf16", "fp32"),
     "SPERM.INFER_TTA": ("none", "hflip", "rot180", "flips"),
