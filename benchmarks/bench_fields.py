@@ -9,6 +9,8 @@
 (c) with ``--parts RUN [RUN]``: infer.py's job with the part segmenter(s) and the WHO criteria
     (``infer.py --parts``: a field and/or a head segmenter) vs without, alternated, best of
     ``--repeats``; target: at most +30 %.
+(d) with ``--tta MODE``: infer.py's job with the detector's flip test-time augmentation
+    (``SPERM.INFER_TTA MODE``) vs without, alternated, best of ``--repeats``.
 
 The fields come from ``--fields`` (a folder of images, e.g. the Sperm Parsing JPGs; labelme files
 beside them are ignored) or ``$SPERM_D2_REAL_DATA/sperm_parsing``; they are copied into a
@@ -17,7 +19,7 @@ temporary folder (never written to where they are).
 Usage:
     python benchmarks/bench_fields.py --run output/real_data/sperm_parsing/split/train \
         --fields ../shared/data/sperm_parsing --num-fields 12 --rss-fields 10 60 \
-        [--parts output/real_data/sperm_parsing/parts/head_train]
+        [--parts output/real_data/sperm_parsing/parts/head_train] [--tta hflip]
 """
 
 import argparse
@@ -102,7 +104,14 @@ def main(args: argparse.Namespace) -> None:
             flush=True,
         )
         if args.parts:
-            parts_overhead(predictor, args, work / "fields", work)
+            parsed = SpermPredictor.load(args.run, batch_size=1, parts_run=args.parts)
+            line = job_overhead(predictor, parsed, "--parts", args, work / "fields", work)
+            print(f"(c) {line}; target <= +30 %", flush=True)
+        if args.tta:
+            opts = ["SPERM.INFER_TTA", args.tta]
+            tta = SpermPredictor.load(args.run, batch_size=1, opts=opts)
+            line = job_overhead(predictor, tta, f"TTA {args.tta}", args, work / "fields", work)
+            print(f"(d) {line}", flush=True)
         for count in args.rss_fields:
             folder = work / f"rss_{count}"
             copy_fields(src, folder, count)
@@ -126,21 +135,22 @@ def main(args: argparse.Namespace) -> None:
             shutil.rmtree(folder)
 
 
-def parts_overhead(plain: SpermPredictor, args: argparse.Namespace, folder: Path, work: Path):
-    """(c): infer.py's job with parts vs without on the same fields, alternated."""
-    parsed = SpermPredictor.load(args.run, batch_size=1, parts_run=args.parts)
-    times: dict[str, list[float]] = {"plain": [], "parts": []}
+def job_overhead(
+    plain: SpermPredictor, variant: SpermPredictor, label: str, args, folder: Path, work: Path
+) -> str:
+    """infer.py's job with ``variant`` vs ``plain`` on the same fields, alternated, best of
+    ``--repeats``: the seconds per field of both and the variant's extra time."""
+    times: dict[str, list[float]] = {"plain": [], "variant": []}
     for r in range(args.repeats):
-        order = (("plain", plain), ("parts", parsed))
+        order = (("plain", plain), ("variant", variant))
         for name, predictor in order if r % 2 == 0 else order[::-1]:
-            times[name].append(timed_inference(predictor, folder, work / f"c_{name}_{r}"))
-    plain_s, parts_s = min(times["plain"]), min(times["parts"])
+            times[name].append(timed_inference(predictor, folder, work / f"{label}_{name}_{r}"))
+    plain_s, variant_s = min(times["plain"]), min(times["variant"])
     n = len(list(folder.iterdir()))
-    print(
-        f"(c) infer.py job without parts {plain_s / n:.2f} s/field, with --parts "
-        f"{parts_s / n:.2f} s/field: +{100 * (parts_s / plain_s - 1):.1f} % (best of "
-        f"{args.repeats}; target <= +30 %)",
-        flush=True,
+    return (
+        f"infer.py job without {label} {plain_s / n:.2f} s/field, with {label} "
+        f"{variant_s / n:.2f} s/field: +{100 * (variant_s / plain_s - 1):.1f} % (best of "
+        f"{args.repeats})"
     )
 
 
@@ -154,6 +164,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--repeats", type=int, default=2, help="(a): runs of each, best kept")
     p.add_argument("--parts", nargs="+", default=None, help="(c): part segmenter run folder(s)")
+    p.add_argument(
+        "--tta", default=None, help="(d): the detector's SPERM.INFER_TTA views (e.g. hflip)"
+    )
     p.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
