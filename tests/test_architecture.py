@@ -19,6 +19,7 @@ LEAVES = {
     "cli",
     "precision",
     "roi_align",
+    "point_rend",
     "errors",
     "weights_io",
     "head_frame",

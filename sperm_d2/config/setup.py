@@ -6,11 +6,11 @@ from typing import Sequence
 import torch
 import yaml
 from detectron2.config import CfgNode, get_cfg
-from detectron2.projects.point_rend import add_pointrend_config
 
 from sperm_d2.config.defaults import add_sperm_config
 from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain
 from sperm_d2.errors import SpermInputError
+from sperm_d2.point_rend import add_point_rend_config
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +26,11 @@ CLASS_COUNT_KEYS = ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.POINT_HEAD.NUM_CLASSES
 
 def get_sperm_cfg() -> CfgNode:
     """Return a fresh config with detectron2's defaults, PointRend's keys (detectron2's
-    ``projects/PointRend``: ``MODEL.ROI_MASK_HEAD.NAME "PointRendMaskHead"`` refines the mask
+    ``projects/PointRend``: ``MODEL.ROI_MASK_HEAD.NAME "SpermPointRendMaskHead"`` refines the mask
     outline point by point) and the project's ``SPERM`` keys (the class counts of
     :data:`CLASS_COUNT_KEYS` counting ``SPERM.CLASSES``)."""
     cfg = get_cfg()
-    add_pointrend_config(cfg)
+    add_point_rend_config(cfg)
     add_sperm_config(cfg)
     _count_classes(cfg, stated=set())
     return cfg

@@ -25,6 +25,7 @@ import yaml
 from detectron2.config import CfgNode
 
 from sperm_d2.errors import SpermInputError
+from sperm_d2.point_rend import MASK_HEAD, STOCK_MASK_HEAD
 
 BASE_KEY = "_BASE_"
 MAX_BASE_DEPTH = 16
@@ -285,6 +286,12 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             )
     if not training:
         return
+    if _get(cfg, "MODEL.ROI_MASK_HEAD.NAME") == STOCK_MASK_HEAD:
+        raise ConfigCheckError(
+            f"{source}: MODEL.ROI_MASK_HEAD.NAME {STOCK_MASK_HEAD!r} stops a training on a batch "
+            f"without a head; train with {MASK_HEAD!r} (the same head and weights, "
+            "sperm_d2/point_rend.py)"
+        )
     if cfg.SOLVER.MAX_ITER <= 0 and not _get(cfg, "SPERM.EPOCHS"):
         raise ConfigCheckError(
             f"{source}: SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, expected > 0 (or SPERM.EPOCHS)"
