@@ -94,7 +94,7 @@ def add_sperm_config(cfg: CN) -> None:
     # (str) the detector's test-time augmentation in inference and evaluate.py (not in training's
     # evaluations): "none", or flipped views of each image ("hflip", "rot180", "flips" = all
     # four), their boxes merged and their mask probabilities averaged
-    # (sperm_d2.inference.flip_tta). Each view costs about two plain passes.
+    # (sperm_d2.inference.flip_tta). Each view costs about two plain passes: off by default.
     _C.SPERM.INFER_TTA = "none"
     # (float) micrometres per pixel for morphometrics in µm; 0 = unknown (pixels only).
     _C.SPERM.UM_PER_PX = 0.0

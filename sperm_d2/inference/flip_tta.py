@@ -9,8 +9,8 @@ gives it flip views of the image the predictor has already resized (the test-siz
 tiled window's scale) instead of its multi-scale resizes, and flips vertically flipped masks
 back too (detectron2's undoes horizontal flips only).
 
-Each view costs a detection pass and a mask pass (a second backbone pass): "hflip" costs about
-three to four times a plain forward (README Results, full fields).
+Each view costs a detection pass and a mask pass (a second backbone pass), so n views cost about
+2n plain passes; ``benchmarks/bench_fields.py --tta MODE`` measures it (README Results).
 """
 
 from __future__ import annotations
