@@ -4,8 +4,8 @@ head: its config keys, and its mask head made safe for batches without a head.
 detectron2's ``PointRendMaskHead`` crashes a training (``torch.cat(): expected a non-empty list
 of Tensors`` in ``sample_point_labels``) when no image of a batch has a foreground proposal: it
 samples point labels from the ground-truth masks of zero instances. On full fields trained on
-random 512-px windows that happens by chance (a batch of four windows of background and debris;
-it stopped a 1350-iteration run after iteration 900). The standard mask head gives a zero loss
+random 512-px windows that happens by chance (a batch of windows of background and debris; it
+stopped a long fields run, README Results). The standard mask head gives a zero loss
 for such a batch; :class:`SpermPointRendMaskHead` does the same, its zero connected to every
 parameter of the head so that distributed training sees them all used.
 """
