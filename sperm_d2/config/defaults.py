@@ -64,6 +64,10 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.EVAL_BATCH_SIZE = 4
     # (int) redraw the training plots every this many iterations; 0 draws them only at the end.
     _C.SPERM.PLOT_PERIOD = 0
+    # (float) in [0, 1): keep a moving average of the weights with this decay per iteration
+    # (sperm_d2.engine.ema); evaluation rounds, model_best*.pth and model_final.pth use it.
+    # 0 disables it.
+    _C.SPERM.EMA_DECAY = 0.0
     # (float) pixellib/mAP50 ignores detections scoring below this (PixelLib's Matterport model
     # dropped them at DETECTION_MIN_CONFIDENCE); 0 keeps all that ROI_HEADS.SCORE_THRESH_TEST keeps.
     _C.SPERM.PIXELLIB_SCORE_THRESH = 0.0

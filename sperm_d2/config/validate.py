@@ -264,6 +264,12 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
     if device is not None and not _device_ok(device):
         # torch's own message lists two dozen device types this project cannot run on
         raise ConfigCheckError(f"{source}: MODEL.DEVICE = {device!r}, expected cpu or cuda[:N]")
+    decay = _get(cfg, "SPERM.EMA_DECAY")
+    if decay is not None and not 0 <= decay < 1:
+        raise ConfigCheckError(
+            f"{source}: SPERM.EMA_DECAY = {decay!r}, expected 0 (off) <= decay < 1 "
+            "(e.g. 0.999; 1 would never move from the first weights)"
+        )
     tile, overlap = _get(cfg, "SPERM.TILE.SIZE"), _get(cfg, "SPERM.TILE.OVERLAP")
     if tile and overlap is not None and overlap >= tile:
         raise ConfigCheckError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +45,20 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
         """Atomically write ``<save_dir>/<name>.pth`` (model, checkpointables and ``kwargs``)."""
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
+        ema = self.checkpointables.get("ema")
+        averaged = ema is not None and (name == "model_final" or name.startswith(BEST_PREFIX))
         path = Path(self.save_dir) / f"{name}.pth"
         # a checkpoint half-written by a killed run (SIGKILL) would otherwise stay for good
         remove_stale_temps(self.save_dir, "model_*.pth")
-        logger.info("Saving checkpoint to %s", path)
-        with atomic_write(path, "wb") as f:
-            torch.save(data, f)
+        logger.info("Saving checkpoint to %s%s", path, " (averaged weights)" * averaged)
+        # state_dict() holds the live tensors: they are written before the block gives them back
+        with ema.applied() if averaged else nullcontext():
+            data = {"model": self.model.state_dict()}
+            for key, obj in self.checkpointables.items():
+                data[key] = obj.state_dict()
+            data.update(kwargs)
+            with atomic_write(path, "wb") as f:
+                torch.save(data, f)
         if not name.startswith(BEST_PREFIX):
             self.tag_last_checkpoint(path.name)
 

@@ -23,6 +23,7 @@ from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.engine.cpu_amp import CPUAutocastTrainer, quiet_cuda_grad_scaler
 from sperm_d2.engine.distributed import cpu_ddp_support
 from sperm_d2.engine.early_stop import EarlyStopping
+from sperm_d2.engine.ema import EMAUpdate, ModelEMA
 from sperm_d2.engine.metrics_outputs import ResultsTable, TrainingPlots
 from sperm_d2.engine.val_loss import ValidationLoss
 from sperm_d2.engine.val_round import ValRound
@@ -62,7 +63,9 @@ class SpermTrainer(DefaultTrainer):
       in place of detectron2's CUDA-only AMPTrainer); on CUDA it is detectron2's AMP.
     * evaluation and validation loss run at the inference precision (``SPERM.INFER_PRECISION``),
       from one pass over the val split per round (:class:`ValRound`).
-    * hooks, in order: timer, LR, periodic checkpoint, validation loss, evaluation, best model
+    * ``SPERM.EMA_DECAY`` > 0 keeps a moving average of the weights (:mod:`sperm_d2.engine.ema`):
+      evaluation rounds, ``model_best*.pth`` and ``model_final.pth`` use it.
+    * hooks, in order: timer, LR, weight average, periodic checkpoint, validation loss, evaluation, best model
       (``model_best.pth``), best by validation loss, early stopping, writers (metrics.json,
       TensorBoard, console), results.csv, plots.
     """
@@ -108,11 +111,22 @@ class SpermTrainer(DefaultTrainer):
         return False
 
     def build_checkpointer(self) -> SpermCheckpointer:
-        """Atomic, corruption-tolerant checkpointer over the same model and trainer state."""
-        return SpermCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        """Atomic, corruption-tolerant checkpointer over the same model and trainer state (and
+        the weight average, when there is one)."""
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        return SpermCheckpointer(
+            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra
+        )
+
+    def averaged_weights(self):
+        """A context in which the model holds the weights it is evaluated and saved with: the
+        moving average with ``SPERM.EMA_DECAY``, its own otherwise."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
 
     def build_hooks(self) -> list:
         cfg = self.cfg
+        # built here: DefaultTrainer's __init__ calls build_hooks before it returns
+        self.ema = ModelEMA(self.model, cfg.SPERM.EMA_DECAY) if cfg.SPERM.EMA_DECAY else None
         # DefaultTrainer has no build_checkpointer(); its checkpointer exists by now and no hook
         # holds it yet, so it is swapped here for the crash-safe one every hook then uses.
         self.checkpointer = self.build_checkpointer()
@@ -130,17 +144,22 @@ class SpermTrainer(DefaultTrainer):
             loss_period=vl_period if val_loss else None,
             eval_period=eval_period,
             bf16=inference_bf16(cfg),
+            weights=self.averaged_weights,
         )
 
         def test_and_save_results():
             if self.evaluates_alone(self.cfg):
-                model = for_inference(self.model, inference_bf16(self.cfg))
-                self._last_eval_results = self.test(self.cfg, model)
+                with self.averaged_weights():
+                    model = for_inference(self.model, inference_bf16(self.cfg))
+                    self._last_eval_results = self.test(self.cfg, model)
             else:
                 self._last_eval_results = val_round.evaluation(self)
             return self._last_eval_results
 
         ret = [hooks.IterationTimer(), hooks.LRScheduler(), self._precise_bn_hook()]
+        if self.ema is not None:
+            # before the checkpoint and evaluation of the same step
+            ret.append(EMAUpdate(self.ema))
         if main:
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         if evaluate:

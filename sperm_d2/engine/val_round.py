@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from typing import Callable
+from contextlib import nullcontext
+from typing import Callable, ContextManager
 
 import torch
 from detectron2.config import CfgNode
@@ -146,6 +147,8 @@ class ValRound:
         loss_period: the ValidationLoss hook's period; None when there is no such hook.
         eval_period: the EvalHook's period; None when there is no such hook.
         bf16: run under CPU bf16 autocast (``SPERM.INFER_PRECISION``), outputs back in fp32.
+        weights: a context (factory) in which the model holds the weights to evaluate (the
+            trainer's moving average, :mod:`sperm_d2.engine.ema`); None: its own.
     """
 
     def __init__(
@@ -155,8 +158,10 @@ class ValRound:
         loss_period: int | None,
         eval_period: int | None,
         bf16: bool = False,
+        weights: Callable[[], ContextManager] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._weights = weights or nullcontext
         self._build_evaluator = build_evaluator
         self._loss_period = loss_period
         self._eval_period = eval_period
@@ -184,7 +189,8 @@ class ValRound:
         losses = self._losses is None and (want_losses or _due(self._loss_period, trainer))
         results = self._results is None and (want_results or _due(self._eval_period, trainer))
         if losses or results:
-            self._pass(trainer.model, losses, results)
+            with self._weights():
+                self._pass(trainer.model, losses, results)
 
     def _loader(self, dataset_name: str, module: torch.nn.Module) -> DataLoader:
         if dataset_name not in self._loaders:
