@@ -65,9 +65,9 @@ class SpermTrainer(DefaultTrainer):
       from one pass over the val split per round (:class:`ValRound`).
     * ``SPERM.EMA_DECAY`` > 0 keeps a moving average of the weights (:mod:`sperm_d2.engine.ema`):
       evaluation rounds, ``model_best*.pth`` and ``model_final.pth`` use it.
-    * hooks, in order: timer, LR, weight average, periodic checkpoint, validation loss, evaluation, best model
-      (``model_best.pth``), best by validation loss, early stopping, writers (metrics.json,
-      TensorBoard, console), results.csv, plots.
+    * hooks, in order: timer, LR, weight average, periodic checkpoint, validation loss,
+      evaluation, best model (``model_best.pth``), best by validation loss, early stopping,
+      writers (metrics.json, TensorBoard, console), results.csv, plots.
     """
 
     def __init__(self, cfg: CfgNode) -> None:
