@@ -20,6 +20,7 @@ LEAVES = {
     "precision",
     "roi_align",
     "point_rend",
+    "mask_score",
     "errors",
     "weights_io",
     "head_frame",

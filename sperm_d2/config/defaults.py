@@ -75,6 +75,10 @@ def add_sperm_config(cfg: CN) -> None:
     # Inference (sperm_d2.inference).
     # (float) detections below this score are dropped by tools/infer.py unless it is overridden.
     _C.SPERM.CONFIDENCE_THRESHOLD = 0.5
+    # (float) >= 0: weight each detection's score by its mask's confidence (the mean probability
+    # of its foreground pixels) to this power (sperm_d2.mask_score); also in the training run's
+    # evaluation rounds. 0 keeps the box classifier's score.
+    _C.SPERM.MASK_SCORE_POWER = 0.0
     # (int) images per forward pass; 0 = auto: a stream's first images are predicted 1, 2, 4 and 8
     # per pass, timed (bounded by memory), and the fastest is kept for the process (no fixed rule
     # holds: it depends on model, input size, device and load; bench_infer.py (b) prints the table).

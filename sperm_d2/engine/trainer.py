@@ -28,6 +28,7 @@ from sperm_d2.engine.metrics_outputs import ResultsTable, TrainingPlots
 from sperm_d2.engine.val_loss import ValidationLoss
 from sperm_d2.engine.val_round import ValRound
 from sperm_d2.evaluation import build_evaluator
+from sperm_d2.mask_score import use_mask_scoring
 from sperm_d2.precision import for_inference, train_bf16, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
 
@@ -84,8 +85,10 @@ class SpermTrainer(DefaultTrainer):
     def build_model(cls, cfg: CfgNode):
         """detectron2's model (NCHW: Mask R-CNN was not faster channels-last,
         benchmarks/bench_precision.py). Its ROI Align keeps the boxes fp32 under bf16 autocast
-        and trains through a vectorised CPU formulation (:mod:`sperm_d2.roi_align`)."""
-        return use_sperm_roi_align(super().build_model(cfg))
+        and trains through a vectorised CPU formulation (:mod:`sperm_d2.roi_align`); in
+        evaluation its scores are weighted by ``SPERM.MASK_SCORE_POWER`` as at inference."""
+        model = use_sperm_roi_align(super().build_model(cfg))
+        return use_mask_scoring(model, cfg.SPERM.MASK_SCORE_POWER)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

@@ -37,6 +37,7 @@ from sperm_d2.inference.parts import with_parts
 from sperm_d2.inference.run_folder import find_run_weights, run_config
 from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
+from sperm_d2.mask_score import use_mask_scoring
 from sperm_d2.parts.parser import PartParser, part_runs
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
@@ -103,6 +104,7 @@ class SpermPredictor:
         self.class_names = grader.class_names if grader is not None else self.detector_class_names
         self.class_colors = (grader.cfg if grader is not None else cfg).SPERM.CLASS_COLORS
         self.model = use_sperm_roi_align(build_model(cfg)).eval()
+        use_mask_scoring(self.model, cfg.SPERM.MASK_SCORE_POWER)  # SPERM.MASK_SCORE_POWER
         self.weights = str(cfg.MODEL.WEIGHTS if weights is None else weights)
         if self.weights:
             load_model_weights(self.model, self.weights)  # as data: no pickled code runs
