@@ -101,6 +101,16 @@ def test_unknown_key_on_command_line_fails_clearly() -> None:
         setup_cfg(None, ["SOLVER.MAX_ITER"])
 
 
+def test_a_whole_number_for_a_float_key_is_that_float() -> None:
+    """yacs refuses ``1`` for a float key; the command line takes it as 1.0 (ints stay ints,
+    other types keep their check)."""
+    cfg = setup_cfg(None, ["SPERM.MASK_SCORE_POWER", "1", "SOLVER.BASE_LR", "-0", "SEED", "4"])
+    assert cfg.SPERM.MASK_SCORE_POWER == 1.0 and isinstance(cfg.SPERM.MASK_SCORE_POWER, float)
+    assert cfg.SOLVER.BASE_LR == 0.0 and cfg.SEED == 4 and isinstance(cfg.SEED, int)
+    with pytest.raises(ConfigError, match=r"command line: .*Type mismatch"):
+        setup_cfg(None, ["SOLVER.MAX_ITER", "7.5"])
+
+
 def test_missing_file_fails_clearly(tmp_path) -> None:
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         setup_cfg(str(tmp_path / "nope.yaml"))

@@ -1,6 +1,7 @@
 """Build the one config object a run uses: detectron2 defaults + SPERM keys + YAML + overrides."""
 
 import logging
+import re
 from typing import Sequence
 
 import torch
@@ -49,6 +50,20 @@ def _count_classes(cfg: CfgNode, stated: set[str]) -> None:
             node[name] = len(cfg.SPERM.CLASSES)
 
 
+def _whole_numbers_as_floats(cfg: CfgNode, opts: Sequence[str]) -> list[str]:
+    """``KEY 1`` -> ``KEY 1.0`` where ``KEY``'s default is a float: yacs refuses an int for a
+    float key ("Type mismatch"), though ``SPERM.MASK_SCORE_POWER 1`` means 1.0."""
+    out = list(opts)
+    for i in range(0, len(out) - 1, 2):
+        node = cfg
+        for part in str(out[i]).split("."):
+            node = node.get(part) if isinstance(node, CfgNode) else None
+        value = out[i + 1]
+        if isinstance(node, float) and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+            out[i + 1] = f"{value}.0"
+    return out
+
+
 def setup_cfg(
     config_file: str | None = None, opts: Sequence[str] = (), freeze: bool = True
 ) -> CfgNode:
@@ -84,7 +99,7 @@ def setup_cfg(
         if len(opts) % 2:
             raise ConfigError(f"command line: overrides come as KEY VALUE pairs, got {list(opts)}")
         try:
-            cfg.merge_from_list(list(opts))
+            cfg.merge_from_list(_whole_numbers_as_floats(cfg, opts))
         except (KeyError, ValueError, AssertionError, TypeError, AttributeError) as e:
             raise ConfigError(f"command line: {_one_line(e)}") from e
         source = f"{config_file} + command line" if config_file else "command line"
