@@ -9,7 +9,7 @@ import yaml
 from detectron2.config import CfgNode, get_cfg
 
 from sperm_d2.config.defaults import add_sperm_config
-from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain
+from sperm_d2.config.validate import ConfigCheckError, check_values, check_yaml_chain, value_at
 from sperm_d2.errors import SpermInputError
 from sperm_d2.point_rend import add_point_rend_config
 
@@ -55,10 +55,7 @@ def _whole_numbers_as_floats(cfg: CfgNode, opts: Sequence[str]) -> list[str]:
     float key ("Type mismatch"), though ``SPERM.MASK_SCORE_POWER 1`` means 1.0."""
     out = list(opts)
     for i in range(0, len(out) - 1, 2):
-        node = cfg
-        for part in str(out[i]).split("."):
-            node = node.get(part) if isinstance(node, CfgNode) else None
-        value = out[i + 1]
+        node, value = value_at(cfg, str(out[i])), out[i + 1]
         if isinstance(node, float) and isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
             out[i + 1] = f"{value}.0"
     return out

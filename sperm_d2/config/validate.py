@@ -183,7 +183,8 @@ def _walk(node: CfgNode, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{key}", value
 
 
-def _get(cfg: CfgNode, key: str) -> Any:
+def value_at(cfg: CfgNode, key: str) -> Any:
+    """The value of dotted ``key`` in ``cfg`` (``None`` where a part of it is missing)."""
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, CfgNode) or part not in node:
@@ -244,40 +245,40 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
         rules.append((POSITIVE, lambda v: v > 0, "> 0"))
     for keys, ok, want in rules:
         for key in keys:
-            value = _get(cfg, key)
+            value = value_at(cfg, key)
             if value is not None and not all(ok(v) for v in _numbers(value)):
                 raise ConfigCheckError(f"{source}: {key} = {value!r}, expected {want}")
     for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
+        value = value_at(cfg, key)
         if value is not None and value not in allowed:
             raise ConfigCheckError(f"{source}: {key} = {value!r}, use one of {', '.join(allowed)}")
-    classes = list(_get(cfg, "SPERM.CLASSES") or [])
+    classes = list(value_at(cfg, "SPERM.CLASSES") or [])
     if not classes or len(set(classes)) != len(classes):
         raise ConfigCheckError(f"{source}: SPERM.CLASSES = {classes!r}, expected distinct names")
-    colors = _get(cfg, "SPERM.CLASS_COLORS")
+    colors = value_at(cfg, "SPERM.CLASS_COLORS")
     if colors is not None and not _rgb_list(colors):
         # drawn on every overlay: a malformed entry would fail mid-run, without the key's name
         raise ConfigCheckError(
             f"{source}: SPERM.CLASS_COLORS = {colors!r}, expected a list of [R, G, B] "
             "integers in [0, 255], one per class"
         )
-    device = _get(cfg, "MODEL.DEVICE")
+    device = value_at(cfg, "MODEL.DEVICE")
     if device is not None and not _device_ok(device):
         # torch's own message lists two dozen device types this project cannot run on
         raise ConfigCheckError(f"{source}: MODEL.DEVICE = {device!r}, expected cpu or cuda[:N]")
-    decay = _get(cfg, "SPERM.EMA_DECAY")
+    decay = value_at(cfg, "SPERM.EMA_DECAY")
     if decay is not None and not 0 <= decay < 1:
         raise ConfigCheckError(
             f"{source}: SPERM.EMA_DECAY = {decay!r}, expected 0 (off) <= decay < 1 "
             "(e.g. 0.999; 1 would never move from the first weights)"
         )
-    tile, overlap = _get(cfg, "SPERM.TILE.SIZE"), _get(cfg, "SPERM.TILE.OVERLAP")
+    tile, overlap = value_at(cfg, "SPERM.TILE.SIZE"), value_at(cfg, "SPERM.TILE.OVERLAP")
     if tile and overlap is not None and overlap >= tile:
         raise ConfigCheckError(
             f"{source}: SPERM.TILE.OVERLAP = {overlap} must be smaller than SPERM.TILE.SIZE "
             f"= {tile} (windows would not advance)"
         )
-    weights = _get(cfg, "SPERM.PARTS.CLASS_WEIGHTS")
+    weights = value_at(cfg, "SPERM.PARTS.CLASS_WEIGHTS")
     if weights and len(weights) != len(classes) + 1:
         raise ConfigCheckError(
             f"{source}: SPERM.PARTS.CLASS_WEIGHTS has {len(weights)} values; give one per class "
@@ -285,7 +286,7 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
         )
     # Mask R-CNN's box head, PointRend's point head and the grader's classifier count SPERM.CLASSES
     for key in ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.POINT_HEAD.NUM_CLASSES"):
-        num = _get(cfg, key)
+        num = value_at(cfg, key)
         if num is not None and num != len(classes):
             raise ConfigCheckError(
                 f"{source}: {key} = {num} but SPERM.CLASSES has {len(classes)} ({classes}); "
@@ -293,16 +294,16 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             )
     if not training:
         return
-    if _get(cfg, "MODEL.ROI_MASK_HEAD.NAME") == STOCK_MASK_HEAD:
+    if value_at(cfg, "MODEL.ROI_MASK_HEAD.NAME") == STOCK_MASK_HEAD:
         raise ConfigCheckError(
             f"{source}: MODEL.ROI_MASK_HEAD.NAME {STOCK_MASK_HEAD!r} stops a training on a batch "
             f"without a head; train with {MASK_HEAD!r} (the same head and weights, "
             "sperm_d2/point_rend.py)"
         )
-    if cfg.SOLVER.MAX_ITER <= 0 and not _get(cfg, "SPERM.EPOCHS"):
+    if cfg.SOLVER.MAX_ITER <= 0 and not value_at(cfg, "SPERM.EPOCHS"):
         raise ConfigCheckError(
             f"{source}: SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER}, expected > 0 (or SPERM.EPOCHS)"
         )
-    sizes = _get(cfg, "INPUT.MIN_SIZE_TRAIN")
+    sizes = value_at(cfg, "INPUT.MIN_SIZE_TRAIN")
     if sizes is not None and not all(v > 0 for v in _numbers(sizes)):
         raise ConfigCheckError(f"{source}: INPUT.MIN_SIZE_TRAIN = {sizes!r}, expected sizes > 0")

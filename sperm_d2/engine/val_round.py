@@ -34,9 +34,9 @@ from detectron2.data.samplers import InferenceSampler
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
 from detectron2.structures import ImageList
 from detectron2.utils import comm
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from sperm_d2.engine.ema import bare
 from sperm_d2.engine.val_pass import losses_and_predictions
 from sperm_d2.precision import autocast, to_fp32
 
@@ -201,7 +201,7 @@ class ValRound:
 
     def _pass(self, model: torch.nn.Module, losses: bool, results: bool) -> None:
         # The bare module: no DDP collectives in a forward pass that has no backward.
-        module = model.module if isinstance(model, DistributedDataParallel) else model
+        module = bare(model)
         was_training = module.training
         forward = _Forward(module, losses, self._bf16)
         evaluated = OrderedDict()
