@@ -88,6 +88,47 @@ def test_model_any_size_loss_and_probabilities() -> None:
     assert probs.shape == (2, 6, 37, 50) and torch.allclose(probs.sum(1), torch.ones(2, 37, 50))
 
 
+def test_soft_dice_loss_by_hand() -> None:
+    from sperm_d2.parts.model import soft_dice_loss
+
+    targets = torch.tensor([[[0, 1, 1, 2]]])  # (1, 1, 4): classes 0-2 of K + 1 = 3
+    sure = torch.nn.functional.one_hot(targets, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(sure, targets).item() == pytest.approx(0.0, abs=1e-6)
+    # every pixel called background: class 1 Dice (0 + 1) / (0 + 2 + 1), class 2 (0 + 1) / 2
+    bg = torch.zeros(1, 3, 1, 4)
+    bg[:, 0] = 50
+    assert soft_dice_loss(bg, targets).item() == pytest.approx(1 - (1 / 3 + 1 / 2) / 2, abs=1e-6)
+    # uniform probabilities: class 1 (2 * 2/3 + 1) / (4/3 + 2 + 1), class 2 (2/3 + 1) / (4/3 + 2)
+    flat = torch.zeros(1, 3, 1, 4)
+    d1, d2 = (4 / 3 + 1) / (4 / 3 + 3), (2 / 3 + 1) / (4 / 3 + 2)
+    assert soft_dice_loss(flat, targets).item() == pytest.approx(1 - (d1 + d2) / 2, abs=1e-6)
+    # a class absent from the batch and not predicted costs nothing; predicted, it costs
+    absent = torch.tensor([[[0, 1, 1, 1]]])
+    sure_absent = torch.nn.functional.one_hot(absent, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(sure_absent, absent).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice_loss(sure, absent).item() > 0.2
+
+
+def test_model_dice_term_is_weighted_and_trains() -> None:
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.engine.part_trainer import PartTrainer
+    from sperm_d2.parts.model import soft_dice_loss
+
+    opts = ["MODEL.DEVICE", "cpu", "SPERM.PARTS.DICE_WEIGHT", "0.5"]
+    model = PartTrainer.build_model(setup_cfg(str(PARTS_INSTANT), opts))
+    images = torch.rand(2, 3, 32, 40) * 255
+    targets = torch.randint(0, 6, (2, 32, 40))
+    out = model({"images": images, "targets": targets})
+    assert sorted(out) == ["loss_parts", "loss_parts_dice"]
+    with torch.no_grad():
+        expected = 0.5 * soft_dice_loss(model.logits(images), targets)
+    assert out["loss_parts_dice"].item() == pytest.approx(expected.item(), rel=1e-5)
+    out["loss_parts_dice"].backward()
+    assert model.classifier.weight.grad.abs().sum() > 0
+    off = PartTrainer.build_model(setup_cfg(str(PARTS_INSTANT), ["MODEL.DEVICE", "cpu"]))
+    assert sorted(off({"images": images, "targets": targets})) == ["loss_parts"]
+
+
 def test_window_focus_and_padding() -> None:
     rng = np.random.default_rng(0)
     image = np.zeros((40, 300, 3), np.uint8)

@@ -187,6 +187,11 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.PARTS.CHANNELS = [16, 32, 64, 128, 256]
     # (list[float]) cross-entropy weight per class, background first then SPERM.CLASSES; [] = 1.
     _C.SPERM.PARTS.CLASS_WEIGHTS = []
+    # (float) weight of a soft Dice term added to the cross-entropy (loss_parts_dice): 1 - the
+    # mean over the part classes (background left out) of each class's Dice over the whole
+    # batch. Dice scores a class by its overlap whatever its pixel count, so thin and small parts
+    # (tail, midpiece, vacuole) count as much as large ones (nnU-Net's CE + Dice); 0 = off.
+    _C.SPERM.PARTS.DICE_WEIGHT = 0.0
     # (int) side of the square training windows cut at random from the fields (native scale).
     _C.SPERM.PARTS.WINDOW = 512
     # (float) probability that a training window is centred on an annotated part (else anywhere

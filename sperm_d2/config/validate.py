@@ -90,6 +90,7 @@ NON_NEGATIVE = (
     "SPERM.MASK_SCORE_POWER",
     "SPERM.PARTS.MASK_JITTER",
     "SPERM.PARTS.ROTATE_DEGREES",
+    "SPERM.PARTS.DICE_WEIGHT",
 )
 #: word keys -> the values they take (``grading/model.py:TTA_VIEWS``,
 #: ``inference/flip_tta.py:VIEWS`` and ``precision.PRECISIONS`` are the same lists;

@@ -8,7 +8,8 @@ Input: a batch dict ``{"images": (N, C, H, W) 0-255 in INPUT.FORMAT order, "targ
 int64 label maps (training; 0 background, 1 + i for SPERM.CLASSES[i])}`` (``parts.loader``);
 C is 3, or 4 with ``SPERM.PARTS.INPUT "head"``, where the 4th channel is the head's mask (0/255,
 ``parts.head_loader``).
-Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy); evaluation returns
+Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy) and, with
+``SPERM.PARTS.DICE_WEIGHT`` > 0, ``"loss_parts_dice"`` (:func:`soft_dice_loss`); evaluation returns
 ``{"probs": (N, K + 1, H, W)}`` fp32 softmax. Any H, W: inputs are padded to a multiple of the
 deepest stride and the outputs cropped back.
 """
@@ -37,6 +38,22 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+def soft_dice_loss(
+    logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0
+) -> torch.Tensor:
+    """1 - the mean soft Dice of the part classes (1..K; background, class 0, left out), each
+    class's Dice over the whole batch ("batch Dice", as nnU-Net): ``(2 sum(p t) + s) /
+    (sum(p) + sum(t) + s)`` with ``p`` the softmax of ``logits`` (N, K + 1, H, W) and ``t`` the
+    one-hot ``targets`` (N, H, W). ``smooth`` keeps a class absent from the batch and not
+    predicted at Dice 1 (no loss) and one predicted but absent near 0."""
+    probs = F.softmax(logits.float(), dim=1)[:, 1:]
+    onehot = F.one_hot(targets, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    dice = (2 * inter + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
+    return 1 - dice.mean()
+
+
 @META_ARCH_REGISTRY.register()
 class SpermPartSegmenter(nn.Module):
     """U-Net: ``SPERM.PARTS.CHANNELS`` encoder levels (the first at full resolution, each next
@@ -53,6 +70,7 @@ class SpermPartSegmenter(nn.Module):
         self.register_buffer(
             "class_weights", torch.tensor(weights or [1.0] * self.num_classes), False
         )
+        self.dice_weight = float(p.DICE_WEIGHT)
         self.register_buffer(
             "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
         )
@@ -104,4 +122,7 @@ class SpermPartSegmenter(nn.Module):
         if not self.training:
             return {"probs": F.softmax(logits, dim=1)}
         targets = batch["targets"].to(self.device, torch.long)
-        return {"loss_parts": F.cross_entropy(logits, targets, weight=self.class_weights)}
+        losses = {"loss_parts": F.cross_entropy(logits, targets, weight=self.class_weights)}
+        if self.dice_weight > 0:
+            losses["loss_parts_dice"] = self.dice_weight * soft_dice_loss(logits, targets)
+        return losses
