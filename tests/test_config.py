@@ -226,6 +226,7 @@ def test_num_classes_follows_sperm_classes_unless_stated() -> None:
         ("SPERM.GRADER.TEST_BATCH_SIZE", "0"),
         ("SPERM.PARTS.CLASS_WEIGHTS", "[1.0, 2.0]"),
         ("SPERM.PARTS.DICE_WEIGHT", "-0.5"),
+        ("SPERM.PARTS.LOGIT_BIAS", "[1.0]"),
     ],
 )
 def test_every_config_value_is_checked_when_the_config_is_built(key, value) -> None:

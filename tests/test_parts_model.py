@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from sperm_d2.parts.evaluator import confusion, iou_from_confusion, part_metrics
 from sperm_d2.parts.loader import cut_window
@@ -195,3 +196,25 @@ def test_part_segmenter_trains_through_train_net(part_data, tmp_path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mIoU" in json.loads((out / "eval_results.json").read_text())["parts"]
+    # the biases chosen on val go into the run's config (the rest of it unchanged)
+    before = (out / "config.yaml").read_text()
+    cmd = [sys.executable, str(REPO / "tools/calibrate_parts.py"), "--run", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "calibration.json").read_text())
+    assert result == json.loads(proc.stdout)
+    assert result["dataset"] == "tinyparts_val" and len(result["logit_bias"]) == 6
+    assert result["logit_bias"][0] == 0 and result["pixels"] > 0
+    assert result["mIoU_after"] >= result["mIoU_before"]
+    from sperm_d2.config import setup_cfg
+
+    cfg = setup_cfg(str(out / "config.yaml"))
+    assert list(cfg.SPERM.PARTS.LOGIT_BIAS) == result["logit_bias"]
+    after = yaml.safe_load((out / "config.yaml").read_text())
+    after["SPERM"]["PARTS"]["LOGIT_BIAS"] = []
+    assert after == yaml.safe_load(before)
+    # an unknown split: one line, exit 2
+    proc = subprocess.run(
+        cmd + ["--dataset", "nope_val"], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert proc.returncode == 2 and "no dataset 'nope_val'" in proc.stderr

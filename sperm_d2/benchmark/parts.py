@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
 from sperm_d2.data.follow_split import follow_split
+from sperm_d2.engine.part_calibration import CALIBRATION_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,15 @@ def prepare_parts_split(fields: Path, reference: Path, root: Path) -> Path:
 
 
 def train_parts(data_root: Path, run: Path, config: Path, opts: tuple[str, ...] = ()) -> Path:
-    """Train the part segmenter into ``run`` unless it holds a best model already."""
+    """Train the part segmenter into ``run`` unless it holds a best model already, then choose
+    its logit biases on val (``tools/calibrate_parts.py``) unless that was done."""
     if not (run / "model_best.pth").is_file():
         _call(
             [sys.executable, "tools/train_net.py", "--config-file", str(config),
              "SPERM.DATA_ROOT", str(data_root), "OUTPUT_DIR", str(run), "SEED", "0", *opts]
         )  # fmt: skip
+    if not (run / CALIBRATION_FILE).is_file():
+        _call([sys.executable, "tools/calibrate_parts.py", "--run", str(run)])
     return run
 
 

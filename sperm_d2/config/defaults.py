@@ -192,6 +192,10 @@ def add_sperm_config(cfg: CN) -> None:
     # batch. Dice scores a class by its overlap whatever its pixel count, so thin and small parts
     # (tail, midpiece, vacuole) count as much as large ones (nnU-Net's CE + Dice); 0 = off.
     _C.SPERM.PARTS.DICE_WEIGHT = 0.0
+    # (list[float]) added to the segmenter's logits before the softmax in inference and
+    # evaluation, background first then SPERM.CLASSES; [] = none. Not set by hand: chosen on
+    # val by tools/calibrate_parts.py, which writes them into the run's config.yaml.
+    _C.SPERM.PARTS.LOGIT_BIAS = []
     # (int) side of the square training windows cut at random from the fields (native scale).
     _C.SPERM.PARTS.WINDOW = 512
     # (float) probability that a training window is centred on an annotated part (else anywhere

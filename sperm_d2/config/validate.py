@@ -279,12 +279,13 @@ def check_values(cfg: CfgNode, source: str, training: bool = False) -> None:
             f"{source}: SPERM.TILE.OVERLAP = {overlap} must be smaller than SPERM.TILE.SIZE "
             f"= {tile} (windows would not advance)"
         )
-    weights = value_at(cfg, "SPERM.PARTS.CLASS_WEIGHTS")
-    if weights and len(weights) != len(classes) + 1:
-        raise ConfigCheckError(
-            f"{source}: SPERM.PARTS.CLASS_WEIGHTS has {len(weights)} values; give one per class "
-            f"with background first ({len(classes) + 1}) or none"
-        )
+    for key in ("SPERM.PARTS.CLASS_WEIGHTS", "SPERM.PARTS.LOGIT_BIAS"):
+        values = value_at(cfg, key)
+        if values and len(values) != len(classes) + 1:
+            raise ConfigCheckError(
+                f"{source}: {key} has {len(values)} values; give one per class with background "
+                f"first ({len(classes) + 1}) or none"
+            )
     # Mask R-CNN's box head, PointRend's point head and the grader's classifier count SPERM.CLASSES
     for key in ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.POINT_HEAD.NUM_CLASSES"):
         num = value_at(cfg, key)

@@ -10,10 +10,9 @@ from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import DatasetEvaluators
 
 from sperm_d2.engine.trainer import SpermTrainer
-from sperm_d2.parts.evaluator import PartEvaluator
+from sperm_d2.parts.evaluator import PartEvaluator, scored_parts
 from sperm_d2.parts.head_loader import HeadPartTestLoader, HeadPartTrainLoader
 from sperm_d2.parts.loader import PartTestLoader, PartTrainLoader
-from sperm_d2.parts.targets import HEAD_PARTS
 from sperm_d2.precision import cpu_channels_last
 
 
@@ -45,9 +44,8 @@ class PartTrainer(SpermTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
     ) -> DatasetEvaluators:
-        scored = HEAD_PARTS if cfg.SPERM.PARTS.INPUT == "head" else None
         return DatasetEvaluators(
-            [PartEvaluator(dataset_name, list(cfg.SPERM.CLASSES), scored=scored)]
+            [PartEvaluator(dataset_name, list(cfg.SPERM.CLASSES), scored=scored_parts(cfg))]
         )
 
     @classmethod

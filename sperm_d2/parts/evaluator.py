@@ -22,6 +22,12 @@ from sperm_d2.parts.targets import HEAD_PARTS
 logger = logging.getLogger(__name__)
 
 
+def scored_parts(cfg) -> tuple[str, ...] | None:
+    """The parts a segmenter of ``cfg`` is scored on: the head parts for a head-part segmenter
+    (its crops hold no midpiece or tail), all (``None``) for a field segmenter."""
+    return HEAD_PARTS if cfg.SPERM.PARTS.INPUT == "head" else None
+
+
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) int64 pixel counts, rows the true class, columns the predicted one."""
     idx = gt.astype(np.int64).ravel() * num_classes + pred.astype(np.int64).ravel()

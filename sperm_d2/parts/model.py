@@ -9,9 +9,10 @@ int64 label maps (training; 0 background, 1 + i for SPERM.CLASSES[i])}`` (``part
 C is 3, or 4 with ``SPERM.PARTS.INPUT "head"``, where the 4th channel is the head's mask (0/255,
 ``parts.head_loader``).
 Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy) and, with
-``SPERM.PARTS.DICE_WEIGHT`` > 0, ``"loss_parts_dice"`` (:func:`soft_dice_loss`); evaluation returns
-``{"probs": (N, K + 1, H, W)}`` fp32 softmax. Any H, W: inputs are padded to a multiple of the
-deepest stride and the outputs cropped back.
+``SPERM.PARTS.DICE_WEIGHT`` > 0, ``"loss_parts_dice"`` (:func:`soft_dice_loss`); evaluation
+returns ``{"probs": (N, K + 1, H, W)}``, the fp32 softmax of the logits plus
+``SPERM.PARTS.LOGIT_BIAS`` (chosen on val, :mod:`sperm_d2.parts.calibrate`). Any H, W: inputs
+are padded to a multiple of the deepest stride and the outputs cropped back.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class SpermPartSegmenter(nn.Module):
             "class_weights", torch.tensor(weights or [1.0] * self.num_classes), False
         )
         self.dice_weight = float(p.DICE_WEIGHT)
+        bias = [float(b) for b in p.LOGIT_BIAS] or [0.0] * self.num_classes
+        self.register_buffer("logit_bias", torch.tensor(bias).view(1, -1, 1, 1), False)
         self.register_buffer(
             "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
         )
@@ -119,8 +122,8 @@ class SpermPartSegmenter(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         logits = self.logits(batch["images"])
-        if not self.training:
-            return {"probs": F.softmax(logits, dim=1)}
+        if not self.training:  # the biases chosen on val (parts.calibrate), zeros by default
+            return {"probs": F.softmax(logits + self.logit_bias, dim=1)}
         targets = batch["targets"].to(self.device, torch.long)
         losses = {"loss_parts": F.cross_entropy(logits, targets, weight=self.class_weights)}
         if self.dice_weight > 0:
