@@ -126,7 +126,8 @@ def test_model_dice_term_is_weighted_and_trains() -> None:
     assert out["loss_parts_dice"].item() == pytest.approx(expected.item(), rel=1e-5)
     out["loss_parts_dice"].backward()
     assert model.classifier.weight.grad.abs().sum() > 0
-    off = PartTrainer.build_model(setup_cfg(str(PARTS_INSTANT), ["MODEL.DEVICE", "cpu"]))
+    off_opts = ["MODEL.DEVICE", "cpu", "SPERM.PARTS.DICE_WEIGHT", "0"]
+    off = PartTrainer.build_model(setup_cfg(str(PARTS_INSTANT), off_opts))
     assert sorted(off({"images": images, "targets": targets})) == ["loss_parts"]
 
 
