@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import yaml
 from detectron2.data import DatasetCatalog
-from detectron2.modeling import build_model
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_bytes_atomic, write_json_atomic
@@ -27,8 +26,7 @@ from sperm_d2.engine.part_trainer import PartTrainer
 from sperm_d2.errors import InputError
 from sperm_d2.parts.calibrate import PIXELS_PER_IMAGE, choose_logit_bias, sample_stride
 from sperm_d2.parts.evaluator import scored_parts
-from sperm_d2.parts.parser import part_run
-from sperm_d2.weights_io import load_model_weights
+from sperm_d2.parts.parser import PartModel, part_run
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +85,7 @@ def calibrate_part_run(
             f"{run_dir}: no dataset {dataset!r} to calibrate on (registered from "
             f"SPERM.DATA_ROOT {cfg.SPERM.DATA_ROOT!r}: {known}); give --dataset"
         )
-    model = build_model(cfg)
-    load_model_weights(model, checkpoint)  # as data: no pickled code runs
+    model = PartModel(cfg, checkpoint, source=str(run_dir)).model  # weights load as data
     logits, targets = collect_logits(model, PartTrainer.build_test_loader(cfg, dataset))
     if not len(targets):
         raise InputError(f"{run_dir}: {dataset} holds nothing to calibrate on")
