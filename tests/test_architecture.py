@@ -24,6 +24,7 @@ LEAVES = {
     "errors",
     "weights_io",
     "head_frame",
+    "flip_views",
 }
 
 #: package -> sperm_d2 packages it must never import (at module level or inside functions)

@@ -227,6 +227,7 @@ def test_num_classes_follows_sperm_classes_unless_stated() -> None:
         ("SPERM.PARTS.CLASS_WEIGHTS", "[1.0, 2.0]"),
         ("SPERM.PARTS.DICE_WEIGHT", "-0.5"),
         ("SPERM.PARTS.LOGIT_BIAS", "[1.0]"),
+        ("SPERM.PARTS.TTA", "vflip"),
     ],
 )
 def test_every_config_value_is_checked_when_the_config_is_built(key, value) -> None:
@@ -240,12 +241,12 @@ def test_every_config_value_is_checked_when_the_config_is_built(key, value) -> N
 
 def test_config_choices_agree_with_the_modules_that_use_them() -> None:
     from sperm_d2.config.validate import CHOICES
+    from sperm_d2.flip_views import VIEWS
     from sperm_d2.grading.model import TTA_VIEWS
-    from sperm_d2.inference.flip_tta import VIEWS
     from sperm_d2.precision import PRECISIONS
 
     assert set(CHOICES["SPERM.GRADER.TTA"]) == set(TTA_VIEWS)
-    assert set(CHOICES["SPERM.INFER_TTA"]) == set(VIEWS)
+    assert set(CHOICES["SPERM.INFER_TTA"]) == set(VIEWS) == set(CHOICES["SPERM.PARTS.TTA"])
     assert set(CHOICES["SPERM.INFER_PRECISION"]) == set(PRECISIONS)
     for mode in CHOICES["SPERM.GRADER.MASK_MODE"]:
         input_channels(mode)  # every allowed mode is one the crop knows

@@ -131,6 +131,34 @@ def test_model_dice_term_is_weighted_and_trains() -> None:
     assert sorted(off({"images": images, "targets": targets})) == ["loss_parts"]
 
 
+def test_flip_tta_averages_the_flipped_back_views() -> None:
+    """SPERM.PARTS.TTA: "hflip" is the mean of the logits and the left-right flipped logits of
+    the flipped input; with all four flips the output of a flipped input is the flipped output
+    (a field has no left or right), which one view alone is not."""
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.engine.part_trainer import PartTrainer
+
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 24, 40) * 255
+
+    def build(tta: str):
+        torch.manual_seed(1)  # the same weights for every mode
+        opts = ["MODEL.DEVICE", "cpu", "SPERM.PARTS.TTA", tta]
+        return PartTrainer.build_model(setup_cfg(str(PARTS_INSTANT), opts)).eval()
+
+    plain, hflip, flips = build("none"), build("hflip"), build("flips")
+    with torch.no_grad():
+        a, b = plain.logits(images), plain.logits(images.flip(-1)).flip(-1)
+        assert torch.allclose(hflip.test_logits(images), (a + b) / 2, atol=1e-5)
+        assert torch.allclose(plain.test_logits(images), a)
+        assert not torch.allclose(a, b, atol=1e-3)  # so that the checks below can fail
+        for dims in ((-1,), (-2,), (-2, -1)):
+            out = flips({"images": images.flip(dims)})["probs"]
+            assert torch.allclose(out, flips({"images": images})["probs"].flip(dims), atol=1e-5)
+        probs = hflip({"images": images})["probs"]
+    assert torch.allclose(probs, torch.softmax((a + b) / 2, 1), atol=1e-5)
+
+
 def test_window_focus_and_padding() -> None:
     rng = np.random.default_rng(0)
     image = np.zeros((40, 300, 3), np.uint8)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sperm_d2.parts.assign import assign_parts
-from sperm_d2.parts.head_metrics import head_components, match_heads, summarise
-from sperm_d2.parts.targets import HEAD_PARTS, PART_CLASSES, label_map, sperm_parts
+from sperm_d2.parts.head_metrics import annotated_heads, head_components, match_heads, summarise
+from sperm_d2.parts.targets import PART_CLASSES, label_map, sperm_parts
 
 from .part_scenes import write_part_scene
 
@@ -29,14 +29,10 @@ def field(tmp_path_factory):
     return label_map(anns, PART_CLASSES, 128, 128), anns
 
 
-def _heads(gt):
-    return np.stack([np.any([p[n] for n in HEAD_PARTS if n in p], axis=0) for p in gt.values()])
-
-
 def test_every_part_goes_to_its_own_head(field) -> None:
     labels, anns = field
     gt = sperm_parts(anns, PART_CLASSES, 128, 128)
-    parsed = assign_parts(labels, _heads(gt), PART_CLASSES)
+    parsed = assign_parts(labels, annotated_heads(gt, (128, 128)), PART_CLASSES)
     assert len(parsed) == 2
     for got, want in zip(parsed, gt.values()):
         for name in PART_CLASSES:
@@ -65,3 +61,19 @@ def test_a_wrong_acrosome_and_a_missed_head_count(field) -> None:
     s = summarise(match_heads(gt, heads, assign_parts(worse, heads, PART_CLASSES)))
     assert s["matched_pct"] == 50 and s["acrosome_share_within_5pts_pct"] == 0
     assert s["acrosome_share_mae_pts"] > 20
+
+
+def test_annotated_heads_are_the_heads_the_metrics_match(field) -> None:
+    labels, anns = field
+    gt = sperm_parts(anns, PART_CLASSES, 128, 128)
+    heads = annotated_heads(gt, (128, 128))
+    assert heads.shape == (2, 128, 128)
+    for head, parts in zip(heads, gt.values()):
+        assert (head == (parts["acrosome"] | parts["nucleus"] | parts.get("vacuole", False))).all()
+    # given the annotated outlines and the annotated parts, every head matches at IoU 1
+    s = summarise(match_heads(gt, heads, assign_parts(labels, heads, PART_CLASSES)))
+    assert s["matched_pct"] == 100 and s["median_head_iou"] == 1.0
+    # a sperm annotated without head parts (a tail alone) gives no head; none at all gives (0, H, W)
+    tail_only = {7: {"tail": labels == 1 + PART_CLASSES.index("tail")}, **gt}
+    assert len(annotated_heads(tail_only, (128, 128))) == 2
+    assert annotated_heads({}, (128, 128)).shape == (0, 128, 128)

@@ -8,7 +8,9 @@
 * evaluate: on the reported split, the semantic IoU per part, their mean and the head IoU over
   all its pixels, and per annotated head (matched at mask IoU 0.5 to a component of predicted
   head pixels, or to a detector's head with ``detector_run``): the acrosome share error in
-  percentage points and the vacuole count. The head segmenter needs a detector's heads.
+  percentage points and the vacuole count. The head segmenter needs heads: a detector's, or the
+  annotated ones (``annotated``: the outline taken as known, so that the numbers are the part
+  model's error alone, without the detector's).
 """
 
 from __future__ import annotations
@@ -84,23 +86,32 @@ def detector_heads(detector_run: Path | None):
 
 
 def evaluate_parts(
-    runs: list[Path], data_root: Path, split: str = "test", detector_run: Path | None = None
-) -> dict:
+    runs: list[Path], data_root: Path, split: str = "test", detector_run: Path | None = None,
+    annotated: bool = False,
+) -> dict:  # fmt: skip
     """The numbers of the module docstring on ``data_root``'s ``split`` for the part runs
-    ``runs`` (a field and/or a head segmenter)."""
+    ``runs`` (a field and/or a head segmenter); the heads come from ``detector_run``, or from the
+    annotation when ``annotated``."""
     from detectron2.data import DatasetCatalog
 
     from sperm_d2.data.register import register_split
     from sperm_d2.parts.assign import assign_parts
     from sperm_d2.parts.evaluator import confusion, part_metrics
-    from sperm_d2.parts.head_metrics import head_components, match_heads, summarise
+    from sperm_d2.parts.head_metrics import (
+        annotated_heads,
+        head_components,
+        match_heads,
+        summarise,
+    )
     from sperm_d2.parts.loader import load_field
     from sperm_d2.parts.parser import PartParser
     from sperm_d2.parts.targets import sperm_parts
 
     parser = PartParser.from_run(runs)
-    if parser.head is not None and detector_run is None:
-        raise ValueError("the head part segmenter needs a detector run for the heads")
+    if detector_run is not None and annotated:
+        raise ValueError("heads from a detector run or from the annotation, not both")
+    if parser.head is not None and detector_run is None and not annotated:
+        raise ValueError("the head part segmenter needs heads: a detector run or the annotated")
     classes = list(parser.class_names)
     name = register_split(
         f"parts_bench_{split}", data_root / "annotations" / f"{split}.json", data_root, classes
@@ -113,7 +124,10 @@ def evaluate_parts(
     for record in tqdm(records, desc=f"parts on {split}", unit="field"):
         image, gt = load_field(record, classes)
         h, w = gt.shape
-        heads = None if heads_of is None else heads_of(image)
+        gt_parts = sperm_parts(record.get("annotations", []), classes, h, w)
+        heads = annotated_heads(gt_parts, (h, w)) if annotated else None
+        if heads_of is not None:
+            heads = heads_of(image)
         t0 = time.perf_counter()
         if heads is None:
             labels = parser.segment(image)
@@ -123,13 +137,16 @@ def evaluate_parts(
             labels, pred_parts = parser.parse_image(image, heads)
         seconds += time.perf_counter() - t0
         conf += confusion(gt, labels, k)
-        gt_parts = sperm_parts(record.get("annotations", []), classes, h, w)
         matches += match_heads(gt_parts, heads, pred_parts)
     results = {
         "split": split,
         "fields": len(records),
         "runs": [str(r) for r in runs],
-        "heads_from": str(detector_run) if detector_run else "segmenter head components",
+        "heads_from": (
+            str(detector_run)
+            if detector_run
+            else ("the annotation" if annotated else "segmenter head components")
+        ),
         "parts": part_metrics(conf, classes),
         "heads": summarise(matches),
         "seconds_per_field": seconds / max(len(records), 1),
@@ -166,11 +183,12 @@ def format_results(r: dict) -> str:
 
 def run_parts_benchmark(
     fields: Path, reference: Path, output: Path, split: str, detector_run: Path | None,
-    train: bool, models: tuple[str, ...] = ("field", "head"),
+    train: bool, models: tuple[str, ...] = ("field", "head"), annotated: bool = False,
 ) -> dict:  # fmt: skip
-    """Split, (train,) evaluate the part segmenters ``models`` (keys of :data:`PART_MODELS`);
-    writes ``output/parts_results_<split>.json`` and ``.md``."""
-    if "head" in models and detector_run is None:
+    """Split, (train,) evaluate the part segmenters ``models`` (keys of :data:`PART_MODELS`) on
+    the heads of ``detector_run`` or, when ``annotated``, the annotated heads; writes
+    ``output/parts_results_<split>[_annotated_heads].json`` and ``.md``."""
+    if "head" in models and detector_run is None and (train or not annotated):
         raise ValueError("the head part segmenter needs --detector (its heads, its negatives)")
     data_root = prepare_parts_split(fields, reference, output / "data")
     runs = []
@@ -181,7 +199,8 @@ def run_parts_benchmark(
         opts = ("SPERM.PARTS.NEGATIVES_RUN", str(detector_run)) if name == "head" else ()
         if train:
             train_parts(data_root, runs[-1], config, opts)
-    results = evaluate_parts(runs, data_root, split, detector_run)
-    write_json_atomic(output / f"parts_results_{split}.json", results)
-    (output / f"parts_results_{split}.md").write_text(format_results(results) + "\n")
+    results = evaluate_parts(runs, data_root, split, detector_run, annotated)
+    stem = f"parts_results_{split}" + ("_annotated_heads" if annotated else "")
+    write_json_atomic(output / f"{stem}.json", results)
+    (output / f"{stem}.md").write_text(format_results(results) + "\n")
     return results

@@ -196,6 +196,11 @@ def add_sperm_config(cfg: CN) -> None:
     # evaluation, background first then SPERM.CLASSES; [] = none. Not set by hand: chosen on
     # val by tools/calibrate_parts.py, which writes them into the run's config.yaml.
     _C.SPERM.PARTS.LOGIT_BIAS = []
+    # (str) test-time augmentation, the segmenter's logits averaged over flipped views of its
+    # input (each flipped back; sperm_d2.flip_views): "none", "hflip" (left-right), "rot180"
+    # (the input turned half round) or "flips" (all 4). Training draws these flips, so the
+    # views are inputs the model knows; each costs one more pass. Calibrate after changing it.
+    _C.SPERM.PARTS.TTA = "none"
     # (int) side of the square training windows cut at random from the fields (native scale).
     _C.SPERM.PARTS.WINDOW = 512
     # (float) probability that a training window is centred on an annotated part (else anywhere

@@ -93,7 +93,7 @@ NON_NEGATIVE = (
     "SPERM.PARTS.DICE_WEIGHT",
 )
 #: word keys -> the values they take (``grading/model.py:TTA_VIEWS``,
-#: ``inference/flip_tta.py:VIEWS`` and ``precision.PRECISIONS`` are the same lists;
+#: ``flip_views.VIEWS`` and ``precision.PRECISIONS`` are the same lists;
 #: ``tests/test_config.py`` checks that they agree)
 CHOICES = {
     "SPERM.INFER_PRECISION": ("auto", "bf16", "fp32"),
@@ -105,6 +105,7 @@ CHOICES = {
     "SPERM.GRADER.BALANCE": ("sampler", "loss", "none"),
     "SPERM.GRADER.TTA": ("none", "rot180", "flips"),
     "SPERM.PARTS.INPUT": ("field", "head"),
+    "SPERM.PARTS.TTA": ("none", "hflip", "rot180", "flips"),
 }
 
 

@@ -38,14 +38,15 @@ def collect_logits(
     model: torch.nn.Module, loader, budget: int = PIXELS_PER_IMAGE
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits (P, K + 1) float32, targets (P,) int64) on a regular grid of each image of
-    ``loader``'s batches (at most ``budget`` pixels an image; raw logits, no bias)."""
+    ``loader``'s batches (at most ``budget`` pixels an image; the logits inference averages,
+    over the ``SPERM.PARTS.TTA`` views, without the biases)."""
     logits, targets = [], []
     model.eval()
     with torch.inference_mode():
         for batch in tqdm(loader, desc="calibration", unit="batch"):
             images = batch["images"]
             step = sample_stride(images.shape[-2], images.shape[-1], budget)
-            out = model.logits(images)[..., ::step, ::step]
+            out = model.test_logits(images)[..., ::step, ::step]
             logits.append(out.permute(0, 2, 3, 1).reshape(-1, out.shape[1]).float().cpu().numpy())
             targets.append(batch["targets"][..., ::step, ::step].reshape(-1).long().numpy())
     if not logits:

@@ -27,14 +27,7 @@ from detectron2.data.transforms import (
 )
 from detectron2.modeling import GeneralizedRCNN, GeneralizedRCNNWithTTA
 
-#: SPERM.INFER_TTA -> its views, each the flips it makes: "h" horizontal, "v" vertical ("hv" is
-#: a 180-degree rotation); the names are the grader's (SPERM.GRADER.TTA)
-VIEWS = {
-    "none": ("",),
-    "hflip": ("", "h"),
-    "rot180": ("", "hv"),
-    "flips": ("", "h", "v", "hv"),
-}
+from sperm_d2.flip_views import VIEWS, flip_dims
 
 
 class FlipViews:
@@ -57,7 +50,7 @@ class FlipViews:
                 tfms.append(HFlipTransform(w))
             if "v" in flips:
                 tfms.append(VFlipTransform(h))
-            dims = [d for d, f in ((2, "h"), (1, "v")) if f in flips]  # of (C, H, W)
+            dims = flip_dims(flips, 2, 1)  # of (C, H, W)
             view = copy.copy(dataset_dict)
             view["image"] = torch.flip(image, dims) if dims else image
             view["transforms"] = TransformList(tfms)

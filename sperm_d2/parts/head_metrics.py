@@ -1,8 +1,9 @@
 """Head-level part metrics against the annotation: each annotated head matched to a predicted
 one, the acrosome share error (percentage points) and the vacuole count of each matched head.
 
-Pure numpy + OpenCV. Predicted heads are either a detector's masks or, for the segmenter alone,
-the connected components of its head pixels (acrosome + nucleus + vacuole).
+Pure numpy + OpenCV. Predicted heads are a detector's masks, the annotated heads themselves (to
+measure the part model alone) or, for the field segmenter alone, the connected components of its
+head pixels (acrosome + nucleus + vacuole).
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ def count_components(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
 
 
+def _annotated(
+    gt_parts: dict[int, dict[str, np.ndarray]],
+) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """(parts, head mask) of each annotated sperm that has head parts."""
+    out = []
+    for parts in gt_parts.values():
+        heads = [parts[p] for p in HEAD_PARTS if p in parts]
+        if heads and np.any(heads):
+            out.append((parts, np.any(heads, axis=0)))
+    return out
+
+
+def annotated_heads(
+    gt_parts: dict[int, dict[str, np.ndarray]], shape: tuple[int, int]
+) -> np.ndarray:
+    """(N, H, W) bool: each annotated sperm's head (acrosome | nucleus | vacuole), as
+    :func:`match_heads` sees it; heads for the part model when the outline is to be taken as
+    known (the part model's error alone, without a detector's)."""
+    heads = [head for _, head in _annotated(gt_parts)]
+    return np.stack(heads) if heads else np.zeros((0, *shape), bool)
+
+
 def match_heads(
     gt_parts: dict[int, dict[str, np.ndarray]],
     pred_heads: np.ndarray,
@@ -56,11 +79,7 @@ def match_heads(
     """Greedy one-to-one matching by mask IoU (>= :data:`MATCH_IOU`) of annotated heads
     (group_id -> part masks, :func:`sperm_d2.parts.targets.sperm_parts`) to predicted heads and
     their parts; one :class:`HeadMatch` per annotated head with a head."""
-    gts = []
-    for parts in gt_parts.values():
-        head = np.any([parts[p] for p in HEAD_PARTS if p in parts], axis=0) if parts else None
-        if head is not None and np.any(head):
-            gts.append((parts, head))
+    gts = _annotated(gt_parts)
     iou = np.zeros((len(gts), len(pred_heads)))
     for i, (_, g) in enumerate(gts):
         for j, p in enumerate(pred_heads):

@@ -10,8 +10,9 @@ C is 3, or 4 with ``SPERM.PARTS.INPUT "head"``, where the 4th channel is the hea
 ``parts.head_loader``).
 Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy) and, with
 ``SPERM.PARTS.DICE_WEIGHT`` > 0, ``"loss_parts_dice"`` (:func:`soft_dice_loss`); evaluation
-returns ``{"probs": (N, K + 1, H, W)}``, the fp32 softmax of the logits plus
-``SPERM.PARTS.LOGIT_BIAS`` (chosen on val, :mod:`sperm_d2.parts.calibrate`). Any H, W: inputs
+returns ``{"probs": (N, K + 1, H, W)}``, the fp32 softmax of the logits (averaged over the
+``SPERM.PARTS.TTA`` flip views, each flipped back) plus ``SPERM.PARTS.LOGIT_BIAS`` (chosen on
+val, :mod:`sperm_d2.parts.calibrate`). Any H, W: inputs
 are padded to a multiple of the deepest stride and the outputs cropped back.
 """
 
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
+
+from sperm_d2.flip_views import VIEWS, flip_dims
 
 
 def _gn(channels: int) -> nn.GroupNorm:
@@ -74,6 +77,7 @@ class SpermPartSegmenter(nn.Module):
         self.dice_weight = float(p.DICE_WEIGHT)
         bias = [float(b) for b in p.LOGIT_BIAS] or [0.0] * self.num_classes
         self.register_buffer("logit_bias", torch.tensor(bias).view(1, -1, 1, 1), False)
+        self.tta_views = VIEWS[str(p.TTA)]  # config/validate.py checks the mode
         self.register_buffer(
             "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
         )
@@ -120,10 +124,20 @@ class SpermPartSegmenter(nn.Module):
         # fp32 under bf16 autocast too: CPU autocast leaves softmax in bf16, too coarse
         return self.classifier(x)[..., :h, :w].float()
 
+    def test_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` averaged over the ``SPERM.PARTS.TTA`` views: each view's input flipped,
+        its logits flipped back; one view at a time (a field's activations are large)."""
+        total = None
+        for view in self.tta_views:
+            dims = flip_dims(view)
+            out = self.logits(images.flip(dims)).flip(dims) if dims else self.logits(images)
+            total = out if total is None else total + out
+        return total / len(self.tta_views)
+
     def forward(self, batch: dict) -> dict:
-        logits = self.logits(batch["images"])
         if not self.training:  # the biases chosen on val (parts.calibrate), zeros by default
-            return {"probs": F.softmax(logits + self.logit_bias, dim=1)}
+            return {"probs": F.softmax(self.test_logits(batch["images"]) + self.logit_bias, dim=1)}
+        logits = self.logits(batch["images"])
         targets = batch["targets"].to(self.device, torch.long)
         losses = {"loss_parts": F.cross_entropy(logits, targets, weight=self.class_weights)}
         if self.dice_weight > 0:
