@@ -1,5 +1,5 @@
-"""Test-time flip views: one table for the detector (``SPERM.INFER_TTA``) and the part segmenter
-(``SPERM.PARTS.TTA``).
+"""Test-time flip views: one table for the detector (``SPERM.INFER_TTA``), the grader
+(``SPERM.GRADER.TTA``) and the part segmenter (``SPERM.PARTS.TTA``).
 
 A microscope field, and a head's canonical crop, have no up, down, left or right: a head flipped
 is a head, and training draws these flips. Each view names its flips: "" the image as given,

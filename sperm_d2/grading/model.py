@@ -18,16 +18,13 @@ from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
+from sperm_d2.flip_views import VIEWS, flip_dims
 from sperm_d2.grading.crop import input_channels
 from sperm_d2.grading.trunk import TorchvisionTrunk, adapt_imagenet_state
 
 #: test-time views of the aligned crop (flipped dimensions of an N, C, H, W batch): the head's
-#: direction along and across its axis is ambiguous
-TTA_VIEWS = {
-    "none": ((),),
-    "rot180": ((), (2, 3)),
-    "flips": ((), (3,), (2,), (2, 3)),
-}
+#: direction along and across its axis is ambiguous ("hflip" alone is not offered)
+TTA_VIEWS = {mode: tuple(flip_dims(v) for v in VIEWS[mode]) for mode in ("none", "rot180", "flips")}
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
