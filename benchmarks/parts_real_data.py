@@ -59,7 +59,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.annotated_heads and (args.detector or not args.no_train):
+        parser.error("--annotated-heads evaluates trained runs: give --no-train, not --detector")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fields = Path(args.data) / "sperm_parsing"
     if not fields.is_dir():
