@@ -125,9 +125,10 @@ def evaluate_parts(
         image, gt = load_field(record, classes)
         h, w = gt.shape
         gt_parts = sperm_parts(record.get("annotations", []), classes, h, w)
-        heads = annotated_heads(gt_parts, (h, w)) if annotated else None
-        if heads_of is not None:
-            heads = heads_of(image)
+        if annotated:
+            heads = annotated_heads(gt_parts, (h, w))
+        else:  # a detector's, or none: the segmenter's own head components below
+            heads = None if heads_of is None else heads_of(image)
         t0 = time.perf_counter()
         if heads is None:
             labels = parser.segment(image)

@@ -12,8 +12,8 @@ Training returns ``{"loss_parts": ...}`` (class-weighted cross-entropy) and, wit
 ``SPERM.PARTS.DICE_WEIGHT`` > 0, ``"loss_parts_dice"`` (:func:`soft_dice_loss`); evaluation
 returns ``{"probs": (N, K + 1, H, W)}``, the fp32 softmax of the logits (averaged over the
 ``SPERM.PARTS.TTA`` flip views, each flipped back) plus ``SPERM.PARTS.LOGIT_BIAS`` (chosen on
-val, :mod:`sperm_d2.parts.calibrate`). Any H, W: inputs
-are padded to a multiple of the deepest stride and the outputs cropped back.
+val, :mod:`sperm_d2.parts.calibrate`). Any H, W: inputs are padded to a multiple of the deepest
+stride and the outputs cropped back.
 """
 
 from __future__ import annotations
