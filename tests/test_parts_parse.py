@@ -77,3 +77,22 @@ def test_annotated_heads_are_the_heads_the_metrics_match(field) -> None:
     tail_only = {7: {"tail": labels == 1 + PART_CLASSES.index("tail")}, **gt}
     assert len(annotated_heads(tail_only, (128, 128))) == 2
     assert annotated_heads({}, (128, 128)).shape == (0, 128, 128)
+
+
+def test_flagged_split_nucleus_heads_are_counted_apart(field) -> None:
+    labels, anns = field
+    gt = sperm_parts(anns, PART_CLASSES, 128, 128)
+    worse = labels.copy()
+    first = next(iter(gt.values()))
+    worse[first["acrosome"]] = 1 + PART_CLASSES.index("nucleus")  # the first head's share wrong
+    heads = head_components(labels, PART_CLASSES)
+    pred = assign_parts(worse, heads, PART_CLASSES)
+    plain = summarise(match_heads(gt, heads, pred))
+    assert plain["acrosome_share_within_5pts_pct"] == 50 and plain["split_nucleus_heads"] == 0
+    assert plain["acrosome_share_within_5pts_unflagged_pct"] == 50
+    flagged = summarise(match_heads(gt, heads, pred, {next(iter(gt))}))
+    assert flagged["split_nucleus_heads"] == 1
+    assert flagged["acrosome_share_within_5pts_pct"] == 50  # the judged number does not change
+    assert flagged["acrosome_share_within_5pts_unflagged_pct"] == 100
+    every = summarise(match_heads(gt, heads, pred, set(gt)))
+    assert "acrosome_share_within_5pts_unflagged_pct" not in every
