@@ -6,7 +6,8 @@ segmenters (--models: the field segmenter, configs/sperm_parts_cpu.yaml, and the
 configs/sperm_head_parts_cpu.yaml, each selected on val by parts/mIoU) unless --no-train, and
 reports on --split (test) with the detector's heads (--detector): semantic IoU per part and
 their mean, head IoU, and per annotated head matched at mask IoU 0.5 the acrosome share error
-(points) and the vacuole count (sperm_d2.benchmark.parts). Writes
+(points; also without the heads annotated with no acrosome and a nucleus of 2+ polygons,
+sperm_d2.data.label_checks) and the vacuole count (sperm_d2.benchmark.parts). Writes
 OUTPUT/parts_results_<split>.json and .md.
 
 Examples:

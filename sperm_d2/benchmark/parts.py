@@ -94,6 +94,7 @@ def evaluate_parts(
     annotation when ``annotated``."""
     from detectron2.data import DatasetCatalog
 
+    from sperm_d2.data.label_checks import split_nucleus_groups
     from sperm_d2.data.register import register_split
     from sperm_d2.parts.assign import assign_parts
     from sperm_d2.parts.evaluator import confusion, part_metrics
@@ -103,7 +104,6 @@ def evaluate_parts(
         match_heads,
         summarise,
     )
-    from sperm_d2.parts.label_checks import split_nucleus_groups
     from sperm_d2.parts.loader import load_field
     from sperm_d2.parts.parser import PartParser
     from sperm_d2.parts.targets import sperm_parts

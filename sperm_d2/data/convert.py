@@ -2,7 +2,8 @@
 
 Pure Python + numpy/pycocotools/PIL (no torch, no detectron2) so it runs in worker processes.
 Errors skip the file; warnings keep it with the offending shape fixed (clipped) or dropped
-(only shapes that cover no pixel: a labelled shape that gives no outline is an error).
+(only shapes that cover no pixel: a labelled shape that gives no outline is an error), or
+kept as they are where a sperm's parts contradict anatomy (:mod:`sperm_d2.data.label_checks`).
 Every image is decoded in full once (never re-encoded), so a truncated or corrupt file is an
 error here, not a crash in training; an image over :data:`MAX_IMAGE_PIXELS` is refused before
 it is decoded. Nothing is written: an embedded ``imageData`` image is returned with its target
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sperm_d2.data.geometry import PolygonBatch, instances_stats
+from sperm_d2.data.label_checks import split_nuclei
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem
@@ -310,6 +312,19 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
         if isinstance(gid, int):  # the annotator's group_id links the parts of one sperm
             inst["group_id"] = gid
         res.instances.append(inst)
+    _check_parts(res)
+
+
+def _check_parts(res: FileResult) -> None:
+    """Warn about sperm whose parts contradict anatomy (:mod:`sperm_d2.data.label_checks`)."""
+    split = split_nuclei((i["class"], i.get("group_id"), i["segmentation"]) for i in res.instances)
+    if split:
+        listed = ", ".join(f"{gid} ({n} nucleus polygons)" for gid, n in sorted(split.items()))
+        msg = (
+            f"sperm with group_id {listed}: no acrosome and a split nucleus, probably an "
+            "acrosome labelled nucleus (the acrosome share reads 0 %); check in labelme"
+        )
+        _warn(res, "split_nucleus", msg)
 
 
 def convert_labelme_file(json_path: str | os.PathLike, ctx: ConvertContext) -> FileResult:

@@ -31,7 +31,7 @@ class HeadMatch:
     pred_acrosome_share: float | None
     gt_vacuoles: int
     pred_vacuoles: int | None
-    # annotated with no acrosome and a split nucleus (sperm_d2.parts.label_checks): its
+    # annotated with no acrosome and a split nucleus (sperm_d2.data.label_checks): its
     # annotated share is likely wrong, whatever the prediction
     split_nucleus: bool = False
 
@@ -83,7 +83,7 @@ def match_heads(
     """Greedy one-to-one matching by mask IoU (>= :data:`MATCH_IOU`) of annotated heads
     (group_id -> part masks, :func:`sperm_d2.parts.targets.sperm_parts`) to predicted heads and
     their parts; one :class:`HeadMatch` per annotated head with a head. ``split_nuclei``: the
-    group_ids :func:`sperm_d2.parts.label_checks.split_nucleus_groups` flags."""
+    group_ids :func:`sperm_d2.data.label_checks.split_nucleus_groups` flags."""
     gts = _annotated(gt_parts)
     iou = np.zeros((len(gts), len(pred_heads)))
     for i, (_, _, g) in enumerate(gts):
