@@ -27,7 +27,7 @@ def split_nuclei(parts: Iterable[tuple[str, object, object]]) -> dict[int, int]:
 
     ``parts`` are (class name, group_id, COCO segmentation) per annotated part; a sperm's polygons
     of one class may come in several parts. Parts without an integer group_id belong to no sperm
-    and are left out; so is everything when no part is called "acrosome" or "nucleus".
+    and are left out.
     """
     nuclei: dict[int, int] = {}
     with_acrosome: set[int] = set()
