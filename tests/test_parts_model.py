@@ -89,6 +89,35 @@ def test_model_any_size_loss_and_probabilities() -> None:
     assert probs.shape == (2, 6, 37, 50) and torch.allclose(probs.sum(1), torch.ones(2, 37, 50))
 
 
+def test_model_scale_works_below_native_and_answers_at_native_size() -> None:
+    """SPERM.PARTS.SCALE 0.5: the U-Net's first level sees the input at half size (a quarter
+    of the pixels) and the logits come back at the input's size, odd sizes included; the
+    loss is taken there and reaches the first level's weights."""
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.engine.part_trainer import PartTrainer
+
+    model = PartTrainer.build_model(
+        setup_cfg(str(PARTS_INSTANT), ["MODEL.DEVICE", "cpu", "SPERM.PARTS.SCALE", "0.5"])
+    )
+    seen = []
+    model.down[0].register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[-2:])))
+    images = torch.rand(2, 3, 37, 51) * 255
+    out = model({"images": images, "targets": torch.randint(0, 6, (2, 37, 51))})
+    assert model.stride == 4 and seen[-1] == (20, 28)  # round(37 / 2), round(51 / 2), padded
+    out["loss_parts"].backward()
+    assert model.down[0][0].weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        assert model.logits(images).shape == (2, 6, 37, 51)
+        probs = model({"images": images})["probs"]
+    assert seen[-1] == (20, 28)
+    assert probs.shape == (2, 6, 37, 51) and torch.allclose(probs.sum(1), torch.ones(2, 37, 51))
+    with pytest.raises(Exception, match="SPERM.PARTS.SCALE"):
+        setup_cfg(str(PARTS_INSTANT), ["SPERM.PARTS.SCALE", "0"])
+    with pytest.raises(Exception, match="SPERM.PARTS.SCALE"):
+        setup_cfg(str(PARTS_INSTANT), ["SPERM.PARTS.SCALE", "1.5"])
+
+
 def test_soft_dice_loss_by_hand() -> None:
     from sperm_d2.parts.model import soft_dice_loss
 

@@ -41,6 +41,66 @@ def test_every_part_goes_to_its_own_head(field) -> None:
     assert assign_parts(labels, np.zeros((0, 128, 128), bool)) == []
 
 
+def _assign_by_brute_force(labels, heads):
+    """assign_parts' rule computed the slow, obvious way: whole-image distance transforms and one
+    overlap count per (component, anchor) pair."""
+    import cv2
+
+    from sperm_d2.parts.assign import ATTACH_PX, HEAD_MARGIN
+
+    def grow(m):
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ATTACH_PX + 1,) * 2)
+        return cv2.dilate(m.astype(np.uint8), k).astype(bool)
+
+    def attach(part, anchors):
+        out = [np.zeros(part.shape, bool) for _ in anchors]
+        n, comp = cv2.connectedComponents(part.astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            overlaps = [int(((comp == k) & grow(a)).sum()) for a in anchors]
+            if max(overlaps) > 0:
+                out[int(np.argmax(overlaps))] |= comp == k
+        return out
+
+    dist = np.stack([cv2.distanceTransform((~h).astype(np.uint8), cv2.DIST_L2, 3) for h in heads])
+    nearest, near = dist.argmin(0), dist.min(0) <= HEAD_MARGIN
+    out = [{} for _ in heads]
+    for k, name in enumerate(["acrosome", "nucleus", "vacuole"]):
+        for i in range(len(heads)):
+            out[i][name] = (labels == k + 1) & near & (nearest == i)
+    cores = [h | o["acrosome"] | o["nucleus"] | o["vacuole"] for h, o in zip(heads, out)]
+    mids = attach(labels == 4, cores)
+    tails = attach(labels == 5, [m if m.any() else c for m, c in zip(mids, cores)])
+    for o, m, t in zip(out, mids, tails):
+        o["midpiece"], o["tail"] = m, t
+    return out
+
+
+def test_assign_parts_equals_the_brute_force_rule() -> None:
+    """The fast assignment (boxes around each head, one overlap count per anchor) gives exactly
+    the pixels of the obvious whole-image rule, ties and heads near the border included."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(20, 90, 2))
+        labels = np.zeros((h, w), np.uint8)
+        for _ in range(int(rng.integers(0, 12))):
+            x, y, c = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(1, 6))
+            end = (x + int(rng.integers(-30, 30)), y + int(rng.integers(-30, 30)))
+            cv2.line(labels, (x, y), end, c, int(rng.integers(1, 4)))
+        heads = np.zeros((int(rng.integers(1, 5)), h, w), np.uint8)
+        for m in heads:
+            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            cv2.circle(m, centre, int(rng.integers(0, 9)), 1, -1)
+        fast, slow = assign_parts(labels, heads.astype(bool)), _assign_by_brute_force(
+            labels, heads.astype(bool)
+        )
+        for mine, theirs in zip(fast, slow):
+            assert sorted(mine) == sorted(theirs)
+            for name in theirs:
+                assert np.array_equal(mine[name], theirs[name]), name
+
+
 def test_perfect_prediction_scores_perfectly(field) -> None:
     labels, anns = field
     gt = sperm_parts(anns, PART_CLASSES, 128, 128)

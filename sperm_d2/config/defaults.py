@@ -182,8 +182,8 @@ def add_sperm_config(cfg: CN) -> None:
     # (str) a detector run's part segmenter: the part run folder, used by infer.py when --parts
     # is not given; "" = no parts.
     _C.SPERM.PARTS.RUN = ""
-    # (list[int]) channels of the U-Net's levels, the first at full resolution, each next one at
-    # half the previous resolution.
+    # (list[int]) channels of the U-Net's levels, the first at the input's resolution times
+    # SPERM.PARTS.SCALE, each next one at half the previous resolution.
     _C.SPERM.PARTS.CHANNELS = [16, 32, 64, 128, 256]
     # (list[float]) cross-entropy weight per class, background first then SPERM.CLASSES; [] = 1.
     _C.SPERM.PARTS.CLASS_WEIGHTS = []
@@ -203,6 +203,11 @@ def add_sperm_config(cfg: CN) -> None:
     _C.SPERM.PARTS.TTA = "none"
     # (int) side of the square training windows cut at random from the fields (native scale).
     _C.SPERM.PARTS.WINDOW = 512
+    # (float) in (0, 1]: the U-Net sees its input resized by this factor and its logits are
+    # resized back to the input's size, so losses, evaluation and every output stay at native
+    # resolution. 0.5 costs about a quarter of the compute per pixel and sees twice the context
+    # per window (the field's midpiece and tail are 6-10 px wide at the Sperm Parsing scale).
+    _C.SPERM.PARTS.SCALE = 1.0
     # (float) probability that a training window is centred on an annotated part (else anywhere
     # in the field): most of a field is background.
     _C.SPERM.PARTS.FOCUS_PROB = 0.7

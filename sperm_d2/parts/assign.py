@@ -28,20 +28,29 @@ def _grow(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
 
 
+def _around(mask: np.ndarray, px: int) -> tuple[slice, slice]:
+    """The box of ``mask``'s pixels grown by ``px`` on each side, clipped to the image: every
+    pixel within ``px`` of the mask lies inside it, so growing the mask or its distance transform
+    there is exact (and costs the box, not the field)."""
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return slice(max(0, y - px), y + h + px), slice(max(0, x - px), x + w + px)
+
+
 def _attach(part: np.ndarray, anchors: list[np.ndarray]) -> list[np.ndarray]:
     """Components of ``part`` given to the anchor (grown by ATTACH_PX) they overlap most."""
-    out = [np.zeros(part.shape, bool) for _ in anchors]
     if not part.any() or not anchors:
-        return out
+        return [np.zeros(part.shape, bool) for _ in anchors]
     n, comp = cv2.connectedComponents(part.astype(np.uint8), connectivity=8)
-    grown = [_grow(a, ATTACH_PX) if a.any() else a for a in anchors]
-    for k in range(1, n):
-        c = comp == k
-        overlaps = [int((c & g).sum()) for g in grown]
-        best = int(np.argmax(overlaps))
-        if overlaps[best] > 0:
-            out[best] |= c
-    return out
+    # overlaps[i, k]: pixels of component k inside anchor i grown; one pass over each anchor's
+    # pixels, not one over the image per (component, anchor) pair
+    overlaps = np.zeros((len(anchors), n), np.int64)
+    for i, a in enumerate(anchors):
+        if a.any():
+            box = _around(a, ATTACH_PX)
+            overlaps[i] = np.bincount(comp[box][_grow(a[box], ATTACH_PX)], minlength=n)
+    overlaps[:, 0] = 0  # label 0 is the background, no component
+    owner = np.where(overlaps.max(0) > 0, overlaps.argmax(0), -1)[comp]  # first anchor on a tie
+    return [owner == i for i in range(len(anchors))]
 
 
 def assign_parts(
@@ -54,17 +63,27 @@ def assign_parts(
     if n == 0:
         return []
     index = {name: i + 1 for i, name in enumerate(class_names)}
-    # the nearest head of every pixel within HEAD_MARGIN (distance to each head's mask)
-    dist = np.stack([cv2.distanceTransform((~h).astype(np.uint8), cv2.DIST_L2, 3) for h in heads])
-    nearest = dist.argmin(0)
-    near = dist.min(0) <= HEAD_MARGIN
+    # the nearest head of every pixel within HEAD_MARGIN (distance to each head's mask, computed
+    # in the box around the head; the first head wins a tie)
+    dist = np.full(labels.shape, np.inf, np.float32)
+    nearest = np.full(labels.shape, -1, np.int64)
+    for i, h in enumerate(heads):
+        if not h.any():
+            continue
+        box = _around(h, HEAD_MARGIN + 1)
+        d = cv2.distanceTransform((~h[box]).astype(np.uint8), cv2.DIST_L2, 3)
+        closer = d < dist[box]
+        dist[box][closer] = d[closer]
+        nearest[box][closer] = i
+    nearest[dist > HEAD_MARGIN] = -1
+    mine = [nearest == i for i in range(n)]
     out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
     for name in HEAD_PARTS:
         if name not in index:
             continue
-        pix = (labels == index[name]) & near
+        pix = labels == index[name]
         for i in range(n):
-            out[i][name] = pix & (nearest == i)
+            out[i][name] = pix & mine[i]
     head_masks = [
         heads[i] | np.any([out[i][p] for p in HEAD_PARTS if p in out[i]], axis=0) for i in range(n)
     ]

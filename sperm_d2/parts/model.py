@@ -60,10 +60,13 @@ def soft_dice_loss(
 
 @META_ARCH_REGISTRY.register()
 class SpermPartSegmenter(nn.Module):
-    """U-Net: ``SPERM.PARTS.CHANNELS`` encoder levels (the first at full resolution, each next
-    one at half the previous after a stride-2 max-pool), a mirrored decoder with skip
-    connections, and a 1x1 classifier over background + ``MODEL.ROI_HEADS.NUM_CLASSES`` parts
-    (the project's ``SPERM.CLASSES``). Full resolution is kept because tails are 3-6 px wide."""
+    """U-Net: ``SPERM.PARTS.CHANNELS`` encoder levels (the first at the working resolution
+    below, each next one at half the previous after a stride-2 max-pool), a mirrored decoder
+    with skip connections, and a 1x1 classifier over background +
+    ``MODEL.ROI_HEADS.NUM_CLASSES`` parts (the project's ``SPERM.CLASSES``). The first level
+    works at the input's resolution times ``SPERM.PARTS.SCALE`` (1 = native; below 1 the input
+    is resized down with antialiasing and the logits bilinearly back up, so outputs and losses
+    stay at the input's size)."""
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
@@ -85,6 +88,7 @@ class SpermPartSegmenter(nn.Module):
             "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
         )
         self.stride = 2 ** (len(channels) - 1)
+        self.scale = float(p.SCALE)  # config/validate.py keeps it in (0, 1]
         self.in_channels = 4 if p.INPUT == "head" else 3
         self.down = nn.ModuleList()
         prev = self.in_channels
@@ -108,7 +112,11 @@ class SpermPartSegmenter(nn.Module):
         colour = (x[:, :3] - self.pixel_mean) / self.pixel_std
         # the mask channel (head input) to -1 / +1
         x = torch.cat([colour, x[:, 3:] / 127.5 - 1.0], 1) if self.in_channels == 4 else colour
-        ph, pw = (-h) % self.stride, (-w) % self.stride
+        sh, sw = h, w
+        if self.scale != 1.0:
+            sh, sw = max(1, round(h * self.scale)), max(1, round(w * self.scale))
+            x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True)
+        ph, pw = (-sh) % self.stride, (-sw) % self.stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         x = x.contiguous(memory_format=torch.channels_last)
@@ -122,7 +130,10 @@ class SpermPartSegmenter(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x.to(skip.dtype), skip], dim=1))
         # fp32 under bf16 autocast too: CPU autocast leaves softmax in bf16, too coarse
-        return self.classifier(x)[..., :h, :w].float()
+        out = self.classifier(x)[..., :sh, :sw].float()
+        if (sh, sw) != (h, w):
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return out
 
     def test_logits(self, images: torch.Tensor) -> torch.Tensor:
         """:meth:`logits` averaged over the ``SPERM.PARTS.TTA`` views: each view's input flipped,
