@@ -46,11 +46,10 @@ def _assign_by_brute_force(labels, heads):
     overlap count per (component, anchor) pair."""
     import cv2
 
-    from sperm_d2.parts.assign import ATTACH_PX, HEAD_MARGIN
+    from sperm_d2.parts.assign import ATTACH_PX, HEAD_MARGIN, _grow
 
     def grow(m):
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ATTACH_PX + 1,) * 2)
-        return cv2.dilate(m.astype(np.uint8), k).astype(bool)
+        return _grow(m, ATTACH_PX)
 
     def attach(part, anchors):
         out = [np.zeros(part.shape, bool) for _ in anchors]
