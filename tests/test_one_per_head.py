@@ -1,5 +1,6 @@
 """One detection per head: the shared rule (sperm_d2.masks.one_per_head_keep), its use in
-ImagePrediction.one_per_head, and the strict pixellib/mAP50 built on it, on hand-made masks."""
+ImagePrediction.one_per_head, the strict pixellib/mAP50 built on it, and a mask's box
+(sperm_d2.masks.mask_box), on hand-made masks."""
 
 import dataclasses
 import json
@@ -189,3 +190,50 @@ def test_reports_carry_the_strict_metric(tmp_path) -> None:
         "pixellib/mAP50 strict (arg-max class per head)",
         "frac",
     ) in ROWS
+
+
+def test_mask_box_is_the_box_of_the_pixels_grown_within_the_array() -> None:
+    from sperm_d2.masks import mask_box
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = np.zeros((int(rng.integers(1, 40)), int(rng.integers(1, 40))), bool)
+        mask[rng.integers(0, mask.shape[0], 3), rng.integers(0, mask.shape[1], 3)] = True
+        ys, xs = np.nonzero(mask)
+        for margin in (0, 2):
+            rows, cols = mask_box(mask, margin)
+            assert rows == slice(
+                max(ys.min() - margin, 0), min(ys.max() + 1 + margin, mask.shape[0])
+            )
+            assert cols == slice(
+                max(xs.min() - margin, 0), min(xs.max() + 1 + margin, mask.shape[1])
+            )
+            assert mask[rows, cols].sum() == mask.sum()
+    assert mask_box(np.zeros((5, 7), bool)) is None
+
+
+def test_one_per_head_on_mask_arrays_matches_the_rle_overlaps() -> None:
+    """Mask arrays are compared in their boxes' overlaps, RLE lists as COCO RLEs: the same IoU
+    for every pair (random blobs, overlapping, apart, empty), so the same heads are kept."""
+    from sperm_d2.masks import _self_iou
+
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        n, h, w = int(rng.integers(1, 9)), int(rng.integers(8, 50)), int(rng.integers(8, 50))
+        masks = np.zeros((n, h, w), bool)
+        for k in range(n):
+            if rng.random() < 0.2:
+                continue  # an empty mask: the box IoU decides its pairs
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            masks[k, y : y + int(rng.integers(2, 20)), x : x + int(rng.integers(2, 20))] = True
+            masks[k] &= rng.random((h, w)) < 0.8
+        corner = rng.uniform(0, 40, (n, 2))
+        boxes = np.hstack([corner, corner + 9])  # the fallback for pairs with an empty mask
+        arrays, rles = _self_iou(masks, boxes, n), _self_iou(list(encode_masks(masks)), boxes, n)
+        off = ~np.eye(n, dtype=bool)
+        np.testing.assert_allclose(arrays[off], rles[off], atol=1e-12)
+        scores = rng.random(n)
+        assert (
+            one_per_head_keep(masks, scores, 0.3, boxes).tolist()
+            == one_per_head_keep(list(encode_masks(masks)), scores, 0.3, boxes).tolist()
+        )

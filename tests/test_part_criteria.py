@@ -101,6 +101,26 @@ def test_not_assessable_when_a_part_is_missing_or_the_head_is_cut() -> None:
     assert empty.grade == "not assessable" and empty.not_assessed[0] == "missing:head"
 
 
+def test_criteria_do_not_depend_on_where_the_sperm_lies_or_the_field_size() -> None:
+    """The measurements run on the box around the sperm: the same sperm in a larger field, at
+    another place, and with a second sperm beside it in other masks, measures the same."""
+    parts = _sperm(vacuoles=((0, 0, 2), (-8, 3, 2)), midpiece=(40, 6, 20.0))
+    alone = assess_sperm(parts)
+    head = parts["acrosome"] | parts["nucleus"] | parts["vacuole"]
+    assert alone.head_area_px == head.sum() and alone.vacuole_count == 2
+    assert alone.tail_length_px == skeleton_length(parts["tail"])
+    for dy, dx in ((0, 0), (137, 411)):
+        big = {}
+        for name, m in parts.items():
+            big[name] = np.zeros((H + 300, W + 600), bool)
+            big[name][dy : dy + H, dx : dx + W] = m
+        moved = assess_sperm(big)
+        assert moved.as_row() == alone.as_row()
+    # a head one pixel off the image's edge stays cut by the border although its box is small
+    near = {n: np.pad(m[:, 9:], ((0, 0), (0, 9))) for n, m in _sperm(x=10).items()}
+    assert "head_cut_by_border" in assess_sperm(near).not_assessed
+
+
 def test_teratozoospermia_index_counts_regions_per_abnormal_sperm() -> None:
     normal = assess_sperm(_sperm())
     head = assess_sperm(_sperm(acrosome_to=-14))
@@ -118,3 +138,43 @@ def test_skeleton_length_of_lines() -> None:
     cv2.line(d, (10, 10), (150, 150), 1, 3)
     assert skeleton_length(d) == pytest.approx(140 * 2**0.5, rel=0.03)
     assert skeleton_length(np.zeros((5, 5), bool)) == 0.0
+
+
+def _zhang_suen_by_pixel(mask: np.ndarray) -> np.ndarray:
+    """Zhang & Suen (1984) as the paper states it, one pixel at a time (slow: the reference)."""
+    img = np.pad(np.asarray(mask, bool).astype(np.uint8), 1)
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            remove = []
+            for y, x in zip(*np.nonzero(img)):
+                ring = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+                p = [img[y + dy, x + dx] for dy, dx in ring]  # P2..P9, clockwise from north
+                a = sum(p[k] == 0 and p[(k + 1) % 8] == 1 for k in range(8))
+                c = (p[0] * p[2] * p[4], p[2] * p[4] * p[6]) if step == 0 else (
+                    p[0] * p[2] * p[6], p[0] * p[4] * p[6])  # fmt: skip
+                if 2 <= sum(p) <= 6 and a == 1 and c == (0, 0):
+                    remove.append((y, x))
+            for y, x in remove:
+                img[y, x] = 0
+            changed |= bool(remove)
+    return img[1:-1, 1:-1].astype(bool)
+
+
+def test_thinning_is_zhang_suen() -> None:
+    """The table-driven thinning removes exactly the pixels the paper's rule does (random
+    blobs, thick lines, a filled ellipse)."""
+    from sperm_d2.inference.skeleton import thin
+
+    rng = np.random.default_rng(0)
+    shapes = []
+    for _ in range(12):
+        m = (rng.random((24, 30)) < 0.55).astype(np.uint8)
+        shapes.append(cv2.morphologyEx(m, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)))
+    line = np.zeros((40, 60), np.uint8)
+    cv2.line(line, (5, 30), (55, 8), 1, 5)
+    blob = np.zeros((40, 40), np.uint8)
+    cv2.ellipse(blob, (20, 20), (15, 9), 30, 0, 360, 1, -1)
+    for m in shapes + [line, blob]:
+        np.testing.assert_array_equal(thin(m), _zhang_suen_by_pixel(m))

@@ -89,6 +89,24 @@ def test_model_any_size_loss_and_probabilities() -> None:
     assert probs.shape == (2, 6, 37, 50) and torch.allclose(probs.sum(1), torch.ones(2, 37, 50))
 
 
+def test_model_labels_are_the_arg_max_of_its_probabilities() -> None:
+    """``labels`` (the field's label map at inference) skips the softmax: the same classes as
+    the probabilities' arg-max, with logit biases and flip views too."""
+    from sperm_d2.config import setup_cfg
+    from sperm_d2.engine.part_trainer import PartTrainer
+
+    bias = ["SPERM.PARTS.LOGIT_BIAS", "[0.0, 0.3, -0.2, 0.5, 0.0, -0.4]"]
+    opts = ["MODEL.DEVICE", "cpu", "SPERM.PARTS.TTA", "flips", "SPERM.PARTS.SCALE", "0.5", *bias]
+    torch.manual_seed(0)
+    model = PartTrainer.build_model(setup_cfg(str(PARTS_INSTANT), opts)).eval()
+    images = torch.rand(2, 3, 41, 30) * 255
+    with torch.no_grad():
+        probs = model({"images": images})["probs"]
+        labels = model.labels(images)
+    assert labels.shape == (2, 41, 30) and len(labels.unique()) > 1
+    assert torch.equal(labels, probs.argmax(1))
+
+
 def test_model_scale_works_below_native_and_answers_at_native_size() -> None:
     """SPERM.PARTS.SCALE 0.5: the U-Net's first level sees the input at half size (a quarter
     of the pixels) and the logits come back at the input's size, odd sizes included; the

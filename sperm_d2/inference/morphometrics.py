@@ -12,6 +12,8 @@ import math
 import cv2
 import numpy as np
 
+from sperm_d2.masks import mask_box
+
 # Reference ranges for a *normal* head, WHO laboratory manual for the examination and processing
 # of human semen, 5th ed. (2010) §2.15.2, kept unchanged in the 6th ed. (2021): Papanicolaou-
 # stained normal heads have median length 4.1 µm (95% CI 3.7-4.7), width 2.8 µm (2.5-3.2) and
@@ -85,17 +87,17 @@ def measure_mask(mask: np.ndarray, um_per_px: float = 0.0) -> HeadMorphometrics:
     """Measure one binary mask (any shape ``(H, W)``; only its largest component is used for the
     perimeter). ``um_per_px > 0`` adds µm values and the length/width WHO checks."""
     mask = np.asarray(mask, bool)
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    box = mask_box(mask)
+    if box is None:
         return HeadMorphometrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, who_flags=["empty"])
-    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    crop = mask[box]
     padded = np.pad(crop, 1).astype(np.uint8)  # contours need a background border
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perimeter = max(cv2.arcLength(c, True) for c in contours) if contours else 0.0
     major, minor, angle = _equivalent_ellipse(crop)
     ellipticity = major / minor if minor > 0 else 0.0
     out = HeadMorphometrics(
-        area_px=float(ys.size),
+        area_px=float(crop.sum()),
         perimeter_px=float(perimeter),
         length_px=major,
         width_px=minor,

@@ -35,7 +35,8 @@ import numpy as np
 from sperm_d2.inference.morphometrics import WHO_ELLIPTICITY, WHO_LENGTH_UM, WHO_WIDTH_UM
 from sperm_d2.inference.morphometrics import _equivalent_ellipse as equivalent_ellipse
 from sperm_d2.inference.skeleton import skeleton_length
-from sperm_d2.masks import cut_by_border
+from sperm_d2.masks import cut_by_border, mask_box
+from sperm_d2.parts.targets import PART_CLASSES
 
 #: acrosome share of the head area, in % (WHO 2021)
 WHO_ACROSOME_SHARE = (40.0, 70.0)
@@ -142,22 +143,26 @@ def assess_sperm(
     acrosome + nucleus + vacuole). ``um_per_px > 0`` adds µm values and the µm head checks.
     """
     shape = next(iter(parts.values())).shape if parts else np.shape(head)
-    get = lambda name: np.asarray(parts.get(name, np.zeros(shape, bool)), bool)  # noqa: E731
-    acro, nucl, vac, mid, tail = (
-        get(n) for n in ("acrosome", "nucleus", "vacuole", "midpiece", "tail")
-    )
+    masks = {n: np.asarray(parts.get(n, np.zeros(shape, bool)), bool) for n in PART_CLASSES}
     if head is None:
-        head = acro | nucl | vac
+        head = masks["acrosome"] | masks["nucleus"] | masks["vacuole"]
     head = np.asarray(head, bool)
+    # the border is the image's: judged before the masks are cut to the sperm's box
+    head_cut, tail_cut = (bool(cut_by_border(m[None])[0]) for m in (head, masks["tail"]))
+    # the measurements below do not depend on where the sperm lies (moments, rectangles,
+    # components, skeletons): they run on the box around it, costing what it does, not the field
+    box = mask_box([head, *masks.values()], margin=1) or (slice(0, 0),) * 2
+    head = head[box]
+    acro, nucl, vac, mid, tail = (masks[n][box] for n in PART_CLASSES)
     out = PartCriteria()
     failed, skipped = out.failed, out.not_assessed
-    missing = [n for n in NEEDED_PARTS if not get(n).any()]
+    missing = [n for n in NEEDED_PARTS if not masks[n][box].any()]
     skipped += [f"missing:{n}" for n in missing]
     area = float(head.sum())
     if area == 0:
         out.not_assessed = ["missing:head"] + skipped
         return out
-    if cut_by_border(head[None])[0]:
+    if head_cut:
         skipped.append("head_cut_by_border")
     length, width, head_angle = equivalent_ellipse(head)
     out.head_area_px, out.head_length_px, out.head_width_px = area, length, width
@@ -200,7 +205,7 @@ def assess_sperm(
             failed.append(f"midpiece_angle:{out.midpiece_angle_deg:.0f}deg")
     if tail.any():
         out.tail_length_px = skeleton_length(tail)
-        if cut_by_border(tail[None])[0]:
+        if tail_cut:
             skipped.append("tail_cut_by_border")  # its length is a lower bound only
         elif out.tail_length_px < TAIL_MIN_LENGTH_RATIO * length:
             failed.append(f"tail_length:{out.tail_length_px / length:.1f}x_head")

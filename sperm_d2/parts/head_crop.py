@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from sperm_d2.head_frame import head_frame
+from sperm_d2.masks import mask_box
 
 #: px around a head's bounding box kept in its patch (covers the training mask jitter)
 PATCH_MARGIN = 8
@@ -37,15 +38,14 @@ class HeadPatch:
 def head_patch(mask: np.ndarray, labels: np.ndarray | None = None) -> HeadPatch | None:
     """The patch of a full-image head ``mask`` (and of its ``labels``); ``None`` for an empty
     mask."""
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
+    cut = mask_box(np.asarray(mask, bool), PATCH_MARGIN)
+    if cut is None:
         return None
-    h, w = mask.shape
-    x0, y0 = max(int(xs.min()) - PATCH_MARGIN, 0), max(int(ys.min()) - PATCH_MARGIN, 0)
-    x1, y1 = min(int(xs.max()) + PATCH_MARGIN + 1, w), min(int(ys.max()) + PATCH_MARGIN + 1, h)
-    cut = (slice(y0, y1), slice(x0, x1))
     return HeadPatch(
-        x0, y0, np.asarray(mask[cut], bool).copy(), None if labels is None else labels[cut].copy()
+        cut[1].start,
+        cut[0].start,
+        np.asarray(mask[cut], bool).copy(),
+        None if labels is None else labels[cut].copy(),
     )
 
 

@@ -27,8 +27,19 @@ from torch import nn
 from sperm_d2.flip_views import VIEWS, flip_dims
 
 
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in fp32 whatever the input's dtype (what CUDA's autocast does; CPU
+    autocast leaves it in bf16), the output in the input's dtype: on CPU, bf16 GroupNorm over
+    channels-last maps of few channels (the field segmenter's first level: 8) is several times
+    slower than fp32 (README Results: part inference cost)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
+        return out.to(x.dtype)
+
+
 def _gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+    return _GroupNorm(min(8, channels // 4) or 1, channels)
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -109,13 +120,13 @@ class SpermPartSegmenter(nn.Module):
         """(N, K + 1, H, W) fp32 class logits of an (N, C, H, W) batch in 0-255."""
         h, w = images.shape[-2:]
         x = images.to(self.device, torch.float32)
+        sh, sw = h, w
+        if self.scale != 1.0:  # resized before normalising: the same, on fewer pixels
+            sh, sw = max(1, round(h * self.scale)), max(1, round(w * self.scale))
+            x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True)
         colour = (x[:, :3] - self.pixel_mean) / self.pixel_std
         # the mask channel (head input) to -1 / +1
         x = torch.cat([colour, x[:, 3:] / 127.5 - 1.0], 1) if self.in_channels == 4 else colour
-        sh, sw = h, w
-        if self.scale != 1.0:
-            sh, sw = max(1, round(h * self.scale)), max(1, round(w * self.scale))
-            x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True)
         ph, pw = (-sh) % self.stride, (-sw) % self.stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
@@ -144,6 +155,12 @@ class SpermPartSegmenter(nn.Module):
             out = self.logits(images.flip(dims)).flip(dims) if dims else self.logits(images)
             total = out if total is None else total + out
         return total / len(self.tta_views)
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) int64 class per pixel (0 background): the arg-max of the evaluation's
+        probabilities, taken on the biased logits (the softmax keeps their order) without
+        computing the probabilities of a whole field."""
+        return (self.test_logits(images) + self.logit_bias).argmax(1)
 
     def forward(self, batch: dict) -> dict:
         if not self.training:  # the biases chosen on val (parts.calibrate), zeros by default

@@ -96,6 +96,12 @@ def check_part_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[CfgNode, Pa
     return found
 
 
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, C, H, W) tensor of (N, H, W, C) images, BGR as in training (the loaders feed the
+    decoded BGR fields whatever INPUT.FORMAT)."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
 class PartModel:
     """One trained part segmenter on the CPU (or GPU), at ``SPERM.INFER_PRECISION``."""
 
@@ -115,10 +121,14 @@ class PartModel:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, K + 1, H, W) float32 class probabilities (background first) of (N, H, W, C)
         images, C = 3 (BGR) or 4 (BGR + head mask, head input)."""
-        # BGR as in training (the loaders feed the decoded BGR fields whatever INPUT.FORMAT)
-        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         with torch.inference_mode(), autocast(self.bf16):
-            return self.model({"images": x})["probs"].float().cpu().numpy()
+            return self.model({"images": _tensor(images)})["probs"].float().cpu().numpy()
+
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W) uint8 class per pixel (0 background, 1 + i for ``class_names[i]``) of
+        (N, H, W, C) images: the arg-max of :meth:`probabilities`."""
+        with torch.inference_mode(), autocast(self.bf16):
+            return self.model.labels(_tensor(images)).to(torch.uint8).cpu().numpy()
 
     def head_parts(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Head input: the head parts of each head ``heads`` (N, H, W) of a BGR image (part
@@ -176,7 +186,7 @@ class PartParser:
         for ``class_names[i]``."""
         if self.field is None:
             raise InputError(f"{self.source}: no field part segmenter to label a whole image")
-        return self.field.probabilities(image[None])[0].argmax(0).astype(np.uint8)
+        return self.field.labels(image[None])[0]
 
     def parse_image(
         self, image: np.ndarray, heads: np.ndarray
