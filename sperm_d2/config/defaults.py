@@ -214,7 +214,7 @@ def add_sperm_config(cfg: CN) -> None:
     # (str) what the segmenter sees: "field" = windows of whole fields, every pixel gets a part
     # (midpiece and tail included); "head" = each head's canonical crop (sperm_d2.grading.crop,
     # rotated to its long axis) with the head's mask as a 4th channel, its mask's pixels split
-    # into acrosome, nucleus and vacuole (sperm_d2.parts.head_parts).
+    # into acrosome, nucleus and vacuole (sperm_d2.parts.head_crop, PartModel.head_parts).
     _C.SPERM.PARTS.INPUT = "field"
     # (int) "head" input: side of the canonical crop in px.
     _C.SPERM.PARTS.CROP_SIZE = 96

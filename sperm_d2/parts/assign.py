@@ -15,6 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from sperm_d2.masks import mask_box
 from sperm_d2.parts.targets import HEAD_PARTS, PART_CLASSES
 
 #: px a head's mask is grown by to collect its head parts
@@ -28,36 +29,33 @@ def _grow(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
 
 
-def _around(mask: np.ndarray, px: int) -> tuple[slice, slice]:
-    """The box of ``mask``'s pixels grown by ``px`` on each side, clipped to the image: every
-    pixel within ``px`` of the mask lies inside it, so growing the mask or its distance transform
-    there is exact (and costs the box, not the field)."""
-    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-    return slice(max(0, y - px), y + h + px), slice(max(0, x - px), x + w + px)
-
-
 def _attach(part: np.ndarray, anchors: list[np.ndarray]) -> list[np.ndarray]:
     """Components of ``part`` given to the anchor (grown by ATTACH_PX) they overlap most."""
-    if not part.any() or not anchors:
-        return [np.zeros(part.shape, bool) for _ in anchors]
-    n, comp = cv2.connectedComponents(part.astype(np.uint8), connectivity=8)
-    # overlaps[i, k]: pixels of component k inside anchor i grown; one pass over each anchor's
-    # pixels, not one over the image per (component, anchor) pair
+    out = [np.zeros(part.shape, bool) for _ in anchors]
+    if not anchors:
+        return out
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(part.astype(np.uint8), connectivity=8)
+    # overlaps[i, k]: pixels of component k inside anchor i grown, counted in the box around
+    # the anchor (every pixel within ATTACH_PX of it lies there: growing it there is exact)
     overlaps = np.zeros((len(anchors), n), np.int64)
     for i, a in enumerate(anchors):
-        if a.any():
-            box = _around(a, ATTACH_PX)
+        box = mask_box(a, ATTACH_PX)
+        if box is not None:
             overlaps[i] = np.bincount(comp[box][_grow(a[box], ATTACH_PX)], minlength=n)
     overlaps[:, 0] = 0  # label 0 is the background, no component
-    owner = np.where(overlaps.max(0) > 0, overlaps.argmax(0), -1)[comp]  # first anchor on a tie
-    return [owner == i for i in range(len(anchors))]
+    for k in np.flatnonzero(overlaps.max(0) > 0):  # each component written in its own box
+        x, y, w, h = stats[k, :4]
+        cut = (slice(y, y + h), slice(x, x + w))
+        out[int(overlaps[:, k].argmax())][cut] |= comp[cut] == k  # first anchor on a tie
+    return out
 
 
 def assign_parts(
     labels: np.ndarray, heads: np.ndarray, class_names: Sequence[str] = PART_CLASSES
 ) -> list[dict[str, np.ndarray]]:
     """Per head of ``heads`` (N, H, W) bool, its parts: part name -> (H, W) bool, from a label map
-    (0 background, 1 + i for ``class_names[i]``)."""
+    (0 background, 1 + i for ``class_names[i]``). Every step but the component labelling works in
+    the box around a head or a component, so a field costs what its sperm do."""
     heads = np.asarray(heads, bool)
     n = len(heads)
     if n == 0:
@@ -66,27 +64,28 @@ def assign_parts(
     # the nearest head of every pixel within HEAD_MARGIN (distance to each head's mask, computed
     # in the box around the head; the first head wins a tie)
     dist = np.full(labels.shape, np.inf, np.float32)
-    nearest = np.full(labels.shape, -1, np.int64)
-    for i, h in enumerate(heads):
-        if not h.any():
+    nearest = np.full(labels.shape, -1, np.int32)
+    boxes = [mask_box(h, HEAD_MARGIN + 1) for h in heads]
+    for i, (h, box) in enumerate(zip(heads, boxes)):
+        if box is None:
             continue
-        box = _around(h, HEAD_MARGIN + 1)
         d = cv2.distanceTransform((~h[box]).astype(np.uint8), cv2.DIST_L2, 3)
         closer = d < dist[box]
         dist[box][closer] = d[closer]
         nearest[box][closer] = i
-    nearest[dist > HEAD_MARGIN] = -1
-    mine = [nearest == i for i in range(n)]
     out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
-    for name in HEAD_PARTS:
-        if name not in index:
-            continue
-        pix = labels == index[name]
-        for i in range(n):
-            out[i][name] = pix & mine[i]
-    head_masks = [
-        heads[i] | np.any([out[i][p] for p in HEAD_PARTS if p in out[i]], axis=0) for i in range(n)
-    ]
+    head_masks = []
+    for i, (h, box) in enumerate(zip(heads, boxes)):
+        core = h.copy()
+        names = [name for name in HEAD_PARTS if name in index]
+        for name in names:
+            out[i][name] = np.zeros(labels.shape, bool)
+        if box is not None:  # a head's parts lie within HEAD_MARGIN of it: inside its box
+            mine = (nearest[box] == i) & (dist[box] <= HEAD_MARGIN)
+            for name in names:
+                out[i][name][box] = (labels[box] == index[name]) & mine
+                core[box] |= out[i][name][box]
+        head_masks.append(core)
     mids = _attach(labels == index["midpiece"], head_masks) if "midpiece" in index else None
     if mids is not None:
         for i in range(n):

@@ -188,12 +188,11 @@ class PartParser:
             raise InputError(f"{self.source}: no field part segmenter to label a whole image")
         return self.field.labels(image[None])[0]
 
-    def parse_image(
+    def _labels_and_parts(
         self, image: np.ndarray, heads: np.ndarray
     ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
-        """``(label map, parts per head)`` of a BGR image and its heads ``heads`` (N, H, W):
-        the field segmenter's labels with the head segmenter's parts painted over the heads
-        (module docstring)."""
+        """The field segmenter's label map (zeros without one) and each head's parts, the head
+        segmenter's head parts replacing the field segmenter's (module docstring)."""
         heads = np.asarray(heads, bool).reshape(-1, *image.shape[:2])
         if self.field is not None:
             labels = self.segment(image)
@@ -201,14 +200,24 @@ class PartParser:
         else:
             labels = np.zeros(image.shape[:2], np.uint8)
             parts = [{} for _ in heads]
+        if self.head is not None:
+            for own, theirs, head in zip(parts, self.head.head_parts(image, heads), heads):
+                for name in HEAD_PARTS:  # a head the segmenter turned down keeps no head part
+                    if name in self.class_names:
+                        own[name] = theirs.get(name, np.zeros_like(head))
+        return labels, parts
+
+    def parse_image(
+        self, image: np.ndarray, heads: np.ndarray
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+        """``(label map, parts per head)`` of a BGR image and its heads ``heads`` (N, H, W):
+        the field segmenter's labels with the head segmenter's parts painted over the heads
+        (module docstring)."""
+        labels, parts = self._labels_and_parts(image, heads)
         if self.head is None:
             return labels, parts
         head_ids = [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
         labels[np.isin(labels, head_ids)] = 0  # the head segmenter's parts replace these
-        for own, theirs, head in zip(parts, self.head.head_parts(image, heads), heads):
-            for name in HEAD_PARTS:  # a head the segmenter turned down keeps no head part
-                if name in self.class_names:
-                    own[name] = theirs.get(name, np.zeros_like(head))
         for i in paint_rank(self.class_names):
             for own in parts:
                 if self.class_names[i] in own:
@@ -216,7 +225,8 @@ class PartParser:
         return labels, parts
 
     def parse(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """The parts of each head ``heads`` (N, H, W) of a BGR image (part name -> bool mask)."""
+        """The parts of each head ``heads`` (N, H, W) of a BGR image (part name -> bool mask),
+        as :meth:`parse_image` gives them, without painting its label map."""
         if len(heads) == 0:
             return []
-        return self.parse_image(image, heads)[1]
+        return self._labels_and_parts(image, heads)[1]
