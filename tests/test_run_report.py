@@ -137,6 +137,9 @@ def test_infer_writes_a_report_with_every_part(report_dir):
     # three plots (% good, grades per field, morphometrics), two galleries
     assert page.count('src="data:image/png;base64,') >= 3 + 2 * 8
     assert "Grades per field" in page and "at border (not graded)" in page
+    # no part segmenter: no criteria, no distributions of them, no legend of part colours
+    assert "WHO strict criteria" not in page and "WHO criteria distributions" not in page
+    assert "Part outlines" not in page
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the file
     assert "stand-in-grader.pth" in page and "p_bad" in page
 

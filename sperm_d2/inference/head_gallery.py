@@ -22,6 +22,17 @@ from sperm_d2.image_io import encode_image, fit_within
 from sperm_d2.inference.types import ImagePrediction
 
 BORDERLINE = "borderline"
+#: outline colour (BGR) of each part in the thumbnails: configs/sperm_parts_cpu.yaml's
+#: SPERM.CLASS_COLORS (RGB there), so the gallery reads like the part segmenter's own overlays
+PART_COLORS_BGR = {
+    "acrosome": (40, 200, 230),
+    "nucleus": (230, 90, 60),
+    "vacuole": (240, 240, 240),
+    "midpiece": (200, 60, 230),
+    "tail": (80, 200, 40),
+}
+#: a part the mapping does not name (another part model's classes) is still drawn, in grey
+OTHER_PART_BGR = (128, 128, 128)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +57,8 @@ def head_certainty(pred: ImagePrediction, i: int) -> float:
 def head_thumbnail(
     image: np.ndarray, pred: ImagePrediction, i: int, color: tuple[int, int, int], size: int
 ) -> np.ndarray:
-    """The head's box with a margin, its outline drawn, scaled so its longer side is ``size``."""
+    """The head's box with a margin, its outline drawn (and its parts' outlines, in
+    :data:`PART_COLORS_BGR`, when ``pred`` has parts), scaled so its longer side is ``size``."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = pred.boxes[i]
     m = 0.25 * max(x1 - x0, y1 - y0, 4.0)
@@ -55,11 +67,34 @@ def head_thumbnail(
     if xb <= xa or yb <= ya:  # a degenerate box: show the whole image
         xa, ya, xb, yb = 0, 0, w, h
     crop = image[ya:yb, xa:xb].copy()
+    if pred.part_labels is not None:
+        _draw_parts(crop, pred.part_labels[i, ya:yb, xa:xb], pred.part_names)
     contours, _ = cv2.findContours(
         pred.masks[i, ya:yb, xa:xb].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     )
     cv2.drawContours(crop, contours, -1, color, 1, cv2.LINE_AA)
     return fit_within(crop, size)
+
+
+def part_color(name: str) -> tuple[int, int, int]:
+    """The outline colour (BGR) of a part in the thumbnails."""
+    return PART_COLORS_BGR.get(name, OTHER_PART_BGR)
+
+
+def _draw_parts(crop: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> None:
+    """Each part's outline on ``crop``, from the head's part labels cut to the same window (the
+    crop only: a whole field per part per head would cost the field's size many times over).
+    Drawn before the head's outline, which stays on top to show the grade."""
+    for k, name in enumerate(names):
+        part = labels == k + 1
+        if not part.any():
+            continue
+        contours, _ = cv2.findContours(
+            part.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        # not anti-aliased: that spreads a 1-px line over two pixels at half strength, and
+        # the colour is what tells the parts apart
+        cv2.drawContours(crop, contours, -1, part_color(name), 1, cv2.LINE_8)
 
 
 class HeadGallery:
@@ -80,6 +115,7 @@ class HeadGallery:
         self._heaps: dict[tuple[str, str], list] = {}
         self._tie = itertools.count()
         self.sample_of: dict[str, str] = {}
+        self.parts_drawn: dict[str, None] = {}  # part names drawn in a thumbnail, in order
 
     def add(self, sample: str, image: np.ndarray, pred: ImagePrediction) -> None:
         """Offer every head of ``pred`` (decoded ``image``) to ``sample``'s gallery."""
@@ -105,6 +141,8 @@ class HeadGallery:
     def _head(self, image, pred: ImagePrediction, i: int, certainty: float, label: str):
         color = self.colors[int(pred.classes[i]) % len(self.colors)]
         thumb = head_thumbnail(image, pred, i, color, self.thumb)
+        if pred.part_labels is not None:
+            self.parts_drawn.update(dict.fromkeys(pred.part_names))
         detail = (
             f"p_bad {pred.p_bad[i]:.2f}" if pred.p_bad is not None else f"score {certainty:.2f}"
         )

@@ -46,6 +46,20 @@ def percent_figure(rows: list[dict]) -> bytes | None:
     return figure_png(fig, dpi=100)
 
 
+def plotted_samples(
+    values: dict[str, dict[str, array]], titles: list[str]
+) -> dict[str, dict[str, array]]:
+    """``values`` (per sample, per quantity title) as they are, or with more samples than
+    :data:`MAX_PLOTTED_SAMPLES` (too many to tell apart) all heads together as "all samples"."""
+    if len(values) <= MAX_PLOTTED_SAMPLES:
+        return values
+    merged = {title: array("d") for title in titles}
+    for per in values.values():
+        for title, v in per.items():
+            merged[title].extend(v)
+    return {"all samples": merged}
+
+
 def morphometrics_figure(values: dict[str, dict[str, array]], um: bool) -> bytes | None:
     """Histograms of length, width, ellipticity and area per sample (common bins), with the WHO
     normal ranges shaded where they apply, as PNG (``None``: no heads)."""
@@ -53,12 +67,7 @@ def morphometrics_figure(values: dict[str, dict[str, array]], um: bool) -> bytes
 
     if not any(len(v) for per in values.values() for v in per.values()):
         return None
-    if len(values) > MAX_PLOTTED_SAMPLES:  # too many to tell apart: all heads together
-        merged = {q[0]: array("d") for q in QUANTITIES}
-        for per in values.values():
-            for title, v in per.items():
-                merged[title].extend(v)
-        values = {"all samples": merged}
+    values = plotted_samples(values, [q[0] for q in QUANTITIES])
     fig = Figure(figsize=(9, 6.5))
     for k, (title, _, _, unit_um, unit_px, who) in enumerate(QUANTITIES):
         ax = fig.add_subplot(2, 2, k + 1)

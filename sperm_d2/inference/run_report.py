@@ -1,18 +1,19 @@
 """The report of one ``infer.py`` run: ``report.html`` (self-contained: plots and head thumbnails
-embedded as base64 PNG, opens from disk in any browser) and ``REPORT.md`` (the same tables).
+embedded as base64 PNG, opens from disk in any browser, :mod:`sperm_d2.inference.report_html`)
+and ``REPORT.md`` (the same tables).
 
 Per sample (input folder) and per video: heads found, % good with its 95 % Wilson interval
 against the WHO lower reference limit for normal forms, morphometric distributions (length,
 width, ellipticity, area), a gallery of heads sorted by how sure their grade is
-(:mod:`sperm_d2.inference.head_gallery`), and the skipped files. It reads what the run already
-wrote (``summary.json``'s totals, ``instances.csv`` row by row), so memory does not grow with the
-number of images.
+(:mod:`sperm_d2.inference.head_gallery`), and the skipped files; with a part segmenter also
+the WHO strict criteria and their distributions (:mod:`sperm_d2.inference.criteria_plots`). It
+reads what the run already wrote (``summary.json``'s totals, ``instances.csv`` row by row), so
+memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import logging
 import math
 from array import array
@@ -21,9 +22,10 @@ from pathlib import Path
 from tabulate import tabulate
 
 from sperm_d2.atomic import write_bytes_atomic
-from sperm_d2.image_io import png_data_uri
+from sperm_d2.inference.criteria_plots import criteria_figure, read_criteria
 from sperm_d2.inference.criteria_report import CRITERIA_HEADERS, criteria_rows
-from sperm_d2.inference.head_gallery import GalleryHead, HeadGallery
+from sperm_d2.inference.head_gallery import HeadGallery
+from sperm_d2.inference.report_html import render_html
 from sperm_d2.inference.report_plots import (
     QUANTITIES,
     WHO_NORMAL_FORMS_PCT,
@@ -242,82 +244,6 @@ def render_markdown(summary: dict, tables: dict) -> str:
     return "\n".join(out)
 
 
-def _html_table(headers: list, rows: list, cls: str) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _html_gallery(heads: list[GalleryHead]) -> str:
-    cells = "".join(
-        f'<figure><img src="{png_data_uri(h.png)}" alt="{html.escape(h.label)} head">'
-        f"<figcaption>{html.escape(h.label)} · {html.escape(h.detail)}<br>"
-        f"{html.escape(h.where)}</figcaption></figure>"
-        for h in heads
-    )
-    return f'<div class="gallery">{cells}</div>' if heads else "<p>No heads.</p>"
-
-
-STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-    "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    "td:first-child{text-align:left}.gallery{display:flex;flex-wrap:wrap;gap:6px}"
-    "figure{margin:0;width:96px;font-size:10px;text-align:center}figure img{max-width:96px}"
-    ".below{color:#b00;font-weight:bold}"
-)
-
-
-def render_html(summary: dict, tables: dict, rows: list, plots: dict, gallery) -> str:
-    """``report.html``: everything in one file (inline CSS, images as data URIs, no scripts)."""
-    grader = summary.get("grader")
-    parts = [
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Inference report"
-        f"</title><style>{STYLE}</style></head><body><h1>Inference report</h1>",
-        f"<p>Model <code>{html.escape(str(summary['weights']))}</code>"
-        + (
-            f", head grader <code>{html.escape(grader)}</code>"
-            if grader
-            else " (grades: the detector's classes)"
-        )
-        + f"; {summary['processed']} input(s) processed in {summary['seconds']} s.</p>",
-        f"<p>% good with its 95 % Wilson interval; WHO reference: &ge; "
-        f"{WHO_NORMAL_FORMS_PCT:g} % normal forms (WHO laboratory manual, 5th/6th ed.).</p>",
-        "<h2>Samples</h2>",
-        _html_table(*tables["samples"], "samples"),
-    ]
-    if plots.get("percent"):
-        parts.append(f'<img class="plot" src="{png_data_uri(plots["percent"])}" alt="% good">')
-    if plots.get("grades"):
-        parts += [
-            "<h2>Grades per field</h2>",
-            "<p>% good of each field's whole heads (heads cut by the border are not graded) "
-            "and the grader's p_bad of every whole head.</p>",
-            f'<img class="plot" src="{png_data_uri(plots["grades"])}" alt="grades per field">',
-        ]
-    if tables["criteria"][1]:  # a part segmenter ran: % normal by WHO's strict criteria
-        parts += ["<h2>WHO strict criteria (parts)</h2>", _html_table(*tables["criteria"], "who")]
-    parts += ["<h2>Morphometrics: median [IQR]</h2>", _html_table(*tables["morphometrics"], "m")]
-    if plots.get("morphometrics"):
-        src = png_data_uri(plots["morphometrics"])
-        parts.append(f'<img class="plot" src="{src}" alt="morphometric distributions">')
-    parts.append("<h2>Heads, by how sure the grade is</h2>")
-    for r in rows:
-        parts += [
-            f"<h3>{html.escape(r['name'])}</h3>",
-            "<p>Most certain first:</p>",
-            _html_gallery(gallery.most_certain(r["key"]) if gallery else []),
-            "<p>Least certain (borderline) first:</p>",
-            _html_gallery(gallery.least_certain(r["key"]) if gallery else []),
-        ]
-    headers, skipped = tables["skipped"]
-    parts.append(f"<h2>Skipped files ({len(skipped)})</h2>")
-    parts.append(_html_table(headers, skipped, "skipped") if skipped else "<p>None.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) -> list[Path]:
     """Write ``report.html`` and ``REPORT.md`` into ``out_dir`` (which holds the run's
     ``instances.csv``); returns their paths."""
@@ -335,6 +261,8 @@ def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) 
         "morphometrics": morphometrics_figure(values, um),
         "grades": grades_figure(grades),
     }
+    if tables["criteria"][1]:  # a part segmenter ran: the criteria's distributions too
+        plots["criteria"] = criteria_figure(read_criteria(out_dir / "instances.csv", sample_of))
     page = render_html(summary, tables, rows, plots, gallery)
     write_bytes_atomic(out_dir / HTML_NAME, page.encode("utf-8"))
     write_bytes_atomic(out_dir / MD_NAME, render_markdown(summary, tables).encode("utf-8"))
