@@ -8,7 +8,9 @@
     same fields copied N times): memory must not grow with the number of fields;
 (c) with ``--parts RUN [RUN]``: infer.py's job with the part segmenter(s) and the WHO criteria
     (``infer.py --parts``: a field and/or a head segmenter) vs without, alternated, best of
-    ``--repeats``; target: at most +30 %.
+    ``--repeats``; target: at most +30 % per field. Twice: with the end-of-run report (whose
+    criteria plots are a fixed cost per run, spread over only ``--num-fields`` fields here) and
+    without it (``--no-report``: the cost per field that a long run sees).
 (d) with ``--tta MODE``: infer.py's job with the detector's flip test-time augmentation
     (``SPERM.INFER_TTA MODE``) vs without, alternated, best of ``--repeats``.
 
@@ -105,8 +107,15 @@ def main(args: argparse.Namespace) -> None:
         )
         if args.parts:
             parsed = SpermPredictor.load(args.run, batch_size=1, parts_run=args.parts)
-            line = job_overhead(predictor, parsed, "--parts", args, work / "fields", work)
-            print(f"(c) {line}; target <= +30 %", flush=True)
+            for report in (True, False):
+                line = job_overhead(
+                    predictor, parsed, "--parts", args, work / "fields", work, report
+                )
+                print(
+                    f"(c) {line}, {'with' if report else 'without'} the end-of-run report; "
+                    "target <= +30 %",
+                    flush=True,
+                )
         if args.tta:
             opts = ["SPERM.INFER_TTA", args.tta]
             tta = SpermPredictor.load(args.run, batch_size=1, opts=opts)
@@ -136,15 +145,23 @@ def main(args: argparse.Namespace) -> None:
 
 
 def job_overhead(
-    plain: SpermPredictor, variant: SpermPredictor, label: str, args, folder: Path, work: Path
+    plain: SpermPredictor,
+    variant: SpermPredictor,
+    label: str,
+    args,
+    folder: Path,
+    work: Path,
+    report: bool = True,
 ) -> str:
     """infer.py's job with ``variant`` vs ``plain`` on the same fields, alternated, best of
-    ``--repeats``: the seconds per field of both and the variant's extra time."""
+    ``--repeats``: the seconds per field of both and the variant's extra time (``report``
+    False: both without the end-of-run report)."""
     times: dict[str, list[float]] = {"plain": [], "variant": []}
     for r in range(args.repeats):
         order = (("plain", plain), ("variant", variant))
         for name, predictor in order if r % 2 == 0 else order[::-1]:
-            times[name].append(timed_inference(predictor, folder, work / f"{label}_{name}_{r}"))
+            out = work / f"{label}_{name}_{r}_{report}"
+            times[name].append(timed_inference(predictor, folder, out, report))
     plain_s, variant_s = min(times["plain"]), min(times["variant"])
     n = len(list(folder.iterdir()))
     return (
