@@ -75,9 +75,9 @@ def assign_parts(
         nearest[box][closer] = i
     out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
     head_masks = []
+    names = [name for name in HEAD_PARTS if name in index]
     for i, (h, box) in enumerate(zip(heads, boxes)):
         core = h.copy()
-        names = [name for name in HEAD_PARTS if name in index]
         for name in names:
             out[i][name] = np.zeros(labels.shape, bool)
         if box is not None:  # a head's parts lie within HEAD_MARGIN of it: inside its box
