@@ -117,7 +117,11 @@ def test_instances_and_images_carry_the_criteria(infer_out) -> None:
     records = [json.loads(line) for line in (out / "images.jsonl").read_text().splitlines()]
     who = records[0]["who"]
     assert sum(who[g] for g in ("normal", "abnormal", "not assessable")) == 2
-    assert {"who_grade", "who_failed"} <= set(records[0]["instances"][0])
+    head = records[0]["instances"][0]
+    assert set(PART_COLUMNS) <= set(head)  # every criterion, as in instances.csv
+    row = next(r for r in rows if r["file"] == records[0]["file"])
+    assert float(head["who_vacuole_share"]) == float(row["who_vacuole_share"])
+    assert head["who_grade"] == row["who_grade"]
 
 
 def test_report_has_the_criteria_table(infer_out) -> None:

@@ -36,9 +36,10 @@ PART_COLUMNS = tuple(PartCriteria().as_row())
 INSTANCE_COLUMNS += PART_COLUMNS
 
 
-#: per-head values repeated in ``images.jsonl`` (the grader's are null without a grader)
+#: per-head values repeated in ``images.jsonl`` (the grader's are null without a grader): every
+#: WHO criterion of the parts too, as in ``instances.csv`` (blank without parts)
 RECORD_KEYS = ("class", "score", "p_bad", "detector_class", "at_border", "x0", "y0", "x1", "y1")
-RECORD_KEYS += ("area_px", "who_flags", "who_grade", "who_failed", "who_acrosome_share")
+RECORD_KEYS += ("area_px", "who_flags") + PART_COLUMNS
 GRADER_COLUMNS = ("p_bad", "detector_class")
 
 
