@@ -31,7 +31,7 @@ class _GroupNorm(nn.GroupNorm):
     """GroupNorm computed in fp32 whatever the input's dtype (what CUDA's autocast does; CPU
     autocast leaves it in bf16), the output in the input's dtype: on CPU, bf16 GroupNorm over
     channels-last maps of few channels (the field segmenter's first level: 8) is several times
-    slower than fp32 (README Results: part inference cost)."""
+    slower than fp32 (README Results, parts: the rest of the part cost)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
