@@ -21,7 +21,7 @@ from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.parts.targets import PART_CLASSES
 
 from .part_scenes import sperm_polygons
-from .test_run_report import _browser, _chromium
+from .test_run_report import _chromium, _decoded_dom
 
 CLASSES = ("good", "bad")
 #: (cx, cy, angle) of each sperm in a 128-px field; the third one's tail leaves the image
@@ -171,19 +171,7 @@ def test_report_shows_the_criteria_distributions_and_the_part_legend_with_parts(
 
 
 def test_a_real_browser_renders_the_criteria_plot(parts_report_dir, tmp_path):
-    chromium = _chromium()
-    probe = (
-        (parts_report_dir / "report.html")
-        .read_text()
-        .replace(
-            "</body>",
-            "<script>window.addEventListener('load',()=>document.querySelectorAll('img')"
-            ".forEach(i=>i.setAttribute('data-decoded',i.naturalWidth+'x'+i.naturalHeight)))"
-            "</script></body>",
-        )
-    )
-    (tmp_path / "probe.html").write_text(probe, encoding="utf-8")
-    dom = _browser(chromium, tmp_path / "p", "--dump-dom", f"file://{tmp_path / 'probe.html'}")
+    dom = _decoded_dom(_chromium(), parts_report_dir / "report.html", tmp_path)
     plot = re.search(r'<img[^>]*alt="WHO criteria distributions"[^>]*>', dom.stdout).group(0)
     w, h = map(int, re.search(r'data-decoded="(\d+)x(\d+)"', plot).groups())
     assert w > 500 and h > 300

@@ -169,21 +169,22 @@ def _browser(chromium: str, profile: Path, *args: str) -> subprocess.CompletedPr
     )
 
 
-def test_a_real_browser_renders_the_tables_and_images(report_dir, tmp_path):
-    chromium = _chromium()
-    # a copy of the page that writes, once loaded, each image's decoded size into the DOM
-    probe = (
-        (report_dir / "report.html")
-        .read_text()
-        .replace(
-            "</body>",
-            "<script>window.addEventListener('load',()=>document.querySelectorAll('img')"
-            ".forEach(i=>i.setAttribute('data-decoded',i.naturalWidth+'x'+i.naturalHeight)))"
-            "</script></body>",
-        )
+def _decoded_dom(chromium: str, report: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The DOM of a copy of ``report`` that writes, once loaded, each image's decoded size into
+    its ``data-decoded`` attribute, as the headless browser renders it."""
+    probe = report.read_text().replace(
+        "</body>",
+        "<script>window.addEventListener('load',()=>document.querySelectorAll('img')"
+        ".forEach(i=>i.setAttribute('data-decoded',i.naturalWidth+'x'+i.naturalHeight)))"
+        "</script></body>",
     )
     (tmp_path / "probe.html").write_text(probe, encoding="utf-8")
-    dom = _browser(chromium, tmp_path / "p1", "--dump-dom", f"file://{tmp_path / 'probe.html'}")
+    return _browser(chromium, tmp_path / "p1", "--dump-dom", f"file://{tmp_path / 'probe.html'}")
+
+
+def test_a_real_browser_renders_the_tables_and_images(report_dir, tmp_path):
+    chromium = _chromium()
+    dom = _decoded_dom(chromium, report_dir / "report.html", tmp_path)
     tables = re.findall(r"<table.*?</table>", dom.stdout, re.S)
     assert len(tables) == 3
     assert len(re.findall(r"<tr>", tables[0])) == 3  # header + samples A and B

@@ -27,7 +27,7 @@ from sperm_d2.inference.part_criteria import (
     WHO_MAX_VACUOLE_SHARE,
     WHO_MAX_VACUOLES,
 )
-from sperm_d2.inference.report_plots import plotted_samples
+from sperm_d2.inference.report_plots import finish_histogram, plotted_samples, sample_histograms
 
 
 def _number(row: dict, column: str) -> float | None:
@@ -136,9 +136,7 @@ def criteria_figure(values: dict[str, dict[str, array]]) -> bytes | None:
         ax = fig.add_subplot(2, 3, k + 1)
         everything = [x for per in values.values() for x in per[c.title]]
         bins = _bins(everything, c.integer)
-        for name, per in values.items():
-            if len(per[c.title]):
-                ax.hist(per[c.title], bins=bins, histtype="step", linewidth=1.5, label=name)
+        sample_histograms(ax, values, c.title, bins)
         if not everything:
             ax.text(0.5, 0.5, "none measured", transform=ax.transAxes, ha="center")
         lo, hi = c.normal
@@ -149,9 +147,6 @@ def criteria_figure(values: dict[str, dict[str, array]]) -> bytes | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axvspan(lo, hi, color="tab:green", alpha=0.15, label="normal range")
         ax.set_xlabel(f"{c.title} ({c.unit})")
-        ax.set_ylabel("heads")
-        ax.grid(alpha=0.3)
-        if k == 0:
-            ax.legend(fontsize=7)
+        finish_histogram(ax, k == 0)
     fig.tight_layout()
     return figure_png(fig, dpi=90)

@@ -60,6 +60,21 @@ def plotted_samples(
     return {"all samples": merged}
 
 
+def sample_histograms(ax, values: dict[str, dict[str, array]], title: str, bins) -> None:
+    """One step histogram per sample of quantity ``title`` on ``ax`` (common ``bins``)."""
+    for name, per in values.items():
+        if len(per[title]):
+            ax.hist(per[title], bins=bins, histtype="step", linewidth=1.5, label=name)
+
+
+def finish_histogram(ax, first: bool) -> None:
+    """The histograms' common dressing: heads counted, a light grid, the legend on the first."""
+    ax.set_ylabel("heads")
+    ax.grid(alpha=0.3)
+    if first:
+        ax.legend(fontsize=7)
+
+
 def morphometrics_figure(values: dict[str, dict[str, array]], um: bool) -> bytes | None:
     """Histograms of length, width, ellipticity and area per sample (common bins), with the WHO
     normal ranges shaded where they apply, as PNG (``None``: no heads)."""
@@ -74,16 +89,11 @@ def morphometrics_figure(values: dict[str, dict[str, array]], um: bool) -> bytes
         unit = unit_um if um else unit_px
         everything = [x for per in values.values() for x in per[title]]
         bins = np.histogram_bin_edges(everything, bins=20) if everything else 20
-        for name, per in values.items():
-            if len(per[title]):
-                ax.hist(per[title], bins=bins, histtype="step", linewidth=1.5, label=name)
+        sample_histograms(ax, values, title, bins)
         if who is not None and (um or not unit):  # WHO ranges are in µm (ellipticity: none)
             ax.axvspan(*who, color="tab:green", alpha=0.15, label="WHO normal range")
         ax.set_xlabel(f"{title} ({unit})" if unit else title)
-        ax.set_ylabel("heads")
-        ax.grid(alpha=0.3)
-        if k == 0:
-            ax.legend(fontsize=7)
+        finish_histogram(ax, k == 0)
     fig.tight_layout()
     return figure_png(fig, dpi=90)
 
