@@ -152,11 +152,11 @@ def assess_sperm(
     # the measurements below do not depend on where the sperm lies (moments, rectangles,
     # components, skeletons): they run on the box around it, costing what it does, not the field
     box = mask_box([head, *masks.values()], margin=1) or (slice(0, 0),) * 2
-    head = head[box]
-    acro, nucl, vac, mid, tail = (masks[n][box] for n in PART_CLASSES)
+    head, masks = head[box], {n: m[box] for n, m in masks.items()}
+    acro, nucl, vac, mid, tail = (masks[n] for n in PART_CLASSES)
     out = PartCriteria()
     failed, skipped = out.failed, out.not_assessed
-    missing = [n for n in NEEDED_PARTS if not masks[n][box].any()]
+    missing = [n for n in NEEDED_PARTS if not masks[n].any()]
     skipped += [f"missing:{n}" for n in missing]
     area = float(head.sum())
     if area == 0:
