@@ -2,9 +2,13 @@
 from instances.csv, their histograms in report.html (absent without parts), and the heads'
 parts outlined in the gallery thumbnails (unchanged without parts)."""
 
+import builtins
 import csv
 import dataclasses
+import io
+import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,11 +16,13 @@ import cv2
 import numpy as np
 import pytest
 
-from sperm_d2.inference.criteria_plots import CRITERIA, criteria_figure, read_criteria
+from sperm_d2.inference import job, run_report
+from sperm_d2.inference.criteria_plots import CRITERIA, CriteriaReader, criteria_figure
 from sperm_d2.inference.head_gallery import PART_COLORS_BGR, head_thumbnail
 from sperm_d2.inference.job import InferOptions, run_inference
 from sperm_d2.inference.part_criteria import TAIL_MIN_LENGTH_RATIO
 from sperm_d2.inference.report_plots import MAX_PLOTTED_SAMPLES
+from sperm_d2.inference.report_readers import read_instances
 from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.parts.targets import PART_CLASSES
 
@@ -57,6 +63,13 @@ def _field(source: str, size: int = 128) -> tuple[np.ndarray, ImagePrediction]:
         part_names=PART_CLASSES,
     )
     return image, pred
+
+
+def read_criteria(csv_path: Path, sample_of: dict[str, str]) -> dict:
+    """The criteria's values of ``csv_path`` in a pass of their own."""
+    reader = CriteriaReader(sample_of)
+    read_instances(csv_path, [reader])
+    return reader.result()
 
 
 def _near(image: np.ndarray, bgr: tuple[int, int, int], tol: int = 12) -> int:
@@ -176,3 +189,49 @@ def test_a_real_browser_renders_the_criteria_plot(parts_report_dir, tmp_path):
     w, h = map(int, re.search(r'data-decoded="(\d+)x(\d+)"', plot).groups())
     assert w > 500 and h > 300
     assert len(re.findall(r"<table", dom.stdout)) == 3  # samples, criteria, morphometrics
+
+
+def test_the_report_opens_instances_csv_once_and_writes_what_a_pass_per_reader_writes(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "in" / "A").mkdir(parents=True)
+    (tmp_path / "in" / "B").mkdir(parents=True)
+    for name in ("A/f0.png", "A/f1.png", "B/g.png"):
+        cv2.imwrite(str(tmp_path / "in" / name), _field("x")[0])
+    opened, calls = [], []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).name == "instances.csv":
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    def spy(out, summary, gallery):
+        # only write_run_report's own opens count (the run writes instances.csv before it)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(builtins, "open", counting_open)
+            m.setattr(io, "open", counting_open)  # what pathlib's Path.open calls
+            paths = run_report.write_run_report(out, summary, gallery)
+        calls.append((summary, gallery))
+        return paths
+
+    monkeypatch.setattr(job, "write_run_report", spy)
+    summary = run_inference(
+        PartsPredictor(), [str(tmp_path / "in")], InferOptions(tmp_path / "out")
+    )
+    assert summary["processed"] == 3 and len(calls) == 1
+    assert len(opened) == 1  # one pass feeds the morphometrics, the grades and the criteria
+
+    # the same run folder with one pass per reader, as the report read it before
+    def pass_per_reader(csv_path, readers):
+        for reader in readers:
+            read_instances(csv_path, [reader])
+
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(tmp_path / "out" / "instances.csv", again / "instances.csv")
+    monkeypatch.setattr(run_report, "read_instances", pass_per_reader)
+    run_report.write_run_report(again, *calls[0])
+    for name in (run_report.HTML_NAME, run_report.MD_NAME):
+        assert (again / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
+    assert "WHO criteria distributions" in (again / run_report.HTML_NAME).read_text()

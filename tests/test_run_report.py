@@ -2,6 +2,7 @@
 run_inference writing it (with a stand-in predictor: no model, no weights), and the page as a
 real browser (headless Chromium) renders it."""
 
+import csv
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from detectron2.config import CfgNode
 
 from sperm_d2.inference.head_gallery import HeadGallery
 from sperm_d2.inference.job import InferOptions, run_inference
+from sperm_d2.inference.report_readers import GradesReader, MorphometricsReader, read_instances
 from sperm_d2.inference.run_report import who_mark, wilson_interval
 from sperm_d2.inference.types import ImagePrediction
 
@@ -33,6 +35,36 @@ def test_wilson_interval_matches_reference_values():
     assert who_mark(2.0, (0.5, 3.9)).startswith("BELOW")
     assert who_mark(50.0, wilson_interval(50, 100)).startswith("above")
     assert "spans" in who_mark(5.0, (1.0, 12.0))
+
+
+def test_readers_in_one_pass_close_each_field_and_skip_what_is_not_theirs(tmp_path):
+    columns = ["file", "frame", "class", "p_bad", "at_border", "length_um", "length_px"]
+    rows = [
+        ["a.png", "", "good", "0.1", "False", "4.0", "40"],
+        ["a.png", "", "bad", "0.9", "False", "None", "50"],
+        ["a.png", "", "good", "", "True", "3.0", "30"],  # cut by the border: not graded
+        ["b.png", "", "good", "0.2", "True", "", ""],  # a field of border heads only
+        ["v.mp4", "0", "good", "0.3", "False", "5.0", "50"],
+        ["v.mp4", "1", "bad", "0.7", "False", "5.5", "55"],
+        ["v.mp4", "1", "bad", "0.8", "False", "6.0", "60"],
+        ["other.png", "", "good", "0.1", "False", "1.0", "10"],  # not a report sample
+        ["c.png", "", "good", "", "False", "2.0", "20"],  # the last field, no p_bad
+    ]
+    path = tmp_path / "instances.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([columns, *rows])
+    sample_of = {"a.png": "S", "b.png": "S", "v.mp4": "S", "c.png": "T"}
+    um, px = MorphometricsReader(sample_of, True), MorphometricsReader(sample_of, False)
+    grades = GradesReader(sample_of, "good")
+    read_instances(path, [um, px, grades])
+    assert list(um.result()["S"]["length"]) == [4.0, 3.0, 5.0, 5.5, 6.0]
+    assert list(px.result()["S"]["length"]) == [40.0, 50.0, 30.0, 50.0, 55.0, 60.0]
+    assert list(um.result()["T"]["length"]) == [2.0] and "other.png" not in str(um.result())
+    got = {k: {q: list(v) for q, v in g.items()} for k, g in grades.result().items()}
+    assert got == {
+        "S": {"p_bad": [0.1, 0.9, 0.3, 0.7, 0.8], "field_pct_good": [50.0, 100.0, 0.0]},
+        "T": {"p_bad": [], "field_pct_good": [100.0]},
+    }
 
 
 def _heads(source: str, n: int, p_bad: list[float] | None, size: int = 96, frame=None):

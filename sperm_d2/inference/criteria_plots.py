@@ -1,5 +1,5 @@
 """The distribution of each WHO strict criterion in the run report (a part segmenter ran): the
-``who_*`` values of ``instances.csv``, read row by row, and their histograms per sample with each
+``who_*`` values of ``instances.csv``, fed row by row, and their histograms per sample with each
 criterion's normal range (:mod:`sperm_d2.inference.part_criteria`) shaded.
 
 Heads cut by the border count as in the morphometrics (their measurements are listed); a tail cut
@@ -10,10 +10,8 @@ them, so they need no pixel size.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from array import array
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -96,23 +94,31 @@ CRITERIA = (
 )
 
 
-def read_criteria(csv_path: Path, sample_of: dict[str, str]) -> dict[str, dict[str, array]]:
-    """Per sample key, per criterion title, the values of ``instances.csv`` (read row by row);
-    only samples with heads that have parts get an entry."""
-    values: dict[str, dict[str, array]] = {}
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            key = sample_of.get(row["file"])
-            # no head area: no parts ran, or the head's mask was empty (its vacuole count and
-            # share would read 0, measured on nothing)
-            if key is None or not _number(row, "who_head_area_px"):
-                continue
-            per = values.setdefault(key, {c.title: array("d") for c in CRITERIA})
-            for c in CRITERIA:
-                v = c.value(row)
-                if v is not None:
-                    per[c.title].append(v)
-    return values
+class CriteriaReader:
+    """Per sample key, per criterion title, the values of the ``instances.csv`` rows it is fed
+    (the run report's one pass over the file); only samples with heads that have parts get an
+    entry."""
+
+    def __init__(self, sample_of: dict[str, str]) -> None:
+        self.sample_of = sample_of
+        self.values: dict[str, dict[str, array]] = {}
+
+    def add(self, row: dict[str, str]) -> None:
+        """Take one ``instances.csv`` row."""
+        key = self.sample_of.get(row["file"])
+        # no head area: no parts ran, or the head's mask was empty (its vacuole count and
+        # share would read 0, measured on nothing)
+        if key is None or not _number(row, "who_head_area_px"):
+            return
+        per = self.values.setdefault(key, {c.title: array("d") for c in CRITERIA})
+        for c in CRITERIA:
+            v = c.value(row)
+            if v is not None:
+                per[c.title].append(v)
+
+    def result(self) -> dict[str, dict[str, array]]:
+        """The values read so far."""
+        return self.values
 
 
 def _bins(values: list[float], integer: bool) -> np.ndarray | int:

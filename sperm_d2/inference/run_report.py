@@ -7,13 +7,12 @@ against the WHO lower reference limit for normal forms, morphometric distributio
 width, ellipticity, area), a gallery of heads sorted by how sure their grade is
 (:mod:`sperm_d2.inference.head_gallery`), and the skipped files; with a part segmenter also
 the WHO strict criteria and their distributions (:mod:`sperm_d2.inference.criteria_plots`). It
-reads what the run already wrote (``summary.json``'s totals, ``instances.csv`` row by row), so
-memory does not grow with the number of images.
+reads what the run already wrote (``summary.json``'s totals, ``instances.csv`` row by row in
+one pass that feeds every reader), so memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from array import array
@@ -22,7 +21,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from sperm_d2.atomic import write_bytes_atomic
-from sperm_d2.inference.criteria_plots import criteria_figure, read_criteria
+from sperm_d2.inference.criteria_plots import CriteriaReader, criteria_figure
 from sperm_d2.inference.criteria_report import CRITERIA_HEADERS, criteria_rows
 from sperm_d2.inference.head_gallery import HeadGallery
 from sperm_d2.inference.report_html import render_html
@@ -33,6 +32,7 @@ from sperm_d2.inference.report_plots import (
     morphometrics_figure,
     percent_figure,
 )
+from sperm_d2.inference.report_readers import GradesReader, MorphometricsReader, read_instances
 
 logger = logging.getLogger(__name__)
 
@@ -104,52 +104,6 @@ def sample_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def read_morphometrics(
-    csv_path: Path, sample_of: dict[str, str], um: bool
-) -> dict[str, dict[str, array]]:
-    """Per sample key, per quantity title, the values of ``instances.csv`` (read row by row)."""
-    values: dict[str, dict[str, array]] = {}
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            key = sample_of.get(row["file"])
-            if key is None:
-                continue
-            per = values.setdefault(key, {q[0]: array("d") for q in QUANTITIES})
-            for title, col_um, col_px, *_ in QUANTITIES:
-                v = row.get(col_um if um else col_px) or ""
-                if v not in ("", "None"):
-                    per[title].append(float(v))
-    return values
-
-
-def read_grades(csv_path: Path, sample_of: dict[str, str], good: str) -> dict[str, dict]:
-    """Per sample key: ``p_bad`` of its whole heads (graded runs) and the % good of each of its
-    fields (image or video frame) with whole heads, read from ``instances.csv`` row by row (a
-    field's rows are consecutive, so one field is held at a time)."""
-    grades: dict[str, dict[str, array]] = {}
-    field, counts = None, [0, 0]
-
-    def close() -> None:
-        if field is not None and counts[1]:
-            grades[field[0]]["field_pct_good"].append(100.0 * counts[0] / counts[1])
-
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            key = sample_of.get(row["file"])
-            if key is None or row.get("at_border") == "True":
-                continue
-            per = grades.setdefault(key, {"p_bad": array("d"), "field_pct_good": array("d")})
-            if (key, row["file"], row["frame"]) != field:
-                close()
-                field, counts = (key, row["file"], row["frame"]), [0, 0]
-            counts[0] += row["class"] == good
-            counts[1] += 1
-            if row.get("p_bad") not in (None, ""):
-                per["p_bad"].append(float(row["p_bad"]))
-    close()
-    return grades
-
-
 def _fmt_pct(r: dict) -> tuple[str, str]:
     if r["pct"] is None:
         return "-", "-"
@@ -164,7 +118,9 @@ def _median_iqr(v: array) -> str:
     return f"{q[1]:.2f} [{q[0]:.2f}-{q[2]:.2f}]"
 
 
-def _tables(summary: dict, rows: list[dict], values: dict, um: bool) -> dict[str, tuple]:
+def _tables(
+    summary: dict, rows: list[dict], values: dict, um: bool, criteria: list[list]
+) -> dict[str, tuple]:
     """(headers, rows) of every table in the report, shared by the HTML and the Markdown."""
     classes = summary["classes"]
     counts = [
@@ -207,10 +163,7 @@ def _tables(summary: dict, rows: list[dict], values: dict, um: bool) -> dict[str
             morph,
         ),
         "skipped": (["file", "reason"], skipped),
-        "criteria": (
-            CRITERIA_HEADERS,
-            criteria_rows(_named_totals(summary), wilson_interval, who_mark),
-        ),
+        "criteria": (CRITERIA_HEADERS, criteria),
     }
 
 
@@ -251,18 +204,22 @@ def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) 
     um = bool(summary.get("um_per_px"))
     rows = sample_rows(summary)
     sample_of = gallery.sample_of if gallery else {}
-    values = read_morphometrics(out_dir / "instances.csv", sample_of, um)
-    tables = _tables(summary, rows, values, um)
+    criteria = criteria_rows(_named_totals(summary), wilson_interval, who_mark)
+    morphometrics = MorphometricsReader(sample_of, um)
     # % good per field needs a "good" grade (a one-class detector without a grader has none)
-    graded = "good" in summary["classes"]
-    grades = read_grades(out_dir / "instances.csv", sample_of, "good") if graded else {}
+    grades = GradesReader(sample_of, "good") if "good" in summary["classes"] else None
+    distributions = CriteriaReader(sample_of) if criteria else None  # a part segmenter ran
+    readers = [r for r in (morphometrics, grades, distributions) if r is not None]
+    read_instances(out_dir / "instances.csv", readers)  # one pass for every reader
+    values = morphometrics.result()
+    tables = _tables(summary, rows, values, um, criteria)
     plots = {
         "percent": percent_figure(rows),
         "morphometrics": morphometrics_figure(values, um),
-        "grades": grades_figure(grades),
+        "grades": grades_figure(grades.result() if grades is not None else {}),
     }
-    if tables["criteria"][1]:  # a part segmenter ran: the criteria's distributions too
-        plots["criteria"] = criteria_figure(read_criteria(out_dir / "instances.csv", sample_of))
+    if distributions is not None:
+        plots["criteria"] = criteria_figure(distributions.result())
     page = render_html(summary, tables, rows, plots, gallery)
     write_bytes_atomic(out_dir / HTML_NAME, page.encode("utf-8"))
     write_bytes_atomic(out_dir / MD_NAME, render_markdown(summary, tables).encode("utf-8"))
