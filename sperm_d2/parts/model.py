@@ -25,6 +25,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from sperm_d2.flip_views import VIEWS, flip_dims
+from sperm_d2.parts.upsample import upsampled_argmax
 
 
 class _GroupNorm(nn.GroupNorm):
@@ -116,8 +117,9 @@ class SpermPartSegmenter(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, K + 1, H, W) fp32 class logits of an (N, C, H, W) batch in 0-255."""
+    def scaled_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K + 1, h, w) fp32 class logits of an (N, C, H, W) batch in 0-255 at the U-Net's
+        own size (``SPERM.PARTS.SCALE`` times the input's; the input's at scale 1)."""
         h, w = images.shape[-2:]
         x = images.to(self.device, torch.float32)
         sh, sw = h, w
@@ -141,26 +143,41 @@ class SpermPartSegmenter(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x.to(skip.dtype), skip], dim=1))
         # fp32 under bf16 autocast too: CPU autocast leaves softmax in bf16, too coarse
-        out = self.classifier(x)[..., :sh, :sw].float()
-        if (sh, sw) != (h, w):
-            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return self.classifier(x)[..., :sh, :sw].float()
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K + 1, H, W) fp32 class logits of an (N, C, H, W) batch in 0-255: the
+        :meth:`scaled_logits` resized back to the input's size."""
+        out = self.scaled_logits(images)
+        size = images.shape[-2:]
+        if out.shape[-2:] != size:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return out
 
-    def test_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """:meth:`logits` averaged over the ``SPERM.PARTS.TTA`` views: each view's input flipped,
-        its logits flipped back; one view at a time (a field's activations are large)."""
+    def _views(self, images: torch.Tensor, logits) -> torch.Tensor:
+        """``logits(images)`` averaged over the ``SPERM.PARTS.TTA`` views: each view's input
+        flipped, its logits flipped back; one view at a time (a field's activations are large)."""
         total = None
         for view in self.tta_views:
             dims = flip_dims(view)
-            out = self.logits(images.flip(dims)).flip(dims) if dims else self.logits(images)
+            out = logits(images.flip(dims)).flip(dims) if dims else logits(images)
             total = out if total is None else total + out
         return total / len(self.tta_views)
 
+    def test_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` averaged over the ``SPERM.PARTS.TTA`` views."""
+        return self._views(images, self.logits)
+
     def labels(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W) int64 class per pixel (0 background): the arg-max of the evaluation's
-        probabilities, taken on the biased logits (the softmax keeps their order) without
-        computing the probabilities of a whole field."""
-        return (self.test_logits(images) + self.logit_bias).argmax(1)
+        probabilities, taken on the biased logits (the softmax keeps their order) at the U-Net's
+        size and resized only where it matters (:mod:`sperm_d2.parts.upsample`; flips and the
+        bias commute with the bilinear resize), without a whole field's probabilities."""
+        low = self._views(images, self.scaled_logits) + self.logit_bias
+        size = tuple(images.shape[-2:])
+        if tuple(low.shape[-2:]) == size:
+            return low.argmax(1)
+        return upsampled_argmax(low, size)
 
     def forward(self, batch: dict) -> dict:
         if not self.training:  # the biases chosen on val (parts.calibrate), zeros by default
