@@ -64,7 +64,8 @@ def _ref_instances(doc: LabelmeFile, width: int, height: int, rel: str = "x.json
         try:
             polys = shape_outlines(shape)
         except ShapeProblem as e:
-            refused.append(f"shape {i} ({shape.label!r}, shape_type {shape.shape_type!r}): {e}")
+            why = f"shape {i} ({shape.label!r}, shape_type {shape.shape_type!r}): {e}"
+            refused.append((why, cls))
             continue
         if not polys:  # an empty mask
             msg = f"shape {i} ({shape.label!r}) covers no pixel, dropped"
@@ -89,7 +90,11 @@ def _ref_instances(doc: LabelmeFile, width: int, height: int, rel: str = "x.json
             groups.setdefault(key, []).append(poly)
     if refused:
         more = f" ({len(refused) - 1} more such shape(s))" if len(refused) > 1 else ""
-        msg = f"{refused[0]}; a head without an outline, the image is skipped{more}"
+        why, cls = refused[0]
+        msg = (
+            f"{why}; an annotated {cls} without an outline (if kept, its pixels would read as "
+            f"background): the image is skipped{more}"
+        )
         res.problems.append(Problem("error", "unconvertible_shape", res.json_rel, msg))
         return res
     res.problems += empty + warned

@@ -59,7 +59,7 @@ def root(tmp_path) -> Path:
     return r
 
 
-def _convert(root: Path, shapes: list[dict], name: str = "a.json"):
+def _convert(root: Path, shapes: list[dict], name: str = "a.json", lm: LabelMap = LM):
     doc = {
         "version": "5.4.1",
         "flags": {},
@@ -70,7 +70,7 @@ def _convert(root: Path, shapes: list[dict], name: str = "a.json"):
         "imageWidth": W,
     }
     (root / name).write_text(json.dumps(doc))
-    return convert_labelme_file(root / name, ConvertContext(root, root.parent / "out", LM))
+    return convert_labelme_file(root / name, ConvertContext(root, root.parent / "out", lm))
 
 
 def _one(res) -> dict:
@@ -175,6 +175,31 @@ def test_labelled_shape_without_outline_refuses_the_image(root, case, shape, why
     assert (problem.level, problem.kind, problem.file) == ("error", "unconvertible_shape", "a.json")
     assert line.startswith("ERROR a.json: shape 1 ('good', shape_type ") and "\n" not in line
     assert why in line and "skipped" in line and "1 more" in line
+
+
+@pytest.mark.parametrize(
+    "labels, label, cls",
+    [
+        ("sperm_parsing_parts.yaml", "tail", "tail"),
+        ("sperm_parsing_parts.yaml", "midpiece", "midpiece"),
+        ("sperm_parsing_heads.yaml", "nucleus", "head"),
+        ("default.yaml", "normal", "good"),
+    ],
+)
+def test_refusal_names_the_class_drawn_without_an_outline(root, labels, label, cls) -> None:
+    """A tail drawn as a line strip under the parts map is a tail without an outline, not a head
+    (before: every such shape was "a head without an outline")."""
+    square = _shape(label, [[30, 10], [40, 10], [40, 20], [30, 20]], group_id=1)
+    line = _shape(label, [[3, 3], [9, 9], [20, 9]], "linestrip", group_id=1)
+    res = _convert(root, [square, line], lm=LabelMap.load(REPO / "configs/labels" / labels))
+    (problem,) = res.problems
+    assert not res.ok and problem.kind == "unconvertible_shape"
+    assert problem.message == (
+        f"shape 1 ({label!r}, shape_type 'linestrip'): a line strip is not a closed outline "
+        "(outline shape types: polygon, rectangle, rotation, circle, mask); an annotated "
+        f"{cls} without an outline (if kept, its pixels would read as background): the image "
+        "is skipped"
+    )
 
 
 def test_shape_of_an_ignored_label_stays_ignored(root) -> None:

@@ -136,6 +136,45 @@ def test_labelme_export_of_a_turned_tiff_is_accepted_by_prepare(tmp_path):
     assert Image.open(src).getexif().get(0x0112) == 6  # the input is untouched
 
 
+def test_labelme_export_of_a_16_bit_grey_png_is_accepted_by_prepare(tmp_path):
+    """prepare_data refuses a 16-bit grey image (training would read it clipped): infer.py
+    --labelme writes the image inference decoded (8-bit) instead of a byte copy, so its own export
+    goes back through prepare_data, and the annotator sees what inference saw."""
+    from sperm_d2.data.convert import stored_format_problem
+    from sperm_d2.inference.labelme_export import export_labelme
+    from sperm_d2.inference.types import empty_prediction
+
+    from .hostile_inputs import gray16_png
+
+    src = tmp_path / "in" / "deep.png"
+    src.parent.mkdir()
+    gray16_png(src)
+    before = src.read_bytes()
+    assert "16-bit" in stored_format_problem(src)
+    image = read_image(src)[0]
+    out = tmp_path / "export"
+    json_path = export_labelme(
+        empty_prediction(str(src), image.shape[:2], ("good", "bad")), out / "deep.png", src
+    )
+    ctx = ConvertContext(out, out, LabelMap.load(LABELS))
+    res = convert_labelme_file(json_path, ctx)
+    assert res.ok, [str(p) for p in res.problems]
+    assert stored_format_problem(out / "deep.png") is None
+    assert np.array_equal(read_image(out / "deep.png")[0], image)  # what inference read
+    assert src.read_bytes() == before  # the input is untouched
+
+
+def test_a_corrupt_image_is_no_question_of_format(tmp_path):
+    """Only how an image is stored makes the export decode it; a file PIL cannot read is left to
+    the converter, which says why it refuses it."""
+    from sperm_d2.data.convert import stored_format_problem
+
+    (tmp_path / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert stored_format_problem(tmp_path / "fake.png") is None
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    assert stored_format_problem(tmp_path / "ok.png") is None
+
+
 # --- 2. tiny or extreme images -----------------------------------------------------------------
 
 #: (name, height, width): a 1-px image, a 10000x20 strip, one side below the limit

@@ -100,3 +100,53 @@ def test_converter_is_silent_on_heads_without_parts(tmp_path) -> None:
     ctx = ConvertContext(root, tmp_path / "out", LabelMap.load(HEAD_LABELS))
     res = convert_labelme_file(root / "f.json", ctx)
     assert res.ok and not [p for p in res.problems if p.kind == "split_nucleus"]
+
+
+def test_converter_warns_once_about_parts_without_a_group_id(tmp_path) -> None:
+    """labelme gives a new shape no group_id: under the parts map such a part belongs to no sperm
+    (head-part training and metrics leave it out), so the file is kept with one warning line
+    naming the shapes; --strict fails on it like on every warning."""
+    from sperm_d2.data.prepare import exit_code, prepare_dataset
+
+    shapes = [("acrosome", 1), ("nucleus", 1), ("acrosome", None), ("head", None), ("tail", None)]
+    root = _labelme(tmp_path, shapes)
+    lm = LabelMap.load(PARTS_LABELS)
+    res = convert_labelme_file(root / "f.json", ConvertContext(root, tmp_path / "out", lm))
+    assert res.ok and len(res.instances) == 4
+    (warning,) = [p for p in res.problems if p.kind == "no_group_id"]
+    assert warning.level == "warning" and warning.file == "f.json" and "\n" not in warning.message
+    assert warning.message.startswith("shape 2 ('acrosome'), shape 4 ('tail') have no group_id")
+    assert "links to no sperm" not in warning.message and "head-part training" in warning.message
+    report = prepare_dataset(root, tmp_path / "ds", lm, ratios=(1,))
+    assert report["problems"]["counts"]["warning"] == {"no_group_id": 1}
+    assert report["ignored_labels"] == {"head": 1}
+    assert exit_code(report) == 0 and exit_code(report, strict=True) == 1
+
+
+def test_one_part_without_a_group_id_is_named_in_the_singular(tmp_path) -> None:
+    root = _labelme(tmp_path, [("acrosome", 1), ("nucleus", None)])
+    res = convert_labelme_file(
+        root / "f.json", ConvertContext(root, tmp_path / "out", LabelMap.load(PARTS_LABELS))
+    )
+    (warning,) = [p for p in res.problems if p.kind == "no_group_id"]
+    assert warning.message.startswith(
+        "shape 1 ('nucleus') has no group_id: it links to no sperm (head-part training and "
+        "metrics leave it out)"
+    )
+
+
+def test_heads_without_a_group_id_are_no_parts(tmp_path) -> None:
+    """Under the heads map (and any map whose classes are not parts) a shape without a group_id
+    is a head of its own: no warning."""
+    root = _labelme(tmp_path, [("acrosome", None), ("nucleus", None)])
+    res = convert_labelme_file(
+        root / "f.json", ConvertContext(root, tmp_path / "out", LabelMap.load(HEAD_LABELS))
+    )
+    assert res.ok and res.problems == []
+
+
+def test_the_converter_knows_the_part_classes() -> None:
+    """convert.py cannot import sperm_d2.parts (torch): its copy of the part names is kept equal."""
+    from sperm_d2.data.convert import PART_NAMES
+
+    assert PART_NAMES == PART_CLASSES

@@ -3,6 +3,7 @@ the report's criteria table, and the labelme round trip of parts (prepare_data.p
 back per sperm by group_id). Synthetic fields, a stand-in predictor: no weights."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -167,6 +168,54 @@ def test_labelme_parts_round_trip_through_prepare_data(infer_out, tmp_path) -> N
     prepare_dataset(out / "labelme", tmp_path / "heads", heads, ratios=(1,))
     coco = json.loads((tmp_path / "heads/annotations/train.json").read_text())
     assert len(coco["annotations"]) == 6
+
+
+def test_labelme_round_trip_keeps_a_head_without_head_parts(tmp_path) -> None:
+    """A head the part model found no head parts in (a round cell) but gave a tail: exported as
+    its outline labelled ``head`` with the sperm's group_id beside its tail (before: the detector
+    class name, no group_id, and the tail orphaned), which the parts label map ignores and
+    counts; without parts the export is the detector's classes as before."""
+    from sperm_d2.data.dataset_report import format_report
+    from sperm_d2.data.labels import LabelMap
+    from sperm_d2.data.prepare import exit_code, prepare_dataset
+    from sperm_d2.inference.labelme_export import UNPARSED_HEAD, export_labelme
+
+    json_path = write_part_scene(tmp_path / "src", "f", seed=3, size=SIZE)
+    _, gt = _truth(json_path)
+    pred = _prediction("f.png", gt)
+    labels = pred.part_labels.copy()
+    head_ids = [PART_CLASSES.index(n) + 1 for n in HEAD_PARTS]
+    labels[1][np.isin(labels[1], head_ids)] = 0  # sperm 2: no head parts, its tail kept
+    pred = dataclasses.replace(pred, part_labels=labels)
+    export_labelme(pred, tmp_path / "lm" / "f.png", image_src=json_path.with_suffix(".png"))
+    shapes = json.loads((tmp_path / "lm" / "f.json").read_text())["shapes"]
+    second = [(s["label"], s["group_id"]) for s in shapes if s["group_id"] == 2]
+    assert second[0] == (UNPARSED_HEAD, 2) and ("tail", 2) in second
+    assert {lab for lab, _ in second} <= {UNPARSED_HEAD, "midpiece", "tail"}
+    assert "no head parts" in shapes[[s["group_id"] for s in shapes].index(2)]["description"]
+    lm = LabelMap.load(REPO / "configs/labels/sperm_parsing_parts.yaml")
+    report = prepare_dataset(tmp_path / "lm", tmp_path / "parts", lm, ratios=(1,))
+    assert exit_code(report) == 0 and report["files"]["converted"] == 1, report["problems"]
+    assert report["ignored_labels"] == {UNPARSED_HEAD: 1}
+    assert "ignored labels: head: 1" in format_report(report)
+    coco = json.loads((tmp_path / "parts/annotations/train.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    got = {(names[a["category_id"]], a["group_id"]) for a in coco["annotations"]}
+    assert ("tail", 2) in got and not {(n, 2) for n in HEAD_PARTS} & got
+    assert {(n, 1) for n in ("acrosome", "nucleus", "tail")} <= got
+    # the heads label map keeps the unparsed head as a head of its own
+    heads = LabelMap.load(REPO / "configs/labels/sperm_parsing_heads.yaml")
+    report = prepare_dataset(tmp_path / "lm", tmp_path / "heads", heads, ratios=(1,))
+    assert exit_code(report) == 0
+    assert (
+        len(json.loads((tmp_path / "heads/annotations/train.json").read_text())["annotations"]) == 2
+    )
+    # without parts: the detector's class names, no group_id, as before
+    plain = dataclasses.replace(pred, part_labels=None, part_names=())
+    export_labelme(plain, tmp_path / "plain" / "f.png", image_src=json_path.with_suffix(".png"))
+    shapes = json.loads((tmp_path / "plain" / "f.json").read_text())["shapes"]
+    assert [(s["label"], s["group_id"]) for s in shapes] == [("good", None), ("bad", None)]
+    assert all(s["description"].startswith("predicted by sperm_d2, score ") for s in shapes)
 
 
 def test_a_part_run_parses_the_heads_of_a_prediction(tmp_path) -> None:

@@ -41,6 +41,7 @@ from sperm_d2.image_io import (
     is_image_path,
     not_a_regular_file,
     picture_difference,
+    preoriented_exif_tag,
 )
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
@@ -50,6 +51,9 @@ _DRAFT_FORMATS = ("JPEG", "MPO")  # decoded at reduced scale by image_size (same
 #: them with PIL, which clips every value above 255 instead of scaling it (inference's OpenCV
 #: reader scales): the model would train on white images, so they are refused here.
 _CLIPPED_MODES = {"I": "32-bit integer grey", "F": "32-bit float grey"}
+#: the part classes of the Sperm Parsing data (``sperm_d2.parts.targets.PART_CLASSES``, which
+#: cannot be imported here: that package loads torch); a test keeps the two equal
+PART_NAMES = ("acrosome", "nucleus", "vacuole", "midpiece", "tail")
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,9 @@ def image_size(data: bytes) -> tuple[int, int, str]:
                     raise ImageProblem(
                         f"is {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS}"
                     )
-                if im.mode in _CLIPPED_MODES or im.mode.startswith("I;16"):
-                    raise ImageProblem(
-                        f"is a {_CLIPPED_MODES.get(im.mode, '16-bit grey')} image (mode "
-                        f"{im.mode}); training reads it clipped to 8 bits (all but the darkest "
-                        "pixels white): save it as 8-bit"
-                    )
+                clipped = _clipped_mode_problem(im.mode)
+                if clipped:
+                    raise ImageProblem(clipped)
                 fmt = (im.format or "png").lower()
                 stored = exif_orientation(im)
                 _decode(im, data, w, h)  # a truncated file fails here, not at training time
@@ -153,6 +154,39 @@ def image_size(data: bytes) -> tuple[int, int, str]:
     if shape:
         raise ImageProblem(shape)
     return (h, w, fmt) if orientation in TRANSPOSED_ORIENTATIONS else (w, h, fmt)
+
+
+def _clipped_mode_problem(mode: str) -> str | None:
+    """Why an image of PIL ``mode`` is refused for its depth (:data:`_CLIPPED_MODES`), or
+    ``None``."""
+    if mode in _CLIPPED_MODES or mode.startswith("I;16"):
+        return (
+            f"is a {_CLIPPED_MODES.get(mode, '16-bit grey')} image (mode {mode}); training reads "
+            "it clipped to 8 bits (all but the darkest pixels white): save it as 8-bit"
+        )
+    return None
+
+
+def stored_format_problem(path: str | os.PathLike) -> str | None:
+    """Why :func:`image_size` would refuse the image at ``path`` for how it is stored rather than
+    for what it shows: more than 8 bits in one channel, or an orientation tag Pillow applies on
+    open (:func:`sperm_d2.image_io.preoriented_exif_tag`). ``None`` for an image it accepts that
+    way, and for a file PIL cannot read (corrupt or not an image: :func:`image_size` says why).
+
+    ``infer.py --labelme`` writes such an image decoded (8-bit, upright) instead of copying it,
+    so that the copy it hands the annotator is one this converter takes.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                clipped = _clipped_mode_problem(im.mode)
+    except Exception:  # noqa: BLE001 - unreadable: not a question of format
+        return None
+    if clipped:
+        return clipped
+    tag = preoriented_exif_tag(path)
+    return f"has an EXIF orientation {tag} Pillow applies on open" if tag else None
 
 
 def _decode(im: Image.Image, data: bytes, w: int, h: int) -> None:
@@ -229,14 +263,16 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
     All the polygons of the file are checked, clipped and measured at once
     (:class:`~sperm_d2.data.geometry.PolygonBatch`); problems are reported shape by shape, in
     order. A shape of a class that gives no outline (a point, a line, a mask without data...,
-    see :mod:`sperm_d2.data.shapes`) refuses the file: kept, its head would be background.
-    A polygon whose shoelace area is zero (a bow-tie) counts by its filled pixels; only one that
-    covers no pixel is dropped.
+    see :mod:`sperm_d2.data.shapes`) refuses the file: kept, its head or part would be
+    background. A polygon whose shoelace area is zero (a bow-tie) counts by its filled pixels;
+    only one that covers no pixel is dropped. A part (:data:`PART_NAMES`) without a group_id is
+    kept with a warning: it belongs to no sperm, so the head-part training leaves it out.
     """
     classes: dict[str, str | None] = {}  # label -> class, looked up once per distinct label
     shapes, points, lengths = [], [], []  # (shape index, shape, class) per polygon, maybe short
-    refused: list[str] = []  # why each labelled shape that gives no outline gives none
+    refused: list[tuple[str, str]] = []  # (why, class) of each labelled shape with no outline
     empty: list[str] = []  # masks without a pixel: dropped, as a polygon covering none
+    unlinked: list[str] = []  # parts without a group_id: they belong to no sperm
     for i, shape in enumerate(doc.shapes):
         if shape.label not in classes:
             classes[shape.label] = ctx.label_map.class_of(shape.label)
@@ -244,6 +280,8 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
         if cls is None:
             res.ignored_labels[shape.label] += 1
             continue
+        if shape.group_id is None and cls in PART_NAMES:
+            unlinked.append(f"shape {i} ({shape.label!r})")
         if shape.shape_type == "polygon":  # [x, y] pairs already (labelme_io checked them)
             outlines = [shape.points]
         else:
@@ -251,7 +289,8 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
                 outlines = [poly.tolist() for poly in shape_outlines(shape)]
             except ShapeProblem as e:
                 stype = shape.shape_type
-                refused.append(f"shape {i} ({shape.label!r}, shape_type {stype!r}): {e}")
+                why = f"shape {i} ({shape.label!r}, shape_type {stype!r}): {e}"
+                refused.append((why, cls))
                 continue
             if not outlines:  # an empty mask
                 empty.append(f"shape {i} ({shape.label!r}) covers no pixel, dropped")
@@ -260,12 +299,19 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
             points.extend(pts)
             lengths.append(len(pts))
     if refused:
-        more = f" ({len(refused) - 1} more such shape(s))" if len(refused) > 1 else ""
-        msg = f"{refused[0]}; a head without an outline, the image is skipped{more}"
+        (why, cls), more = refused[0], ""
+        if len(refused) > 1:
+            more = f" ({len(refused) - 1} more such shape(s))"
+        msg = (
+            f"{why}; an annotated {cls} without an outline (if kept, its pixels would read as "
+            f"background): the image is skipped{more}"
+        )
         _error(res, "unconvertible_shape", msg)
         return
     for msg in empty:
         _warn(res, "zero_area", msg)
+    if unlinked:
+        _warn(res, "no_group_id", _unlinked_message(unlinked))
     batch = PolygonBatch(points, lengths)
     finite = batch.finite()  # a circle of astronomic radius: cos * inf
     usable = finite & (batch.lengths >= 3)
@@ -313,6 +359,19 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
             inst["group_id"] = gid
         res.instances.append(inst)
     _check_parts(res)
+
+
+def _unlinked_message(unlinked: list[str]) -> str:
+    """One line naming the part shapes without a group_id (the first few, then how many more)."""
+    named = ", ".join(unlinked[:5])
+    if len(unlinked) > 5:
+        named += f" and {len(unlinked) - 5} more"
+    have = "has no group_id: it links" if len(unlinked) == 1 else "have no group_id: they link"
+    return (
+        f"{named} {have} to no sperm (head-part training and metrics leave "
+        f"{'it' if len(unlinked) == 1 else 'them'} out); give each part its sperm's group_id "
+        "in labelme"
+    )
 
 
 def _check_parts(res: FileResult) -> None:
@@ -377,7 +436,7 @@ def _convert(json_path: Path, res: FileResult, ctx: ConvertContext) -> FileResul
         _error(res, "unknown_label", f"unknown label(s) {unknown} (add to {ctx.label_map.source})")
         return res
     _instances(doc, res, ctx, width, height)
-    if any(p.level == ERROR for p in res.problems):  # a head that gives no outline
+    if any(p.level == ERROR for p in res.problems):  # a shape that gives no outline
         return res
     res.file_name = Path(os.path.relpath(image_path, ctx.resolved_output_root)).as_posix()
     res.width, res.height = width, height

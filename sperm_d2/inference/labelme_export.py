@@ -2,7 +2,15 @@
 
 An annotator opens the copy in labelme and corrects the predicted outlines instead of drawing
 every head from scratch; the corrected files go back through ``tools/prepare_data.py`` like any
-hand-made annotation (labels are the class names, which every label map knows).
+hand-made annotation. Without a part segmenter each head is its outline labelled with the
+detector's class name (the label map the detector was trained with knows it). With one, each
+sperm's parts are polygons labelled with the part names and the sperm's ``group_id``, for
+``configs/labels/sperm_parsing_parts.yaml``; a head the part model found no head parts in is
+its outline labelled :data:`UNPARSED_HEAD` with that ``group_id`` (beside its midpiece and tail,
+if any), which that map ignores: the annotator draws its parts or deletes it. The image is a
+byte copy of the source unless ``prepare_data.py`` would refuse that for how it is stored
+(:func:`sperm_d2.data.convert.stored_format_problem`): then it is the decoded image inference
+read, so the annotator, training and inference see the same pixels.
 """
 
 import os
@@ -12,10 +20,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sperm_d2.data.convert import stored_format_problem
 from sperm_d2.data.labelme_io import write_labelme_json
-from sperm_d2.image_io import preoriented_exif_tag, read_image, write_image
+from sperm_d2.image_io import read_image, write_image
 from sperm_d2.inference.parts import head_parts
 from sperm_d2.inference.types import ImagePrediction
+from sperm_d2.parts.targets import HEAD_PARTS
+
+#: label of a detected head the part model found no head parts in (whatever the detector's
+#: classes are called); configs/labels/sperm_parsing_parts.yaml maps it to null (ignored)
+UNPARSED_HEAD = "head"
 
 
 def mask_to_polygon(mask: np.ndarray, epsilon: float = 0.7) -> list[list[float]]:
@@ -76,27 +90,43 @@ def part_shapes(pred: ImagePrediction, i: int) -> list[dict]:
 
 
 def prediction_shapes(pred: ImagePrediction) -> list[dict]:
-    """labelme shapes for every head of ``pred``: its parts when a part segmenter ran
-    (:func:`part_shapes`), else (or when it found none) the head polygon labelled with the
-    class name."""
+    """labelme shapes for every head of ``pred``.
+
+    Without a part segmenter (``pred.part_labels`` is ``None``) each head is its outline labelled
+    with its class name, ``group_id`` null. With one, each head gives its parts
+    (:func:`part_shapes`); a head without a head-part polygon (the head part model turned it
+    down, e.g. a round cell) is its outline labelled :data:`UNPARSED_HEAD` with the same
+    ``group_id`` as its midpiece and tail polygons, so the annotator sees it and can draw its
+    parts or delete it.
+    """
     shapes = []
     for i, (mask, cls, score) in enumerate(zip(pred.masks, pred.classes, pred.scores)):
         parts = part_shapes(pred, i)
-        if parts:
+        if pred.part_labels is not None and any(s["label"] in HEAD_PARTS for s in parts):
             shapes += parts
             continue
         points = mask_to_polygon(mask)
+        if pred.part_labels is None:
+            label, group_id = pred.class_names[int(cls)], None
+            description = f"predicted by sperm_d2, score {float(score):.3f}"
+        else:
+            label, group_id = UNPARSED_HEAD, i + 1
+            description = (
+                f"predicted by sperm_d2 ({pred.class_names[int(cls)]}), score {float(score):.3f}; "
+                "the part model found no head parts in it: draw its parts or delete it"
+            )
         if points:
             shapes.append(
                 {
-                    "label": pred.class_names[int(cls)],
+                    "label": label,
                     "points": points,
-                    "group_id": None,
+                    "group_id": group_id,
                     "shape_type": "polygon",
                     "flags": {},
-                    "description": f"predicted by sperm_d2, score {float(score):.3f}",
+                    "description": description,
                 }
             )
+        shapes += parts
     return shapes
 
 
@@ -116,9 +146,10 @@ def export_labelme(
     if image_src is not None:
         if Path(image_src).resolve() == out_image.resolve():
             pass  # the source is never modified
-        elif preoriented_exif_tag(image_src):
-            # a TIFF Pillow turns on open: written upright without its tag, so that training
-            # reads the copy as the annotator sees it (prepare_data.py refuses the original)
+        elif stored_format_problem(image_src):
+            # a 16-bit grey image or a TIFF Pillow turns on open, which prepare_data.py refuses:
+            # written as inference decoded it (8-bit, upright, without the tag), so that training
+            # reads the copy as the annotator sees it
             upright, reason = read_image(image_src)
             if upright is None:
                 raise ValueError(f"{image_src}: {reason}")
