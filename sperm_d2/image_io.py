@@ -55,8 +55,8 @@ def image_shape_problem(width: int, height: int) -> str | None:
         return f"is {width}x{height} px, below the smallest side of {MIN_IMAGE_SIDE} px"
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         return (
-            f"is {width}x{height} px, longer than {MAX_ASPECT_RATIO} times its width (the "
-            f"largest aspect ratio read is {MAX_ASPECT_RATIO}:1)"
+            f"is {width}x{height} px, its long side more than {MAX_ASPECT_RATIO} times its short "
+            f"side (the largest aspect ratio read is {MAX_ASPECT_RATIO}:1)"
         )
     return None
 

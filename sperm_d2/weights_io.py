@@ -161,9 +161,11 @@ def load_weights(path: str | Path, mmap: bool = False, label: str = "") -> Any:
     return torch_load(str(path), mmap, label)
 
 
-def check_weights_file(path: str) -> Any:
-    """Fail now, in one line, if ``path`` (``MODEL.WEIGHTS``) is not a readable checkpoint;
-    returns what it holds (``None`` for a URL, left to detectron2's loader).
+def check_weights_file(path: str, label: str = "MODEL.WEIGHTS") -> Any:
+    """Fail now, in one line, if ``path`` is not a readable checkpoint; returns what it holds
+    (``None`` for a URL, left to detectron2's loader). ``label`` names the file in the message
+    after its path: the argument that gave it (``MODEL.WEIGHTS``, ``--weights``...) or what it is
+    (``the part run's checkpoint``).
 
     Torch files are memory-mapped where the format allows (the tensors are not read); ``.pkl``
     files are read whole by the restricted unpickler, so a pickle that would run code is
@@ -176,25 +178,25 @@ def check_weights_file(path: str) -> Any:
         return None
     p = Path(path).expanduser()
     if not p.exists():
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS file not found")
+        raise CheckpointError(f"{path}: {label} file not found")
     if not p.is_file():
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS is not a file")
+        raise CheckpointError(f"{path}: {label} is not a file")
     if p.stat().st_size == 0:
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS file is empty")
+        raise CheckpointError(f"{path}: {label} file is empty")
     if p.suffix == ".pkl":
-        return load_weights(p, label="MODEL.WEIGHTS")
+        return load_weights(p, label=label)
     try:
         # mmap (tensors not read) needs the zip format of torch >= 1.6; older files load whole
-        obj = torch_load(str(p), zipfile.is_zipfile(p), "MODEL.WEIGHTS")
+        obj = torch_load(str(p), zipfile.is_zipfile(p), label)
     except CheckpointError:
         raise
     except Exception as e:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(
-            f"{path}: MODEL.WEIGHTS is not a readable torch checkpoint "
+            f"{path}: {label} is not a readable torch checkpoint "
             f"({type(e).__name__}: {first_line(e)[:200]})"
         ) from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: MODEL.WEIGHTS holds a {type(obj).__name__}, not weights")
+        raise CheckpointError(f"{path}: {label} holds a {type(obj).__name__}, not weights")
     return obj
 
 
@@ -286,16 +288,40 @@ def mismatch_message(incompatible) -> str | None:
     return "; ".join(parts) or None
 
 
+class _HeldRecords(logging.Filter):
+    """A logger filter that holds back every record (in ``records``) instead of letting it out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
 def load_model_weights(model: nn.Module, weights: str | os.PathLike) -> None:
     """Load ``weights`` (a local file or URL) into ``model`` (detectron2's name matching).
+
+    fvcore logs a warning for each parameter that does not fit; they are held back during the
+    load and dropped when the file is then refused (the one line names the layers), logged as
+    usual otherwise.
 
     Raises:
         WeightsMismatchError: the file fits the model only in part (another class count or
             architecture): one line naming the file and the layers. Nothing would be random.
     """
     checkpointer = SafeCheckpointer(model)
-    checkpointer.load(str(weights))
-    problem = mismatch_message(checkpointer.incompatible)
+    held, problem = _HeldRecords(), None
+    checkpointer.logger.addFilter(held)
+    try:
+        checkpointer.load(str(weights))
+        problem = mismatch_message(checkpointer.incompatible)
+    finally:
+        checkpointer.logger.removeFilter(held)
+        if not problem:  # loaded whole, or failed otherwise: what fvcore said is still worth saying
+            for record in held.records:
+                checkpointer.logger.handle(record)
     if problem:
         raise WeightsMismatchError(
             f"{weights}: fits this model only in part (another class count or architecture?): "

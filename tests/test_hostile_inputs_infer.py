@@ -11,6 +11,7 @@ images, so the corpus stays fast.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ EVALUATE = load_tool("evaluate")
 QUICK = REPO / "configs" / "quick_schedules"
 INSTANT = str(QUICK / "sperm_mask_rcnn_R_50_FPN_instant_test.yaml")
 GRADER = str(QUICK / "sperm_grader_instant_test.yaml")
+PARTS = str(QUICK / "sperm_parts_instant_test.yaml")
 LABELS = str(REPO / "configs" / "labels" / "default.yaml")
 FAST = ["--opts", "TEST.DETECTIONS_PER_IMAGE", "3"]
 
@@ -48,10 +50,11 @@ def save_run(folder: Path, config: str) -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """A detector and a grader run folder (random weights), written once."""
+    """A detector, a grader and a part segmenter run folder (random weights), written once."""
     root = tmp_path_factory.mktemp("models")
     save_run(root / "detector", INSTANT)
     save_run(root / "grader", GRADER)
+    save_run(root / "parts", PARTS)
     return root
 
 
@@ -115,6 +118,28 @@ def _copy_run(name: str, rel: str, drop: str = ""):
             (ws / rel / drop).unlink()
 
     return fn
+
+
+def _bad_checkpoint(name: str, rel: str, checkpoint: str, bad):
+    """A copy of the run ``name`` at ``rel`` whose ``checkpoint`` is ``bad`` (bytes, or a function
+    of the run's good checkpoint bytes); a ``model_best.pth`` sits beside the good final."""
+
+    def fn(ws: Path, models: Path) -> None:
+        shutil.copytree(models / name, ws / rel)
+        good = (ws / rel / "model_final.pth").read_bytes()
+        (ws / rel / checkpoint).write_bytes(bad(good) if callable(bad) else bad)
+
+    return _needs_models(fn)
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _a_list(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    torch.save([1, 2, 3], buf)
+    return buf.getvalue()
 
 
 def _needs_models(fn):
@@ -186,6 +211,37 @@ INFER_REFUSED = [
     ),
     ("run_weights_name_missing", None, [*RUN, "--weights", "nope.pth", *GOOD_IN], "nope.pth"),
     ("run_is_a_grader", None, ["--run", "{models}/grader", *GOOD_IN], "--grader"),
+    ("run_is_a_part_segmenter", None, ["--run", "{models}/parts", *GOOD_IN], "as --parts"),
+    (
+        "run_best_checkpoint_truncated",  # no --weights given: the run's checkpoint is named
+        _bad_checkpoint("detector", "run", "model_best.pth", _truncated),
+        ["--run", "{ws}/run", *GOOD_IN],
+        "run/model_best.pth: the --run checkpoint is not a readable torch checkpoint",
+    ),
+    (
+        "parts_checkpoint_truncated",
+        _bad_checkpoint("parts", "p", "model_final.pth", _truncated),
+        [*RUN, "--parts", "{ws}/p", *GOOD_IN],
+        "p/model_final.pth: the part run's checkpoint is not a readable torch checkpoint",
+    ),
+    (
+        "parts_checkpoint_empty",
+        _bad_checkpoint("parts", "p", "model_final.pth", b""),
+        [*RUN, "--parts", "{ws}/p", *GOOD_IN],
+        "p/model_final.pth: the part run's checkpoint file is empty",
+    ),
+    (
+        "parts_checkpoint_not_a_dict",
+        _bad_checkpoint("parts", "p", "model_final.pth", _a_list),
+        [*RUN, "--parts", "{ws}/p", *GOOD_IN],
+        "holds a list, not weights",
+    ),
+    (
+        "parts_best_truncated_beside_a_good_final",  # refused, not passed over for the final
+        _bad_checkpoint("parts", "p", "model_best.pth", _truncated),
+        [*RUN, "--parts", "{ws}/p", *GOOD_IN],
+        "p/model_best.pth: the part run's checkpoint is not a readable",
+    ),
     ("weights_missing", None, [*CFG, "--weights", "{ws}/no.pth", *GOOD_IN], "no.pth"),
     (
         "weights_garbage",
@@ -319,6 +375,12 @@ EVAL_REFUSED = [
     ("eval_output_reused", _write("ev/metrics.json", b"{}"), [*CFG, *EVAL_FOLDERS], "--overwrite"),
     ("eval_run_missing", None, ["--run", "{ws}/norun", *EVAL_FOLDERS], "--run"),
     (
+        "eval_run_is_a_part_segmenter",
+        None,
+        ["--run", "{models}/parts", *EVAL_FOLDERS],
+        "tools/train_net.py --config-file {models}/parts/config.yaml --eval-only",
+    ),
+    (
         "eval_weights_garbage",
         _write("w.pth", b"PK\x03\x04 not a zip"),
         [*CFG, "--weights", "{ws}/w.pth", *EVAL_FOLDERS],
@@ -357,7 +419,7 @@ def test_refused_runs_are_one_line_and_write_nothing(
     assert "Traceback" not in res.stderr
     lines = res.lines(f"{tool}.py")
     assert len(lines) == 1, res.stderr
-    assert culprit in lines[0], lines[0]
+    assert _argv([culprit], ws, models)[0] in lines[0], lines[0]
     assert res.code == 2, lines[0]
     assert snapshot(ws) == before  # inputs unchanged, nothing added: no output, no empty folder
     assert snapshot(models) == models_before

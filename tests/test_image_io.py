@@ -12,6 +12,7 @@ from sperm_d2.image_io import (
     IMAGE_EXTS,
     encode_image,
     fit_within,
+    image_shape_problem,
     is_image_path,
     png_data_uri,
     read_image,
@@ -74,3 +75,12 @@ def test_evaluation_package_still_offers_its_names_lazily():
 def test_grey_images_are_read_as_bgr(tmp_path):
     cv2.imwrite(str(tmp_path / "g.png"), np.zeros((16, 24), np.uint8))
     assert read_image(tmp_path / "g.png")[0].shape == (16, 24, 3)
+
+
+@pytest.mark.parametrize("width, height", [(3000, 40), (40, 3000)])
+def test_an_elongated_image_is_worded_for_either_orientation(width, height):
+    """Before: a wide strip was called longer than a multiple of its width."""
+    problem = image_shape_problem(width, height)
+    assert problem.startswith(f"is {width}x{height} px, its long side more than ")
+    assert "times its short side" in problem and "its width" not in problem
+    assert image_shape_problem(800, 40) is None and image_shape_problem(40, 800) is None  # 20:1

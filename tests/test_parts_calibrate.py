@@ -92,3 +92,67 @@ def test_the_tool_refuses_a_run_that_is_no_part_segmenter(tmp_path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2
     assert "not a part segmenter run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _part_run(folder, checkpoints: dict):
+    """A part run folder of the instant config (no data under its SPERM.DATA_ROOT) holding
+    ``checkpoints`` (name -> bytes, or ``None`` for random weights saved by torch)."""
+    from detectron2.modeling import build_model
+
+    from sperm_d2.config import setup_cfg
+
+    folder.mkdir()
+    cfg = setup_cfg(str(PARTS_INSTANT), ["SPERM.DATA_ROOT", str(folder / "data")])
+    (folder / "config.yaml").write_text(cfg.dump())
+    for name, data in checkpoints.items():
+        if data is None:
+            torch.save({"model": build_model(cfg).state_dict()}, folder / name)
+        else:
+            (folder / name).write_bytes(data)
+    return folder
+
+
+def _calibrate(argv: list[str]):
+    from .hostile_inputs import load_tool, run_main
+
+    return run_main(load_tool("calibrate_parts").main, argv)
+
+
+def _listed(data: object) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "checkpoints, extra, culprit",
+    [
+        ({"model_best.pth": b"PK\x03\x04 truncated"}, [], "model_best.pth: the part run's"),
+        ({"model_final.pth": b""}, [], "model_final.pth: the part run's checkpoint file is empty"),
+        ({"model_final.pth": _listed([1, 2, 3])}, [], "holds a list, not weights"),
+        ({"model_final.pth": None}, ["--weights", "{run}/nope.pth"], "nope.pth: --weights file"),
+        ({"model_final.pth": None}, ["--weights", "{run}"], "--weights is not a file"),
+    ],
+    ids=["truncated_best", "empty", "a_list", "weights_missing", "weights_a_folder"],
+)
+def test_calibrate_parts_refuses_an_unreadable_checkpoint_in_one_line(
+    tmp_path, checkpoints, extra, culprit
+) -> None:
+    """Before: a traceback and exit code 70 (torch's or fvcore's error escaped)."""
+    run = _part_run(tmp_path / "run", checkpoints)
+    config = (run / "config.yaml").read_bytes()
+    res = _calibrate(["--run", str(run), *[a.replace("{run}", str(run)) for a in extra]])
+    assert res.exception is None and res.code == 2, (res.exception, res.stderr[-1500:])
+    [line] = res.lines("calibrate_parts.py")
+    assert culprit in line, line
+    assert (run / "config.yaml").read_bytes() == config and not (run / "calibration.json").exists()
+
+
+def test_calibrate_parts_says_what_is_wrong_with_the_given_dataset(tmp_path) -> None:
+    run = _part_run(tmp_path / "run", {"model_final.pth": None})
+    res = _calibrate(["--run", str(run), "--dataset", "bogus_split"])
+    assert res.exception is None and res.code == 2, (res.exception, res.stderr[-1500:])
+    [line] = res.lines("calibrate_parts.py")
+    assert "--dataset bogus_split: no such split" in line and "give --dataset" not in line, line

@@ -7,10 +7,13 @@ refusal names the file and the marker was never created.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -19,7 +22,14 @@ from torch import nn
 
 from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.inference.model_source import check_model_source
-from sperm_d2.weights_io import CheckpointError, SafeCheckpointer, check_weights_file, load_weights
+from sperm_d2.weights_io import (
+    CheckpointError,
+    SafeCheckpointer,
+    WeightsMismatchError,
+    check_weights_file,
+    load_model_weights,
+    load_weights,
+)
 
 from .conftest import REPO, split_opts
 
@@ -210,3 +220,53 @@ def test_train_net_refuses_model_weights_that_run_code(tmp_path, tiny_dataset) -
     assert len(lines) == 1 and str(path) in lines[0] and "refused" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not marker.exists() and not list((tmp_path / "run").glob("*.pth"))
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _fvcore_log() -> Iterator[_Records]:
+    """What fvcore's checkpoint logger logs (INFO and up), caught on the logger itself: whether
+    it propagates depends on who set up logging earlier in the session."""
+    handler, log = _Records(), logging.getLogger("fvcore.common.checkpoint")
+    old = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+
+
+def test_refused_weights_are_one_line_without_fvcore_s_warning_per_layer(tmp_path) -> None:
+    """Before: a ``Skip loading parameter`` warning per layer, then the one-line refusal."""
+    path = tmp_path / "other.pth"
+    torch.save({"model": nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 5)).state_dict()}, path)
+    with _fvcore_log() as handler:
+        with pytest.raises(WeightsMismatchError, match=r"other.pth: fits this model only in part"):
+            load_model_weights(nn.Sequential(nn.Linear(4, 2), nn.Linear(2, 6)), path)
+        assert not [m for m in handler.messages if "Skip loading" in m], handler.messages
+        # weights that fit whole still log what fvcore says of the load
+        load_model_weights(nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 5)), path)
+        assert any("Loading from" in m for m in handler.messages), handler.messages
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [(b"", "file is empty"), (b"PK\x03\x04 cut", "is not a readable torch checkpoint")],
+)
+def test_check_weights_file_names_the_file_as_told(tmp_path, data, problem) -> None:
+    path = tmp_path / "w.pth"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=rf"w.pth: MODEL.WEIGHTS {problem}"):
+        check_weights_file(str(path))
+    with pytest.raises(CheckpointError, match=rf"w.pth: the part run's checkpoint {problem}"):
+        check_weights_file(str(path), "the part run's checkpoint")

@@ -73,18 +73,22 @@ def calibrate_part_run(
     the run and return what ``calibration.json`` holds.
 
     Raises:
-        InputError: in one line: not a part segmenter run, no such dataset, an empty split.
+        InputError: in one line: not a part segmenter run, an unreadable checkpoint (the run's or
+            ``weights``), no such dataset, an empty split.
     """
     run_dir = Path(run_dir)
-    cfg, checkpoint = part_run(run_dir)
-    checkpoint = Path(weights) if weights else checkpoint
+    cfg, checkpoint = part_run(run_dir, weights)  # checkpoints read as data, checked first
     register_sperm_datasets(cfg)
+    given = dataset
     dataset = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
     if dataset not in DatasetCatalog.list():
         known = ", ".join(n for n in DatasetCatalog.list() if n.startswith("sperm")) or "none"
+        registered = f"registered from SPERM.DATA_ROOT {cfg.SPERM.DATA_ROOT!r}: {known}"
+        if given:
+            raise InputError(f"--dataset {dataset}: no such split for {run_dir} ({registered})")
         raise InputError(
-            f"{run_dir}: no dataset {dataset!r} to calibrate on (registered from "
-            f"SPERM.DATA_ROOT {cfg.SPERM.DATA_ROOT!r}: {known}); give --dataset"
+            f"{run_dir}: no dataset {dataset!r} (its DATASETS.TEST) to calibrate on "
+            f"({registered}); give --dataset"
         )
     model = PartModel(cfg, checkpoint, source=str(run_dir)).model  # weights load as data
     logits, targets = collect_logits(model, PartTrainer.build_test_loader(cfg, dataset))

@@ -2,9 +2,9 @@
 
 ``--run`` (or ``--config-file`` + ``--weights``) and the head grader (``--grader`` or the run's
 ``SPERM.GRADER.RUN``) are resolved into configs and checkpoint paths, and every problem — a
-missing folder, no ``config.yaml``, a missing, empty or garbage checkpoint, a grader folder that
-is no grader run, classes that disagree — is one ``InputError`` line (a ``ValueError``)
-naming the argument.
+missing folder, no ``config.yaml``, a missing, empty or garbage checkpoint, a grader or part
+segmenter run given as the detector, a grader folder that is no grader run, classes that disagree
+— is one ``InputError`` line (a ``ValueError``) naming the argument.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
 from sperm_d2.grading import GRADER_ARCHS, grades_detector, is_grader
 from sperm_d2.inference.run_folder import RUN_CHECKPOINTS, find_run_weights
+from sperm_d2.parts import is_part_segmenter
 from sperm_d2.weights_io import CheckpointError, check_weights_file
 
 
@@ -64,18 +65,21 @@ DETECTOR_KEYS = ("backbone.",)
 GRADER_KEYS = ("stem.", "classifier.", "members.")
 
 
-def _check_weights(path: str, flag: str, prefixes: tuple[str, ...]) -> None:
+def _check_weights(path: str, label: str, prefixes: tuple[str, ...]) -> None:
+    """``path`` read as a checkpoint of the model whose parameters start with ``prefixes``;
+    ``label`` names it after its path in the one-line ``InputError`` (the argument that gave it,
+    or the run it is the checkpoint of)."""
     try:
-        obj = check_weights_file(path)  # read as data: a file that would run code is refused
+        obj = check_weights_file(path, label)  # read as data: a file that would run code is refused
     except CheckpointError as e:
-        raise InputError(str(e).replace("MODEL.WEIGHTS", flag)) from None
+        raise InputError(str(e)) from None
     if obj is None or Path(path).suffix == ".pkl":
         return  # a URL; detectron2 converts model-zoo pickles' names itself
     state = obj.get("model", obj)
     keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
     if not any(k.startswith(prefixes) for k in keys):
         raise InputError(
-            f"{flag} {path}: holds no weights of this model (no {'/'.join(prefixes)}* "
+            f"{path}: {label} holds no weights of this model (no {'/'.join(prefixes)}* "
             f"parameters among its {len(keys)}); is it another model's checkpoint?"
         )
 
@@ -99,16 +103,18 @@ def check_model_source(
     if run is not None:
         run_dir = _run_folder(str(run), "--run")
         cfg = setup_cfg(str(run_dir / "config.yaml"), opts)
+        _check_detector(cfg, str(run), run_dir)
+        # the checkpoint --weights names in the run, else the run's own (model_best/model_final)
+        flag = "--weights" if weights else "the --run checkpoint"
         weights = _run_weights(run_dir, weights, "--run")
-        flag, reads = "--weights" if weights else "--run", [run_dir]
+        reads = [run_dir]
     else:
         cfg = setup_cfg(config_file, opts)
+        _check_detector(cfg, config_file)
         flag = "--weights" if weights is not None else "MODEL.WEIGHTS"
         weights = cfg.MODEL.WEIGHTS if weights is None else weights
         reads = [Path(config_file)] + ([Path(weights)] if weights and "://" not in weights else [])
     where = str(run) if run is not None else config_file
-    if is_grader(cfg):
-        raise InputError(f"{where}: a head-grader model, not a detector; pass it as --grader")
     if weights:
         _check_weights(weights, flag, DETECTOR_KEYS)
     classes = list(cfg.SPERM.CLASSES)
@@ -131,6 +137,25 @@ def check_model_source(
     return src
 
 
+def _check_detector(cfg: CfgNode, where: str, run_dir: Path | None = None) -> None:
+    """One ``InputError`` line when ``cfg`` (of the run folder or config file ``where``) is
+    another model than a detector: a head grader, or a part segmenter (which ``train_net.py
+    --eval-only`` evaluates, as README shows)."""
+    if is_grader(cfg):
+        raise InputError(f"{where}: a head-grader model, not a detector; pass it as --grader")
+    if is_part_segmenter(cfg):
+        config = run_dir / "config.yaml" if run_dir is not None else where
+        try:
+            weights = find_run_weights(run_dir) if run_dir is not None else "<checkpoint>"
+        except FileNotFoundError:
+            weights = run_dir / RUN_CHECKPOINTS[0]
+        raise InputError(
+            f"{where}: a part segmenter, not a detector; give it to infer.py as --parts, and "
+            f"evaluate it with tools/train_net.py --config-file {config} --eval-only "
+            f"MODEL.WEIGHTS {weights}"
+        )
+
+
 def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
     run_dir = _run_folder(grader, flag)
     gcfg = setup_cfg(str(run_dir / "config.yaml"))
@@ -140,7 +165,7 @@ def _check_grader(src: ModelSource, grader: str, flag: str) -> None:
             f"{gcfg.MODEL.META_ARCHITECTURE}, not one of {'/'.join(GRADER_ARCHS)})"
         )
     weights = _run_weights(run_dir, None, flag)
-    _check_weights(weights, flag, GRADER_KEYS)
+    _check_weights(weights, f"the {flag} checkpoint", GRADER_KEYS)
     classes, detector = list(gcfg.SPERM.CLASSES), list(src.cfg.SPERM.CLASSES)
     if not grades_detector(classes, detector):
         raise InputError(

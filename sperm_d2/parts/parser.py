@@ -34,7 +34,7 @@ from sperm_d2.parts.assign import assign_parts
 from sperm_d2.parts.head_crop import crop_matrix, cut_head, head_patch, to_patch
 from sperm_d2.parts.targets import HEAD_PARTS, paint_rank
 from sperm_d2.precision import autocast, use_bf16
-from sperm_d2.weights_io import load_model_weights
+from sperm_d2.weights_io import CheckpointError, check_weights_file, load_model_weights
 
 #: share of a head's mask the head segmenter must call head (not background) for it to get parts
 MIN_HEAD_SHARE = 0.5
@@ -42,9 +42,29 @@ MIN_HEAD_SHARE = 0.5
 RUN_CHECKPOINTS = ("model_best.pth", "model_final.pth")
 
 
-def part_run(run_dir: str | os.PathLike) -> tuple[CfgNode, Path]:
+def check_part_checkpoint(path: str | os.PathLike, label: str) -> Path:
+    """``path`` once :func:`sperm_d2.weights_io.check_weights_file` has read it as a checkpoint
+    (``label``: what it is, or the argument that gave it, shown after its path); ``InputError``
+    in one line naming the file when it is missing, empty, truncated, refused or not weights."""
+    try:
+        check_weights_file(str(path), label)  # as data: a file that would run code is refused
+    except CheckpointError as e:
+        raise InputError(str(e)) from None
+    return Path(path)
+
+
+def part_run(
+    run_dir: str | os.PathLike, weights: str | os.PathLike | None = None
+) -> tuple[CfgNode, Path]:
     """(config, checkpoint) of a part segmenter's run folder; ``InputError`` in one line when it
-    is not one."""
+    is not one or its checkpoint is no readable checkpoint.
+
+    The checkpoint is ``weights`` when given (a path, as ``--weights`` names it), else the run's
+    ``model_best.pth``, else its ``model_final.pth``. An unreadable ``model_best.pth`` (truncated,
+    empty, not weights) is refused, naming it, rather than passed over for ``model_final.pth``:
+    the detector's run folders do the same, and a silent fallback would hide the broken file and
+    run other weights than the run chose.
+    """
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
@@ -55,9 +75,11 @@ def part_run(run_dir: str | os.PathLike) -> tuple[CfgNode, Path]:
             f"{run_dir}: not a part segmenter run (MODEL.META_ARCHITECTURE is "
             f"{cfg.MODEL.META_ARCHITECTURE}, not SpermPartSegmenter)"
         )
+    if weights:
+        return cfg, check_part_checkpoint(weights, "--weights")
     for name in RUN_CHECKPOINTS:
         if (run_dir / name).is_file():
-            return cfg, run_dir / name
+            return cfg, check_part_checkpoint(run_dir / name, "the part run's checkpoint")
     raise InputError(f"{run_dir}: no checkpoint ({', '.join(RUN_CHECKPOINTS)}) in the run folder")
 
 
@@ -72,9 +94,9 @@ def part_runs(given, cfg: CfgNode) -> list[str]:
 
 
 def check_part_runs(runs: Sequence[str | os.PathLike]) -> list[tuple[CfgNode, Path]]:
-    """(config, checkpoint) of each part run of ``runs``; ``InputError`` in one line when one is
-    not a part run, when two take the same input (``SPERM.PARTS.INPUT``) or name different
-    classes."""
+    """(config, checkpoint) of each part run of ``runs`` (:func:`part_run`); ``InputError`` in
+    one line when one is not a part run, its checkpoint is unreadable, two take the same input
+    (``SPERM.PARTS.INPUT``) or they name different classes."""
     found = [part_run(r) for r in runs]
     if not found:
         raise InputError("no part segmenter run given")
