@@ -74,23 +74,39 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _array_self_iou(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pairwise mask IoU ``[N, N]``, areas ``[N]``) of bool masks ``[N, H, W]``, each pair's
-    intersection counted in the overlap of the two masks' boxes only (exact: no pixel lies
-    outside its mask's box), so a field's heads cost their boxes, not N whole fields as RLEs."""
-    n = len(masks)
-    found = [mask_box(m) for m in masks]
-    areas = np.array([m[b].sum() if b else 0 for m, b in zip(masks, found)], np.float64)
-    b = np.zeros((n, 4), np.int64)  # (y0, y1, x0, x1) per mask; an empty one's stays 0
-    for k, box in enumerate(found):
-        if box is not None:
-            b[k] = box[0].start, box[0].stop, box[1].start, box[1].stop
+    """(pairwise mask IoU ``[N, N]``, areas ``[N]``) of bool masks ``[N, H, W]``: each mask cut
+    to its box (:func:`cropped_self_iou`), so a field's heads cost their boxes, not N whole
+    fields as RLEs."""
+    crops, corners = [], []
+    for m in masks:
+        box = mask_box(m)
+        crops.append(m[box] if box else np.zeros((0, 0), bool))
+        corners.append((box[0].start, box[1].start) if box else (0, 0))
+    return cropped_self_iou(crops, corners)
+
+
+def cropped_self_iou(
+    crops: Sequence[np.ndarray], corners: Sequence[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pairwise mask IoU ``[N, N]``, areas ``[N]``) of masks given as bool crops, each holding
+    all of its mask's pixels, with the image coordinates ``(y0, x0)`` of their top-left corners
+    (an empty mask: a 0 x 0 crop). Each pair's intersection is counted in the overlap of the two
+    crops only, so no mask is ever laid out over the whole image."""
+    n = len(crops)
+    areas = np.array([float(c.sum()) for c in crops], np.float64)
+    b = np.zeros((n, 4), np.int64)  # (y0, y1, x0, x1) per crop
+    for k, (c, (y, x)) in enumerate(zip(crops, corners)):
+        b[k] = y, y + c.shape[0], x, x + c.shape[1]
     y0, y1 = np.maximum.outer(b[:, 0], b[:, 0]), np.minimum.outer(b[:, 1], b[:, 1])
     x0, x1 = np.maximum.outer(b[:, 2], b[:, 2]), np.minimum.outer(b[:, 3], b[:, 3])
     ious = np.zeros((n, n))
     for i, j in np.argwhere(np.triu((y0 < y1) & (x0 < x1), 1)):
-        cut = (slice(y0[i, j], y1[i, j]), slice(x0[i, j], x1[i, j]))
-        inter = float((masks[i][cut] & masks[j][cut]).sum())
-        ious[i, j] = ious[j, i] = inter / (areas[i] + areas[j] - inter)
+        ys, xs = (y0[i, j], y1[i, j]), (x0[i, j], x1[i, j])
+        a = crops[i][ys[0] - b[i, 0] : ys[1] - b[i, 0], xs[0] - b[i, 2] : xs[1] - b[i, 2]]
+        c = crops[j][ys[0] - b[j, 0] : ys[1] - b[j, 0], xs[0] - b[j, 2] : xs[1] - b[j, 2]]
+        inter = float((a & c).sum())
+        union = areas[i] + areas[j] - inter
+        ious[i, j] = ious[j, i] = inter / union if union > 0 else 0.0
     return ious, areas
 
 

@@ -119,3 +119,59 @@ def test_predictor_tiles_only_images_the_resize_would_shrink_more_than_a_window(
     small[10:30, 20:50] = 255
     assert predictor._input_size(("s", None, small)) == (60, 90)
     assert len(predictor(small)) == 1
+
+
+def _merge_with_whole_masks(parts, size):
+    """merge_windows' rule the obvious way: every detection laid out over the whole image,
+    IoUs of COCO RLEs, the same preference (whole first, then score) and duplicate tests."""
+    from pycocotools import mask as mask_util
+
+    from sperm_d2.inference.tiling import CUT_INSIDE, _cut_by_window
+    from sperm_d2.masks import SAME_HEAD_IOU, encode_masks, rle_iou
+
+    h, w = size
+    masks, scores, cut = [], [], []
+    for win, pred in parts:
+        for m, s in zip(pred.masks, pred.scores):
+            full = np.zeros((h, w), bool)
+            full[win.y0 : win.y1, win.x0 : win.x1] = m
+            masks.append(full)
+            scores.append(s)
+        cut.append(_cut_by_window(pred.masks, win, h, w))
+    masks, scores, cut = np.stack(masks), np.asarray(scores), np.concatenate(cut)
+    rles = encode_masks(masks)
+    areas = np.asarray(mask_util.area(rles), float)
+    ious = rle_iou(rles, rles)
+    kept = []
+    for i in np.lexsort((-scores, cut)):
+        inter = [ious[i, k] * (areas[i] + areas[k]) / (1 + ious[i, k]) for k in kept]
+        dup = any(ious[i, k] >= SAME_HEAD_IOU for k in kept)
+        if not dup and cut[i] and areas[i] > 0:
+            dup = any(x / areas[i] >= CUT_INSIDE for x in inter)
+        if not dup:
+            kept.append(i)
+    kept = np.asarray(kept)[np.argsort(-scores[kept], kind="stable")]
+    return masks[kept], scores[kept]
+
+
+def test_merging_holds_crops_and_keeps_what_whole_image_masks_would():
+    """Detections are merged from the crops around their masks (memory: the kept heads, not
+    every window's detections laid over the image): the same heads, scores and masks as the
+    rule computed on whole-image masks, on random blobs seen by overlapping windows."""
+    rng = np.random.default_rng(0)
+    h, w = 300, 420
+    image = np.zeros((h, w, 3), np.uint8)
+    for _ in range(25):
+        cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+        axes = (int(rng.integers(4, 30)), int(rng.integers(3, 12)))
+        cv2.ellipse(image, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, (255,) * 3, -1)
+    parts = []
+    for win in tile_windows(h, w, 128, 40):
+        crop = image[win.y0 : win.y1, win.x0 : win.x1]
+        pred = _square_detector(crop, "x")
+        pred.scores[:] = rng.uniform(0.5, 1.0, len(pred)).astype(np.float32)
+        parts.append((win, pred))
+    merged = merge_windows(parts, (h, w), "x", NAMES)
+    masks, scores = _merge_with_whole_masks(parts, (h, w))
+    assert 10 < len(merged) < sum(len(p) for _, p in parts)  # duplicates were removed
+    assert np.array_equal(merged.masks, masks) and np.allclose(merged.scores, scores)

@@ -293,4 +293,5 @@ def test_part_segmenter_trains_through_train_net(part_data, tmp_path) -> None:
     proc = subprocess.run(
         cmd + ["--dataset", "nope_val"], capture_output=True, text=True, timeout=300, cwd=REPO
     )
-    assert proc.returncode == 2 and "no dataset 'nope_val'" in proc.stderr
+    assert proc.returncode == 2 and "--dataset nope_val: no such split" in proc.stderr
+    assert "tinyparts_val" in proc.stderr  # the splits the run has, named

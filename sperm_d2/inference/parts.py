@@ -14,11 +14,7 @@ from sperm_d2.parts.parser import PartParser
 def with_parts(parser: PartParser, image: np.ndarray, pred: ImagePrediction) -> ImagePrediction:
     """``pred`` (one detection per head) with ``part_labels`` from ``parser`` on ``image``."""
     pred = pred.one_per_head()
-    labels = np.zeros(pred.masks.shape, np.uint8)
-    for i, parts in enumerate(parser.parse(image, pred.masks)):
-        for k, name in enumerate(parser.class_names):
-            if name in parts:
-                labels[i][parts[name]] = k + 1
+    labels = parser.part_labels(image, pred.masks)
     return dataclasses.replace(pred, part_labels=labels, part_names=parser.class_names)
 
 

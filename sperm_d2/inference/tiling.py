@@ -20,10 +20,9 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_util
 
 from sperm_d2.inference.types import ImagePrediction, empty_prediction
-from sperm_d2.masks import SAME_HEAD_IOU, encode_masks, rle_iou
+from sperm_d2.masks import SAME_HEAD_IOU, cropped_self_iou, mask_box
 
 #: a cut detection lying this much inside a kept one is that head's cut part
 CUT_INSIDE = 0.5
@@ -82,34 +81,38 @@ def merge_windows(
     frame: int | None = None,
 ) -> ImagePrediction:
     """One prediction for the whole image from its windows' predictions (each in its window's
-    pixels): boxes shifted, masks pasted into the image, duplicates removed (module docstring).
-    The heads come out sorted by score."""
+    pixels): boxes shifted, duplicates removed (module docstring), the kept masks pasted into
+    the image. The heads come out sorted by score. Every detection is held as the crop around
+    its mask until it is kept, so memory holds the image's kept heads, not every window's."""
     h, w = image_size
-    boxes, masks, scores, classes, cut = [], [], [], [], []
+    boxes, crops, corners, scores, classes, cut = [], [], [], [], [], []
     for window, pred in parts:
-        n = len(pred)
-        if not n:
+        if not len(pred):
             continue
         shift = np.array([window.x0, window.y0, window.x0, window.y0], np.float32)
         boxes.append(pred.boxes + shift)
-        full = np.zeros((n, h, w), bool)
-        full[:, window.y0 : window.y1, window.x0 : window.x1] = pred.masks
-        masks.append(full)
+        for m in pred.masks:
+            box = mask_box(m)
+            crops.append(m[box] if box else np.zeros((0, 0), bool))
+            y, x = (box[0].start, box[1].start) if box else (0, 0)
+            corners.append((window.y0 + y, window.x0 + x))
         scores.append(pred.scores)
         classes.append(pred.classes)
         cut.append(_cut_by_window(pred.masks, window, h, w))
     if not scores:
         return empty_prediction(source, (h, w), class_names, frame)
-    all_masks = np.concatenate(masks)
     all_scores = np.concatenate(scores)
-    is_cut = np.concatenate(cut)
-    keep = _dedupe(all_masks, all_scores, is_cut)
+    keep = _dedupe(*cropped_self_iou(crops, corners), all_scores, np.concatenate(cut))
     keep = keep[np.argsort(-all_scores[keep], kind="stable")]
+    masks = np.zeros((len(keep), h, w), bool)
+    for mask, k in zip(masks, keep):
+        (y, x), crop = corners[k], crops[k]
+        mask[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
     return ImagePrediction(
         source=source,
         image_size=(h, w),
         boxes=np.concatenate(boxes)[keep],
-        masks=all_masks[keep],
+        masks=masks,
         scores=all_scores[keep],
         classes=np.concatenate(classes)[keep],
         class_names=tuple(class_names),
@@ -117,11 +120,11 @@ def merge_windows(
     )
 
 
-def _dedupe(masks: np.ndarray, scores: np.ndarray, is_cut: np.ndarray) -> np.ndarray:
-    """Indices kept: whole detections first, then by score (module docstring)."""
-    rles = encode_masks(masks)
-    areas = np.asarray(mask_util.area(rles), np.float64)
-    ious = rle_iou(rles, rles)
+def _dedupe(
+    ious: np.ndarray, areas: np.ndarray, scores: np.ndarray, is_cut: np.ndarray
+) -> np.ndarray:
+    """Indices kept: whole detections first, then by score (module docstring), from the
+    detections' pairwise mask IoUs and areas."""
     # intersection of i and j from their IoU: |i n j| = iou * (|i| + |j|) / (1 + iou)
     inter = ious * (areas[:, None] + areas[None, :]) / (1.0 + ious)
     kept: list[int] = []

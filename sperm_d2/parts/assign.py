@@ -29,37 +29,78 @@ def _grow(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
 
 
-def _attach(part: np.ndarray, anchors: list[np.ndarray]) -> list[np.ndarray]:
-    """Components of ``part`` given to the anchor (grown by ATTACH_PX) they overlap most."""
-    out = [np.zeros(part.shape, bool) for _ in anchors]
+#: a mask given by the crop holding all its pixels and the image coordinates of the crop's
+#: top-left pixel
+Crop = tuple[tuple[int, int], np.ndarray]
+
+
+def _window(
+    anchor: Crop, shape: tuple[int, int], px: int
+) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The box around an anchor's pixels grown by ``px`` within an image of ``shape``, and the
+    anchor laid out in it."""
+    (y, x), crop = anchor
+    tight = mask_box(crop)
+    if tight is None:
+        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0), bool)
+    y0, x0 = y + tight[0].start, x + tight[1].start
+    y1, x1 = y + tight[0].stop, x + tight[1].stop
+    box = (
+        slice(max(y0 - px, 0), min(y1 + px, shape[0])),
+        slice(max(x0 - px, 0), min(x1 + px, shape[1])),
+    )
+    local = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), bool)
+    local[y0 - box[0].start : y1 - box[0].start, x0 - box[1].start : x1 - box[1].start] = crop[
+        tight
+    ]
+    return box, local
+
+
+def _attach(
+    part: np.ndarray, anchors: list[Crop | None], out: np.ndarray, value: int
+) -> list[Crop | None]:
+    """Components of ``part`` given to the anchor (grown by ATTACH_PX) they overlap most: written
+    as ``value`` into ``out[i]`` (anchor ``i``'s label map); returns what each anchor got, as a
+    crop (``None`` for nothing)."""
+    got: list[Crop | None] = [None] * len(anchors)
     if not anchors:
-        return out
+        return got
     n, comp, stats, _ = cv2.connectedComponentsWithStats(part.astype(np.uint8), connectivity=8)
     # overlaps[i, k]: pixels of component k inside anchor i grown, counted in the box around
     # the anchor (every pixel within ATTACH_PX of it lies there: growing it there is exact)
     overlaps = np.zeros((len(anchors), n), np.int64)
     for i, a in enumerate(anchors):
-        box = mask_box(a, ATTACH_PX)
-        if box is not None:
-            overlaps[i] = np.bincount(comp[box][_grow(a[box], ATTACH_PX)], minlength=n)
+        if a is not None:
+            box, local = _window(a, part.shape, ATTACH_PX)
+            if local.size:
+                overlaps[i] = np.bincount(comp[box][_grow(local, ATTACH_PX)], minlength=n)
     overlaps[:, 0] = 0  # label 0 is the background, no component
-    for k in np.flatnonzero(overlaps.max(0) > 0):  # each component written in its own box
-        x, y, w, h = stats[k, :4]
-        cut = (slice(y, y + h), slice(x, x + w))
-        out[int(overlaps[:, k].argmax())][cut] |= comp[cut] == k  # first anchor on a tie
-    return out
+    mine: dict[int, list[int]] = {}
+    for k in np.flatnonzero(overlaps.max(0) > 0):  # first anchor on a tie
+        mine.setdefault(int(overlaps[:, k].argmax()), []).append(int(k))
+    for i, ks in mine.items():  # each component written in its own box
+        for k in ks:
+            x, y, w, h = stats[k, :4]
+            cut = (slice(y, y + h), slice(x, x + w))
+            out[i][cut][comp[cut] == k] = value
+        x0, y0 = stats[ks, 0].min(), stats[ks, 1].min()
+        x1, y1 = (stats[ks, 0] + stats[ks, 2]).max(), (stats[ks, 1] + stats[ks, 3]).max()
+        got[i] = ((int(y0), int(x0)), out[i][y0:y1, x0:x1] == value)
+    return got
 
 
-def assign_parts(
+def assign_part_labels(
     labels: np.ndarray, heads: np.ndarray, class_names: Sequence[str] = PART_CLASSES
-) -> list[dict[str, np.ndarray]]:
-    """Per head of ``heads`` (N, H, W) bool, its parts: part name -> (H, W) bool, from a label map
-    (0 background, 1 + i for ``class_names[i]``). Every step but the component labelling works in
-    the box around a head or a component, so a field costs what its sperm do."""
+) -> np.ndarray:
+    """Per head of ``heads`` (N, H, W) bool, its parts as a label map of its own: (N, H, W)
+    uint8, 0 none, 1 + i for ``class_names[i]``, from a field's label map (same coding). Every
+    step but the component labelling works in the box around a head or a component, so a field
+    costs what its sperm do, and no per-part mask of the whole image is made."""
     heads = np.asarray(heads, bool)
     n = len(heads)
+    out = np.zeros((n, *labels.shape), np.uint8)
     if n == 0:
-        return []
+        return out
     index = {name: i + 1 for i, name in enumerate(class_names)}
     # the nearest head of every pixel within HEAD_MARGIN (distance to each head's mask, computed
     # in the box around the head; the first head wins a tie)
@@ -73,28 +114,41 @@ def assign_parts(
         closer = d < dist[box]
         dist[box][closer] = d[closer]
         nearest[box][closer] = i
-    out: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
-    head_masks = []
-    names = [name for name in HEAD_PARTS if name in index]
+    ids = [index[name] for name in HEAD_PARTS if name in index]
+    cores: list[Crop | None] = []  # each head's mask with its head parts
     for i, (h, box) in enumerate(zip(heads, boxes)):
-        core = h.copy()
-        for name in names:
-            out[i][name] = np.zeros(labels.shape, bool)
-        if box is not None:  # a head's parts lie within HEAD_MARGIN of it: inside its box
-            mine = (nearest[box] == i) & (dist[box] <= HEAD_MARGIN)
-            for name in names:
-                out[i][name][box] = (labels[box] == index[name]) & mine
-                core[box] |= out[i][name][box]
-        head_masks.append(core)
-    mids = _attach(labels == index["midpiece"], head_masks) if "midpiece" in index else None
-    if mids is not None:
-        for i in range(n):
-            out[i]["midpiece"] = mids[i]
+        if box is None:  # a head's parts lie within HEAD_MARGIN of it: inside its box
+            cores.append(None)
+            continue
+        mine = (nearest[box] == i) & (dist[box] <= HEAD_MARGIN)
+        own = np.where(mine & np.isin(labels[box], ids), labels[box], 0).astype(np.uint8)
+        out[i][box] = own
+        cores.append(((box[0].start, box[1].start), h[box] | (own > 0)))
+    mids: list[Crop | None] = [None] * n
+    if "midpiece" in index:
+        mids = _attach(labels == index["midpiece"], cores, out, index["midpiece"])
     if "tail" in index:
-        anchors = [
-            mids[i] if mids is not None and mids[i].any() else head_masks[i] for i in range(n)
-        ]
-        tails = _attach(labels == index["tail"], anchors)
-        for i in range(n):
-            out[i]["tail"] = tails[i]
+        anchors = [m if m is not None else c for m, c in zip(mids, cores)]
+        _attach(labels == index["tail"], anchors, out, index["tail"])
     return out
+
+
+def part_masks(
+    stack: np.ndarray,
+    class_names: Sequence[str] = PART_CLASSES,
+    names: Sequence[str] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Per head of a per-head label stack (N, H, W) (:func:`assign_part_labels`, 1 + i for
+    ``class_names[i]``), part name -> (H, W) bool mask for each of ``names`` (default: every
+    class; empty masks included)."""
+    wanted = list(class_names) if names is None else list(names)
+    codes = {name: k + 1 for k, name in enumerate(class_names)}
+    return [{name: s == codes[name] for name in wanted} for s in stack]
+
+
+def assign_parts(
+    labels: np.ndarray, heads: np.ndarray, class_names: Sequence[str] = PART_CLASSES
+) -> list[dict[str, np.ndarray]]:
+    """Per head of ``heads`` (N, H, W) bool, its parts: part name -> (H, W) bool (the masks of
+    :func:`assign_part_labels`, for callers that want them one by one)."""
+    return part_masks(assign_part_labels(labels, heads, class_names), class_names)

@@ -5,15 +5,18 @@ Loaded from one or two part run folders (``config.yaml`` + ``model_best.pth``, a
 (``SPERM.PARTS.INPUT``):
 
 * a **field** segmenter labels every pixel of the image; each head gets the parts around it
-  (:func:`sperm_d2.parts.assign.assign_parts`): acrosome, nucleus, vacuole, midpiece, tail;
+  (:func:`sperm_d2.parts.assign.assign_part_labels`): acrosome, nucleus, vacuole, midpiece, tail;
 * a **head** segmenter sees each detected head in its canonical crop with its mask
   (:mod:`sperm_d2.parts.head_crop`) and splits the head's mask into acrosome, nucleus and
   vacuole: the detector's outline stays the head's outline.
 
 With both, the head segmenter gives the head parts and the field segmenter the midpiece and tail
-(its head-part pixels are dropped); with the head segmenter alone a head has no midpiece or
-tail (their criteria are then not assessable). :meth:`PartParser.parse_image` gives the image's
-label map and each head's parts, :meth:`PartParser.parse` the parts.
+(its head-part pixels are dropped; inside the head's outline the head parts win, as the
+annotation paints them: :data:`sperm_d2.parts.targets.PAINT_ORDER`); with the head segmenter
+alone a head has no midpiece or tail (their criteria are then not assessable).
+Each head's parts are a label map of its own (:meth:`PartParser.part_labels`, what inference
+keeps); :meth:`PartParser.parse_image` also gives the image's label map, :meth:`PartParser.parse`
+the parts as masks.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from detectron2.modeling import build_model
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
+from sperm_d2.masks import mask_box
 from sperm_d2.parts import is_part_segmenter
-from sperm_d2.parts.assign import assign_parts
+from sperm_d2.parts.assign import HEAD_MARGIN, assign_part_labels, part_masks
 from sperm_d2.parts.head_crop import crop_matrix, cut_head, head_patch, to_patch
 from sperm_d2.parts.targets import HEAD_PARTS, paint_rank
 from sperm_d2.precision import autocast, use_bf16
@@ -152,16 +156,20 @@ class PartModel:
         with torch.inference_mode(), autocast(self.bf16):
             return self.model.labels(_tensor(images)).to(torch.uint8).cpu().numpy()
 
-    def head_parts(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Head input: the head parts of each head ``heads`` (N, H, W) of a BGR image (part
-        name -> (H, W) bool): each head's mask split among them, or no parts at all for a head
-        whose mask the segmenter finds mostly background (less than :data:`MIN_HEAD_SHARE`
-        head: no sperm head, e.g. a round cell; see :mod:`sperm_d2.parts.negatives`)."""
+    def head_part_labels(
+        self, image: np.ndarray, heads: np.ndarray
+    ) -> list[tuple[tuple[int, int], np.ndarray] | None]:
+        """Head input: the head parts of each head ``heads`` (N, H, W) of a BGR image, as the
+        image coordinates ``(y0, x0)`` of its patch and the patch's labels (uint8, 0 outside the
+        head's mask, else 1 + i for ``class_names[i]``): each head's mask split among the head
+        parts; ``None`` for a head whose mask the segmenter finds mostly background (less than
+        :data:`MIN_HEAD_SHARE` head: no sperm head, e.g. a round cell; see
+        :mod:`sperm_d2.parts.negatives`) or that is empty."""
         p = self.cfg.SPERM.PARTS
         size, fraction = int(p.CROP_SIZE), float(p.HEAD_FRACTION)
-        names = [n for n in HEAD_PARTS if n in self.class_names]
-        channels = [self.class_names.index(n) + 1 for n in names]
-        out: list[dict[str, np.ndarray]] = [{} for _ in range(len(heads))]
+        channels = [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
+        ids = np.asarray(channels, np.uint8)
+        out: list[tuple[tuple[int, int], np.ndarray] | None] = [None] * len(heads)
         todo = [(i, patch) for i, m in enumerate(heads) if (patch := head_patch(m)) is not None]
         batch = max(1, int(self.cfg.SPERM.EVAL_BATCH_SIZE))
         for start in range(0, len(todo), batch):
@@ -173,14 +181,7 @@ class PartModel:
                 back = to_patch(pr[[0, *channels]], m, patch)
                 if (back.argmax(0)[patch.mask] > 0).mean() < MIN_HEAD_SHARE:
                     continue
-                best = back[1:].argmax(0)
-                h, w = patch.mask.shape
-                for k, name in enumerate(names):
-                    full = np.zeros(heads[i].shape, bool)
-                    full[patch.y0 : patch.y0 + h, patch.x0 : patch.x0 + w] = patch.mask & (
-                        best == k
-                    )
-                    out[i][name] = full
+                out[i] = ((patch.y0, patch.x0), np.where(patch.mask, ids[back[1:].argmax(0)], 0))
         return out
 
 
@@ -210,24 +211,40 @@ class PartParser:
             raise InputError(f"{self.source}: no field part segmenter to label a whole image")
         return self.field.labels(image[None])[0]
 
-    def _labels_and_parts(
+    def _labels_and_stack(
         self, image: np.ndarray, heads: np.ndarray
-    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
-        """The field segmenter's label map (zeros without one) and each head's parts, the head
-        segmenter's head parts replacing the field segmenter's (module docstring)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The field segmenter's label map (zeros without one) and each head's parts as a label
+        map of its own ((N, H, W) uint8, :func:`sperm_d2.parts.assign.assign_part_labels`), the
+        head segmenter's head parts replacing the field segmenter's (module docstring)."""
         heads = np.asarray(heads, bool).reshape(-1, *image.shape[:2])
         if self.field is not None:
             labels = self.segment(image)
-            parts = assign_parts(labels, heads, self.class_names)
+            stack = assign_part_labels(labels, heads, self.class_names)
         else:
             labels = np.zeros(image.shape[:2], np.uint8)
-            parts = [{} for _ in heads]
+            stack = np.zeros(heads.shape, np.uint8)
         if self.head is not None:
-            for own, theirs, head in zip(parts, self.head.head_parts(image, heads), heads):
-                for name in HEAD_PARTS:  # a head the segmenter turned down keeps no head part
-                    if name in self.class_names:
-                        own[name] = theirs.get(name, np.zeros_like(head))
-        return labels, parts
+            ids = self._head_ids()
+            for own, head, theirs in zip(stack, heads, self.head.head_part_labels(image, heads)):
+                box = mask_box(head, HEAD_MARGIN + 1)  # where the field's head parts can lie
+                if box is not None:  # a head the segmenter turned down keeps no head part
+                    own[box][np.isin(own[box], ids)] = 0
+                if theirs is not None:
+                    (y, x), patch = theirs
+                    region = own[y : y + patch.shape[0], x : x + patch.shape[1]]
+                    inside = patch > 0  # the head's outline: its parts over midpiece and tail
+                    region[inside] = patch[inside]
+        return labels, stack
+
+    def _produced(self) -> list[str]:
+        """The parts these segmenters give a head (no midpiece or tail without a field one)."""
+        if self.field is not None:
+            return list(self.class_names)
+        return [n for n in self.class_names if n in HEAD_PARTS]
+
+    def _head_ids(self) -> list[int]:
+        return [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
 
     def parse_image(
         self, image: np.ndarray, heads: np.ndarray
@@ -235,20 +252,25 @@ class PartParser:
         """``(label map, parts per head)`` of a BGR image and its heads ``heads`` (N, H, W):
         the field segmenter's labels with the head segmenter's parts painted over the heads
         (module docstring)."""
-        labels, parts = self._labels_and_parts(image, heads)
-        if self.head is None:
-            return labels, parts
-        head_ids = [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
-        labels[np.isin(labels, head_ids)] = 0  # the head segmenter's parts replace these
-        for i in paint_rank(self.class_names):
-            for own in parts:
-                if self.class_names[i] in own:
-                    labels[own[self.class_names[i]]] = i + 1
-        return labels, parts
+        labels, stack = self._labels_and_stack(image, heads)
+        if self.head is not None:
+            labels[np.isin(labels, self._head_ids())] = (
+                0  # the head segmenter's parts replace these
+            )
+            for i in paint_rank(self.class_names):
+                for own in stack:
+                    labels[own == i + 1] = i + 1
+        return labels, part_masks(stack, self.class_names, self._produced())
+
+    def part_labels(self, image: np.ndarray, heads: np.ndarray) -> np.ndarray:
+        """The parts of each head ``heads`` (N, H, W) of a BGR image as a label map of its own,
+        (N, H, W) uint8 (0 none, 1 + i for ``class_names[i]``), as :meth:`parse_image` gives
+        them, without its label map."""
+        return self._labels_and_stack(image, heads)[1]
 
     def parse(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
         """The parts of each head ``heads`` (N, H, W) of a BGR image (part name -> bool mask),
         as :meth:`parse_image` gives them, without painting its label map."""
         if len(heads) == 0:
             return []
-        return self._labels_and_parts(image, heads)[1]
+        return part_masks(self.part_labels(image, heads), self.class_names, self._produced())
