@@ -142,6 +142,12 @@ def _a_list(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _no_weights(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"model": 3}, buf)
+    return buf.getvalue()
+
+
 def _needs_models(fn):
     fn.needs_models = True
     return fn
@@ -235,6 +241,12 @@ INFER_REFUSED = [
         _bad_checkpoint("parts", "p", "model_final.pth", _a_list),
         [*RUN, "--parts", "{ws}/p", *GOOD_IN],
         "holds a list, not weights",
+    ),
+    (
+        "parts_checkpoint_holds_no_weights",  # a dict, but {"model": 3}: fvcore would crash
+        _bad_checkpoint("parts", "p", "model_final.pth", _no_weights),
+        [*RUN, "--parts", "{ws}/p", *GOOD_IN],
+        "holds no part segmenter weights (no down./up./classifier.* parameters among its 0)",
     ),
     (
         "parts_best_truncated_beside_a_good_final",  # refused, not passed over for the final

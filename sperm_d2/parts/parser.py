@@ -42,6 +42,8 @@ from sperm_d2.weights_io import CheckpointError, check_weights_file, load_model_
 
 #: share of a head's mask the head segmenter must call head (not background) for it to get parts
 MIN_HEAD_SHARE = 0.5
+#: parameter name prefixes of the part segmenter (``SpermPartSegmenter``'s U-Net)
+PART_KEYS = ("down.", "up.", "classifier.")
 #: checkpoints tried, in order, in a part run folder
 RUN_CHECKPOINTS = ("model_best.pth", "model_final.pth")
 
@@ -51,9 +53,16 @@ def check_part_checkpoint(path: str | os.PathLike, label: str) -> Path:
     (``label``: what it is, or the argument that gave it, shown after its path); ``InputError``
     in one line naming the file when it is missing, empty, truncated, refused or not weights."""
     try:
-        check_weights_file(str(path), label)  # as data: a file that would run code is refused
+        obj = check_weights_file(str(path), label)  # as data: a file that would run code is refused
     except CheckpointError as e:
         raise InputError(str(e)) from None
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
+    if obj is not None and not any(k.startswith(PART_KEYS) for k in keys):
+        raise InputError(
+            f"{path}: {label} holds no part segmenter weights (no {'/'.join(PART_KEYS)}* "
+            f"parameters among its {len(keys)}); is it another model's checkpoint?"
+        )
     return Path(path)
 
 
