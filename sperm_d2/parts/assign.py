@@ -50,9 +50,8 @@ def _window(
         slice(max(x0 - px, 0), min(x1 + px, shape[1])),
     )
     local = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), bool)
-    local[y0 - box[0].start : y1 - box[0].start, x0 - box[1].start : x1 - box[1].start] = crop[
-        tight
-    ]
+    top, left = y0 - box[0].start, x0 - box[1].start
+    local[top : top + y1 - y0, left : left + x1 - x0] = crop[tight]
     return box, local
 
 

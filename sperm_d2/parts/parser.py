@@ -263,9 +263,8 @@ class PartParser:
         (module docstring)."""
         labels, stack = self._labels_and_stack(image, heads)
         if self.head is not None:
-            labels[np.isin(labels, self._head_ids())] = (
-                0  # the head segmenter's parts replace these
-            )
+            # the head segmenter's parts replace the field segmenter's
+            labels[np.isin(labels, self._head_ids())] = 0
             for i in paint_rank(self.class_names):
                 for own in stack:
                     labels[own == i + 1] = i + 1
