@@ -4,7 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from sperm_d2.inference.part_criteria import assess_sperm, teratozoospermia_index
+from sperm_d2.inference.criteria_report import criteria_rows
+from sperm_d2.inference.part_criteria import (
+    NEEDED_PARTS,
+    assess_sperm,
+    teratozoospermia_index,
+)
+from sperm_d2.inference.records import who_counts
 from sperm_d2.inference.skeleton import skeleton_length
 
 H, W = 200, 520
@@ -86,6 +92,48 @@ def test_head_size_in_um() -> None:
     c = assess_sperm(_sperm(), um_per_px=0.2)  # 8 um long: too large
     assert c.grade == "abnormal"
     assert {f.split(":")[0] for f in c.failed} == {"head_length", "head_width"}
+
+
+def test_head_size_without_a_pixel_size_is_noted_but_does_not_change_the_grade() -> None:
+    """Without a pixel size the head's µm criteria cannot be judged: the sperm says so in
+    ``not_assessed``, and its grade rests on the other criteria as before."""
+    for kwargs, grade in ((dict(), "normal"), (dict(acrosome_to=-14), "abnormal")):
+        c = assess_sperm(_sperm(**kwargs))
+        assert c.grade == grade and c.not_assessed == ["head_size_no_scale"]
+        assert c.head_length_um is None and c.head_width_um is None
+        assert c.as_row()["who_not_assessed"] == "head_size_no_scale"
+    # the note is no blocking gap: it rides along with the others and leaves the grade alone
+    long = assess_sperm(_sperm(tail_length=400))
+    assert long.grade == "normal"
+    assert long.not_assessed == ["head_size_no_scale", "tail_cut_by_border"]
+    cut = assess_sperm(_sperm(x=10))
+    assert cut.grade == "not assessable" and "head_size_no_scale" in cut.not_assessed
+    # with a pixel size the µm checks run, and there is nothing to note
+    um = assess_sperm(_sperm(), um_per_px=0.1)
+    assert um.grade == "normal" and um.not_assessed == [] and um.head_length_um is not None
+    big = assess_sperm(_sperm(), um_per_px=0.2)
+    assert big.grade == "abnormal" and "head_size_no_scale" not in big.not_assessed
+    # a missing head is missing, not unscaled
+    empty = assess_sperm({"nucleus": np.zeros((H, W), bool)})
+    assert empty.not_assessed == ["missing:head", *(f"missing:{n}" for n in NEEDED_PARTS)]
+
+
+def test_head_size_note_leaves_the_counts_defects_and_tzi_alone() -> None:
+    """Downstream counts go by the grade: the note makes no sperm "not assessable", and the
+    defects per region and the teratozoospermia index are those of a run with a pixel size whose
+    heads are all of normal size."""
+    kinds = (dict(), dict(acrosome_to=-14), dict(acrosome_to=-14, midpiece=(40, 6, 60.0)))
+    by_scale = {um: [assess_sperm(_sperm(**k), um_per_px=um) for k in kinds] for um in (0, 0.1)}
+    assert all("head_size_no_scale" in c.not_assessed for c in by_scale[0])
+    rows = {um: [c.as_row() for c in cs] for um, cs in by_scale.items()}
+    counts = who_counts(rows[0])
+    assert counts == who_counts(rows[0.1])
+    assert counts["normal"] == 1 and counts["abnormal"] == 2 and counts["not assessable"] == 0
+    assert (counts["head_defects"], counts["midpiece_defects"], counts["defects"]) == (2, 1, 3)
+    tzi = [teratozoospermia_index(cs) for cs in by_scale.values()]
+    assert tzi == [pytest.approx(1.5)] * 2
+    (row,) = criteria_rows([("S", {"who": counts})], lambda k, n: (0.0, 1.0), lambda p, ci: "")
+    assert row[1:3] == [3, 1] and row[6] == 0 and row[-1] == "1.50"
 
 
 def test_not_assessable_when_a_part_is_missing_or_the_head_is_cut() -> None:

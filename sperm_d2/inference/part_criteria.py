@@ -5,7 +5,8 @@ human semen, 6th ed. (2021), §3.6 "Sperm morphology", the criteria for a normal
 (the head ranges as in the 5th ed. 2010 §2.15.2, see :mod:`sperm_d2.inference.morphometrics`):
 
 * head: smooth, regularly contoured, generally oval; length 3.7-4.7 µm, width 2.5-3.2 µm,
-  length/width 1.3-1.8 (the µm ranges are checked only with a pixel size);
+  length/width 1.3-1.8 (the µm ranges are checked only with a pixel size; without one the
+  head's size is noted as not assessed and the grade rests on the other criteria);
 * acrosome: 40-70 % of the head area;
 * vacuoles: no large vacuoles and no more than 2 small ones, together no more than 20 % of the
   head area;
@@ -23,6 +24,8 @@ not measured). Residual cytoplasm, tail coiling and the head's contour are not j
 annotation has no class for them). A sperm is "normal" only when every assessable criterion
 holds, "not assessable" when its head is cut by the border or a part it needs (acrosome,
 nucleus, midpiece, tail) is missing, and "abnormal" otherwise, with the failed criteria listed.
+A head size unjudged for want of a pixel size and a tail cut by the border are listed as not
+assessed without making the sperm "not assessable" (:data:`NOT_BLOCKING`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ MIDPIECE_MAX_ANGLE_DEG = 30.0
 TAIL_MIN_LENGTH_RATIO = 5.0
 #: the parts a sperm needs to be assessable
 NEEDED_PARTS = ("acrosome", "nucleus", "midpiece", "tail")
+#: not-assessed entries that leave the grade to the other criteria: the head's µm size without a
+#: pixel size, the length of a tail that leaves the field
+NOT_BLOCKING = ("head_size_no_scale", "tail_cut_by_border")
 
 GRADES = ("normal", "abnormal", "not assessable")
 #: criteria by region, for the report's counts of head / midpiece / tail defects
@@ -140,7 +146,8 @@ def assess_sperm(
 
     ``parts`` maps part names (acrosome, nucleus, vacuole, midpiece, tail) to (H, W) bool masks
     of the whole image (a part may be absent or empty); ``head`` is the head's mask (default:
-    acrosome + nucleus + vacuole). ``um_per_px > 0`` adds µm values and the µm head checks.
+    acrosome + nucleus + vacuole). ``um_per_px > 0`` adds µm values and the µm head checks;
+    without it ``head_size_no_scale`` is listed as not assessed (the grade does not wait on it).
     """
     shape = next(iter(parts.values())).shape if parts else np.shape(head)
     masks = {n: np.asarray(parts.get(n, np.zeros(shape, bool)), bool) for n in PART_CLASSES}
@@ -179,6 +186,8 @@ def assess_sperm(
         ):
             if not lo <= v <= hi:
                 failed.append(f"{name}:{v:.2f}um")
+    else:
+        skipped.append("head_size_no_scale")  # said, so a "normal" is not read as size-checked
     if acro.any():
         out.acrosome_share = 100.0 * float((acro & head).sum()) / area
         lo, hi = WHO_ACROSOME_SHARE
@@ -213,7 +222,7 @@ def assess_sperm(
         for name in ("midpiece_length", "midpiece_width", "tail_length"):
             v = getattr(out, f"{name}_px")
             setattr(out, f"{name}_um", None if v is None else v * um_per_px)
-    blocking = [s for s in skipped if s != "tail_cut_by_border"]
+    blocking = [s for s in skipped if s not in NOT_BLOCKING]
     out.grade = "not assessable" if blocking else ("abnormal" if failed else "normal")
     return out
 
