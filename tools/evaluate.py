@@ -17,11 +17,12 @@ val-chosen threshold; folder mode prints accuracy, sensitivity/specificity for b
 no-head count and the confusion matrix, and writes confusion_matrix.png and misclassified.png.
 Both write metrics.json into --output, built beside it and moved into place at the end; an
 existing --output is replaced only with --overwrite (and only if it holds an earlier evaluate.py
-output). Class-folder images that cannot be read are skipped, one warning each, and listed in
-metrics.json.
+output). Class-folder images and split images that cannot be read are skipped, one warning
+each, and listed in metrics.json (a split's skipped images leave every metric, annotations too).
 
-Exit code: 0 clean; 1 when test images were skipped; 2 when nothing was written (bad arguments,
-model, inputs or output folder, nothing evaluated), with one line saying why.
+Exit code: 0 clean; 1 when images were skipped (those listed in metrics.json); 2 when nothing was
+written (bad arguments, model, inputs or output folder, nothing evaluated), with one line saying
+why.
 """
 
 import argparse

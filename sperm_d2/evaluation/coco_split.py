@@ -9,13 +9,14 @@ ground truth are kept (a few numbers per head) so every threshold can be scored 
 without running the model again.
 """
 
+import collections
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from tabulate import tabulate
 from tqdm import tqdm
@@ -48,47 +49,91 @@ def to_instances(pred: ImagePrediction) -> Instances:
     return inst
 
 
+def _image_problem(image: np.ndarray, record: dict) -> str | None:
+    """Why a decoded image does not fit its annotations (another size), or ``None``."""
+    h, w = image.shape[:2]
+    if (h, w) != (record["height"], record["width"]):
+        return (
+            f"image is {w}x{h} px, not the {record['width']}x{record['height']} px of its "
+            "annotations (replaced after tools/prepare_data.py?)"
+        )
+    return None
+
+
 def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) -> dict:
-    """Run the model on a registered split; return ``{"metrics", "matches", "strict_matches"}``.
+    """Run the model on a registered split; return ``{"metrics", "matches", "strict_matches",
+    "images", "skipped"}``.
 
     ``metrics`` is the flat evaluator dict (``segm/AP50``, ``segm/AP-bad``, ``pixellib/mAP50``...);
     ``matches`` holds per image ``(scores, matched, num_gt)`` in descending score order;
     ``strict_matches`` the same for the detections left by one-per-head de-duplication.
+    An image that cannot be read (or is not the size its annotations give) is skipped, one
+    warning each, listed in ``skipped`` (``{"path", "reason", "dataset"}``) and left out of every
+    metric with its annotations; ``images`` counts the images evaluated.
+
+    Raises:
+        InputError: every image of the split was skipped.
     """
     records = DatasetCatalog.get(dataset_name)
-    evaluator = build_evaluator(predictor.cfg, dataset_name, output_dir)
+    evaluator = build_evaluator(predictor.cfg, dataset_name, output_dir, shown_images_only=True)
     evaluator.reset()
-    matches, strict_matches = [], []
+    matches, strict_matches, skipped = [], [], []
+    # the records sent to the model, in order: predictions come back in the same order
+    sent: collections.deque = collections.deque()
 
-    def images():
+    def images(bar):
         for record, (image, error) in prefetch(records, lambda r: read_image(r["file_name"])):
-            if image is None:  # an annotated image that cannot be read is a broken split
-                raise InputError(f"{record['file_name']}: {error} (in dataset {dataset_name})")
+            error = error or _image_problem(image, record)
+            if error:
+                logger.warning(
+                    "skipped %s: %s (in dataset %s)", record["file_name"], error, dataset_name
+                )
+                skipped.append(
+                    {"path": record["file_name"], "reason": error, "dataset": dataset_name}
+                )
+                bar.update(1)
+                continue
+            sent.append(record)
             yield record["file_name"], None, image
 
     # batched as inference is (SPERM.INFER_BATCH_SIZE), graded per batch; in the records' order
-    predicted = predictor.predict_stream(images())
-    for record, (_, pred) in tqdm(
-        zip(records, predicted), total=len(records), desc=dataset_name, unit="img"
-    ):
-        # with a grader every metric scores the grader's grades
-        instances = to_instances(pred)
-        evaluator.process([record], [{"instances": instances}])
-        anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-        h, w = record["height"], record["width"]
-        gt_rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
-        gt_classes = np.array([a["category_id"] for a in anns], np.int64)
-        pred_rles = encode_masks(pred.masks) if len(pred) else []
-        ious = rle_iou(pred_rles, gt_rles)
-        matched = match_predictions(ious, pred.scores, pred.classes, gt_classes)
-        matches.append((pred.scores, matched, len(gt_classes)))
-        # The same rule as ImagePrediction.one_per_head, on the RLEs already encoded.
-        keep = np.sort(one_per_head_keep(pred_rles, pred.scores, IOU_THRESHOLD, pred.boxes))
-        strict = match_predictions(ious[keep], pred.scores[keep], pred.classes[keep], gt_classes)
-        strict_matches.append((pred.scores[keep], strict, len(gt_classes)))
+    with tqdm(total=len(records), desc=dataset_name, unit="img") as bar:
+        for _, pred in predictor.predict_stream(images(bar)):
+            record = sent.popleft()
+            bar.update(1)
+            # with a grader every metric scores the grader's grades
+            instances = to_instances(pred)
+            evaluator.process([record], [{"instances": instances}])
+            anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+            h, w = record["height"], record["width"]
+            gt_rles = [segmentation_to_rle(a["segmentation"], h, w) for a in anns]
+            gt_classes = np.array([a["category_id"] for a in anns], np.int64)
+            pred_rles = encode_masks(pred.masks) if len(pred) else []
+            ious = rle_iou(pred_rles, gt_rles)
+            matched = match_predictions(ious, pred.scores, pred.classes, gt_classes)
+            matches.append((pred.scores, matched, len(gt_classes)))
+            # The same rule as ImagePrediction.one_per_head, on the RLEs already encoded.
+            keep = np.sort(one_per_head_keep(pred_rles, pred.scores, IOU_THRESHOLD, pred.boxes))
+            strict = match_predictions(
+                ious[keep], pred.scores[keep], pred.classes[keep], gt_classes
+            )
+            strict_matches.append((pred.scores[keep], strict, len(gt_classes)))
+    if skipped and not matches:
+        json_file = getattr(MetadataCatalog.get(dataset_name), "json_file", dataset_name)
+        first = skipped[0]
+        raise InputError(
+            f"{json_file}: nothing evaluated, all {len(skipped)} images of dataset {dataset_name} "
+            f"skipped (first: {first['path']}: {first['reason']})"
+        )
     results = evaluator.evaluate()
     metrics = {f"{task}/{k}": float(v) for task, d in results.items() for k, v in d.items()}
-    return {"metrics": metrics, "matches": matches, "strict_matches": strict_matches}
+    return {
+        "metrics": metrics,
+        "matches": matches,
+        "strict_matches": strict_matches,
+        "images": len(matches),
+        "skipped": skipped,
+    }
 
 
 def _mean_ap50(matches: list, threshold: float) -> float:
@@ -152,14 +197,21 @@ def ap_table(metrics: dict, classes: tuple[str, ...]) -> str:
 
 
 def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | None = None) -> dict:
-    """Evaluate ``test_dataset``; with ``val_dataset`` choose the instance threshold there first."""
+    """Evaluate ``test_dataset``; with ``val_dataset`` choose the instance threshold there first.
+
+    The images of either split that were skipped are listed in ``skipped`` (path, reason,
+    dataset) and counted in ``skipped_count``; ``images`` counts those evaluated per split
+    (``test``, ``val``).
+    """
     out = Path(output_dir)
     grader = predictor.grader.source if predictor.grader is not None else None
     result: dict = {"test_dataset": test_dataset, "val_dataset": val_dataset, "grader": grader}
     threshold = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD)
     result["threshold_chosen_on"] = "config SPERM.CONFIDENCE_THRESHOLD"
+    images, skipped = {}, []
     if val_dataset:
         val = evaluate_split(predictor, val_dataset, out / "val")
+        images["val"], skipped = val["images"], val["skipped"]
         threshold = choose_instance_threshold(val["matches"])
         result["threshold_chosen_on"] = f"{val_dataset} (best instance F1)"
         result["val"] = {
@@ -167,9 +219,14 @@ def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | N
             **_prefixed(threshold_metrics(val["matches"], threshold, val["strict_matches"])),
         }
     test = evaluate_split(predictor, test_dataset, out / "test")
+    images["test"] = test["images"]
+    skipped = [*skipped, *test["skipped"]]
     result["threshold"] = threshold
     at_threshold = threshold_metrics(test["matches"], threshold, test["strict_matches"])
     result["test"] = {**test["metrics"], **_prefixed(at_threshold)}
+    result["images"] = images
+    result["skipped_count"] = len(skipped)
+    result["skipped"] = skipped
     return result
 
 

@@ -20,6 +20,8 @@ from sperm_d2.evaluation.folders import evaluate_folders, list_class_folders
 
 #: what ``run_evaluation`` writes at the top of its output folder (all it may replace there)
 EVAL_OUTPUTS = {"metrics.json", "confusion_matrix.png", "misclassified.png", "val", "test"}
+#: skipped images named in the printed summary (metrics.json lists them all)
+MAX_LISTED = 20
 
 
 def _label_map(label_map_path: str | None, class_names):
@@ -111,7 +113,8 @@ def run_evaluation(
     output folder (never a folder holding other files).
 
     Raises:
-        ValueError: nothing could be evaluated (every test image unreadable), a bad argument.
+        ValueError: nothing could be evaluated (every image of --folders or of a split
+            unreadable), a bad argument.
     """
     check_output_dir(output_dir, overwrite, EVAL_OUTPUTS)
     with staged_dir(output_dir) as out:
@@ -136,8 +139,8 @@ def _fmt(v) -> str:
 
 
 def coco_text(result: dict, classes: tuple[str, ...]) -> str:
-    """AP table on test, pixellib/mAP50 (lenient and strict), and the val-chosen threshold's
-    instance metrics."""
+    """AP table on test, pixellib/mAP50 (lenient and strict), the val-chosen threshold's
+    instance metrics, and the images skipped."""
     test = result["test"]
     lines = [f"COCO AP on {result['test_dataset']} (x100):", ap_table(test, classes)]
     lines.append(
@@ -149,6 +152,15 @@ def coco_text(result: dict, classes: tuple[str, ...]) -> str:
         f"score threshold {result['threshold']:.3f} (chosen on {result['threshold_chosen_on']}): "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in at.items() if k != "threshold")
     )
+    skipped = result.get("skipped", [])
+    if skipped:
+        lines.append(
+            f"skipped {len(skipped)} image(s), left out of every metric with their annotations "
+            "(listed in metrics.json):"
+        )
+        lines += [f"  {s['path']}: {s['reason']} ({s['dataset']})" for s in skipped[:MAX_LISTED]]
+        if len(skipped) > MAX_LISTED:
+            lines.append(f"  ... and {len(skipped) - MAX_LISTED} more")
     return "\n".join(lines)
 
 
