@@ -73,16 +73,26 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+#: a mask as the crop holding all its pixels and the image coordinates ``(y0, x0)`` of the
+#: crop's top-left pixel
+Crop = tuple[tuple[int, int], np.ndarray]
+
+
+def mask_crop(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Crop:
+    """``mask`` (2-D bool) as the crop around its pixels (a view) and the crop's corner in image
+    coordinates, ``offset`` being the mask's own corner there; an empty mask is a 0 x 0 crop."""
+    box = mask_box(mask)
+    if box is None:
+        return offset, np.zeros((0, 0), bool)
+    return (offset[0] + box[0].start, offset[1] + box[1].start), mask[box]
+
+
 def _array_self_iou(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(pairwise mask IoU ``[N, N]``, areas ``[N]``) of bool masks ``[N, H, W]``: each mask cut
     to its box (:func:`cropped_self_iou`), so a field's heads cost their boxes, not N whole
     fields as RLEs."""
-    crops, corners = [], []
-    for m in masks:
-        box = mask_box(m)
-        crops.append(m[box] if box else np.zeros((0, 0), bool))
-        corners.append((box[0].start, box[1].start) if box else (0, 0))
-    return cropped_self_iou(crops, corners)
+    crops = [mask_crop(m) for m in masks]
+    return cropped_self_iou([c for _, c in crops], [corner for corner, _ in crops])
 
 
 def cropped_self_iou(

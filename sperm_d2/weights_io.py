@@ -227,6 +227,25 @@ class SafeCheckpointLoading:
         return torch_load(f)
 
 
+def check_model_weights(
+    path: str, label: str, prefixes: tuple[str, ...], model: str = "this model"
+) -> None:
+    """:func:`check_weights_file`, then that the checkpoint holds parameters whose names start
+    with ``prefixes`` (``model`` names what they belong to in the message): another model's
+    checkpoint is one line. A URL and a ``.pkl`` (model-zoo names, converted by detectron2 on
+    load) pass after the file check."""
+    obj = check_weights_file(path, label)  # read as data: a file that would run code is refused
+    if obj is None or Path(path).suffix == ".pkl":
+        return
+    state = obj.get("model", obj)
+    keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
+    if not any(k.startswith(prefixes) for k in keys):
+        raise CheckpointError(
+            f"{path}: {label} holds no weights of {model} (no {'/'.join(prefixes)}* parameters "
+            f"among its {len(keys)}); is it another model's checkpoint?"
+        )
+
+
 def first_line(e: BaseException) -> str:
     """The first line of ``e``'s message (``"no message"`` when empty)."""
     text = str(e).strip()

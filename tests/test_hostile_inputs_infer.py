@@ -246,7 +246,7 @@ INFER_REFUSED = [
         "parts_checkpoint_holds_no_weights",  # a dict, but {"model": 3}: fvcore would crash
         _bad_checkpoint("parts", "p", "model_final.pth", _no_weights),
         [*RUN, "--parts", "{ws}/p", *GOOD_IN],
-        "holds no part segmenter weights (no down./up./classifier.* parameters among its 0)",
+        "holds no weights of a part segmenter (no down.* parameters among its 0)",
     ),
     (
         "parts_best_truncated_beside_a_good_final",  # refused, not passed over for the final

@@ -155,3 +155,23 @@ def test_flagged_split_nucleus_heads_are_counted_apart(field) -> None:
     assert flagged["acrosome_share_within_5pts_unflagged_pct"] == 100
     every = summarise(match_heads(gt, heads, pred, set(gt)))
     assert "acrosome_share_within_5pts_unflagged_pct" not in every
+
+
+def test_an_image_without_heads_runs_no_segmenter() -> None:
+    """Part labels of no heads: an empty stack, and the field segmenter is not run (an empty
+    frame of a video costs nothing more)."""
+    from sperm_d2.parts.parser import PartParser
+
+    class Field:
+        input, class_names, source, calls = "field", PART_CLASSES, "stub", 0
+
+        def labels(self, images):
+            Field.calls += 1
+            return np.zeros(images.shape[:3], np.uint8)
+
+    parser = PartParser([Field()])
+    image = np.zeros((40, 50, 3), np.uint8)
+    out = parser.part_labels(image, np.zeros((0, 40, 50), bool))
+    assert out.shape == (0, 40, 50) and out.dtype == np.uint8 and Field.calls == 0
+    assert parser.part_labels(image, np.ones((1, 40, 50), bool)).shape == (1, 40, 50)
+    assert Field.calls == 1

@@ -56,3 +56,12 @@ def test_source_index_matches_pytorch_for_one_axis() -> None:
 def test_many_classes_take_the_full_resize() -> None:
     torch.manual_seed(2)
     _assert_same(torch.randn(1, 130, 6, 7), (12, 15))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_the_gpu_the_indices_live_beside_the_logits() -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(1, 6, 20, 31, device="cuda")
+    got = upsampled_argmax(logits, (41, 63))
+    assert got.device.type == "cuda"
+    assert torch.equal(got.cpu(), upsampled_argmax(logits.cpu(), (41, 63)))

@@ -82,7 +82,7 @@ def calibrate_part_run(
     given = dataset
     dataset = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
     if dataset not in DatasetCatalog.list():
-        ours = (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)  # the run's own splits, then any sperm_*
+        ours = (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)  # the run's splits, and any sperm_*
         names = [n for n in DatasetCatalog.list() if n in ours or n.startswith("sperm")]
         known = ", ".join(names) or "none"
         registered = f"registered from SPERM.DATA_ROOT {cfg.SPERM.DATA_ROOT!r}: {known}"

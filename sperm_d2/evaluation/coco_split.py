@@ -100,6 +100,10 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
     with tqdm(total=len(records), desc=dataset_name, unit="img") as bar:
         for _, pred in predictor.predict_stream(images(bar)):
             record = sent.popleft()
+            if pred.source != record["file_name"]:  # a bug, not an input problem
+                raise RuntimeError(
+                    f"{pred.source}: prediction out of order ({record['file_name']})"
+                )
             bar.update(1)
             # with a grader every metric scores the grader's grades
             instances = to_instances(pred)

@@ -97,7 +97,7 @@ def prediction_shapes(pred: ImagePrediction) -> list[dict]:
     (:func:`part_shapes`); a head without a head-part polygon (the head part model turned it
     down, e.g. a round cell) is its outline labelled :data:`UNPARSED_HEAD` with the same
     ``group_id`` as its midpiece and tail polygons, so the annotator sees it and can draw its
-    parts or delete it.
+    parts or delete it (a head too small to outline is left out with them).
     """
     shapes = []
     for i, (mask, cls, score) in enumerate(zip(pred.masks, pred.classes, pred.scores)):
@@ -126,7 +126,7 @@ def prediction_shapes(pred: ImagePrediction) -> list[dict]:
                     "description": description,
                 }
             )
-        shapes += parts
+            shapes += parts  # linked to the outline by its group_id (none without one)
     return shapes
 
 

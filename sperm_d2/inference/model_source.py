@@ -21,7 +21,7 @@ from sperm_d2.errors import InputError
 from sperm_d2.grading import GRADER_ARCHS, grades_detector, is_grader
 from sperm_d2.inference.run_folder import RUN_CHECKPOINTS, find_run_weights
 from sperm_d2.parts import is_part_segmenter
-from sperm_d2.weights_io import CheckpointError, check_weights_file
+from sperm_d2.weights_io import CheckpointError, check_model_weights
 
 
 @dataclasses.dataclass
@@ -70,18 +70,9 @@ def _check_weights(path: str, label: str, prefixes: tuple[str, ...]) -> None:
     ``label`` names it after its path in the one-line ``InputError`` (the argument that gave it,
     or the run it is the checkpoint of)."""
     try:
-        obj = check_weights_file(path, label)  # read as data: a file that would run code is refused
+        check_model_weights(path, label, prefixes)
     except CheckpointError as e:
         raise InputError(str(e)) from None
-    if obj is None or Path(path).suffix == ".pkl":
-        return  # a URL; detectron2 converts model-zoo pickles' names itself
-    state = obj.get("model", obj)
-    keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
-    if not any(k.startswith(prefixes) for k in keys):
-        raise InputError(
-            f"{path}: {label} holds no weights of this model (no {'/'.join(prefixes)}* "
-            f"parameters among its {len(keys)}); is it another model's checkpoint?"
-        )
 
 
 def check_model_source(

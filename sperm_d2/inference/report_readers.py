@@ -83,6 +83,7 @@ class GradesReader:
             per["p_bad"].append(float(row["p_bad"]))
 
     def result(self) -> dict[str, dict[str, array]]:
-        """The grades read so far, the field held included."""
+        """The grades read so far, the field held included (it is closed: call once the rows
+        are all fed)."""
         self._close()
         return self.grades

@@ -22,7 +22,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from sperm_d2.inference.types import ImagePrediction, empty_prediction
-from sperm_d2.masks import SAME_HEAD_IOU, cropped_self_iou, mask_box
+from sperm_d2.masks import SAME_HEAD_IOU, cropped_self_iou, mask_crop
 
 #: a cut detection lying this much inside a kept one is that head's cut part
 CUT_INSIDE = 0.5
@@ -82,8 +82,9 @@ def merge_windows(
 ) -> ImagePrediction:
     """One prediction for the whole image from its windows' predictions (each in its window's
     pixels): boxes shifted, duplicates removed (module docstring), the kept masks pasted into
-    the image. The heads come out sorted by score. Every detection is held as the crop around
-    its mask until it is kept, so memory holds the image's kept heads, not every window's."""
+    the image. The heads come out sorted by score. Duplicates are found on the crops around the
+    masks (views of the windows' masks): only the kept heads are laid out over the whole image,
+    never every window's detections."""
     h, w = image_size
     boxes, crops, corners, scores, classes, cut = [], [], [], [], [], []
     for window, pred in parts:
@@ -92,10 +93,9 @@ def merge_windows(
         shift = np.array([window.x0, window.y0, window.x0, window.y0], np.float32)
         boxes.append(pred.boxes + shift)
         for m in pred.masks:
-            box = mask_box(m)
-            crops.append(m[box] if box else np.zeros((0, 0), bool))
-            y, x = (box[0].start, box[1].start) if box else (0, 0)
-            corners.append((window.y0 + y, window.x0 + x))
+            corner, crop = mask_crop(m, (window.y0, window.x0))
+            corners.append(corner)
+            crops.append(crop)
         scores.append(pred.scores)
         classes.append(pred.classes)
         cut.append(_cut_by_window(pred.masks, window, h, w))

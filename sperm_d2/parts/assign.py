@@ -15,7 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from sperm_d2.masks import mask_box
+from sperm_d2.masks import Crop, mask_box
 from sperm_d2.parts.targets import HEAD_PARTS, PART_CLASSES
 
 #: px a head's mask is grown by to collect its head parts
@@ -27,11 +27,6 @@ ATTACH_PX = 6
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
     return cv2.dilate(mask.astype(np.uint8), k).astype(bool)
-
-
-#: a mask given by the crop holding all its pixels and the image coordinates of the crop's
-#: top-left pixel
-Crop = tuple[tuple[int, int], np.ndarray]
 
 
 def _window(

@@ -32,18 +32,19 @@ from detectron2.modeling import build_model
 
 from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
-from sperm_d2.masks import mask_box
+from sperm_d2.masks import Crop, mask_box
 from sperm_d2.parts import is_part_segmenter
 from sperm_d2.parts.assign import HEAD_MARGIN, assign_part_labels, part_masks
 from sperm_d2.parts.head_crop import crop_matrix, cut_head, head_patch, to_patch
 from sperm_d2.parts.targets import HEAD_PARTS, paint_rank
 from sperm_d2.precision import autocast, use_bf16
-from sperm_d2.weights_io import CheckpointError, check_weights_file, load_model_weights
+from sperm_d2.weights_io import CheckpointError, check_model_weights, load_model_weights
 
 #: share of a head's mask the head segmenter must call head (not background) for it to get parts
 MIN_HEAD_SHARE = 0.5
-#: parameter name prefixes of the part segmenter (``SpermPartSegmenter``'s U-Net)
-PART_KEYS = ("down.", "up.", "classifier.")
+#: parameter name prefix of the part segmenter (``SpermPartSegmenter``'s U-Net encoder; the
+#: grader has a ``classifier.`` too)
+PART_KEYS = ("down.",)
 #: checkpoints tried, in order, in a part run folder
 RUN_CHECKPOINTS = ("model_best.pth", "model_final.pth")
 
@@ -53,16 +54,9 @@ def check_part_checkpoint(path: str | os.PathLike, label: str) -> Path:
     (``label``: what it is, or the argument that gave it, shown after its path); ``InputError``
     in one line naming the file when it is missing, empty, truncated, refused or not weights."""
     try:
-        obj = check_weights_file(str(path), label)  # as data: a file that would run code is refused
+        check_model_weights(str(path), label, PART_KEYS, "a part segmenter")
     except CheckpointError as e:
         raise InputError(str(e)) from None
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
-    if obj is not None and not any(k.startswith(PART_KEYS) for k in keys):
-        raise InputError(
-            f"{path}: {label} holds no part segmenter weights (no {'/'.join(PART_KEYS)}* "
-            f"parameters among its {len(keys)}); is it another model's checkpoint?"
-        )
     return Path(path)
 
 
@@ -165,9 +159,7 @@ class PartModel:
         with torch.inference_mode(), autocast(self.bf16):
             return self.model.labels(_tensor(images)).to(torch.uint8).cpu().numpy()
 
-    def head_part_labels(
-        self, image: np.ndarray, heads: np.ndarray
-    ) -> list[tuple[tuple[int, int], np.ndarray] | None]:
+    def head_part_labels(self, image: np.ndarray, heads: np.ndarray) -> list[Crop | None]:
         """Head input: the head parts of each head ``heads`` (N, H, W) of a BGR image, as the
         image coordinates ``(y0, x0)`` of its patch and the patch's labels (uint8, 0 outside the
         head's mask, else 1 + i for ``class_names[i]``): each head's mask split among the head
@@ -178,7 +170,7 @@ class PartModel:
         size, fraction = int(p.CROP_SIZE), float(p.HEAD_FRACTION)
         channels = [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
         ids = np.asarray(channels, np.uint8)
-        out: list[tuple[tuple[int, int], np.ndarray] | None] = [None] * len(heads)
+        out: list[Crop | None] = [None] * len(heads)
         todo = [(i, patch) for i, m in enumerate(heads) if (patch := head_patch(m)) is not None]
         batch = max(1, int(self.cfg.SPERM.EVAL_BATCH_SIZE))
         for start in range(0, len(todo), batch):
@@ -273,7 +265,9 @@ class PartParser:
     def part_labels(self, image: np.ndarray, heads: np.ndarray) -> np.ndarray:
         """The parts of each head ``heads`` (N, H, W) of a BGR image as a label map of its own,
         (N, H, W) uint8 (0 none, 1 + i for ``class_names[i]``), as :meth:`parse_image` gives
-        them, without its label map."""
+        them, without its label map (no segmenter runs for an image without heads)."""
+        if len(heads) == 0:
+            return np.zeros((0, *image.shape[:2]), np.uint8)
         return self._labels_and_stack(image, heads)[1]
 
     def parse(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:

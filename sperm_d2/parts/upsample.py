@@ -17,12 +17,16 @@ import torch
 import torch.nn.functional as F
 
 
-def source_index(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def source_index(
+    n_out: int, n_in: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(first source index, second source index, weight of the second) of each of ``n_out``
-    output positions resized from ``n_in``: PyTorch's bilinear rule with ``align_corners=False``
-    and a target size (scale ``n_in / n_out``, source clamped at 0 and at the last pixel)."""
+    output positions resized from ``n_in``, on ``device``: PyTorch's bilinear rule with
+    ``align_corners=False`` and a target size (scale ``n_in / n_out``, source clamped at 0 and at
+    the last pixel)."""
     scale = n_in / n_out
-    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0.0)
+    positions = torch.arange(n_out, dtype=torch.float32, device=device)
+    src = ((positions + 0.5) * scale - 0.5).clamp(min=0.0)
     i0 = src.long()  # src >= 0: truncation is the floor
     i1 = (i0 + 1).clamp(max=n_in - 1)
     return i0, i1, src - i0
@@ -35,8 +39,8 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     n, k, h_in, w_in = logits.shape
     if k > 128:  # the class and the disagreement flag share a byte below
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
-    y0, y1, wy = source_index(size[0], h_in)
-    x0, x1, wx = source_index(size[1], w_in)
+    y0, y1, wy = source_index(size[0], h_in, logits.device)
+    x0, x1, wx = source_index(size[1], w_in, logits.device)
     low = logits.argmax(1).to(torch.uint8)
     # an output pixel's sources are the low pixel (y0, x0), its right, lower and lower-right
     # neighbours (the last row and column repeated: the clamp): whether those four agree is
