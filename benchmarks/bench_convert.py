@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.data.convert import image_size
+from sperm_d2.data.image_checks import image_size
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset

@@ -4,7 +4,7 @@ the one grid tiler for contact sheets. Plain OpenCV/PIL/numpy: no detectron2, no
 
 Orientation, one rule for every reader: an image is the upright image a viewer and labelme show,
 its EXIF orientation tag applied exactly once. :func:`read_image` (OpenCV, inference and
-evaluation) does so for every format; conversion's size check (``data/convert.py:image_size``)
+evaluation) does so for every format; conversion's size check (``data/image_checks.py:image_size``)
 measures the upright size with :func:`exif_orientation` read after decoding; detectron2's
 training reader (``detection_utils.read_image``) applies the tag itself, which is right except
 for a format Pillow already turns upright on open while still reporting the tag (a TIFF, Pillow

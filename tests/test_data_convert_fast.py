@@ -18,14 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sperm_d2.data import labelme_io
 from sperm_d2.data.coco import coco_bytes
-from sperm_d2.data.convert import (
-    ConvertContext,
-    FileResult,
-    ImageProblem,
-    _instances,
-    convert_labelme_file,
-    image_size,
-)
+from sperm_d2.data.convert import ConvertContext, FileResult, _instances, convert_labelme_file
 from sperm_d2.data.geometry import (
     ZERO_AREA2,
     PolygonBatch,
@@ -34,6 +27,7 @@ from sperm_d2.data.geometry import (
     mask_stats,
     shoelace2,
 )
+from sperm_d2.data.image_checks import ImageProblem, image_size
 from sperm_d2.data.labelme_io import LabelmeFile, LabelmeShape, read_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset

@@ -140,7 +140,7 @@ def test_labelme_export_of_a_16_bit_grey_png_is_accepted_by_prepare(tmp_path):
     """prepare_data refuses a 16-bit grey image (training would read it clipped): infer.py
     --labelme writes the image inference decoded (8-bit) instead of a byte copy, so its own export
     goes back through prepare_data, and the annotator sees what inference saw."""
-    from sperm_d2.data.convert import stored_format_problem
+    from sperm_d2.data.image_checks import stored_format_problem
     from sperm_d2.inference.labelme_export import export_labelme
     from sperm_d2.inference.types import empty_prediction
 
@@ -167,7 +167,7 @@ def test_labelme_export_of_a_16_bit_grey_png_is_accepted_by_prepare(tmp_path):
 def test_a_corrupt_image_is_no_question_of_format(tmp_path):
     """Only how an image is stored makes the export decode it; a file PIL cannot read is left to
     the converter, which says why it refuses it."""
-    from sperm_d2.data.convert import stored_format_problem
+    from sperm_d2.data.image_checks import stored_format_problem
 
     (tmp_path / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     assert stored_format_problem(tmp_path / "fake.png") is None

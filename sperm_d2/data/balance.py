@@ -24,7 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sperm_d2.atomic import real_path
-from sperm_d2.data.convert import AUGMENTED_FROM, ImageProblem, image_size
+from sperm_d2.data.convert import AUGMENTED_FROM
+from sperm_d2.data.image_checks import ImageProblem, image_size
 from sperm_d2.data.imageops import affine_coords, rot90_coords, shift_hue
 from sperm_d2.data.labelme_io import (
     LabelmeError,

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from sperm_d2.errors import InputError
 
-__all__ = ["ERROR", "WARNING", "InputError", "Problem", "count_problems"]
+__all__ = ["ERROR", "WARNING", "InputError", "Problem", "count_problems", "first_line"]
 
 ERROR = "error"  # the file is skipped
 WARNING = "warning"  # the file is kept, something in it was fixed or dropped
@@ -36,3 +36,10 @@ def count_problems(problems: Iterable[Problem]) -> dict[str, dict[str, int]]:
     for p in problems:
         out[p.level][p.kind] += 1
     return {level: dict(sorted(c.items())) for level, c in out.items()}
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, cut to a line's length (its type's name when it
+    has none): for a one-line problem."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]

@@ -9,7 +9,7 @@ sperm's parts are polygons labelled with the part names and the sperm's ``group_
 its outline labelled :data:`UNPARSED_HEAD` with that ``group_id`` (beside its midpiece and tail,
 if any), which that map ignores: the annotator draws its parts or deletes it. The image is a
 byte copy of the source unless ``prepare_data.py`` would refuse that for how it is stored
-(:func:`sperm_d2.data.convert.stored_format_problem`): then it is the decoded image inference
+(:func:`sperm_d2.data.image_checks.stored_format_problem`): then it is the decoded image inference
 read, so the annotator, training and inference see the same pixels.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_d2.data.convert import stored_format_problem
+from sperm_d2.data.image_checks import stored_format_problem
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.image_io import read_image, write_image
 from sperm_d2.inference.parts import head_parts
