@@ -15,8 +15,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from sperm_d2.masks import Crop, mask_box
-from sperm_d2.parts.targets import HEAD_PARTS, PART_CLASSES
+from sperm_d2.masks import Crop, mask_box, mask_crop
+from sperm_d2.parts.targets import PART_CLASSES, head_part_codes
 
 #: px a head's mask is grown by to collect its head parts
 HEAD_MARGIN = 2
@@ -34,19 +34,17 @@ def _window(
 ) -> tuple[tuple[slice, slice], np.ndarray]:
     """The box around an anchor's pixels grown by ``px`` within an image of ``shape``, and the
     anchor laid out in it."""
-    (y, x), crop = anchor
-    tight = mask_box(crop)
-    if tight is None:
-        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0), bool)
-    y0, x0 = y + tight[0].start, x + tight[1].start
-    y1, x1 = y + tight[0].stop, x + tight[1].stop
+    (y0, x0), tight = mask_crop(anchor[1], anchor[0])
+    if not tight.size:
+        return (slice(0, 0), slice(0, 0)), tight
+    y1, x1 = y0 + tight.shape[0], x0 + tight.shape[1]
     box = (
         slice(max(y0 - px, 0), min(y1 + px, shape[0])),
         slice(max(x0 - px, 0), min(x1 + px, shape[1])),
     )
     local = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), bool)
     top, left = y0 - box[0].start, x0 - box[1].start
-    local[top : top + y1 - y0, left : left + x1 - x0] = crop[tight]
+    local[top : top + tight.shape[0], left : left + tight.shape[1]] = tight
     return box, local
 
 
@@ -108,7 +106,7 @@ def assign_part_labels(
         closer = d < dist[box]
         dist[box][closer] = d[closer]
         nearest[box][closer] = i
-    ids = [index[name] for name in HEAD_PARTS if name in index]
+    ids = head_part_codes(class_names)
     cores: list[Crop | None] = []  # each head's mask with its head parts
     for i, (h, box) in enumerate(zip(heads, boxes)):
         if box is None:  # a head's parts lie within HEAD_MARGIN of it: inside its box

@@ -17,7 +17,7 @@ import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from sperm_d2.parts.targets import HEAD_PARTS
+from sperm_d2.parts.targets import HEAD_PARTS, head_part_codes
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def part_metrics(
     parts = iou[1:][keep]
     parts = parts[np.isfinite(parts)]
     out["mIoU"] = 100 * float(parts.mean()) if len(parts) else float("nan")
-    head = [i + 1 for i, name in enumerate(class_names) if name in HEAD_PARTS]
+    head = head_part_codes(class_names)
     if head:
         is_head = np.zeros(len(conf), bool)
         is_head[head] = True

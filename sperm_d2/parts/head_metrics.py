@@ -14,7 +14,7 @@ from typing import Collection, Sequence
 import cv2
 import numpy as np
 
-from sperm_d2.parts.targets import HEAD_PARTS
+from sperm_d2.parts.targets import HEAD_PARTS, head_part_codes
 
 #: a predicted head component smaller than this (px) is a speck, not a head
 MIN_HEAD_PX = 100
@@ -38,7 +38,7 @@ class HeadMatch:
 
 def head_components(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     """(N, H, W) bool: the connected components of a label map's head pixels, specks dropped."""
-    head_ids = [i + 1 for i, n in enumerate(class_names) if n in HEAD_PARTS]
+    head_ids = head_part_codes(class_names)
     head = np.isin(labels, head_ids).astype(np.uint8)
     n, comp, stats, _ = cv2.connectedComponentsWithStats(head, connectivity=8)
     keep = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= MIN_HEAD_PX]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import atomic_write
 from sperm_d2.parts.head_crop import HeadPatch, head_patch
-from sperm_d2.parts.targets import HEAD_PARTS, label_map
+from sperm_d2.parts.targets import head_part_codes, label_map
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def mine_negatives(
         if found is not None:
             logger.info("%d hard negatives from %s (cached)", len(found), cache)
             return found
-    head_ids = [i + 1 for i, n in enumerate(class_names) if n in HEAD_PARTS]
+    head_ids = head_part_codes(class_names)
     out: list[tuple[int, HeadPatch]] = []
     for k, record in enumerate(tqdm(records, desc="hard negatives", unit="field")):
         image = read(k)

@@ -36,7 +36,7 @@ from sperm_d2.masks import Crop, mask_box
 from sperm_d2.parts import is_part_segmenter
 from sperm_d2.parts.assign import HEAD_MARGIN, assign_part_labels, part_masks
 from sperm_d2.parts.head_crop import crop_matrix, cut_head, head_patch, to_patch
-from sperm_d2.parts.targets import HEAD_PARTS, paint_rank
+from sperm_d2.parts.targets import HEAD_PARTS, head_part_codes, paint_rank
 from sperm_d2.precision import autocast, use_bf16
 from sperm_d2.weights_io import CheckpointError, check_model_weights, load_model_weights
 
@@ -168,7 +168,7 @@ class PartModel:
         :mod:`sperm_d2.parts.negatives`) or that is empty."""
         p = self.cfg.SPERM.PARTS
         size, fraction = int(p.CROP_SIZE), float(p.HEAD_FRACTION)
-        channels = [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
+        channels = head_part_codes(self.class_names)
         ids = np.asarray(channels, np.uint8)
         out: list[Crop | None] = [None] * len(heads)
         todo = [(i, patch) for i, m in enumerate(heads) if (patch := head_patch(m)) is not None]
@@ -226,10 +226,12 @@ class PartParser:
             labels = np.zeros(image.shape[:2], np.uint8)
             stack = np.zeros(heads.shape, np.uint8)
         if self.head is not None:
-            ids = self._head_ids()
+            ids = head_part_codes(self.class_names)
             for own, head, theirs in zip(stack, heads, self.head.head_part_labels(image, heads)):
-                box = mask_box(head, HEAD_MARGIN + 1)  # where the field's head parts can lie
-                if box is not None:  # a head the segmenter turned down keeps no head part
+                # the field's head parts go (within HEAD_MARGIN of the head: in this box), also
+                # for a head the segmenter turned down, which keeps no head part
+                box = mask_box(head, HEAD_MARGIN + 1) if self.field is not None else None
+                if box is not None:
                     own[box][np.isin(own[box], ids)] = 0
                 if theirs is not None:
                     (y, x), patch = theirs
@@ -244,9 +246,6 @@ class PartParser:
             return list(self.class_names)
         return [n for n in self.class_names if n in HEAD_PARTS]
 
-    def _head_ids(self) -> list[int]:
-        return [self.class_names.index(n) + 1 for n in HEAD_PARTS if n in self.class_names]
-
     def parse_image(
         self, image: np.ndarray, heads: np.ndarray
     ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
@@ -256,7 +255,7 @@ class PartParser:
         labels, stack = self._labels_and_stack(image, heads)
         if self.head is not None:
             # the head segmenter's parts replace the field segmenter's
-            labels[np.isin(labels, self._head_ids())] = 0
+            labels[np.isin(labels, head_part_codes(self.class_names))] = 0
             for i in paint_rank(self.class_names):
                 for own in stack:
                     labels[own == i + 1] = i + 1
@@ -273,6 +272,4 @@ class PartParser:
     def parse(self, image: np.ndarray, heads: np.ndarray) -> list[dict[str, np.ndarray]]:
         """The parts of each head ``heads`` (N, H, W) of a BGR image (part name -> bool mask),
         as :meth:`parse_image` gives them, without painting its label map."""
-        if len(heads) == 0:
-            return []
         return part_masks(self.part_labels(image, heads), self.class_names, self._produced())

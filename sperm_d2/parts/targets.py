@@ -23,6 +23,12 @@ HEAD_PARTS = ("acrosome", "nucleus", "vacuole")
 PAINT_ORDER = ("tail", "midpiece", "acrosome", "nucleus", "vacuole")
 
 
+def head_part_codes(class_names: Sequence[str]) -> list[int]:
+    """The label-map codes (1 + i for ``class_names[i]``) of the head parts among
+    ``class_names``, in their order."""
+    return [i + 1 for i, name in enumerate(class_names) if name in HEAD_PARTS]
+
+
 def polygons_mask(segmentation: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """(H, W) bool of the union of COCO polygons ``[[x0, y0, x1, y1, ...], ...]``, rasterised as
     COCO evaluation does (pycocotools), so targets and ground truth agree pixel for pixel."""
