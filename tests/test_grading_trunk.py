@@ -94,7 +94,7 @@ def test_without_a_mask_channel_the_trunk_is_torchvisions_own() -> None:
 
 def test_other_weights_pass_unchanged() -> None:
     compact = build_model(setup_cfg(str(GRADER_INSTANT)))
-    assert compact.trunk is None and compact.imagenet_prefixes() == []
+    assert compact.trunk is None and compact.trunk_prefixes() == []
     state = compact.state_dict()
     assert compact.adapt_pretrained_state(state) is state
     # the compact CNN's parameter names are those of checkpoints trained before the trunk
@@ -113,7 +113,7 @@ def test_the_config_lists_every_trunk() -> None:
     from sperm_d2.config import ConfigError
     from sperm_d2.config.validate import CHOICES
 
-    assert set(CHOICES["SPERM.GRADER.BACKBONE"]) == {"compact", *TORCHVISION_ARCHS}
+    assert set(CHOICES["SPERM.GRADER.BACKBONE"]) == {"compact", "part_unet", *TORCHVISION_ARCHS}
     with pytest.raises(ConfigError, match="SPERM.GRADER.BACKBONE"):
         setup_cfg(str(GRADER_INSTANT), ["SPERM.GRADER.BACKBONE", "vgg16"])
     for arch, channels in TORCHVISION_ARCHS.items():

@@ -130,11 +130,14 @@ def add_sperm_config(cfg: CN) -> None:
     # (background pixels replaced by grey) or "none" (colour only).
     _C.SPERM.GRADER.MASK_MODE = "channel"
     # (str) the grader's feature extractor: "compact" (a small ResNet-style CNN from scratch,
-    # CHANNELS below) or a torchvision "resnet18" / "resnet34" / "resnet50", which can start from
-    # ImageNet weights given as MODEL.WEIGHTS (configs/sperm_grader_resnet18_imagenet.yaml).
+    # CHANNELS below), a torchvision "resnet18" / "resnet34" / "resnet50", which can start from
+    # ImageNet weights given as MODEL.WEIGHTS (configs/sperm_grader_resnet18_imagenet.yaml), or
+    # "part_unet", the head-part segmenter's U-Net encoder, which can start from a head-part run's
+    # checkpoint given as MODEL.WEIGHTS (configs/sperm_grader_part_unet_cpu.yaml).
     _C.SPERM.GRADER.BACKBONE = "compact"
     # (list[int]) output channels of the "compact" CNN's stages, after a stride-2 stem (each stage
-    # halves the resolution but the first).
+    # halves the resolution but the first); with "part_unet", the U-Net encoder's levels (the
+    # head-part run's SPERM.PARTS.CHANNELS).
     _C.SPERM.GRADER.CHANNELS = [24, 48, 96, 192]
     # (float) dropout before the classifier.
     _C.SPERM.GRADER.DROPOUT = 0.2

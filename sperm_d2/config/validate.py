@@ -103,7 +103,7 @@ CHOICES = {
     "SPERM.BEST_MODE": ("max", "min"),
     "SPERM.GRADER.MASK_MODE": ("channel", "suppress", "none"),
     "SPERM.GRADER.VIEW": ("aligned", "unaligned"),
-    "SPERM.GRADER.BACKBONE": ("compact", "resnet18", "resnet34", "resnet50"),
+    "SPERM.GRADER.BACKBONE": ("compact", "part_unet", "resnet18", "resnet34", "resnet50"),
     "SPERM.GRADER.BALANCE": ("sampler", "loss", "none"),
     "SPERM.GRADER.TTA": ("none", "rot180", "flips"),
     "SPERM.PARTS.INPUT": ("field", "head"),

@@ -15,8 +15,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from sperm_d2.grading.model import SpermHeadGrader
-from sperm_d2.grading.trunk import adapt_imagenet_state
+from sperm_d2.grading.model import SpermHeadGrader, adapt_trunk_state
 
 
 @META_ARCH_REGISTRY.register()
@@ -38,12 +37,12 @@ class SpermGraderEnsemble(nn.Module):
         return self.members[0].device
 
     def adapt_pretrained_state(self, state: dict) -> dict:
-        """ImageNet trunk weights (a torchvision ResNet's) into every member; anything else
-        unchanged (see :meth:`SpermHeadGrader.adapt_pretrained_state`)."""
+        """Pretrained trunk weights (a torchvision ResNet's, a head-part segmenter's encoder) into
+        every member; anything else unchanged (see :func:`adapt_trunk_state`)."""
         prefixes = [
-            f"members.{k}.{p}" for k, m in enumerate(self.members) for p in m.imagenet_prefixes()
+            f"members.{k}.{p}" for k, m in enumerate(self.members) for p in m.trunk_prefixes()
         ]
-        return adapt_imagenet_state(state, prefixes)
+        return adapt_trunk_state(state, prefixes)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """The members' mean class probabilities (N, K) of an (N, C, S, S) batch in 0-255."""

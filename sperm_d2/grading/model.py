@@ -1,8 +1,9 @@
 """``SpermHeadGrader``: a CNN on canonical head crops, giving class probabilities (and so
-``p_bad``) per head: a compact ResNet-style CNN trained from scratch, or a torchvision ResNet
+``p_bad``) per head: a compact ResNet-style CNN trained from scratch, a torchvision ResNet
 (``SPERM.GRADER.BACKBONE``, :mod:`sperm_d2.grading.trunk`) that can start from ImageNet
-weights. Registered in detectron2's ``META_ARCH_REGISTRY``, so ``build_model(cfg)``,
-``DetectionCheckpointer`` and ``SpermTrainer`` serve it unchanged.
+weights, or the head-part segmenter's encoder (:mod:`sperm_d2.grading.part_trunk`) that can
+start from a head-part run. Registered in detectron2's ``META_ARCH_REGISTRY``, so
+``build_model(cfg)``, ``DetectionCheckpointer`` and ``SpermTrainer`` serve it unchanged.
 
 Input: a batch dict ``{"images": (N, C, S, S) uint8/float 0-255, "labels": (N,) int64,
 "targets": (N, K) soft targets (optional, mixup / label smoothing), "class_weights": (K,)
@@ -20,6 +21,7 @@ from torch import nn
 
 from sperm_d2.flip_views import VIEWS, flip_dims
 from sperm_d2.grading.crop import input_channels
+from sperm_d2.grading.part_trunk import PartEncoderTrunk, adapt_part_state
 from sperm_d2.grading.trunk import TorchvisionTrunk, adapt_imagenet_state
 
 #: test-time views of the aligned crop (flipped dimensions of an N, C, H, W batch): the head's
@@ -56,13 +58,20 @@ class _Block(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
 
 
+def adapt_trunk_state(state: dict, prefixes: list[str]) -> dict:
+    """``state`` with a torchvision ResNet's weights (ImageNet) or a head-part segmenter's encoder
+    renamed for the trunks at ``prefixes``; a grader's own state (resuming, fine-tuning) and
+    anything else unchanged."""
+    return adapt_part_state(adapt_imagenet_state(state, prefixes), prefixes)
+
+
 @META_ARCH_REGISTRY.register()
 class SpermHeadGrader(nn.Module):
     """Features, global average pooling, dropout and a linear classifier over
     ``MODEL.ROI_HEADS.NUM_CLASSES`` (the project's classes). Features: ``BACKBONE`` "compact",
     a stride-2 stem and a ResNet-style stack of ``SPERM.GRADER.CHANNELS`` stages (one residual
-    block each, every stage but the first halving the resolution); or a torchvision ResNet
-    (``trunk``)."""
+    block each, every stage but the first halving the resolution); or a ``trunk``: a torchvision
+    ResNet or the head-part segmenter's encoder."""
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
@@ -88,6 +97,9 @@ class SpermHeadGrader(nn.Module):
                 prev = c
             self.blocks = nn.Sequential(*blocks)
             self.trunk = None
+        elif str(g.BACKBONE) == "part_unet":  # channels as the head-part run's SPERM.PARTS
+            self.trunk = PartEncoderTrunk(cin, channels)
+            prev = self.trunk.out_channels
         else:  # one of trunk.TORCHVISION_ARCHS (config/validate.py)
             self.trunk = TorchvisionTrunk(str(g.BACKBONE), cin)
             prev = self.trunk.out_channels
@@ -107,14 +119,14 @@ class SpermHeadGrader(nn.Module):
         # the loss and for p_bad
         return logits.float()
 
-    def imagenet_prefixes(self) -> list[str]:
-        """Where ImageNet trunk weights go in this model's state dict (none for "compact")."""
+    def trunk_prefixes(self) -> list[str]:
+        """Where pretrained trunk weights go in this model's state dict (none for "compact")."""
         return [] if self.trunk is None else ["trunk."]
 
     def adapt_pretrained_state(self, state: dict) -> dict:
-        """``state`` with a torchvision ResNet's weights renamed for the trunk (the training
-        checkpointer calls this on ``MODEL.WEIGHTS``); anything else unchanged."""
-        return adapt_imagenet_state(state, self.imagenet_prefixes())
+        """``state`` renamed for the trunk when it is another model's (the training checkpointer
+        calls this on ``MODEL.WEIGHTS``): see :func:`adapt_trunk_state`."""
+        return adapt_trunk_state(state, self.trunk_prefixes())
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities (N, K), averaged over the ``SPERM.GRADER.TTA`` views."""

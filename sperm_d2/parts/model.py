@@ -70,6 +70,26 @@ def soft_dice_loss(
     return 1 - dice.mean()
 
 
+def encoder_levels(in_channels: int, channels: list[int]) -> nn.ModuleList:
+    """The U-Net's encoder: one double convolution per entry of ``channels`` (the part
+    segmenter's ``down``; also the head grader's ``part_unet`` trunk, which starts from it)."""
+    levels, prev = nn.ModuleList(), in_channels
+    for c in channels:
+        levels.append(_double_conv(prev, c))
+        prev = c
+    return levels
+
+
+def encode(levels: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every encoder level's output for the normalised input ``x``, finest first (a stride-2
+    max-pool before each level but the first)."""
+    features = []
+    for i, block in enumerate(levels):
+        x = block(x if i == 0 else F.max_pool2d(x, 2))
+        features.append(x)
+    return features
+
+
 @META_ARCH_REGISTRY.register()
 class SpermPartSegmenter(nn.Module):
     """U-Net: ``SPERM.PARTS.CHANNELS`` encoder levels (the first at the working resolution
@@ -102,11 +122,8 @@ class SpermPartSegmenter(nn.Module):
         self.stride = 2 ** (len(channels) - 1)
         self.scale = float(p.SCALE)  # config/validate.py keeps it in (0, 1]
         self.in_channels = 4 if p.INPUT == "head" else 3
-        self.down = nn.ModuleList()
-        prev = self.in_channels
-        for c in channels:
-            self.down.append(_double_conv(prev, c))
-            prev = c
+        self.down = encoder_levels(self.in_channels, channels)
+        prev = channels[-1]
         self.up = nn.ModuleList()
         for c in reversed(channels[:-1]):
             self.up.append(_double_conv(prev + c, c))
@@ -133,11 +150,8 @@ class SpermPartSegmenter(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         x = x.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        skips.pop()
+        skips = encode(self.down, x)
+        x = skips.pop()
         for block in self.up:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
