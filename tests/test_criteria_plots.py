@@ -183,6 +183,32 @@ def test_report_shows_the_criteria_distributions_and_the_part_legend_with_parts(
     assert len(tails) == 2 * 2 and all(0 < t < TAIL_MIN_LENGTH_RATIO for t in tails)
 
 
+def test_report_notes_heads_judged_without_a_pixel_size_and_not_with_one(
+    parts_report_dir, tmp_path
+):
+    note = "Head size not checked: no pixel size given (--um-per-px or SPERM.UM_PER_PX)"
+    page = (parts_report_dir / "report.html").read_text()
+    # two fields of three sperm, all judged without a pixel size: above the criteria table
+    [shown] = re.findall(r'<p class="note">(.*?)</p>', page)
+    assert shown.startswith(note) and "to 6 of 6 heads judged" in shown
+    assert (
+        page.index("WHO strict criteria (parts)")
+        < page.index(note)
+        < page.index('<table class="who"')
+    )
+    assert note in (parts_report_dir / "REPORT.md").read_text()
+    # with a pixel size the head size is checked: no note
+    (tmp_path / "in" / "A").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "in" / "A" / "f0.png"), _field("x")[0])
+    opts = InferOptions(tmp_path / "out", um_per_px=0.1)
+    summary = run_inference(PartsPredictor(), [str(tmp_path / "in")], opts)
+    assert summary["totals"]["samples"]["in/A"]["who"]
+    scaled = (tmp_path / "out" / "report.html").read_text()
+    assert "WHO strict criteria (parts)" in scaled and "Head size not checked" not in scaled
+    assert 'class="note"' not in scaled
+    assert "Head size not checked" not in (tmp_path / "out" / "REPORT.md").read_text()
+
+
 def test_a_real_browser_renders_the_criteria_plot(parts_report_dir, tmp_path):
     dom = _decoded_dom(_chromium(), parts_report_dir / "report.html", tmp_path)
     plot = re.search(r'<img[^>]*alt="WHO criteria distributions"[^>]*>', dom.stdout).group(0)

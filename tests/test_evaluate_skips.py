@@ -1,7 +1,9 @@
 """tools/evaluate.py on a registered split holding unreadable images: each is skipped with one
 warning, listed with its reason in metrics.json and the printed summary, and left out of every
 metric with its annotations (the metrics equal those of a split without it); exit code 1 as
-infer.py's when it skipped files; a split whose every image is bad is one line, exit code 2."""
+infer.py's when it skipped files; a split whose every image is bad is one line, exit code 2.
+The val side (--val-dataset, --val-folders) is listed alike, marked as val, and a file of both
+val and test once."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset
 from sperm_d2.data.synthetic_io import make_synthetic_dataset
 from sperm_d2.evaluation.job import run_evaluation
+from sperm_d2.inference import SpermPredictor
 from sperm_d2.inference.types import ImagePrediction
 from sperm_d2.masks import segmentation_to_rle
 
@@ -155,7 +158,12 @@ def test_evaluate_cli_skips_and_lists_a_bad_image(data, tmp_path, caplog) -> Non
     assert not res.lines("evaluate.py")
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["skipped"] == [
-        {"path": str(data["bad"]), "reason": "empty file", "dataset": f"{PREFIX}_val"}
+        {
+            "path": str(data["bad"]),
+            "reason": "empty file",
+            "dataset": f"{PREFIX}_val",
+            "parts": ["test"],
+        }
     ]
     assert metrics["skipped_count"] == 1 and metrics["images"] == {"test": 1}
     assert "skipped 1 image(s)" in res.stdout and f"{data['bad']}: empty file" in res.stdout
@@ -173,3 +181,98 @@ def test_evaluate_cli_skips_and_lists_a_bad_image(data, tmp_path, caplog) -> Non
     assert line.startswith(f"evaluate.py: error: {bad}: nothing evaluated, all 1 images"), line
     assert f"{data['bad'].name}: empty file" in line
     assert not (tmp_path / "none").exists()
+
+
+def test_a_split_used_for_val_and_test_lists_its_bad_image_once(data, tmp_path, caplog) -> None:
+    data["bad"].write_bytes(b"")
+    predictor = OraclePredictor(setup_cfg(INSTANT, _opts(data["root"])))
+    name = f"{PREFIX}_val"
+    with caplog.at_level(logging.WARNING):
+        result, text = run_evaluation(predictor, tmp_path / "ev", dataset=name, val_dataset=name)
+    assert result["skipped"] == [
+        {
+            "path": str(data["bad"]),
+            "reason": "empty file",
+            "dataset": name,
+            "parts": ["val", "test"],
+        }
+    ]
+    assert result["skipped_count"] == 1 and result["images"] == {"val": 1, "test": 1}
+    assert text.count(str(data["bad"])) == 1 and f"(val and test split {name})" in text
+    assert len([r for r in caplog.records if data["bad"].name in r.getMessage()]) == 1
+
+
+LABELS = str(REPO / "configs" / "labels" / "default.yaml")
+
+
+def _crops(root: Path, bad: str | None = None) -> Path:
+    """Class folders of two 64-px crops each under ``root``; ``bad`` (a file name) written empty."""
+    rng = np.random.default_rng(0)
+    for folder in ("01_Normal", "abnormal"):
+        (root / folder).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(
+                str(root / folder / f"c{i}.png"), rng.integers(0, 255, (64, 64, 3), np.uint8)
+            )
+    if bad:
+        (root / "abnormal" / bad).write_bytes(b"")
+    return root
+
+
+class WholeCropPredictor:
+    """Finds one head, the whole crop, graded good: decodes as :class:`SpermPredictor` does."""
+
+    grader = None
+    predict_paths = SpermPredictor.predict_paths
+
+    def __init__(self) -> None:
+        self.cfg = setup_cfg(INSTANT)
+        self.class_names = tuple(self.cfg.SPERM.CLASSES)
+        self.class_colors = self.cfg.SPERM.CLASS_COLORS
+
+    def predict_stream(self, items):
+        for source, _, image in items:
+            h, w = image.shape[:2]
+            boxes = np.array([[0, 0, w, h]], np.float32)
+            masks, scores = np.ones((1, h, w), bool), np.array([0.9], np.float32)
+            classes = np.zeros(1, np.int64)
+            yield image, ImagePrediction(
+                source, (h, w), boxes, masks, scores, classes, self.class_names
+            )
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["val_folders", "val_is_test"])
+def test_a_bad_val_folder_image_is_listed_as_val_once(tmp_path, caplog, same) -> None:
+    test = _crops(tmp_path / "test", bad=None if not same else "empty.png")
+    val = test if same else _crops(tmp_path / "val", bad="empty.png")
+    with caplog.at_level(logging.WARNING):
+        result, text = run_evaluation(
+            WholeCropPredictor(),
+            tmp_path / "ev",
+            folders=str(test),
+            val_folders=str(val),
+            label_map_path=LABELS,
+        )
+    bad = str(val / "abnormal" / "empty.png")
+    parts = ["val", "test"] if same else ["val"]
+    assert result["skipped"] == [{"path": bad, "reason": "empty file", "parts": parts}]
+    assert result["skipped_count"] == 1
+    assert result["val"]["images"] == result["test"]["images"] == 4
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["skipped"] == result["skipped"]
+    assert text.count(bad) == 1 and f"{bad}: empty file ({' and '.join(parts)} folders)" in text
+    assert len([r for r in caplog.records if "empty.png" in r.getMessage()]) == 1
+
+
+@pytest.mark.slow
+def test_evaluate_cli_exits_1_on_a_bad_val_folder_image(tmp_path) -> None:
+    test, val = _crops(tmp_path / "test"), _crops(tmp_path / "val", bad="empty.png")
+    argv = ["--config-file", INSTANT, "--folders", str(test), "--val-folders", str(val)]
+    argv += ["--label-map", LABELS, "--output", str(tmp_path / "ev"), "--score-floor", "0"]
+    torch.manual_seed(0)
+    res = run_main(EVALUATE.main, [*argv, "--opts", "TEST.DETECTIONS_PER_IMAGE", "3"])
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    bad = str(val / "abnormal" / "empty.png")
+    assert metrics["skipped"] == [{"path": bad, "reason": "empty file", "parts": ["val"]}]
+    assert f"{bad}: empty file (val folders)" in res.stdout

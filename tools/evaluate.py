@@ -18,7 +18,9 @@ no-head count and the confusion matrix, and writes confusion_matrix.png and misc
 Both write metrics.json into --output, built beside it and moved into place at the end; an
 existing --output is replaced only with --overwrite (and only if it holds an earlier evaluate.py
 output). Class-folder images and split images that cannot be read are skipped, one warning
-each, and listed in metrics.json (a split's skipped images leave every metric, annotations too).
+each, and listed in metrics.json and the summary (a split's skipped images leave every metric,
+annotations too), those of --val-folders/--val-dataset as well: each file once, with the parts
+that lost it ("val": the threshold was chosen without it, "test": reported without it).
 
 Exit code: 0 clean; 1 when images were skipped (those listed in metrics.json); 2 when nothing was
 written (bad arguments, model, inputs or output folder, nothing evaluated), with one line saying

@@ -13,6 +13,7 @@ import collections
 import logging
 import os
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from sperm_d2.evaluation.pixellib_ap import (
     one_per_head_keep,
     rle_iou,
 )
+from sperm_d2.evaluation.skips import merge_skips
 from sperm_d2.image_io import read_image
 from sperm_d2.inference.background import prefetch
 from sperm_d2.inference.types import ImagePrediction
@@ -60,7 +62,9 @@ def _image_problem(image: np.ndarray, record: dict) -> str | None:
     return None
 
 
-def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) -> dict:
+def evaluate_split(
+    predictor, dataset_name: str, output_dir: str | os.PathLike, warned: Collection[str] = ()
+) -> dict:
     """Run the model on a registered split; return ``{"metrics", "matches", "strict_matches",
     "images", "skipped"}``.
 
@@ -69,7 +73,9 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
     ``strict_matches`` the same for the detections left by one-per-head de-duplication.
     An image that cannot be read (or is not the size its annotations give) is skipped, one
     warning each, listed in ``skipped`` (``{"path", "reason", "dataset"}``) and left out of every
-    metric with its annotations; ``images`` counts the images evaluated.
+    metric with its annotations; ``images`` counts the images evaluated. The files in ``warned``
+    (skipped by an earlier pass over the same images) are skipped and listed again without a
+    second warning.
 
     Raises:
         InputError: every image of the split was skipped.
@@ -85,9 +91,8 @@ def evaluate_split(predictor, dataset_name: str, output_dir: str | os.PathLike) 
         for record, (image, error) in prefetch(records, lambda r: read_image(r["file_name"])):
             error = error or _image_problem(image, record)
             if error:
-                logger.warning(
-                    "skipped %s: %s (in dataset %s)", record["file_name"], error, dataset_name
-                )
+                log = logger.debug if record["file_name"] in warned else logger.warning
+                log("skipped %s: %s (in dataset %s)", record["file_name"], error, dataset_name)
                 skipped.append(
                     {"path": record["file_name"], "reason": error, "dataset": dataset_name}
                 )
@@ -204,8 +209,9 @@ def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | N
     """Evaluate ``test_dataset``; with ``val_dataset`` choose the instance threshold there first.
 
     The images of either split that were skipped are listed in ``skipped`` (path, reason,
-    dataset) and counted in ``skipped_count``; ``images`` counts those evaluated per split
-    (``test``, ``val``).
+    dataset, and ``parts``: the passes that lost it, ``val`` and/or ``test``; one entry per
+    file, see :func:`sperm_d2.evaluation.skips.merge_skips`) and counted in ``skipped_count``;
+    ``images`` counts those evaluated per split (``test``, ``val``).
     """
     out = Path(output_dir)
     grader = predictor.grader.source if predictor.grader is not None else None
@@ -222,9 +228,10 @@ def evaluate_coco(predictor, test_dataset: str, output_dir, val_dataset: str | N
             **val["metrics"],
             **_prefixed(threshold_metrics(val["matches"], threshold, val["strict_matches"])),
         }
-    test = evaluate_split(predictor, test_dataset, out / "test")
+    # the val split may be the test split: its bad files are warned about once, listed once
+    test = evaluate_split(predictor, test_dataset, out / "test", {s["path"] for s in skipped})
     images["test"] = test["images"]
-    skipped = [*skipped, *test["skipped"]]
+    skipped = merge_skips(skipped, test["skipped"])
     result["threshold"] = threshold
     at_threshold = threshold_metrics(test["matches"], threshold, test["strict_matches"])
     result["test"] = {**test["metrics"], **_prefixed(at_threshold)}

@@ -12,6 +12,7 @@ reported on the test folders, with the plain top-head rule (bias 0) alongside fo
 import logging
 import os
 from pathlib import Path
+from typing import Collection
 
 from tqdm import tqdm
 
@@ -27,6 +28,7 @@ from sperm_d2.evaluation.classification import (
     per_group_good,
 )
 from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
+from sperm_d2.evaluation.skips import merge_skips
 from sperm_d2.image_io import in_debris, is_debris, is_image_path, read_image
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
 
@@ -82,9 +84,13 @@ def class_scores(pred) -> tuple[tuple[str, float], ...]:
     return tuple(best.items())
 
 
-def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None):
-    """Predict every crop; return ``[GradedImage]`` and the skipped files. ``keep(graded)`` says
-    which images to keep drawn overlays for (returned as a dict path -> BGR overlay)."""
+def grade_folders(
+    predictor, items: list[tuple[str, str]], desc: str, keep=None, warned: Collection[str] = ()
+):
+    """Predict every crop; return ``[GradedImage]``, the skipped files (``{"path", "reason"}``,
+    one warning each) and the overlays. ``keep(graded)`` says which images to keep drawn
+    overlays for (returned as a dict path -> BGR overlay). The files in ``warned`` (skipped by
+    an earlier pass over the same folders) are skipped and listed without a second warning."""
     graded, skipped, overlays = [], [], {}
     colors = class_colors_bgr(predictor.class_colors)
     truth = dict(items)
@@ -92,7 +98,7 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
         predictor.predict_paths([p for p, _ in items]), total=len(items), desc=desc, unit="img"
     ):
         if pred is None:
-            logger.warning("skipped %s: %s", path, error)
+            (logger.debug if path in warned else logger.warning)("skipped %s: %s", path, error)
             skipped.append({"path": path, "reason": error})
             continue
         top = (pred.labels[0], float(pred.scores[0])) if len(pred) else (None, 0.0)
@@ -107,14 +113,26 @@ def grade_folders(predictor, items: list[tuple[str, str]], desc: str, keep=None)
 
 def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=None) -> dict:
     """Threshold and bias on val (if given, else the predictor's threshold and no bias),
-    metrics + figures on test."""
+    metrics + figures on test. The files skipped in either are listed once each in ``skipped``
+    with the ``parts`` (val, test) that lost them (:func:`sperm_d2.evaluation.skips.merge_skips`).
+
+    Raises:
+        InputError: every image of the val folders was skipped.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     classes = tuple(predictor.class_names)
     threshold, bias, val_metrics = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD), 0.0, None
+    val_skipped: list[dict] = []
     if val_root:
         val_items, _ = list_class_folders(val_root, label_map)
-        val_graded, _, _ = grade_folders(predictor, val_items, "val folders")
+        val_graded, val_skipped, _ = grade_folders(predictor, val_items, "val folders")
+        if not val_graded:
+            first = val_skipped[0]
+            raise InputError(
+                f"--val-folders {val_root}: nothing evaluated, all {len(val_skipped)} images "
+                f"skipped (first: {first['path']}: {first['reason']})"
+            )
         threshold = choose_threshold(val_graded, classes)
         bias = choose_bias(val_graded, classes, threshold)
         val_metrics = grade_metrics(val_graded, classes, threshold, bias=bias)[0]
@@ -123,9 +141,12 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=No
         return g.predicted(threshold, bias)
 
     items, info = list_class_folders(test_root, label_map)
-    graded, skipped, overlays = grade_folders(
-        predictor, items, "test folders", keep=lambda g: grade(g) != g.true
+    # the val folders may be the test folders: their bad files are warned about once
+    warned = {s["path"] for s in val_skipped}
+    graded, test_skipped, overlays = grade_folders(
+        predictor, items, "test folders", keep=lambda g: grade(g) != g.true, warned=warned
     )
+    skipped = merge_skips(val_skipped, test_skipped)
     metrics, cm = grade_metrics(graded, classes, threshold, bias=bias)
     cols = [*classes, NO_HEAD]
     title = f"{Path(test_root).name}: accuracy {metrics['accuracy']:.3f}"
@@ -152,6 +173,7 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=No
             "counts": cm.tolist(),
         },
         "per_sample": per_group_good(graded, lambda p: Path(p).parent.name, threshold, bias),
+        "skipped_count": len(skipped),
         "skipped": skipped,
         "misclassified": [
             {

@@ -17,6 +17,7 @@ from sperm_d2.atomic import check_output_dir, staged_dir, write_json_atomic
 from sperm_d2.errors import InputError
 from sperm_d2.evaluation.coco_split import ap_table, evaluate_coco
 from sperm_d2.evaluation.folders import evaluate_folders, list_class_folders
+from sperm_d2.evaluation.skips import skipped_lines
 
 #: what ``run_evaluation`` writes at the top of its output folder (all it may replace there)
 EVAL_OUTPUTS = {"metrics.json", "confusion_matrix.png", "misclassified.png", "val", "test"}
@@ -122,9 +123,10 @@ def run_evaluation(
             label_map = _label_map(label_map_path, predictor.class_names)
             result = evaluate_folders(predictor, folders, label_map, out, val_root=val_folders)
             if not result["test"]["images"]:
-                first = result["skipped"][0] if result["skipped"] else {"path": folders}
+                lost = [s for s in result["skipped"] if "test" in s["parts"]]
+                first = lost[0] if lost else {"path": folders}
                 raise InputError(
-                    f"--folders {folders}: nothing evaluated, all {len(result['skipped'])} "
+                    f"--folders {folders}: nothing evaluated, all {len(lost)} "
                     f"images skipped (first: {first['path']}: {first.get('reason', '')})"
                 )
             return result, folders_text(result)
@@ -152,20 +154,16 @@ def coco_text(result: dict, classes: tuple[str, ...]) -> str:
         f"score threshold {result['threshold']:.3f} (chosen on {result['threshold_chosen_on']}): "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in at.items() if k != "threshold")
     )
-    skipped = result.get("skipped", [])
-    if skipped:
-        lines.append(
-            f"skipped {len(skipped)} image(s), left out of every metric with their annotations "
-            "(listed in metrics.json):"
-        )
-        lines += [f"  {s['path']}: {s['reason']} ({s['dataset']})" for s in skipped[:MAX_LISTED]]
-        if len(skipped) > MAX_LISTED:
-            lines.append(f"  ... and {len(skipped) - MAX_LISTED} more")
+    lost = (
+        "val: left out of choosing the threshold; test: left out of every metric, annotations too"
+    )
+    lines += skipped_lines(result.get("skipped", []), lost, MAX_LISTED)
     return "\n".join(lines)
 
 
 def folders_text(result: dict) -> str:
-    """Accuracy, sensitivity/specificity for bad, F1, no-head count and the confusion matrix."""
+    """Accuracy, sensitivity/specificity for bad, F1, no-head count, the confusion matrix and
+    the images skipped."""
     m, plain = result["test"], result.get("test_top_head") or result["test"]
     keys = (
         "images",
@@ -191,4 +189,6 @@ def folders_text(result: dict) -> str:
         f"image-level grading of {result['test_root']} at score threshold "
         f"{result['threshold']:.3f} (chosen on {result['threshold_chosen_on']})"
     )
-    return "\n".join([head, table, "", cm_table])
+    lost = "val: left out of choosing the threshold and bias; test: left out of every metric"
+    skipped = skipped_lines(result.get("skipped", []), lost, MAX_LISTED)
+    return "\n".join([head, table, "", cm_table, *([""] + skipped if skipped else [])])

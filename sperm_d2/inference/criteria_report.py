@@ -49,3 +49,17 @@ def criteria_rows(named: list[tuple[str, dict]], interval, mark) -> list[list]:
             ]
         )
     return rows
+
+
+def no_scale_note(unscaled: int, judged: int) -> str | None:
+    """The report's note on heads judged by the criteria without a pixel size (their head length
+    and width unchecked, their grade by the other criteria), so that % normal is not read as
+    size-checked; ``None`` when every head judged had one."""
+    if not unscaled:
+        return None
+    return (
+        f"Head size not checked: no pixel size given (--um-per-px or SPERM.UM_PER_PX), so the "
+        f"WHO head length and width limits were not applied to {unscaled} of {judged} heads "
+        "judged by the criteria; their % normal is by shape, parts, midpiece and tail only "
+        "(who_not_assessed: head_size_no_scale)."
+    )

@@ -56,9 +56,11 @@ MIDPIECE_MAX_ANGLE_DEG = 30.0
 TAIL_MIN_LENGTH_RATIO = 5.0
 #: the parts a sperm needs to be assessable
 NEEDED_PARTS = ("acrosome", "nucleus", "midpiece", "tail")
+#: the not-assessed entry of a head judged without a pixel size: its µm length and width unchecked
+NO_SCALE = "head_size_no_scale"
 #: not-assessed entries that leave the grade to the other criteria: the head's µm size without a
 #: pixel size, the length of a tail that leaves the field
-NOT_BLOCKING = ("head_size_no_scale", "tail_cut_by_border")
+NOT_BLOCKING = (NO_SCALE, "tail_cut_by_border")
 
 GRADES = ("normal", "abnormal", "not assessable")
 #: criteria by region, for the report's counts of head / midpiece / tail defects
@@ -187,7 +189,7 @@ def assess_sperm(
             if not lo <= v <= hi:
                 failed.append(f"{name}:{v:.2f}um")
     else:
-        skipped.append("head_size_no_scale")  # said, so a "normal" is not read as size-checked
+        skipped.append(NO_SCALE)  # said, so a "normal" is not read as size-checked
     if acro.any():
         out.acrosome_share = 100.0 * float((acro & head).sum()) / area
         lo, hi = WHO_ACROSOME_SHARE

@@ -45,14 +45,20 @@ STYLE = (
     "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "td:first-child{text-align:left}.gallery{display:flex;flex-wrap:wrap;gap:6px}"
     "figure{margin:0;width:96px;font-size:10px;text-align:center}figure img{max-width:96px}"
-    ".below{color:#b00;font-weight:bold}"
+    ".below{color:#b00;font-weight:bold}.note{font-weight:bold}"
 )
 
 
 def render_html(
-    summary: dict, tables: dict, rows: list, plots: dict, gallery: HeadGallery | None
+    summary: dict,
+    tables: dict,
+    rows: list,
+    plots: dict,
+    gallery: HeadGallery | None,
+    criteria_note: str | None = None,
 ) -> str:
-    """``report.html``: everything in one file (inline CSS, images as data URIs, no scripts)."""
+    """``report.html``: everything in one file (inline CSS, images as data URIs, no scripts);
+    ``criteria_note`` stands above the criteria table (e.g. head size not checked)."""
     grader = summary.get("grader")
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Inference report"
@@ -79,7 +85,10 @@ def render_html(
             f'<img class="plot" src="{png_data_uri(plots["grades"])}" alt="grades per field">',
         ]
     if tables["criteria"][1]:  # a part segmenter ran: % normal by WHO's strict criteria
-        parts += ["<h2>WHO strict criteria (parts)</h2>", _html_table(*tables["criteria"], "who")]
+        parts.append("<h2>WHO strict criteria (parts)</h2>")
+        if criteria_note:
+            parts.append(f'<p class="note">{html.escape(criteria_note)}</p>')
+        parts.append(_html_table(*tables["criteria"], "who"))
     if plots.get("criteria"):
         parts += [
             "<p>Each criterion per sample, the normal range shaded (midpiece and tail lengths "

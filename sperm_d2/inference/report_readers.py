@@ -10,6 +10,7 @@ from array import array
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from sperm_d2.inference.part_criteria import NO_SCALE
 from sperm_d2.inference.report_plots import QUANTITIES
 
 
@@ -87,3 +88,23 @@ class GradesReader:
         are all fed)."""
         self._close()
         return self.grades
+
+
+class NoScaleReader:
+    """Counts the heads the WHO criteria judged (a ``who_grade``) and those of them judged
+    without a pixel size (``head_size_no_scale`` in ``who_not_assessed``: head length and width
+    unchecked), over every row it is fed."""
+
+    def __init__(self) -> None:
+        self.judged = self.unscaled = 0
+
+    def add(self, row: dict[str, str]) -> None:
+        """Take one ``instances.csv`` row."""
+        if not row.get("who_grade"):
+            return
+        self.judged += 1
+        self.unscaled += NO_SCALE in (row.get("who_not_assessed") or "").split(";")
+
+    def result(self) -> tuple[int, int]:
+        """``(heads judged without a pixel size, heads judged)``."""
+        return self.unscaled, self.judged

@@ -22,7 +22,7 @@ from tabulate import tabulate
 
 from sperm_d2.atomic import write_bytes_atomic
 from sperm_d2.inference.criteria_plots import CriteriaReader, criteria_figure
-from sperm_d2.inference.criteria_report import CRITERIA_HEADERS, criteria_rows
+from sperm_d2.inference.criteria_report import CRITERIA_HEADERS, criteria_rows, no_scale_note
 from sperm_d2.inference.head_gallery import HeadGallery
 from sperm_d2.inference.report_html import render_html
 from sperm_d2.inference.report_plots import (
@@ -32,7 +32,12 @@ from sperm_d2.inference.report_plots import (
     morphometrics_figure,
     percent_figure,
 )
-from sperm_d2.inference.report_readers import GradesReader, MorphometricsReader, read_instances
+from sperm_d2.inference.report_readers import (
+    GradesReader,
+    MorphometricsReader,
+    NoScaleReader,
+    read_instances,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +172,9 @@ def _tables(
     }
 
 
-def render_markdown(summary: dict, tables: dict) -> str:
-    """``REPORT.md``: the run, the tables; the plots and the gallery are in ``report.html``."""
+def render_markdown(summary: dict, tables: dict, criteria_note: str | None = None) -> str:
+    """``REPORT.md``: the run, the tables (the criteria's with ``criteria_note`` above it); the
+    plots and the gallery are in ``report.html``."""
     out = [
         "# Inference report",
         "",
@@ -190,7 +196,9 @@ def render_markdown(summary: dict, tables: dict) -> str:
         out += [f"## {title}", "", tabulate(rows, headers=headers, tablefmt="github"), ""]
     headers, rows = tables["criteria"]
     if rows:  # a part segmenter ran
-        out += ["## WHO strict criteria (parts)", "", tabulate(rows, headers, "github"), ""]
+        out += ["## WHO strict criteria (parts)", ""]
+        out += [f"**{criteria_note}**", ""] if criteria_note else []
+        out += [tabulate(rows, headers, "github"), ""]
     headers, rows = tables["skipped"]
     out += [f"## Skipped files ({len(rows)})", ""]
     out += [tabulate(rows, headers=headers, tablefmt="github") if rows else "None.", ""]
@@ -209,7 +217,8 @@ def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) 
     # % good per field needs a "good" grade (a one-class detector without a grader has none)
     grades = GradesReader(sample_of, "good") if "good" in summary["classes"] else None
     distributions = CriteriaReader(sample_of) if criteria else None  # a part segmenter ran
-    readers = [r for r in (morphometrics, grades, distributions) if r is not None]
+    no_scale = NoScaleReader() if criteria else None
+    readers = [r for r in (morphometrics, grades, distributions, no_scale) if r is not None]
     read_instances(out_dir / "instances.csv", readers)  # one pass for every reader
     values = morphometrics.result()
     tables = _tables(summary, rows, values, um, criteria)
@@ -220,7 +229,8 @@ def write_run_report(out_dir: Path, summary: dict, gallery: HeadGallery | None) 
     }
     if distributions is not None:
         plots["criteria"] = criteria_figure(distributions.result())
-    page = render_html(summary, tables, rows, plots, gallery)
+    note = no_scale_note(*no_scale.result()) if no_scale is not None else None
+    page = render_html(summary, tables, rows, plots, gallery, criteria_note=note)
     write_bytes_atomic(out_dir / HTML_NAME, page.encode("utf-8"))
-    write_bytes_atomic(out_dir / MD_NAME, render_markdown(summary, tables).encode("utf-8"))
+    write_bytes_atomic(out_dir / MD_NAME, render_markdown(summary, tables, note).encode("utf-8"))
     return [out_dir / HTML_NAME, out_dir / MD_NAME]

@@ -1,0 +1,38 @@
+"""The images an ``evaluate.py`` run skipped (unreadable, or not the size of their annotations),
+from its val pass (that chooses the threshold) and its test pass (that is reported): one entry
+per file, naming the passes that lost it, and the lines of the printed summary."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def merge_skips(val: Iterable[dict], test: Iterable[dict]) -> list[dict]:
+    """One entry per skipped file, val's first: the file's first entry (``path``, ``reason``,
+    for a split its ``dataset``) with ``parts``, the passes that skipped it (``"val"``: the
+    threshold was chosen without it; ``"test"``: the metrics were reported without it). A file
+    of both (``--val-folders`` the same as ``--folders``, or ``--val-dataset`` as
+    ``--dataset``) is listed once, with both parts."""
+    merged: dict[str, dict] = {}
+    for part, entries in (("val", val), ("test", test)):
+        for entry in entries:
+            parts = merged.setdefault(entry["path"], {**entry, "parts": []})["parts"]
+            if part not in parts:
+                parts.append(part)
+    return list(merged.values())
+
+
+def skipped_lines(skipped: list[dict], lost: str, max_listed: int) -> list[str]:
+    """The printed summary's lines on the ``skipped`` files (:func:`merge_skips`): a header
+    saying what each part ``lost`` by a skip, then the first ``max_listed`` files with their
+    reason and where they were skipped; nothing when none was."""
+    if not skipped:
+        return []
+    lines = [f"skipped {len(skipped)} image(s), listed in metrics.json ({lost}):"]
+    for s in skipped[:max_listed]:
+        where = " and ".join(s.get("parts", ()))
+        where += f" split {s['dataset']}" if s.get("dataset") else " folders"
+        lines.append(f"  {s['path']}: {s['reason']} ({where})")
+    if len(skipped) > max_listed:
+        lines.append(f"  ... and {len(skipped) - max_listed} more")
+    return lines
