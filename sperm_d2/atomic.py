@@ -156,7 +156,8 @@ def check_output_dir(
     delete it). A new or empty folder is fine. A folder with files needs ``overwrite``, and even
     then only a folder whose top-level entries are all ``own_names`` (an earlier run's outputs)
     is replaced: a folder holding anything else was not written by the tool, and replacing it
-    would delete what it did not write. The nearest existing ancestor must be a writable folder.
+    would delete what it did not write. The folder (if it exists) and the folder its outputs
+    are staged in (its parent, or the nearest existing ancestor) must be writable.
 
     Raises:
         ValueError: the reason, starting with ``flag`` and the path.
@@ -183,13 +184,17 @@ def check_output_dir(
                 f"{flag} {path}: holds {foreign[0]!r} (and {len(foreign) - 1} more), which this "
                 "tool does not write; it replaces only an earlier run's output folder"
             )
-    anchor = path
+    # the outputs are staged beside the folder (staged_dir) and an existing folder is moved
+    # aside: its parent must be writable too, not only the folder itself
+    anchors = [path] if path.is_dir() else []
+    anchor = output_target(path).parent
     while not anchor.exists():
         anchor = anchor.parent
     if not anchor.is_dir():
         raise InputError(f"{flag} {path}: {anchor} is a file, not a folder")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {path}: {anchor} is not writable")
+    for folder in anchors + [anchor]:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"{flag} {path}: {folder} is not writable")
     if path.absolute().parent.is_dir():  # a run writing it now: refused before any work
         try:
             unlock_output(path, lock_output(path))

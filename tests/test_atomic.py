@@ -4,6 +4,7 @@ run's staging folder is removed by the next run."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,3 +168,22 @@ def test_a_killed_writers_temporary_file_is_removed_a_live_ones_is_not(tmp_path)
     # the lock died with the live writer: its file is now stale too
     assert atomic.remove_stale_temps(tmp_path, "model_*.pth") == [Path(busy)]
     assert not (tmp_path / "model_0000499.pth").exists()  # nothing was renamed into place
+
+
+def test_an_existing_output_in_a_read_only_folder_is_refused_in_one_line(tmp_path, monkeypatch):
+    """The outputs are staged beside the output folder: an existing (empty, writable) output
+    folder whose parent is read-only is refused before any work, naming the parent (it was a
+    PermissionError traceback on the lock file). ``os.access`` stands in for a read-only
+    folder, which root (these tests' user in CI containers) could write anyway."""
+    parent = tmp_path / "ro"
+    (parent / "out").mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(
+        atomic.os, "access", lambda p, mode: Path(p) != parent and real_access(p, mode)
+    )
+    with pytest.raises(
+        atomic.InputError, match=re.escape(f"--output {parent}/out: {parent} is not writable")
+    ):
+        atomic.check_output_dir(parent / "out", False, set())
+    with pytest.raises(atomic.InputError, match="is not writable"):  # a new folder inside too
+        atomic.check_output_dir(parent / "new" / "deeper", False, set())

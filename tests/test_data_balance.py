@@ -4,12 +4,14 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from sperm_d2.data.balance import augment_pair, balance_labelme
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.prepare import prepare_dataset
 from sperm_d2.data.synthetic import render_scene_detailed
+from sperm_d2.errors import InputError
 
 from .conftest import REPO
 
@@ -79,7 +81,8 @@ def test_an_image_path_outside_the_input_folder_is_skipped_not_read(tmp_path) ->
     doc = json.loads((src / "a.json").read_text())
     doc["imagePath"] = str(elsewhere / "secret.png")  # absolute, as a hostile file gives it
     (src / "a.json").write_text(json.dumps(doc))
-    counts = balance_labelme(src, tmp_path / "bal", LM, seed=0)
-    assert counts["skipped"]["files"] == 1
-    assert "resolves outside the input folder" in counts["skipped"]["lines"][0]
-    assert not list((tmp_path / "bal").rglob("*.png"))
+    with pytest.raises(InputError, match="none of 1 labelme file") as refused:
+        balance_labelme(src, tmp_path / "bal", LM, seed=0)  # its one file skipped: nothing left
+    [line] = refused.value.problems
+    assert "resolves outside the input folder" in line
+    assert not (tmp_path / "bal").exists()

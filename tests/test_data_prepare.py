@@ -198,3 +198,67 @@ def test_cli_visualize_data(labelme_dir, tmp_path) -> None:
     )
     assert p.returncode == 0, p.stderr
     assert len(list((tmp_path / "vis").glob("*.png"))) == 2
+
+
+@pytest.fixture
+def vis_data(labelme_dir, tmp_path):
+    """A copy of the labelme set prepared into root/ (its train split registered by the tool
+    as ``vis_train``, removed again afterwards)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    src = tmp_path / "labelme"
+    shutil.copytree(labelme_dir, src)
+    prepare_dataset(src, tmp_path / "root", LM, ratios=(0.5, 0.5))
+    yield src, tmp_path / "root"
+    for name in ("vis_train", "vis_val", "vis_empty"):
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def _visualize(root: Path, output: Path, *args: str):
+    from .hostile_inputs import load_tool, run_main
+
+    argv = ["--split", "train", "--output", str(output), *args]
+    opts = ["SPERM.DATA_ROOT", str(root), "SPERM.DATASET_PREFIX", "vis", "MODEL.DEVICE", "cpu"]
+    return run_main(load_tool("visualize_data").main, argv + ["--opts", *opts])
+
+
+def test_visualize_skips_an_unreadable_image_and_lists_it(vis_data, tmp_path) -> None:
+    src, root = vis_data
+    train = _load(root / "annotations" / "train.json")["images"]
+    bad = (root / train[0]["file_name"]).resolve()
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    before = _digest(src)
+    res = _visualize(root, tmp_path / "vis", "--num", "3")
+    assert res.exception is None and "Traceback" not in res.stderr, res.stderr
+    assert res.code == 1, res.stderr
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 2
+    assert _digest(src) == before
+
+
+@pytest.mark.parametrize(
+    "args, culprit",
+    [
+        (["--num", "0"], "--num 0"),
+        (["--num", "-5"], "--num -5"),
+        (["--source", "augmented", "--seed", "-1"], "--seed -1"),
+        (["--output", "{src}/syn_00000.png"], "not a folder"),
+        (["--output", "{src}"], "holds images of vis_train"),  # overlays among the images
+        (["--split", "empty"], "holds no image"),
+    ],
+    ids=["num_zero", "num_negative", "seed_negative", "output_a_file", "output_inputs", "empty"],
+)
+def test_visualize_refuses_in_one_line_and_writes_nothing(vis_data, tmp_path, args, culprit):
+    """They were tracebacks (--num -5, --seed -1, an output that is a file), a run drawing
+    nothing with exit 0 (--num 0, an empty split), or overlays written among the images."""
+    src, root = vis_data
+    empty = _load(root / "annotations" / "train.json")
+    empty["images"], empty["annotations"] = [], []
+    (root / "annotations" / "empty.json").write_text(json.dumps(empty))
+    before = _digest(tmp_path)
+    res = _visualize(root, tmp_path / "vis", *[a.format(src=src) for a in args])
+    assert res.exception is None and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.lines("visualize_data.py")
+    assert culprit in line and res.code == 2, line
+    assert _digest(tmp_path) == before and not (tmp_path / "vis").exists()

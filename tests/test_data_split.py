@@ -13,6 +13,9 @@ STRATA = ["good"] * 60 + ["bad"] * 30 + ["none"] * 10
 def test_parse_ratios() -> None:
     assert parse_ratios("0.8,0.2") == (0.8, 0.2)
     assert parse_ratios("7,1.5,1.5") == pytest.approx((0.7, 0.15, 0.15))
+    # ratios whose sum overflows: normalised, not turned into 0,0 and refused as "[0.0, 0.0]"
+    assert parse_ratios("1e308,1e308") == (0.5, 0.5)
+    assert parse_ratios("1.5e308,1e308,1e308") == pytest.approx((3 / 7, 2 / 7, 2 / 7))
     for bad in ("a,b", "1,2,3,4", "-1,2", "0,0"):
         with pytest.raises(ValueError, match="--split"):
             parse_ratios(bad)

@@ -92,3 +92,39 @@ def test_cli_rejects_options_that_do_not_apply(tmp_path) -> None:
     p = _make_synthetic("--output", tmp_path / "c", "--crops", 3, "--video", 3)
     assert p.returncode == 2 and "not allowed with" in p.stderr
     assert not (tmp_path / "c").exists()
+
+
+# (id, arguments ({tmp}: the test folder, which holds a file "f.avi"), text of the error line)
+SYNTHETIC_REFUSED = [
+    ("no_images", ["--output", "{tmp}/o", "--num-images", "0"], "--num-images 0"),
+    ("negative_images", ["--output", "{tmp}/o", "--num-images", "-3"], "--num-images -3"),
+    ("size_tiny", ["--output", "{tmp}/o", "--num-images", "1", "--size", "3"], "--size 3"),
+    ("size_astronomic", ["--output", "{tmp}/o", "--size", "99999999"], "--size 99999999"),
+    ("crop_size_tiny", ["--output", "{tmp}/o", "--crops", "1", "--size", "4"], "--size 4"),
+    ("frame_tiny", ["--output", "{tmp}/v.mp4", "--video", "2", "--frame-size", "2", "2"], "2 2"),
+    ("seed_negative", ["--output", "{tmp}/o", "--num-images", "1", "--seed", "-1"], "--seed -1"),
+    ("output_a_file", ["--output", "{tmp}/f.avi", "--num-images", "1"], "not a folder"),
+    ("crops_into_a_file", ["--output", "{tmp}/f.avi", "--crops", "1"], "not a folder"),
+    ("video_not_a_video_name", ["--output", "{tmp}/v.txt", "--video", "2"], ".mp4 or .avi"),
+    ("video_into_a_folder", ["--output", "{tmp}", "--video", "2"], "is a folder"),
+    ("fps_zero", ["--output", "{tmp}/v.mp4", "--video", "2", "--fps", "0"], "--fps"),
+    ("fps_nan", ["--output", "{tmp}/v.mp4", "--video", "2", "--fps", "nan"], "--fps"),
+]
+
+
+@pytest.mark.parametrize(
+    "case, argv, culprit", SYNTHETIC_REFUSED, ids=[c[0] for c in SYNTHETIC_REFUSED]
+)
+def test_cli_refuses_what_it_cannot_draw_in_one_line(tmp_path, case, argv, culprit) -> None:
+    """Arguments the generator cannot draw: one line naming the argument, exit 2, nothing
+    written (they were tracebacks, a silently empty folder, or an error naming a temporary
+    file)."""
+    from .hostile_inputs import load_tool, run_main, tree_hashes
+
+    (tmp_path / "f.avi").write_bytes(b"not mine to replace")
+    before = tree_hashes(tmp_path)
+    res = run_main(load_tool("make_synthetic").main, [a.format(tmp=tmp_path) for a in argv])
+    assert res.exception is None and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.lines("make_synthetic.py")
+    assert culprit in line and res.code == 2, line
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "f.avi"] and tree_hashes(tmp_path) == before

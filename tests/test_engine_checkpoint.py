@@ -78,6 +78,22 @@ def test_resume_with_missing_last_file_and_nothing_usable_is_an_error(tmp_path) 
         fresh.resume_or_load("", resume=True)
 
 
+def test_resume_without_the_last_checkpoint_file_goes_on_from_the_newest(tmp_path) -> None:
+    """A run folder copied without its small ``last_checkpoint`` file: ``--resume`` goes on
+    from the newest periodic checkpoint (a ``model_best`` is never the resume point) instead of
+    starting over at iteration 0 and overwriting the run's checkpoints."""
+    ckpt, model, counter = _checkpointer(tmp_path)
+    for it in (1, 3):
+        _save_at(ckpt, model, counter, it)
+    ckpt.save("model_best", iteration=7)
+    (tmp_path / "last_checkpoint").unlink()
+    fresh, fresh_model, fresh_counter = _checkpointer(tmp_path, seed=1)
+    assert fresh.has_checkpoint()  # detectron2's trainer then starts at iteration + 1
+    left = fresh.resume_or_load("", resume=True)
+    assert left["iteration"] == 3 and fresh_counter.value == 3
+    assert torch.all(fresh_model.weight == 3.0)
+
+
 def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:
     ckpt, _, _ = _checkpointer(tmp_path)
     with pytest.raises(CheckpointError, match="nope.pth: checkpoint file not found"):

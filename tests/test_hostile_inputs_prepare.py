@@ -277,7 +277,9 @@ REFUSED = [
     ("kfold_negative", _args("--kfold", "-3"), "--kfold"),
     ("kfold_too_many", _args("--kfold", "50"), "--kfold"),
     ("kfold_text", _args("--kfold", "x"), "--kfold"),
+    ("kfold_astronomic", _args("--kfold", "99999999999999999999"), "at most 1000 folds"),
     ("workers_zero", _args("--workers", "0"), "--workers"),
+    ("workers_thousands", _args("--workers", "100000"), "per CPU"),  # was a fork bomb
     ("seed_negative", _args("--seed", "-1"), "--seed"),
     ("image_root_missing", _args("--image-root", "/no/such/folder"), "--image-root"),
     ("contact_sheet_alone", _args("--contact-sheet", "x.png"), "--contact-sheet"),
@@ -388,6 +390,26 @@ BALANCE_REFUSED = [
         lambda s, t: ["--input", str(s), "--output", str(s / "syn_00000.png")],
         "syn_00000.png",
     ),
+    (  # was a traceback
+        "seed_negative",
+        lambda s, t: ["--input", str(s), "--output", str(t / "b"), "--seed", "-1"],
+        "--seed -1",
+    ),
+    (  # was a run writing 250 copies of each image (a typo'd target: the disk filled)
+        "target_past_the_copies_of_each_image",
+        lambda s, t: ["--input", str(s), "--output", str(t / "b"), "--target", "1000"],
+        "augmented copies of each",
+    ),
+    (  # was "folder not found"
+        "input_a_file",
+        lambda s, t: ["--input", str(s / "syn_00000.png"), "--output", str(t / "b")],
+        "syn_00000.png: not a folder",
+    ),
+    (  # was an empty output and exit 0
+        "input_without_labelme_files",
+        lambda s, t: ["--input", str(REPO / "datasets"), "--output", str(t / "b")],
+        "no labelme *.json file",
+    ),
     (
         "labels_missing",
         lambda s, t: [
@@ -430,6 +452,19 @@ def test_balance_foreign_output_refused_bad_file_skipped(src, tmp_path) -> None:
     (line,) = res.lines("balance_data.py")
     assert BAD in line and "skipped" in line
     assert not (bal / BAD).exists() and (bal / "syn_00001.json").is_file()
+
+
+def test_balance_with_no_usable_file_writes_nothing(src, tmp_path) -> None:
+    """Every labelme file unreadable: each listed, then one error line, exit 2, no output
+    folder (it was an empty balanced set and exit 1)."""
+    for j in src.glob("*.json"):
+        j.write_text("{")
+    res = run_main(BALANCE.main, ["--input", str(src), "--output", str(tmp_path / "b")])
+    assert res.exception is None and res.code == 2, (res.exception, res.stderr)
+    lines = res.lines("balance_data.py")
+    assert len(lines) == N + 1 and all(" skipped syn_" in line for line in lines[:-1]), lines
+    assert lines[-1].endswith(f"none of {N} labelme file(s) usable"), lines[-1]
+    assert not (tmp_path / "b").exists()
 
 
 def test_reviewed_auto_annotations_prepared_again_are_never_deleted(tmp_path) -> None:
@@ -499,6 +534,47 @@ def test_from_folders_lists_special_crops(tmp_path) -> None:
     for name, text in (("pipe", "FIFO"), ("dangling", "No such file"), ("deep", "16-bit")):
         [line] = [line for line in lines if f"/{name}." in line]
         assert line.startswith("prepare_data.py: ERROR ") and text in line, line
+
+
+def test_from_folders_lists_what_no_class_folder_holds(tmp_path) -> None:
+    """--from-folders: an image beside the class folders (no class), a crop linking to a file
+    outside --input, and a class folder without images (only a note and a stray JSON) are each
+    one line naming the crop or folder; they were dropped unseen, or (the link) reported under
+    the name of a temporary labelme file, as outside "the dataset root"."""
+    from sperm_d2.data.synthetic_io import make_synthetic_crops
+
+    make_synthetic_crops(tmp_path / "crops", 6, size=64)
+    crops, outside = tmp_path / "crops" / "test", tmp_path / "outside"
+    folder = sorted(p for p in crops.iterdir() if p.is_dir())[0]
+    first = sorted(folder.iterdir())[0]
+    crop_count = len(list(crops.rglob("*.png")))
+    outside.mkdir()
+    shutil.copy(first, crops / "loose.png")
+    shutil.copy(first, outside / "x.png")
+    os.symlink(outside / "x.png", folder / "link.png")
+    (crops / "debris").mkdir()
+    (crops / "debris" / "notes.txt").write_text("to do")
+    (crops / "debris" / "a.json").write_text("{}")
+    before = tree_hashes(crops, outside)
+    argv = ["--input", str(crops), "--from-folders", "--output", str(tmp_path / "root")]
+    res = run_main(PREPARE.main, argv + ["--split", "0.5,0.5"])
+    assert res.exception is None and res.code == 1, (res.exception, res.stderr)
+    lines = res.lines("prepare_data.py")
+    assert len(lines) == 3, res.stderr
+    [empty] = [line for line in lines if "debris" in line]
+    [loose] = [line for line in lines if "loose.png" in line]
+    [link] = [line for line in lines if "link.png" in line]
+    assert empty.startswith("prepare_data.py: WARNING debris: class folder holds no image")
+    assert "(2 other file(s) ignored)" in empty, empty
+    assert loose.startswith("prepare_data.py: ERROR loose.png: image outside every class folder")
+    assert link.startswith(f"prepare_data.py: ERROR {folder.name}/link.png: links to ")
+    assert str(outside / "x.png") in link and ".partial" not in link, link
+    assert tree_hashes(crops, outside) == before
+    report = json.loads((tmp_path / "root" / "annotations" / "report.json").read_text())
+    assert report["files"]["found"] == crop_count  # the crops in class folders, no more
+    # the link's folder named as an image root: taken like the others
+    res = run_main(PREPARE.main, argv + ["--split", "0.5,0.5", "--image-root", str(outside)])
+    assert not [line for line in res.lines("prepare_data.py") if "link.png" in line]
 
 
 def test_a_file_name_with_a_newline_stays_one_line(src, tmp_path) -> None:

@@ -8,6 +8,7 @@ that never started). ``main(argv)`` runs in-process; nothing here builds a model
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -63,6 +64,22 @@ def _broken_split(tmp: Path) -> list[str]:
     (root / "annotations" / "train.json").write_text('{"images": [')
     (root / "annotations" / "val.json").write_text('{"images": [')
     return ["--config-file", str(INSTANT), *split_opts(root, "hostile_broken")]
+
+
+def _split_of(images: list[dict]):
+    """train/val COCO files of ``images`` and no annotations (as prepare_data.py writes for a
+    label map that ignores every label), registered as ``hostile_empty_*``."""
+
+    def fn(tmp: Path) -> list[str]:
+        root = tmp / "cfg" / "data"
+        (root / "annotations").mkdir(parents=True)
+        categories = [{"id": 1, "name": "good"}, {"id": 2, "name": "bad"}]
+        doc = {"images": images, "annotations": [], "categories": categories}
+        for split in ("train", "val"):
+            (root / "annotations" / f"{split}.json").write_text(json.dumps(doc))
+        return ["--config-file", str(INSTANT), *split_opts(root, "hostile_empty")]
+
+    return fn
 
 
 def _output_is_a_file(tmp: Path) -> list[str]:
@@ -143,6 +160,13 @@ CASES = [
     ("unknown_override", _opts("SOLVER.NOPE", "1"), 2, "NOPE"),
     ("dataset_not_registered", _opts("DATASETS.TRAIN", "('nope_train',)"), 2, "nope_train"),
     ("dataset_json_broken", _broken_split, 2, "train.json"),
+    ("dataset_no_images", _split_of([]), 2, "hold nothing to train on"),
+    (
+        "dataset_no_annotations",  # trained on negatives only, exit 0, before
+        _split_of([{"id": 1, "file_name": "a.png", "height": 64, "width": 64}]),
+        2,
+        "hold no annotation",
+    ),
     ("output_is_a_file", _output_is_a_file, 2, "OUTPUT_DIR"),
     ("weights_missing", _opts("MODEL.WEIGHTS", "/no/such/model.pth"), 1, "model.pth"),
     ("weights_garbage", _file("w.pth", b"\x00garbage" * 100), 1, "w.pth"),

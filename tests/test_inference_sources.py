@@ -74,6 +74,29 @@ def test_video_frames_stride_and_info(tmp_path):
         video_info(tmp_path / "junk.mp4")
 
 
+def test_video_info_says_empty_or_unreadable_not_corrupt(tmp_path, monkeypatch):
+    """A zero-byte video and one the user may not read were both "cannot open video
+    (truncated, corrupt or unsupported format)": the skip reason pointed at the wrong fix."""
+    import builtins
+
+    from sperm_d2.inference import sources
+
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match="^empty file$"):
+        video_info(tmp_path / "zero.mp4")
+    locked = tmp_path / "locked.avi"
+    locked.write_bytes(b"RIFF....AVI ")
+
+    def no_read(path, *args, **kwargs):  # as for another user's 0600 file (root reads any)
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "open", no_read, raising=False)
+    with pytest.raises(ValueError, match="^cannot read: Permission denied$"):
+        video_info(locked)
+
+
 def test_prefetch_keeps_order_and_writer_reraises():
     assert [r for _, r in prefetch(range(20), lambda x: x * x, ahead=3)] == [
         x * x for x in range(20)

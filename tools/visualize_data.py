@@ -4,6 +4,9 @@
 Registers the splits under SPERM.DATA_ROOT (else $SPERM_D2_DATASETS, else ./datasets/sperm)
 first; --split takes the split suffix ("train") or the full dataset name ("sperm_train").
 
+Exit code: 0 done; 1 when images were skipped (unreadable: one warning each); 2 when nothing was
+drawn (bad arguments, config or split, no readable image), with one line saying why.
+
 Example:
     python tools/visualize_data.py --config-file configs/sperm_mask_rcnn_R_50_FPN_cpu.yaml \\
         --split train --source augmented --output output/vis --num 8 --opts SPERM.AUG.ROT90 True
@@ -58,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in names:
         raise InputError(f"--split {args.split}: no such split; registered: {names}")
     augmented = args.source == "augmented"
-    draw_dataset(name, args.output, num=args.num, cfg=cfg, augmented=augmented, seed=args.seed)
-    return 0
+    written, skipped = draw_dataset(
+        name, args.output, num=args.num, cfg=cfg, augmented=augmented, seed=args.seed
+    )
+    if not written:
+        raise InputError(f"--split {args.split}: none of {len(skipped)} image(s) readable")
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

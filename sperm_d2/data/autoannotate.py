@@ -13,6 +13,7 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -123,15 +124,33 @@ def _annotate_one(item: tuple[Path, Path, str, str | None]) -> Problem | None:
 
 
 def annotate_class_folders(
-    input_dir: str | os.PathLike, out_dir: str | os.PathLike, label_map: LabelMap, workers: int = 1
+    input_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    label_map: LabelMap,
+    workers: int = 1,
+    image_roots: Sequence[str | os.PathLike] = (),
 ) -> list[Problem]:
     """Write one labelme JSON per crop under ``out_dir/<folder>/``; returns the problems.
 
     The class comes from the folder name via ``label_map``; folders mapped to null give JSONs
-    without shapes (negatives). A folder the map does not know is an error (its files skipped).
+    without shapes (negatives). A folder the map does not know is an error (its files skipped),
+    as is an image outside every class folder (it has no class) and a crop that links to a
+    file outside ``input_dir`` and ``image_roots``; a class folder without images is a warning.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
+    roots = [real_path(r) for r in (input_dir, *image_roots)]
     items, problems = [], []
+    for loose in sorted(input_dir.iterdir()):
+        if is_image_path(loose) and not loose.is_dir() and not is_debris(loose.name):
+            problems.append(
+                Problem(
+                    ERROR,
+                    "no_class_folder",
+                    loose.name,
+                    "image outside every class folder, skipped (--from-folders takes an image's "
+                    "class from the folder it lies in)",
+                )
+            )
     for folder in sorted(p for p in input_dir.iterdir() if p.is_dir() and not is_debris(p.name)):
         if not label_map.knows(folder.name):
             problems.append(
@@ -144,22 +163,42 @@ def annotate_class_folders(
             )
             continue
         cls = label_map.class_of(folder.name)
+        images, others = 0, 0
         for f in sorted(folder.rglob("*")):
             # not only regular files: a broken symlink or FIFO named like an image is listed
             # as unreadable by _annotate_one (read_image says why), not dropped unseen
-            if is_image_path(f) and not f.is_dir() and not in_debris(f.relative_to(folder)):
-                rel = f.relative_to(input_dir)
-                items.append(
-                    (
-                        real_path(f),  # Path.resolve raises on a symlink loop
-                        out_dir / rel.with_suffix(".json"),
-                        rel.as_posix(),
-                        None if cls is None else folder.name,
-                    )
+            if f.is_dir() or in_debris(f.relative_to(folder)):
+                continue
+            if not is_image_path(f):
+                others += 1
+                continue
+            rel = f.relative_to(input_dir)
+            target = real_path(f)  # Path.resolve raises on a symlink loop
+            if target.exists() and not any(target.is_relative_to(r) for r in roots):
+                problems.append(_escape(rel.as_posix(), target, input_dir))
+                continue
+            images += 1
+            items.append(
+                (
+                    target,
+                    out_dir / rel.with_suffix(".json"),
+                    rel.as_posix(),
+                    None if cls is None else folder.name,
                 )
+            )
+        if not images:
+            ignored = f" ({others} other file(s) ignored)" if others else ""
+            problems.append(
+                Problem(
+                    WARNING,
+                    "empty_class_folder",
+                    folder.name,
+                    f"class folder holds no image{ignored}",
+                )
+            )
     bar = dict(total=len(items), desc="auto-annotate", unit="crop", disable=len(items) < 100)
     if workers > 1 and len(items) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
             found = list(tqdm(pool.map(_annotate_one, items, chunksize=16), **bar))
     else:
         found = [_annotate_one(it) for it in tqdm(items, **bar)]
@@ -168,3 +207,14 @@ def annotate_class_folders(
         "auto-annotated %d crops from %s (%d problems)", len(items), input_dir, len(problems)
     )
     return problems
+
+
+def _escape(rel: str, target: Path, input_dir: Path) -> Problem:
+    """A crop that is a symbolic link to a file outside the input (and every image root)."""
+    return Problem(
+        ERROR,
+        "path_escape",
+        rel,
+        f"links to {target}, outside --input {input_dir}, skipped; copy the image in or add its "
+        "folder with --image-root",
+    )

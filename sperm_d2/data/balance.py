@@ -51,6 +51,9 @@ from sperm_d2.image_io import read_image, write_image
 logger = logging.getLogger(__name__)
 
 MANIFEST = ".balance_data_manifest.json"  # what a run wrote: replaced by the next run only
+#: the most augmented copies of one image a --target may ask for: more only repeat the same few
+#: transforms (and a typo'd --target would fill the disk)
+MAX_COPIES_PER_IMAGE = 100
 TOOL = "balance_data.py"
 
 
@@ -164,15 +167,18 @@ def _copy(
     )
 
 
-def _check_paths(input_dir: Path, output_dir: Path, target: int | None) -> None:
+def _check_paths(input_dir: Path, output_dir: Path, target: int | None, seed: int) -> None:
     if not input_dir.is_dir():
-        raise InputError(f"--input {input_dir}: folder not found")
+        what = "not a folder" if input_dir.exists() else "folder not found"
+        raise InputError(f"--input {input_dir}: {what}")
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output {output_dir}: exists and is not a folder")
     if overlaps(input_dir, output_dir):
         raise InputError(f"--input {input_dir} and --output {output_dir} overlap; keep them apart")
     if target is not None and target < 1:
         raise InputError(f"--target {target}: expected at least 1 image per class")
+    if seed < 0:
+        raise InputError(f"--seed {seed}: expected 0 or more")
     anchor = nearest_existing(output_dir.parent)
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise InputError(f"--output {output_dir}: cannot write in {anchor}")
@@ -198,7 +204,7 @@ def balance_labelme(
         InputError: missing input, overlapping input/output, a foreign file in the way.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    _check_paths(input_dir, output_dir, target)
+    _check_paths(input_dir, output_dir, target, seed)
     if output_dir.is_dir():
         owned = read_manifest(output_dir, MANIFEST)
         check_owned(output_dir, hash_tree(output_dir, skip=MANIFEST), owned, TOOL)
@@ -220,7 +226,10 @@ def _balance(
 ) -> dict:
     by_class: dict[str, list[tuple[str, LabelmeFile]]] = {c: [] for c in label_map.classes}
     skipped: list[str] = []
-    for path in find_labelme_files(input_dir):
+    paths = find_labelme_files(input_dir)
+    if not paths:
+        raise InputError(f"--input {input_dir}: no labelme *.json file found")
+    for path in paths:
         rel = Path(os.path.relpath(path, input_dir)).as_posix()
         try:
             doc = read_labelme_json(path)
@@ -242,8 +251,19 @@ def _balance(
             continue
         if cls is not None:
             by_class[cls].append((rel, doc))
+    if len(skipped) == len(paths):
+        raise InputError(
+            f"--input {input_dir}: none of {len(paths)} labelme file(s) usable",
+            [f"skipped {line}" for line in skipped],
+        )
     before = {c: len(v) for c, v in by_class.items()}
     goal = target if target is not None else max(before.values(), default=0)
+    for cls, docs in by_class.items():
+        if docs and goal > len(docs) * (MAX_COPIES_PER_IMAGE + 1):
+            raise InputError(
+                f"--target {goal}: class {cls!r} has {len(docs)} image(s); more than "
+                f"{MAX_COPIES_PER_IMAGE} augmented copies of each would only repeat them"
+            )
     rng = np.random.default_rng(seed)
     added = {c: 0 for c in by_class}
     for cls, docs in by_class.items():

@@ -96,7 +96,11 @@ def _locate_image(doc: LabelmeFile, res: FileResult, ctx: ConvertContext):
     if path is not None and path.is_file():
         resolved = path.resolve()
         if not _inside(resolved, ctx.allowed_roots or (ctx.input_root.resolve(),)):
-            return _error(res, "path_escape", f"imagePath {path} resolves outside the dataset root")
+            return _error(
+                res,
+                "path_escape",
+                f"imagePath {path} resolves to {resolved}, outside --input and every --image-root",
+            )
         try:
             if resolved.stat().st_size > MAX_IMAGE_BYTES:
                 return _error(

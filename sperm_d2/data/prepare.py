@@ -71,7 +71,8 @@ def convert_all(paths: Sequence[Path], ctx: ConvertContext, workers: int = 1) ->
     if workers <= 1 or len(paths) < 2:
         return [fn(p) for p in tqdm(paths, **bar)]
     chunk = max(1, min(64, len(paths) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # no more processes than files: each worker is forked up front, busy or not
+    with ProcessPoolExecutor(max_workers=min(workers, len(paths))) as pool:
         return list(tqdm(pool.map(fn, paths, chunksize=chunk), **bar))
 
 
@@ -178,7 +179,9 @@ def prepare_dataset(
             # at the end, so a failed run leaves the previous labelme/ as it was.
             staging = Path(tempfile.mkdtemp(prefix=f".{LABELME_DIR}.partial-", dir=output_root))
             scan_root = staging
-            pre_problems = annotate_class_folders(input_dir, staging, label_map, workers=workers)
+            pre_problems = annotate_class_folders(
+                input_dir, staging, label_map, workers=workers, image_roots=image_roots
+            )
             allowed = (input_dir.resolve(), output_root.resolve())
         paths = find_labelme_files(scan_root, exclude=[output_root] if not from_folders else [])
         if not paths:

@@ -37,6 +37,15 @@ logger = logging.getLogger(__name__)
 
 LABELME_DIR = "labelme"
 WRITE_THREADS = 8  # embedded images written at once (waiting on fsync, see write_files_atomic)
+#: the most folds of --kfold (each fold is a training run; more is a typo, not a plan)
+MAX_KFOLD = 1000
+#: worker processes per CPU that --workers may ask for (the work is CPU-bound)
+WORKERS_PER_CPU = 4
+
+
+def max_workers() -> int:
+    """The most worker processes ``--workers`` may start on this machine."""
+    return WORKERS_PER_CPU * (os.cpu_count() or 1)
 
 
 def split_names(num_ratios: int, kfold: int) -> list[str]:
@@ -90,8 +99,15 @@ def check_arguments(
         raise InputError(f"--seed {seed}: expected an integer in [0, 2**32)")
     if kfold < 0 or kfold == 1:
         raise InputError(f"--kfold {kfold}: expected 0 (no folds) or at least 2")
+    if kfold > MAX_KFOLD:  # its split names are listed before any file is read
+        raise InputError(f"--kfold {kfold}: expected at most {MAX_KFOLD} folds")
     if workers < 1:
         raise InputError(f"--workers {workers}: expected at least 1")
+    if workers > max_workers():  # each is a process: thousands would exhaust the memory
+        raise InputError(
+            f"--workers {workers}: expected at most {max_workers()} "
+            f"({WORKERS_PER_CPU} per CPU of this machine)"
+        )
 
 
 def files_under(root: Path, sub: str) -> list[str]:

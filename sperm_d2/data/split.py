@@ -34,6 +34,9 @@ def parse_ratios(text: str) -> tuple[float, ...]:
             f"--split {text!r}: every ratio must be a positive finite number, e.g. 0.7,0.15,0.15 "
             "(leave a part out rather than giving it 0)"
         )
+    if not math.isfinite(sum(ratios)):  # 1e308,1e308: scaled first, not normalised to 0, 0
+        top = max(ratios)
+        ratios = tuple(r / top for r in ratios)
     total = sum(ratios)
     return tuple(r / total for r in ratios)
 

@@ -8,6 +8,7 @@ default label map sends to good/bad, so the synthetic data also exercises the la
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sperm_d2.atomic import atomic_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.synthetic import render_scene, render_scene_detailed, render_video_frames
 from sperm_d2.errors import InputError
-from sperm_d2.image_io import write_image
+from sperm_d2.image_io import MIN_IMAGE_SIDE, write_image
 from sperm_d2.video_io import VideoSink
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,32 @@ logger = logging.getLogger(__name__)
 CROP_SPLITS = ("val", "test")
 CROP_SEED_BASE = 5000
 CROP_SEED_STRIDE = 1000
+#: the largest image or frame side drawn: a typo'd --size would allocate gigabytes (the smallest
+#: is the readers' MIN_IMAGE_SIDE: what no tool reads is no test data)
+MAX_SIDE = 8192
+VIDEO_SUFFIXES = (".mp4", ".avi")
+
+
+def check_synthetic_args(
+    output: Path,
+    sides: tuple[int, ...],
+    seed: int,
+    count: tuple[str, int] | None = None,
+    sides_flag: str = "--size",
+) -> None:
+    """One line naming the argument for what the generator cannot draw (before anything is
+    written): a count below 1 (``(flag, value)``), a side outside [MIN_IMAGE_SIDE, MAX_SIDE], a
+    negative seed, or an output folder that is a file."""
+    if count is not None and count[1] < 1:
+        raise InputError(f"{count[0]} {count[1]}: expected at least 1")
+    if not all(MIN_IMAGE_SIDE <= side <= MAX_SIDE for side in sides):
+        raise InputError(
+            f"{sides_flag} {' '.join(map(str, sides))}: expected {MIN_IMAGE_SIDE} to {MAX_SIDE} px"
+        )
+    if seed < 0:
+        raise InputError(f"--seed {seed}: expected 0 or more")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output}: exists and is not a folder")
 
 
 def write_synthetic_scene(out_dir: Path, stem: str, seed: int, height: int, width: int) -> int:
@@ -50,6 +77,7 @@ def make_synthetic_dataset(
     Scene ``i`` is rendered from seed ``seed * 1_000_003 + i``: the same call gives the same files.
     """
     out_dir = Path(out_dir)
+    check_synthetic_args(out_dir, (size,), seed, ("--num-images", num_images))
     out_dir.mkdir(parents=True, exist_ok=True)
     heads = 0
     for i in tqdm(range(num_images), desc="synthetic", unit="img", disable=num_images < 200):
@@ -74,6 +102,7 @@ def make_synthetic_crops(
             "(more would reuse val scenes in test)"
         )
     out_dir = Path(out_dir)
+    check_synthetic_args(out_dir, (size,), seed)
     counts: dict[str, dict[str, int]] = {}
     for k, split in enumerate(CROP_SPLITS):
         counts[split] = {"normal": 0, "abnormal": 0, "skipped": 0}
@@ -107,6 +136,13 @@ def write_synthetic_video(
     if num_frames < 1:
         raise InputError(f"{path}: num_frames={num_frames}, need at least 1 frame")
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--output {path}: is a folder, not a video file")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"--output {path}: a video file needs a name ending in .mp4 or .avi")
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"--fps {fps}: expected a positive frame rate")
+    check_synthetic_args(path.parent, (height, width), seed, sides_flag="--frame-size")
     with atomic_path(path) as tmp, VideoSink(tmp, fps=fps) as sink:
         for frame in render_video_frames(seed, height, width, num_frames):
             sink.write(frame)

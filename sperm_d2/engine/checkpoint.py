@@ -15,13 +15,26 @@ from detectron2.checkpoint import DetectionCheckpointer
 from sperm_d2.atomic import atomic_write, remove_stale_temps
 from sperm_d2.weights_io import CheckpointError, SafeCheckpointLoading, first_line
 
-__all__ = ["BEST_PREFIX", "CheckpointError", "SpermCheckpointer"]
+__all__ = ["BEST_PREFIX", "CheckpointError", "SpermCheckpointer", "saved_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
 _PERIODIC = re.compile(r"^model_(\d+)\.pth$")
 #: Checkpoints that track the best model; they never become "the last checkpoint" to resume from.
 BEST_PREFIX = "model_best"
+
+
+def saved_checkpoints(folder: str | os.PathLike) -> list[str]:
+    """The periodic and final checkpoints in a run folder (``model_<iter>.pth``,
+    ``model_final.pth``), newest first; ``model_best*`` files are not resumed from."""
+    found = []
+    for p in Path(folder).glob("model_*.pth"):
+        m = _PERIODIC.match(p.name)
+        if m:
+            found.append((int(m.group(1)), str(p)))
+        elif p.name == "model_final.pth":
+            found.append((float("inf"), str(p)))
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
@@ -67,17 +80,16 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
         with atomic_write(Path(self.save_dir) / "last_checkpoint", "w") as f:
             f.write(last_filename_basename)
 
+    def has_checkpoint(self) -> bool:
+        """Whether the run folder holds a checkpoint to resume from: ``last_checkpoint``, or
+        (that small file lost, say the folder was copied without it) a periodic or final one;
+        without this ``--resume`` started over at iteration 0 and overwrote them."""
+        return super().has_checkpoint() or bool(saved_checkpoints(self.save_dir))
+
     def resume_candidates(self) -> list[str]:
         """Files to resume from, best first: ``last_checkpoint``, then the others newest first."""
-        last = self.get_checkpoint_file() if self.has_checkpoint() else ""
-        others = []
-        for p in Path(self.save_dir).glob("model_*.pth"):
-            m = _PERIODIC.match(p.name)
-            if m:
-                others.append((int(m.group(1)), str(p)))
-            elif p.name == "model_final.pth":
-                others.append((float("inf"), str(p)))
-        ordered = [path for _, path in sorted(others, reverse=True)]
+        last = self.get_checkpoint_file() if super().has_checkpoint() else ""
+        ordered = saved_checkpoints(self.save_dir)
         if last:
             ordered = [last] + [p for p in ordered if os.path.abspath(p) != os.path.abspath(last)]
         return ordered

@@ -31,7 +31,7 @@ from sperm_d2.cli import add_opts_argument, config_overrides
 from sperm_d2.config import ConfigError, apply_epoch_schedule, setup_cfg
 from sperm_d2.config.setup import check_training_cfg
 from sperm_d2.data import load_registered, register_sperm_datasets
-from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
+from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, saved_checkpoints
 from sperm_d2.engine.distributed import launch_processes
 from sperm_d2.engine.early_stop import EarlyStop, hide_early_stop_traceback
 from sperm_d2.engine.trainer import inference_bf16
@@ -91,10 +91,16 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
             f"$SPERM_D2_DATASETS with SPERM.DATASET_PREFIX={cfg.SPERM.DATASET_PREFIX!r}"
         )
     sizes = _load_datasets(cfg, dict.fromkeys((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)))
-    num_images = sum(sizes[n] for n in cfg.DATASETS.TRAIN)
+    num_images = sum(sizes[n][0] for n in cfg.DATASETS.TRAIN)
     if training and cfg.DATASETS.TRAIN and not num_images:
         raise ConfigError(
             f"{source}: training dataset(s) {list(cfg.DATASETS.TRAIN)} hold nothing to train on"
+        )
+    if training and cfg.DATASETS.TRAIN and not sum(sizes[n][1] for n in cfg.DATASETS.TRAIN):
+        # every image a negative: the run would learn that nothing is ever there
+        raise ConfigError(
+            f"{source}: training dataset(s) {list(cfg.DATASETS.TRAIN)} hold no annotation "
+            f"(every image is a negative); check the label map given to tools/prepare_data.py"
         )
     if cfg.SPERM.EPOCHS > 0 and training:
         cfg = apply_epoch_schedule(cfg, num_images)
@@ -118,20 +124,22 @@ def prepare_config(config_file: str, opts: list[str], training: bool = True) -> 
     return cfg
 
 
-def _load_datasets(cfg: CfgNode, names) -> dict[str, int]:
-    """Training samples of each named dataset (:func:`_training_samples`), read now so a broken
-    annotation file fails before the run folder exists (one line naming it), not inside the
-    data loader or at the first evaluation."""
+def _load_datasets(cfg: CfgNode, names) -> dict[str, tuple[int, int]]:
+    """``(training samples, annotations)`` of each named dataset (:func:`_training_samples`),
+    read now so a broken annotation file fails before the run folder exists (one line naming
+    it), not inside the data loader or at the first evaluation."""
     try:
         return {name: _training_samples(cfg, name) for name in names}
     except ValueError as e:  # load_registered's one line
         raise ConfigError(str(e)) from None
 
 
-def _training_samples(cfg: CfgNode, dataset_name: str) -> int:
+def _training_samples(cfg: CfgNode, dataset_name: str) -> tuple[int, int]:
     """What one epoch of ``cfg``'s model passes over (its trainer's
-    :meth:`~sperm_d2.engine.trainer.SpermTrainer.epoch_samples`)."""
-    return trainer_class(cfg).epoch_samples(load_registered(dataset_name))
+    :meth:`~sperm_d2.engine.trainer.SpermTrainer.epoch_samples`), and the annotations."""
+    records = load_registered(dataset_name)
+    annotations = sum(len(r.get("annotations", ())) for r in records)
+    return trainer_class(cfg).epoch_samples(records), annotations
 
 
 def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
@@ -147,7 +155,7 @@ def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
         anchor = anchor.parent
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
         raise ConfigError(f"OUTPUT_DIR {out}: cannot write in {anchor}")
-    resuming = args.resume and (out / "last_checkpoint").is_file()
+    resuming = args.resume and _resumable(out)
     if not args.eval_only and not args.resume and _holds_training(out):
         raise ConfigError(
             f"OUTPUT_DIR {out}: holds a training run already (its checkpoints would be "
@@ -157,6 +165,12 @@ def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (the checkpoint to evaluate)")
     if cfg.MODEL.WEIGHTS and not resuming:
         check_weights_file(cfg.MODEL.WEIGHTS)
+
+
+def _resumable(out: Path) -> bool:
+    """Whether ``--resume`` continues a run in ``out`` (what :class:`SpermCheckpointer` resumes
+    from: ``last_checkpoint``, else a periodic or final checkpoint)."""
+    return (out / "last_checkpoint").is_file() or bool(saved_checkpoints(out))
 
 
 def _holds_training(out: Path) -> bool:
@@ -259,6 +273,14 @@ def train(args: argparse.Namespace) -> dict | None:
 def _load(target, weights: str, resume: bool) -> None:
     """``resume_or_load`` on a trainer or checkpointer; a file that cannot be read is a
     :class:`CheckpointError` naming it (URLs fail here too when there is no network)."""
+    checkpointer = target if isinstance(target, SpermCheckpointer) else target.checkpointer
+    if resume and not checkpointer.has_checkpoint():  # a typo'd OUTPUT_DIR, or a new run
+        logger.warning(
+            "--resume: %s holds no checkpoint to resume from; starting at iteration 0 from "
+            "MODEL.WEIGHTS (%s)",
+            checkpointer.save_dir,
+            weights or "random initialisation",
+        )
     try:
         if isinstance(target, SpermCheckpointer):
             target.resume_or_load(weights, resume=resume)

@@ -208,6 +208,12 @@ def video_info(path: str | os.PathLike) -> dict:
     special = not_a_regular_file(path)
     if special:
         raise ValueError(special)
+    try:  # OpenCV says "cannot open" for a file it may not read, too: say which it is
+        with open(path, "rb") as f:
+            if not f.read(1):
+                raise ValueError("empty file")
+    except OSError as e:
+        raise ValueError(f"cannot read: {e.strerror}") from None
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
