@@ -3,6 +3,7 @@
 import ast
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -114,6 +115,14 @@ def test_a_whole_number_for_a_float_key_is_that_float() -> None:
 def test_missing_file_fails_clearly(tmp_path) -> None:
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         setup_cfg(str(tmp_path / "nope.yaml"))
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ConfigError, match=r"run: is a folder, not a config file .*config\.yaml"):
+        setup_cfg(str(tmp_path / "run"))
+    unreadable = tmp_path / "locked.yaml"
+    unreadable.write_text("SEED: 1\n")
+    with mock.patch("builtins.open", side_effect=PermissionError(13, "Permission denied")):
+        with pytest.raises(ConfigError, match=r"locked.yaml: cannot read \(Permission denied\)"):
+            setup_cfg(str(unreadable))
 
 
 def test_overrides_apply_and_cfg_is_frozen() -> None:

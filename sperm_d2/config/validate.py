@@ -117,11 +117,17 @@ class ConfigCheckError(SpermInputError, ValueError):
 
 def _load(path: str, included_by: str | None) -> Any:
     where = f" (the _BASE_ of {included_by})" if included_by else ""
+    if os.path.isdir(path):
+        raise ConfigCheckError(
+            f"{path}: is a folder, not a config file{where} (a run folder's is its config.yaml)"
+        )
     if not os.path.isfile(path):
         raise ConfigCheckError(f"{path}: config file not found{where}")
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
+    except OSError as e:  # e.g. permission denied
+        raise ConfigCheckError(f"{path}: cannot read ({e.strerror}){where}") from None
     except UnicodeDecodeError:
         raise ConfigCheckError(f"{path}: not a UTF-8 text file{where}") from None
     except yaml.constructor.ConstructorError as e:
