@@ -94,6 +94,23 @@ def test_resume_without_the_last_checkpoint_file_goes_on_from_the_newest(tmp_pat
     assert torch.all(fresh_model.weight == 3.0)
 
 
+def test_a_last_checkpoint_naming_another_folder_is_ignored(tmp_path, caplog) -> None:
+    """``last_checkpoint`` is a plain text file: one pointing outside the run folder (another
+    run's weights, by hand or a copy) is not resumed from; the run's own newest one is."""
+    other, other_model, other_counter = _checkpointer(tmp_path / "other", seed=2)
+    _save_at(other, other_model, other_counter, 9)
+    run = tmp_path / "run"
+    ckpt, model, counter = _checkpointer(run)
+    _save_at(ckpt, model, counter, 2)
+    (run / "last_checkpoint").write_text(str(tmp_path / "other" / "model_0000009.pth"))
+    fresh, fresh_model, fresh_counter = _checkpointer(run, seed=1)
+    with caplog.at_level(logging.ERROR, logger="sperm_d2.engine.checkpoint"):
+        left = fresh.resume_or_load("", resume=True)
+    assert left["iteration"] == 2 and fresh_counter.value == 2
+    assert torch.all(fresh_model.weight == 2.0)
+    assert "outside" in caplog.text and "model_0000009.pth" in caplog.text
+
+
 def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:
     ckpt, _, _ = _checkpointer(tmp_path)
     with pytest.raises(CheckpointError, match="nope.pth: checkpoint file not found"):

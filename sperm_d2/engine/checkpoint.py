@@ -89,6 +89,11 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
     def resume_candidates(self) -> list[str]:
         """Files to resume from, best first: ``last_checkpoint``, then the others newest first."""
         last = self.get_checkpoint_file() if super().has_checkpoint() else ""
+        folder = os.path.realpath(self.save_dir)
+        if last and os.path.dirname(os.path.realpath(last)) != folder:
+            # a hand-edited or copied last_checkpoint: never resume another run's weights
+            logger.error("last_checkpoint names %s, outside %s: ignored", last, self.save_dir)
+            last = ""
         ordered = saved_checkpoints(self.save_dir)
         if last:
             ordered = [last] + [p for p in ordered if os.path.abspath(p) != os.path.abspath(last)]
