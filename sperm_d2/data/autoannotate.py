@@ -22,8 +22,9 @@ from tqdm import tqdm
 from sperm_d2.atomic import real_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
-from sperm_d2.data.problems import ERROR, WARNING, Problem
-from sperm_d2.image_io import in_debris, is_debris, is_image_path, read_image
+from sperm_d2.data.problems import ERROR, WARNING, Problem, walk_problem
+from sperm_d2.file_walk import walk_files
+from sperm_d2.image_io import is_debris, is_image_path, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ def annotate_class_folders(
 
     The class comes from the folder name via ``label_map``; folders mapped to null give JSONs
     without shapes (negatives). A folder the map does not know is an error (its files skipped),
-    as is an image outside every class folder (it has no class) and a crop that links to a
-    file outside ``input_dir`` and ``image_roots``; a class folder without images is a warning.
+    as is an image outside every class folder (it has no class), a crop that links to a
+    file outside ``input_dir`` and ``image_roots`` and a folder that could not be read; a class
+    folder without images and a link loop (not followed) are warnings.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     roots = [real_path(r) for r in (input_dir, *image_roots)]
@@ -164,11 +166,11 @@ def annotate_class_folders(
             continue
         cls = label_map.class_of(folder.name)
         images, others = 0, 0
-        for f in sorted(folder.rglob("*")):
+        files, unwalked = walk_files(folder, skip=is_debris)
+        problems += [walk_problem(w, w.path.relative_to(input_dir).as_posix()) for w in unwalked]
+        for f in files:
             # not only regular files: a broken symlink or FIFO named like an image is listed
             # as unreadable by _annotate_one (read_image says why), not dropped unseen
-            if f.is_dir() or in_debris(f.relative_to(folder)):
-                continue
             if not is_image_path(f):
                 others += 1
                 continue

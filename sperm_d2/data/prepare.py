@@ -39,8 +39,9 @@ from sperm_d2.data.prepare_io import (
     split_names,
     write_outputs,
 )
-from sperm_d2.data.problems import ERROR, WARNING, InputError, Problem
+from sperm_d2.data.problems import ERROR, WARNING, InputError, Problem, walk_problem
 from sperm_d2.data.split import SPLIT_NAMES, kfold_split, stratified_split
+from sperm_d2.file_walk import walk_files
 from sperm_d2.image_io import is_debris
 
 logger = logging.getLogger(__name__)
@@ -48,19 +49,27 @@ logger = logging.getLogger(__name__)
 __all__ = ["LABELME_DIR", "exit_code", "find_labelme_files", "prepare_dataset"]
 
 
-def find_labelme_files(root: str | os.PathLike, exclude: Iterable[Path] = ()) -> list[Path]:
+def find_labelme_files(
+    root: str | os.PathLike,
+    exclude: Iterable[Path] = (),
+    problems: list[Problem] | None = None,
+) -> list[Path]:
     """All ``*.json`` files under ``root`` (sorted), skipping folder debris
     (:func:`sperm_d2.image_io.is_debris`: dot-names such as the tools' manifests and macOS
-    ``._*`` files, ``@eaDir/``, ``__MACOSX/``...) and ``exclude``."""
+    ``._*`` files, ``@eaDir/``, ``__MACOSX/``...) and ``exclude``; linked folders are followed
+    (:func:`sperm_d2.file_walk.walk_files`). A folder it could not read, or a link loop it did
+    not follow, is appended to ``problems`` (without a list: logged as a warning)."""
     root = Path(root)
-    excluded = [Path(e).resolve() for e in exclude]
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath).resolve()
-        dirnames[:] = sorted(d for d in dirnames if not is_debris(d) and (here / d) not in excluded)
-        out.extend(
-            Path(dirpath) / f for f in filenames if f.lower().endswith(".json") and not is_debris(f)
+    files, unwalked = walk_files(root, skip=is_debris, exclude=exclude)
+    for w in unwalked:
+        problem = walk_problem(
+            w, w.path.relative_to(root).as_posix() if w.path != root else str(root)
         )
+        if problems is None:
+            logger.warning("%s", problem)
+        else:
+            problems.append(problem)
+    out = [p for p in files if p.name.lower().endswith(".json")]
     return sorted(out, key=lambda p: Path(os.path.relpath(p, root)).as_posix())
 
 
@@ -183,7 +192,8 @@ def prepare_dataset(
                 input_dir, staging, label_map, workers=workers, image_roots=image_roots
             )
             allowed = (input_dir.resolve(), output_root.resolve())
-        paths = find_labelme_files(scan_root, exclude=[output_root] if not from_folders else [])
+        exclude = [output_root] if not from_folders else []
+        paths = find_labelme_files(scan_root, exclude=exclude, problems=pre_problems)
         if not paths:
             what = "no image in class folders" if from_folders else "no labelme *.json file"
             raise InputError(f"--input {input_dir}: {what} found", pre_problems)

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from sperm_d2.errors import InputError
+from sperm_d2.file_walk import SYMLINK_LOOP, WalkProblem
 
-__all__ = ["ERROR", "WARNING", "InputError", "Problem", "count_problems", "first_line"]
+__all__ = [
+    "ERROR",
+    "WARNING",
+    "InputError",
+    "Problem",
+    "count_problems",
+    "first_line",
+    "walk_problem",
+]
 
 ERROR = "error"  # the file is skipped
 WARNING = "warning"  # the file is kept, something in it was fixed or dropped
@@ -43,3 +52,10 @@ def first_line(e: BaseException) -> str:
     has none): for a one-line problem."""
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+def walk_problem(w: WalkProblem, rel: str) -> Problem:
+    """A folder :func:`sperm_d2.file_walk.walk_files` did not walk, named ``rel``: an error for
+    one it could not read (its files are skipped), a warning for a link loop (nothing is lost:
+    the files are listed under the folder it loops back to)."""
+    return Problem(WARNING if w.kind == SYMLINK_LOOP else ERROR, w.kind, rel, w.reason)

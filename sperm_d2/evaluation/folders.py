@@ -29,7 +29,8 @@ from sperm_d2.evaluation.classification import (
 )
 from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
 from sperm_d2.evaluation.skips import merge_skips
-from sperm_d2.image_io import in_debris, is_debris, is_image_path, read_image
+from sperm_d2.file_walk import walk_files
+from sperm_d2.image_io import is_debris, is_image_path, read_image
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
 
 logger = logging.getLogger(__name__)
@@ -39,33 +40,37 @@ MAX_SHEET = 36  # misclassified examples kept for the contact sheet
 
 def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[str, str]], dict]:
     """``([(image path, class)], {"ignored_folders": {...}, ...})`` for ``root/<folder>/*``, or
-    for the images of the COCO split ``root`` (a ``.json`` file), classed by their folder."""
+    for the images of the COCO split ``root`` (a ``.json`` file), classed by their folder.
+
+    A folder inside a class folder that could not be walked (unreadable, a link loop:
+    :func:`sperm_d2.file_walk.walk_files`) is listed, ``{"path", "reason"}``, under the info's
+    ``"skipped"`` key, present only then."""
     root = Path(root)
+    unwalked: dict[str, list[dict]] = {}
     if root.suffix.lower() == ".json" and root.is_file():
         by_folder: dict[str, list[Path]] = {}
         for path in split_image_paths(root):
             by_folder.setdefault(path.parent.name, []).append(path)
     elif root.is_dir():
-        by_folder = {
-            folder.name: sorted(
-                q
-                for q in folder.rglob("*")
-                if is_image_path(q) and not in_debris(q.relative_to(folder))
-            )
-            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_debris(p.name))
-        }
+        by_folder = {}
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_debris(p.name)):
+            files, problems = walk_files(folder, skip=is_debris)
+            by_folder[folder.name] = [q for q in files if is_image_path(q)]
+            unwalked[folder.name] = [{"path": str(w.path), "reason": w.reason} for w in problems]
     else:
         raise InputNotFoundError(f"{root}: class-folder root (or COCO split .json) not found")
-    items, ignored = [], {}
+    items, ignored, skipped = [], {}, []
     for name, files in sorted(by_folder.items()):
         cls = label_map.class_of(name)  # an unknown folder name is an error, never a guess
-        if cls is None:
+        if cls is None:  # left out whole: what could not be walked in it is not lost
             ignored[name] = len(files)
             continue
         items += [(str(q), cls) for q in files]
+        skipped += unwalked.get(name, [])
     if not items:
-        raise InputError(f"{root}: no images in folders the label map assigns to a class")
-    return items, {"ignored_folders": ignored}
+        why = f" (first: {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise InputError(f"{root}: no images in folders the label map assigns to a class{why}")
+    return items, {"ignored_folders": ignored, **({"skipped": skipped} if skipped else {})}
 
 
 def class_scores(pred) -> tuple[tuple[str, float], ...]:
@@ -111,6 +116,16 @@ def grade_folders(
     return graded, skipped, overlays
 
 
+def _warn_unwalked(skipped: list[dict], warned: Collection[str] = ()) -> list[dict]:
+    """The folders :func:`list_class_folders` could not walk, one warning each (unless in
+    ``warned``, as in :func:`grade_folders`)."""
+    for s in skipped:
+        (logger.debug if s["path"] in warned else logger.warning)(
+            "skipped folder %s: %s", s["path"], s["reason"]
+        )
+    return skipped
+
+
 def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=None) -> dict:
     """Threshold and bias on val (if given, else the predictor's threshold and no bias),
     metrics + figures on test. The files skipped in either are listed once each in ``skipped``
@@ -125,8 +140,9 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=No
     threshold, bias, val_metrics = float(predictor.cfg.SPERM.CONFIDENCE_THRESHOLD), 0.0, None
     val_skipped: list[dict] = []
     if val_root:
-        val_items, _ = list_class_folders(val_root, label_map)
+        val_items, val_info = list_class_folders(val_root, label_map)
         val_graded, val_skipped, _ = grade_folders(predictor, val_items, "val folders")
+        val_skipped[:0] = _warn_unwalked(val_info.pop("skipped", []))
         if not val_graded:
             first = val_skipped[0]
             raise InputError(
@@ -146,6 +162,7 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=No
     graded, test_skipped, overlays = grade_folders(
         predictor, items, "test folders", keep=lambda g: grade(g) != g.true, warned=warned
     )
+    test_skipped[:0] = _warn_unwalked(info.pop("skipped", []), warned)
     skipped = merge_skips(val_skipped, test_skipped)
     metrics, cm = grade_metrics(graded, classes, threshold, bias=bias)
     cols = [*classes, NO_HEAD]

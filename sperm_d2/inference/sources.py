@@ -15,12 +15,14 @@ import cv2
 import numpy as np
 
 from sperm_d2.errors import InputError
+from sperm_d2.file_walk import walk_files
 
 # re-exported: image decoding lives in sperm_d2.image_io (shared with data and evaluation)
 from sperm_d2.image_io import (  # noqa: F401
     IMAGE_EXTS,
     MAX_IMAGE_PIXELS,
     in_debris,
+    is_debris,
     not_a_regular_file,
     read_image,
 )
@@ -50,7 +52,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     whose samples and output names are distinct (:func:`distinct_names`).
 
     Returns ``(files, problems)``; each problem is ``{"path", "reason"}`` for an input that
-    matched nothing or a file of unknown type named explicitly.
+    matched nothing, a file of unknown type named explicitly, or a folder inside an input folder
+    that could not be walked (:func:`sperm_d2.file_walk.walk_files`: unreadable, a link loop).
     """
     files: dict[str, InputFile] = {}
     problems: list[dict] = []
@@ -60,11 +63,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
             # folder debris (thumbnails, dot-files, a killed run's staging folder) is not
             # input; a broken symlink, FIFO or device named like an image is one, to be skipped
             # and listed (read_image / video_info say why), never dropped unseen
-            found = sorted(
-                q
-                for q in p.rglob("*")
-                if kind_of(q) and not q.is_dir() and not in_debris(q.relative_to(p))
-            )
+            listed, unwalked = walk_files(p, skip=is_debris)
+            found = [q for q in listed if kind_of(q)]
+            # a subfolder it may not read, or a link loop, is listed with the skipped files
+            problems += [
+                {"path": spec if w.path == p else str(w.path), "reason": w.reason} for w in unwalked
+            ]
             base = p.resolve().name or "root"  # "." and "dir/" name their sample too
             for q in found:
                 rel = q.relative_to(p)
@@ -181,10 +185,15 @@ def _glob_root(spec: str) -> Path:
 def check_inputs(inputs: list[str]) -> list[InputFile]:
     """:func:`expand_inputs` for a command line: an input that names nothing usable (a typo, a
     glob matching nothing, an empty folder, a file of unknown type) fails the run before any
-    work, in one line naming it (and counting the others), instead of becoming a skip."""
+    work, in one line naming it (and counting the others), instead of becoming a skip. A folder
+    inside an input folder that could not be walked is not a refusal: the run lists it."""
     files, problems = expand_inputs(inputs)
-    if problems:
-        first, more = problems[0], len(problems) - 1
+    refused: dict[str, dict] = {}
+    for p in problems:
+        if p["path"] in inputs:
+            refused.setdefault(p["path"], p)
+    if refused:
+        first, more = next(iter(refused.values())), len(refused) - 1
         others = f" (and {more} more input{'s' * (more > 1)} like it)" if more else ""
         raise InputError(f"--input {first['path']}: {first['reason']}{others}")
     return files
