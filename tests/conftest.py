@@ -42,6 +42,39 @@ def split_opts(root, prefix: str) -> list[str]:
     ]
 
 
+def fine_tune_grader(config, weights, data_root, run: Path, *opts: str):
+    """``train_net.py`` fine-tuning the grader ``config`` from the pretrained file ``weights`` for
+    two iterations at a learning rate of ~0 (so the run keeps the file's weights) on the tiny
+    split at ``data_root``; checks the run grades a head and returns ``(log, HeadGrader)``."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from sperm_d2.inference.grader import HeadGrader
+
+    cmd = [
+        sys.executable,
+        str(REPO / "tools/train_net.py"),
+        "--config-file",
+        str(config),
+        *split_opts(data_root, f"tiny{run.name}"),
+        *("MODEL.WEIGHTS", str(weights), "SOLVER.BASE_LR", "1e-9"),
+        *("SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0"),
+        *("TEST.EVAL_PERIOD", "2", "SPERM.EPOCHS", "0", "SPERM.GRADER.CROP_SIZE", "32"),
+        *("OUTPUT_DIR", str(run), "SEED", "3", *opts),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grader = HeadGrader.from_run(run)
+    mask = np.zeros((1, 64, 64), bool)
+    mask[0, 20:30, 15:40] = True
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    probs = grader.probabilities(image, mask)
+    assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1.0, atol=1e-4)
+    return proc.stderr + proc.stdout, grader
+
+
 @dataclasses.dataclass
 class TinyDataset:
     """A tiny COCO dataset on disk, registered in detectron2 under ``names[split]``."""

@@ -3,10 +3,6 @@ run's checkpoint (made here at test time) fills the trunk through the training c
 one grader and for every ensemble member, its decoder and classifier left out; the trunk sees a
 crop exactly as the segmenter's encoder does; the config cuts the crop as the head-part config."""
 
-import subprocess
-import sys
-
-import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -16,7 +12,7 @@ from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.grading import SpermGraderEnsemble
 from sperm_d2.grading.part_trunk import adapt_part_state, is_part_state
 
-from .conftest import REPO, split_opts
+from .conftest import REPO, fine_tune_grader
 
 GRADER_INSTANT = REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"
 HEAD_PARTS_INSTANT = REPO / "configs/quick_schedules/sperm_head_parts_instant_test.yaml"
@@ -116,31 +112,12 @@ def test_the_config_cuts_the_crop_as_the_head_part_config() -> None:
 
 @pytest.mark.slow
 def test_train_net_fine_tunes_from_a_head_part_run(tiny_dataset, head_part_run, tmp_path):
-    from sperm_d2.inference.grader import HeadGrader
-
     path, segmenter = head_part_run
-    run = tmp_path / "part_unet"
-    cmd = [
-        sys.executable,
-        str(REPO / "tools/train_net.py"),
-        "--config-file",
-        str(PART_UNET_CONFIG),
-        *split_opts(tiny_dataset.root, "tinypartunet"),
-        *("MODEL.WEIGHTS", str(path), "SOLVER.BASE_LR", "1e-9", "SPERM.GRADER.CHANNELS"),
-        *CHANNELS,
-        *("SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0"),
-        *("TEST.EVAL_PERIOD", "2", "SPERM.EPOCHS", "0", "SPERM.GRADER.CROP_SIZE", "32"),
-        *("OUTPUT_DIR", str(run), "SEED", "3"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "head-part segmenter's encoder" in proc.stderr + proc.stdout
-    grader = HeadGrader.from_run(run)
+    log, grader = fine_tune_grader(
+        PART_UNET_CONFIG, path, tiny_dataset.root, tmp_path / "partunet",
+        "SPERM.GRADER.CHANNELS", *CHANNELS,
+    )  # fmt: skip
+    assert "head-part segmenter's encoder" in log
     # learning rate ~0: the trained run holds the segmenter's convolutions
     trunk = grader.models[0].trunk
     torch.testing.assert_close(trunk.down[1][0].weight.float(), segmenter.down[1][0].weight)
-    mask = np.zeros((1, 64, 64), bool)
-    mask[0, 20:30, 15:40] = True
-    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    probs = grader.probabilities(image, mask)
-    assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1.0, atol=1e-4)

@@ -3,10 +3,6 @@ torchvision's own layout (a state dict saved here at test time: nothing is downl
 the trunk through the training checkpointer, for one grader and for every ensemble member; the
 mask channel starts neutral; the compact CNN's checkpoints keep their names."""
 
-import subprocess
-import sys
-
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -17,7 +13,7 @@ from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.grading import SpermGraderEnsemble, SpermHeadGrader
 from sperm_d2.grading.trunk import TORCHVISION_ARCHS, adapt_imagenet_state
 
-from .conftest import REPO, split_opts
+from .conftest import REPO, fine_tune_grader
 
 GRADER_INSTANT = REPO / "configs/quick_schedules/sperm_grader_instant_test.yaml"
 IMAGENET_CONFIG = REPO / "configs/sperm_grader_resnet18_imagenet.yaml"
@@ -133,31 +129,10 @@ def test_the_imagenet_config_normalises_as_torchvision() -> None:
 
 @pytest.mark.slow
 def test_train_net_fine_tunes_from_a_local_imagenet_file(tiny_dataset, imagenet_file, tmp_path):
-    from sperm_d2.inference.grader import HeadGrader
-
     path, state = imagenet_file
-    run = tmp_path / "r18"
-    cmd = [
-        sys.executable,
-        str(REPO / "tools/train_net.py"),
-        "--config-file",
-        str(IMAGENET_CONFIG),
-        *split_opts(tiny_dataset.root, "tinyr18"),
-        *("MODEL.WEIGHTS", str(path), "SOLVER.BASE_LR", "1e-9"),
-        *("SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0"),
-        *("TEST.EVAL_PERIOD", "2", "SPERM.EPOCHS", "0", "SPERM.GRADER.CROP_SIZE", "32"),
-        *("OUTPUT_DIR", str(run), "SEED", "3"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ImageNet weights" in proc.stderr + proc.stdout
-    grader = HeadGrader.from_run(run)
+    log, grader = fine_tune_grader(IMAGENET_CONFIG, path, tiny_dataset.root, tmp_path / "r18")
+    assert "ImageNet weights" in log
     # learning rate ~0: the trained run holds the file's convolutions (batch-norm statistics move
     # in training mode, so they are not compared)
     trunk = grader.models[0].trunk
     torch.testing.assert_close(trunk.layer2[0].conv1.weight.float(), state["layer2.0.conv1.weight"])
-    mask = np.zeros((1, 64, 64), bool)
-    mask[0, 20:30, 15:40] = True
-    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    probs = grader.probabilities(image, mask)
-    assert probs.shape == (1, 2) and np.isclose(probs.sum(), 1.0, atol=1e-4)
