@@ -109,6 +109,16 @@ def test_a_last_checkpoint_naming_another_folder_is_ignored(tmp_path, caplog) ->
     assert left["iteration"] == 2 and fresh_counter.value == 2
     assert torch.all(fresh_model.weight == 2.0)
     assert "outside" in caplog.text and "model_0000009.pth" in caplog.text
+    # with no checkpoint of its own, the run has nothing to resume: it starts from its weights
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "last_checkpoint").write_text(str(tmp_path / "other" / "model_0000009.pth"))
+    empty, empty_model, empty_counter = _checkpointer(alone, seed=4)
+    assert not empty.has_checkpoint()
+    before = empty_model.weight.detach().clone()
+    empty.resume_or_load(str(tmp_path / "other" / "model_0000009.pth"), resume=True)
+    assert torch.all(empty_model.weight == 9.0) and not torch.equal(before, empty_model.weight)
+    assert empty_counter.value == 0  # weights only: the other run's iteration is not taken
 
 
 def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:

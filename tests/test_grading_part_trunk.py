@@ -97,7 +97,16 @@ def test_other_weights_pass_unchanged(head_part_run) -> None:
     _, segmenter = head_part_run
     state = segmenter.state_dict()
     assert is_part_state(state)
-    assert compact.adapt_pretrained_state(state) is state  # no trunk: nothing to fill
+    # a pretrained file that fits another backbone (or another width) fails, in one line, instead
+    # of training from a random trunk with a warning
+    with pytest.raises(ValueError, match="head-part segmenter's checkpoint .*'compact'"):
+        compact.adapt_pretrained_state(state)
+    resnet = build_model(setup_cfg(str(GRADER_INSTANT), ["SPERM.GRADER.BACKBONE", "resnet18"]))
+    with pytest.raises(ValueError, match="part_unet\\), not for this grader's backbone 'resnet18'"):
+        resnet.adapt_pretrained_state(state)
+    wider = _grader("SPERM.GRADER.CHANNELS", "[8, 16, 32]")
+    with pytest.raises(ValueError, match=r"trunk.down.0.0.weight is \(4, 4, 3, 3\) in the file"):
+        wider.adapt_pretrained_state(state)
     assert adapt_part_state({"down.0.0.weight": 1}, ["trunk."]) == {"down.0.0.weight": 1}
 
 

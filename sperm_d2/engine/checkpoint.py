@@ -81,19 +81,29 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
             f.write(last_filename_basename)
 
     def has_checkpoint(self) -> bool:
-        """Whether the run folder holds a checkpoint to resume from: ``last_checkpoint``, or
-        (that small file lost, say the folder was copied without it) a periodic or final one;
-        without this ``--resume`` started over at iteration 0 and overwrote them."""
-        return super().has_checkpoint() or bool(saved_checkpoints(self.save_dir))
+        """Whether the run folder holds a checkpoint to resume from: the one ``last_checkpoint``
+        names (inside the folder), or (that small file lost, say the folder was copied without
+        it) a periodic or final one; without this ``--resume`` started over at iteration 0 and
+        overwrote them."""
+        return bool(self._own_last()) or bool(saved_checkpoints(self.save_dir))
+
+    def _own_last(self) -> str:
+        """The file ``last_checkpoint`` names, "" without one or when it lies outside the run
+        folder (a hand-edited or copied ``last_checkpoint``: another run's weights are never
+        resumed from; logged)."""
+        if not super().has_checkpoint():
+            return ""
+        last = self.get_checkpoint_file()
+        if os.path.dirname(os.path.abspath(last)) != os.path.abspath(self.save_dir):
+            if getattr(self, "_said_outside", None) != last:  # once, not at every question
+                logger.error("last_checkpoint names %s, outside %s: ignored", last, self.save_dir)
+                self._said_outside = last
+            return ""
+        return last
 
     def resume_candidates(self) -> list[str]:
         """Files to resume from, best first: ``last_checkpoint``, then the others newest first."""
-        last = self.get_checkpoint_file() if super().has_checkpoint() else ""
-        folder = os.path.realpath(self.save_dir)
-        if last and os.path.dirname(os.path.realpath(last)) != folder:
-            # a hand-edited or copied last_checkpoint: never resume another run's weights
-            logger.error("last_checkpoint names %s, outside %s: ignored", last, self.save_dir)
-            last = ""
+        last = self._own_last()
         ordered = saved_checkpoints(self.save_dir)
         if last:
             ordered = [last] + [p for p in ordered if os.path.abspath(p) != os.path.abspath(last)]

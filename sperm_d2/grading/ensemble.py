@@ -42,7 +42,7 @@ class SpermGraderEnsemble(nn.Module):
         prefixes = [
             f"members.{k}.{p}" for k, m in enumerate(self.members) for p in m.trunk_prefixes()
         ]
-        return adapt_trunk_state(state, prefixes)
+        return adapt_trunk_state(state, prefixes, self.members[0].backbone, self.state_dict())
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """The members' mean class probabilities (N, K) of an (N, C, S, S) batch in 0-255."""

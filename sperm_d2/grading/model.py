@@ -21,8 +21,13 @@ from torch import nn
 
 from sperm_d2.flip_views import VIEWS, flip_dims
 from sperm_d2.grading.crop import input_channels
-from sperm_d2.grading.part_trunk import PartEncoderTrunk, adapt_part_state
-from sperm_d2.grading.trunk import TorchvisionTrunk, adapt_imagenet_state
+from sperm_d2.grading.part_trunk import PartEncoderTrunk, adapt_part_state, is_part_state
+from sperm_d2.grading.trunk import (
+    TORCHVISION_ARCHS,
+    TorchvisionTrunk,
+    adapt_imagenet_state,
+    is_imagenet_state,
+)
 
 #: test-time views of the aligned crop (flipped dimensions of an N, C, H, W batch): the head's
 #: direction along and across its axis is ambiguous ("hflip" alone is not offered)
@@ -58,11 +63,38 @@ class _Block(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
 
 
-def adapt_trunk_state(state: dict, prefixes: list[str]) -> dict:
+def adapt_trunk_state(state: dict, prefixes: list[str], backbone: str, own: dict) -> dict:
     """``state`` with a torchvision ResNet's weights (ImageNet) or a head-part segmenter's encoder
-    renamed for the trunks at ``prefixes``; a grader's own state (resuming, fine-tuning) and
-    anything else unchanged."""
-    return adapt_part_state(adapt_imagenet_state(state, prefixes), prefixes)
+    renamed for the trunks at ``prefixes`` of a grader whose ``SPERM.GRADER.BACKBONE`` is
+    ``backbone`` and whose own state is ``own``; a grader's own state (resuming, fine-tuning) and
+    anything else unchanged.
+
+    Raises:
+        ValueError: a pretrained file that fits another backbone, or whose layers differ in shape
+            from the trunk's (training would start from a random trunk with a warning only).
+    """
+    imagenet, part = is_imagenet_state(state), is_part_state(state)
+    if not (imagenet or part):
+        return state
+    if (backbone in TORCHVISION_ARCHS) if imagenet else (backbone == "part_unet"):
+        adapted = (
+            adapt_imagenet_state(state, prefixes) if imagenet else adapt_part_state(state, prefixes)
+        )
+    else:
+        kind = (
+            "a torchvision ResNet's weights (SPERM.GRADER.BACKBONE resnet18, resnet34 or resnet50)"
+            if imagenet
+            else "a head-part segmenter's checkpoint (SPERM.GRADER.BACKBONE part_unet)"
+        )
+        raise ValueError(f"{kind}, not for this grader's backbone {backbone!r}")
+    for key, value in adapted.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{key} is {tuple(value.shape)} in the file, {tuple(own[key].shape)} in the "
+                "grader: give the grader the pretrained model's SPERM.GRADER.CHANNELS (its "
+                "SPERM.PARTS.CHANNELS) and input channels (MASK_MODE)"
+            )
+    return adapted
 
 
 @META_ARCH_REGISTRY.register()
@@ -87,7 +119,8 @@ class SpermHeadGrader(nn.Module):
         std = list(cfg.MODEL.PIXEL_STD)[:3] + [127.5] * (cin - 3)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), False)
-        if str(g.BACKBONE) == "compact":
+        self.backbone = str(g.BACKBONE)
+        if self.backbone == "compact":
             # a stride-2 stem: the 64-px crop's detail fits 32 px of features, at a quarter the
             # cost
             self.stem = _conv_bn(cin, channels[0], stride=2)
@@ -97,11 +130,11 @@ class SpermHeadGrader(nn.Module):
                 prev = c
             self.blocks = nn.Sequential(*blocks)
             self.trunk = None
-        elif str(g.BACKBONE) == "part_unet":  # channels as the head-part run's SPERM.PARTS
+        elif self.backbone == "part_unet":  # channels as the head-part run's SPERM.PARTS
             self.trunk = PartEncoderTrunk(cin, channels)
             prev = self.trunk.out_channels
         else:  # one of trunk.TORCHVISION_ARCHS (config/validate.py)
-            self.trunk = TorchvisionTrunk(str(g.BACKBONE), cin)
+            self.trunk = TorchvisionTrunk(self.backbone, cin)
             prev = self.trunk.out_channels
         self.dropout = nn.Dropout(float(g.DROPOUT))
         self.classifier = nn.Linear(prev, self.num_classes)
@@ -126,7 +159,7 @@ class SpermHeadGrader(nn.Module):
     def adapt_pretrained_state(self, state: dict) -> dict:
         """``state`` renamed for the trunk when it is another model's (the training checkpointer
         calls this on ``MODEL.WEIGHTS``): see :func:`adapt_trunk_state`."""
-        return adapt_trunk_state(state, self.trunk_prefixes())
+        return adapt_trunk_state(state, self.trunk_prefixes(), self.backbone, self.state_dict())
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities (N, K), averaged over the ``SPERM.GRADER.TTA`` views."""
