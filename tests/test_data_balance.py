@@ -86,3 +86,23 @@ def test_an_image_path_outside_the_input_folder_is_skipped_not_read(tmp_path) ->
     [line] = refused.value.problems
     assert "resolves outside the input folder" in line
     assert not (tmp_path / "bal").exists()
+
+
+def test_the_copies_cap_is_for_a_given_target_not_the_datas_own(tmp_path, monkeypatch) -> None:
+    """Without --target the goal is the largest class: however imbalanced the data, it is
+    balanced; the cap on copies per image refuses only a --target the user typed."""
+    import sperm_d2.data.balance as balance
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):  # 1 good-only image, 3 bad-only images
+        img, heads = render_scene_detailed(i, 96, 96, num_heads=1)
+        label = "normal" if i < 1 else "amorphous"
+        cv2.imwrite(str(src / f"s{i}.png"), img)
+        shapes = [{"label": label, "points": p.tolist()} for _, _, p in heads]
+        write_labelme_json(src / f"s{i}.json", src / f"s{i}.png", 96, 96, shapes)
+    monkeypatch.setattr(balance, "MAX_COPIES_PER_IMAGE", 1)  # 3 > 1 x (1 + 1)
+    counts = balance_labelme(src, tmp_path / "bal", LM, seed=0)
+    assert counts["added"] == {"good": 2, "bad": 0}
+    with pytest.raises(InputError, match="--target 3"):
+        balance_labelme(src, tmp_path / "bal2", LM, seed=0, target=3)

@@ -9,7 +9,9 @@ one path instead (what rglob, os.walk and the walker all call)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -130,11 +132,13 @@ def test_evaluate_folders_follow_links_and_list_what_was_not_walked(tmp_path, lo
         WholeCropPredictor(), tmp_path / "ev", folders=str(crops), label_map_path=str(LABELS)
     )
     assert result["test"]["images"] == 6
+    reason = "cannot read folder: Permission denied"
     assert result["skipped"] == [
-        {"path": locked_path, "reason": "cannot read folder: Permission denied", "parts": ["test"]},
+        {"path": locked_path, "reason": reason, "folder": True, "parts": ["test"]},
         {
             "path": str(crops / "abnormal" / "linked" / "back"),
             "reason": "symlink loop, not followed",
+            "folder": True,
             "parts": ["test"],
         },
     ]
@@ -198,3 +202,176 @@ def test_prepare_labelme_follows_links_and_reports_what_was_not_walked(tmp_path,
     assert report["problems"]["counts"]["error"] == {"unreadable_folder": 1}
     assert report["problems"]["counts"]["warning"].get("symlink_loop") == 1
     assert exit_code(report) == 1
+
+
+def test_walk_reports_the_real_folders_the_files_lie_in(tmp_path):
+    """What a tool that keeps paths inside their input allows: the root and each folder linked
+    into it (the user put it there), not a folder a loop or an excluded link points to."""
+    from sperm_d2.file_walk import walk_files
+
+    root = tmp_path / "lab"
+    _png(root / "a.png")
+    _png(tmp_path / "out" / "sub" / "b.png")
+    os.symlink(tmp_path / "out", root / "linked")
+    os.symlink(root, tmp_path / "out" / "back")  # a loop: not entered
+    os.symlink(tmp_path / "elsewhere", root / "gone")  # excluded
+    _png(tmp_path / "elsewhere" / "c.png")
+    real_roots: list[Path] = []
+    files, _ = walk_files(root, exclude=[tmp_path / "elsewhere"], real_roots=real_roots)
+    assert files == [root / "a.png", root / "linked" / "sub" / "b.png"]
+    assert real_roots == [Path(os.path.realpath(p)) for p in (root, tmp_path / "out")]
+
+
+def test_from_folders_takes_the_crops_of_folders_linked_into_the_input(tmp_path):
+    """A class folder, or a folder in one, that the user linked into --input is part of it: its
+    crops were all refused as path_escape ("links to ..."), though the walker had followed the
+    link. A crop FILE linking out of the input is still refused, naming its target."""
+    from sperm_d2.data.autoannotate import annotate_class_folders
+    from sperm_d2.data.prepare import prepare_dataset
+
+    crops, elsewhere = tmp_path / "crops", tmp_path / "elsewhere"
+    _png(elsewhere / "01_Normal" / "a.png", 1)
+    _png(elsewhere / "01_Normal" / "b.png", 2)
+    crops.mkdir()
+    os.symlink(elsewhere / "01_Normal", crops / "01_Normal")
+    _png(crops / "abnormal" / "c.png", 3)
+    _png(elsewhere / "more" / "d.png", 4)
+    os.symlink(elsewhere / "more", crops / "abnormal" / "more")
+    private = _png(tmp_path / "private" / "p.png", 5)
+    os.symlink(private, crops / "abnormal" / "p.png")
+    label_map = LabelMap.load(LABELS)
+    problems = annotate_class_folders(crops, tmp_path / "lm", label_map)
+    [escape] = [p for p in problems if p.level == "error"]
+    assert (escape.kind, escape.file) == ("path_escape", "abnormal/p.png")
+    assert escape.message.startswith(f"links to {os.path.realpath(private)}, outside --input")
+    for json_file in ("01_Normal/a.json", "01_Normal/b.json", "abnormal/more/d.json"):
+        assert (tmp_path / "lm" / json_file).is_file()
+    report = prepare_dataset(crops, tmp_path / "root", label_map, ratios=(1.0,), from_folders=True)
+    assert report["total"]["images"] == 4
+    assert report["problems"]["counts"]["error"] == {"path_escape": 1}
+
+
+def _linked_labelme(tmp_path: Path) -> tuple[Path, Path]:
+    """A labelme folder of 4 images with ``more/`` linked in (2 images, one of whose imagePath
+    leads out of it, to ``../secret.png``)."""
+    from sperm_d2.data.synthetic_io import make_synthetic_dataset
+
+    src = make_synthetic_dataset(tmp_path / "in", 4, 64, seed=3)
+    outside = tmp_path / "outside" / "more"
+    make_synthetic_dataset(outside, 2, 64, seed=4)
+    shutil.move(outside / "syn_00001.png", tmp_path / "outside" / "secret.png")
+    doc = json.loads((outside / "syn_00001.json").read_text())
+    (outside / "syn_00001.json").write_text(json.dumps({**doc, "imagePath": "../secret.png"}))
+    os.symlink(outside, src / "more")
+    return src, outside
+
+
+def test_prepare_labelme_takes_the_images_of_folders_linked_into_the_input(tmp_path):
+    """labelme mode: the walker followed a linked folder, then the converter refused its images
+    as outside --input; an imagePath leading out of the linked folder stays refused."""
+    from sperm_d2.data.prepare import prepare_dataset
+
+    src, _ = _linked_labelme(tmp_path)
+    report = prepare_dataset(src, tmp_path / "root", LabelMap.load(LABELS), ratios=(1.0,))
+    assert report["total"]["images"] == 5
+    assert report["problems"]["counts"]["error"] == {"path_escape": 1}
+
+
+def test_balance_counts_unreadable_folders_and_takes_linked_ones(tmp_path, locked):
+    """balance_data: a folder it could not read was only logged, never in its skipped report;
+    the images of a linked folder were refused as outside the input folder."""
+    from sperm_d2.data.balance import balance_labelme
+
+    src, _ = _linked_labelme(tmp_path)
+    (src / "locked").mkdir()
+    locked.add(str(src / "locked"))
+    counts = balance_labelme(src, tmp_path / "bal", LabelMap.load(LABELS))
+    skipped = counts["skipped"]
+    assert skipped["folders"] == 1 and skipped["files"] == 1
+    assert skipped["lines"][0] == "locked: cannot read folder: Permission denied"
+    assert "more/syn_00001.json" in skipped["lines"][1] and "outside" in skipped["lines"][1]
+    assert sum(counts["before"].values()) == 5
+
+
+def _two_classes_one_folder(crops: Path, tmp_path: Path) -> None:
+    """``abnormal/dup`` links to the class folder ``01_Normal``; ``01_Normal/x`` and
+    ``abnormal/y`` link to one folder outside."""
+    _png(tmp_path / "out" / "o.png", 7)
+    os.symlink(crops / "01_Normal", crops / "abnormal" / "dup")
+    os.symlink(tmp_path / "out", crops / "01_Normal" / "x")
+    os.symlink(tmp_path / "out", crops / "abnormal" / "y")
+
+
+def test_a_folder_linked_into_two_class_folders_is_listed_under_one(tmp_path):
+    """A link in one class folder to a folder of another listed its crops under both classes:
+    each real folder is walked once across the class folders, the other link reported."""
+    from sperm_d2.data.autoannotate import annotate_class_folders
+    from sperm_d2.evaluation.folders import list_class_folders
+
+    from .test_evaluate_skips import _crops
+
+    crops = _crops(tmp_path / "crops")
+    _two_classes_one_folder(crops, tmp_path)
+    label_map = LabelMap.load(LABELS)
+    items, info = list_class_folders(crops, label_map)
+    normal, abnormal = crops / "01_Normal", crops / "abnormal"
+    assert sorted(items) == sorted(
+        [(str(normal / f"c{i}.png"), "good") for i in range(2)]
+        + [(str(normal / "x" / "o.png"), "good")]
+        + [(str(abnormal / f"c{i}.png"), "bad") for i in range(2)]
+    )
+    assert [(s["path"], s["folder"]) for s in info["skipped"]] == [
+        (str(abnormal / "dup"), True),
+        (str(abnormal / "y"), True),
+    ]
+    assert f"listed already as {normal} (class folder 01_Normal)" in info["skipped"][0]["reason"]
+    problems = annotate_class_folders(crops, tmp_path / "lm", label_map)
+    assert [(p.level, p.kind, p.file) for p in problems if p.level == "error"] == [
+        ("error", "duplicate_folder", "abnormal/dup"),
+        ("error", "duplicate_folder", "abnormal/y"),
+    ]
+    assert not (tmp_path / "lm" / "abnormal" / "dup").exists()
+    assert (tmp_path / "lm" / "01_Normal" / "x" / "o.json").is_file()
+
+
+@pytest.mark.parametrize("part", ["test", "val"])
+def test_all_skipped_counts_images_and_folders_apart(tmp_path, locked, part):
+    """The message "all 3 images skipped" counted a folder that could not be walked as an image."""
+    from sperm_d2.errors import InputError
+    from sperm_d2.evaluation.job import run_evaluation
+
+    from .test_evaluate_skips import WholeCropPredictor
+
+    crops = tmp_path / "crops"
+    for folder in ("01_Normal", "abnormal"):
+        (crops / folder / "locked").mkdir(parents=True)
+        (crops / folder / "e.png").write_bytes(b"")
+    locked.add(str(crops / "abnormal" / "locked"))
+    flag = "--val-folders" if part == "val" else "--folders"
+    with pytest.raises(
+        InputError,
+        match=rf"^{flag} .*: nothing evaluated, all 2 images skipped and 1 folder\(s\) not "
+        r"walked \(first: .*01_Normal/e.png: ",
+    ):
+        run_evaluation(
+            WholeCropPredictor(),
+            tmp_path / "ev",
+            folders=str(crops),
+            val_folders=str(crops) if part == "val" else None,
+            label_map_path=str(LABELS),
+        )
+
+
+def test_infer_input_of_an_unreadable_folder_only_says_so(tmp_path, locked):
+    """A folder whose only content is a folder it may not read was refused as "folder holds no
+    image or video", not for what hid its images."""
+    from sperm_d2.inference.sources import check_inputs
+
+    (tmp_path / "lab" / "locked").mkdir(parents=True)
+    locked.add(str(tmp_path / "lab" / "locked"))
+    with pytest.raises(
+        ValueError,
+        match=r"^--input .*lab: no image or video found: .*lab/locked: cannot read folder: "
+        r"Permission denied$",
+    ):
+        check_inputs([str(tmp_path / "lab")])

@@ -99,6 +99,14 @@ def _image_is_folder(src: Path) -> None:
     edit_json(src / BAD, _top("imagePath", "folder.png"))
 
 
+def _empty_folder(tmp: Path) -> Path:
+    """A folder holding no labelme file (made under the test's own ``tmp``)."""
+    folder = tmp / "no_labelme"
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.txt").write_text("no annotations here\n")
+    return folder
+
+
 def _write(text: str | bytes):
     def fn(src: Path) -> None:
         p = src / BAD
@@ -407,7 +415,7 @@ BALANCE_REFUSED = [
     ),
     (  # was an empty output and exit 0
         "input_without_labelme_files",
-        lambda s, t: ["--input", str(REPO / "datasets"), "--output", str(t / "b")],
+        lambda s, t: ["--input", str(_empty_folder(t)), "--output", str(t / "b")],
         "no labelme *.json file",
     ),
     (
@@ -429,8 +437,9 @@ BALANCE_REFUSED = [
     "case, argv, culprit", BALANCE_REFUSED, ids=[c[0] for c in BALANCE_REFUSED]
 )
 def test_balance_refused_runs_write_nothing(src, tmp_path, case, argv, culprit) -> None:
+    args = argv(src, tmp_path)  # a case may build its input first
     before = tree_hashes(tmp_path)
-    res = run_main(BALANCE.main, argv(src, tmp_path))
+    res = run_main(BALANCE.main, args)
     assert res.exception is None and res.code == 2, (res.exception, res.stderr)
     (line,) = res.lines("balance_data.py")
     assert culprit in line, line

@@ -23,7 +23,7 @@ from sperm_d2.atomic import real_path
 from sperm_d2.data.labelme_io import write_labelme_json
 from sperm_d2.data.labels import LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem, walk_problem
-from sperm_d2.file_walk import walk_files
+from sperm_d2.file_walk import walk_class_folders
 from sperm_d2.image_io import is_debris, is_image_path, read_image
 
 logger = logging.getLogger(__name__)
@@ -130,17 +130,22 @@ def annotate_class_folders(
     label_map: LabelMap,
     workers: int = 1,
     image_roots: Sequence[str | os.PathLike] = (),
+    real_roots: list[Path] | None = None,
 ) -> list[Problem]:
     """Write one labelme JSON per crop under ``out_dir/<folder>/``; returns the problems.
 
     The class comes from the folder name via ``label_map``; folders mapped to null give JSONs
     without shapes (negatives). A folder the map does not know is an error (its files skipped),
     as is an image outside every class folder (it has no class), a crop that links to a
-    file outside ``input_dir`` and ``image_roots`` and a folder that could not be read; a class
-    folder without images and a link loop (not followed) are warnings.
+    file outside the input and ``image_roots``, a folder that could not be read and a link to
+    a folder listed under another class folder; a class folder without images and a link loop
+    (not followed) are warnings.
+
+    A folder the user linked into ``input_dir`` (a class folder or one inside it) is part of
+    the input: its real path is allowed like ``input_dir``'s and, when ``real_roots`` is given,
+    appended to it (:func:`sperm_d2.file_walk.walk_files`).
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
-    roots = [real_path(r) for r in (input_dir, *image_roots)]
     items, problems = [], []
     for loose in sorted(input_dir.iterdir()):
         if is_image_path(loose) and not loose.is_dir() and not is_debris(loose.name):
@@ -153,7 +158,15 @@ def annotate_class_folders(
                     "class from the folder it lies in)",
                 )
             )
-    for folder in sorted(p for p in input_dir.iterdir() if p.is_dir() and not is_debris(p.name)):
+    folders = sorted(p for p in input_dir.iterdir() if p.is_dir() and not is_debris(p.name))
+    # walked as one tree: a crop reached from two class folders is listed under one only
+    walk = walk_class_folders(
+        input_dir, [f.name for f in folders if label_map.knows(f.name)], skip=is_debris
+    )
+    roots = [real_path(r) for r in (input_dir, *image_roots)] + walk.real_roots
+    if real_roots is not None:
+        real_roots += walk.real_roots
+    for folder in folders:
         if not label_map.knows(folder.name):
             problems.append(
                 Problem(
@@ -166,9 +179,9 @@ def annotate_class_folders(
             continue
         cls = label_map.class_of(folder.name)
         images, others = 0, 0
-        files, unwalked = walk_files(folder, skip=is_debris)
+        unwalked = walk.problems.get(folder.name, [])
         problems += [walk_problem(w, w.path.relative_to(input_dir).as_posix()) for w in unwalked]
-        for f in files:
+        for f in walk.files[folder.name]:
             # not only regular files: a broken symlink or FIFO named like an image is listed
             # as unreadable by _annotate_one (read_image says why), not dropped unseen
             if not is_image_path(f):
@@ -177,7 +190,7 @@ def annotate_class_folders(
             rel = f.relative_to(input_dir)
             target = real_path(f)  # Path.resolve raises on a symlink loop
             if target.exists() and not any(target.is_relative_to(r) for r in roots):
-                problems.append(_escape(rel.as_posix(), target, input_dir))
+                problems.append(_escape(rel.as_posix(), f, target, input_dir))
                 continue
             images += 1
             items.append(
@@ -211,12 +224,14 @@ def annotate_class_folders(
     return problems
 
 
-def _escape(rel: str, target: Path, input_dir: Path) -> Problem:
+def _escape(rel: str, crop: Path, target: Path, input_dir: Path) -> Problem:
     """A crop that is a symbolic link to a file outside the input (and every image root)."""
+    # only a link can lie outside: the folders linked into the input are part of it
+    how = "links to" if crop.is_symlink() else "resolves to"
     return Problem(
         ERROR,
         "path_escape",
         rel,
-        f"links to {target}, outside --input {input_dir}, skipped; copy the image in or add its "
+        f"{how} {target}, outside --input {input_dir}, skipped; copy the image in or add its "
         "folder with --image-root",
     )

@@ -44,7 +44,7 @@ from sperm_d2.data.manifest import (
     write_manifest,
 )
 from sperm_d2.data.prepare import find_labelme_files
-from sperm_d2.data.problems import InputError
+from sperm_d2.data.problems import ERROR, InputError, Problem
 from sperm_d2.data.shapes import ShapeProblem, shape_outlines
 from sperm_d2.image_io import read_image, write_image
 
@@ -196,9 +196,12 @@ def balance_labelme(
 
     Only images whose labelme file reads cleanly and whose image decodes take part; the others
     are listed in ``skipped["lines"]`` (one line each; run ``tools/prepare_data.py`` for the full
-    validation). The output folder is built beside ``output_dir`` and renamed into place, so it
-    appears whole or not at all; an existing ``output_dir`` is replaced only if it is empty or
-    holds an earlier run's files, unchanged (``.balance_data_manifest.json``).
+    validation), counted in ``skipped["files"]``, with the folders that could not be read (their
+    files skipped) in ``skipped["folders"]``. Images in a folder linked into ``input_dir`` are
+    part of the input (:func:`sperm_d2.file_walk.walk_files`). The output folder is built beside
+    ``output_dir`` and renamed into place, so it appears whole or not at all; an existing
+    ``output_dir`` is replaced only if it is empty or holds an earlier run's files, unchanged
+    (``.balance_data_manifest.json``).
 
     Raises:
         InputError: missing input, overlapping input/output, a foreign file in the way.
@@ -225,17 +228,28 @@ def _balance(
     input_dir: Path, output_dir: Path, label_map: LabelMap, target: int | None, seed: int
 ) -> dict:
     by_class: dict[str, list[tuple[str, LabelmeFile]]] = {c: [] for c in label_map.classes}
-    skipped: list[str] = []
-    paths = find_labelme_files(input_dir)
+    unwalked: list[Problem] = []
+    roots: list[Path] = []  # the input's real path and the folders linked into it: the input
+    paths = find_labelme_files(input_dir, problems=unwalked, real_roots=roots)
+    # a folder it could not read is skipped with its files; a link loop loses no file (they are
+    # listed under the folder it loops to): a warning, as in prepare_data.py
+    for p in unwalked:
+        if p.level != ERROR:
+            logger.warning("%s", p)
+    skipped = [f"{p.file}: {p.message}" for p in unwalked if p.level == ERROR]
+    folders = len(skipped)
     if not paths:
-        raise InputError(f"--input {input_dir}: no labelme *.json file found")
+        raise InputError(
+            f"--input {input_dir}: no labelme *.json file found",
+            [f"skipped {line}" for line in skipped],
+        )
     for path in paths:
         rel = Path(os.path.relpath(path, input_dir)).as_posix()
         try:
             doc = read_labelme_json(path)
             if doc.image_path is None or not doc.image_path.is_file():
                 raise LabelmeError(f"{path}: image {doc.image_path} not found")
-            if not real_path(doc.image_path).is_relative_to(real_path(input_dir)):
+            if not any(real_path(doc.image_path).is_relative_to(r) for r in roots):
                 # prepare_data.py refuses it too: an imagePath may not read files elsewhere
                 raise LabelmeError(
                     f"{path}: imagePath {doc.image_path} resolves outside the input folder"
@@ -251,15 +265,15 @@ def _balance(
             continue
         if cls is not None:
             by_class[cls].append((rel, doc))
-    if len(skipped) == len(paths):
+    if len(skipped) - folders == len(paths):
         raise InputError(
             f"--input {input_dir}: none of {len(paths)} labelme file(s) usable",
             [f"skipped {line}" for line in skipped],
         )
     before = {c: len(v) for c, v in by_class.items()}
     goal = target if target is not None else max(before.values(), default=0)
-    for cls, docs in by_class.items():
-        if docs and goal > len(docs) * (MAX_COPIES_PER_IMAGE + 1):
+    for cls, docs in by_class.items():  # a typo'd --target; the default goal is the data's
+        if target is not None and docs and goal > len(docs) * (MAX_COPIES_PER_IMAGE + 1):
             raise InputError(
                 f"--target {goal}: class {cls!r} has {len(docs)} image(s); more than "
                 f"{MAX_COPIES_PER_IMAGE} augmented copies of each would only repeat them"
@@ -286,4 +300,5 @@ def _balance(
     logger.info(
         "balanced %s: before %s, added %s, skipped %d", input_dir, before, added, len(skipped)
     )
-    return {"before": before, "added": added, "skipped": {"files": len(skipped), "lines": skipped}}
+    files = {"files": len(skipped) - folders, **({"folders": folders} if folders else {})}
+    return {"before": before, "added": added, "skipped": {**files, "lines": skipped}}

@@ -53,14 +53,17 @@ def find_labelme_files(
     root: str | os.PathLike,
     exclude: Iterable[Path] = (),
     problems: list[Problem] | None = None,
+    real_roots: list[Path] | None = None,
 ) -> list[Path]:
     """All ``*.json`` files under ``root`` (sorted), skipping folder debris
     (:func:`sperm_d2.image_io.is_debris`: dot-names such as the tools' manifests and macOS
     ``._*`` files, ``@eaDir/``, ``__MACOSX/``...) and ``exclude``; linked folders are followed
     (:func:`sperm_d2.file_walk.walk_files`). A folder it could not read, or a link loop it did
-    not follow, is appended to ``problems`` (without a list: logged as a warning)."""
+    not follow, is appended to ``problems`` (without a list: logged as a warning); the real
+    paths of ``root`` and of the linked folders entered, to ``real_roots`` if given (the images
+    there are part of the input)."""
     root = Path(root)
-    files, unwalked = walk_files(root, skip=is_debris, exclude=exclude)
+    files, unwalked = walk_files(root, skip=is_debris, exclude=exclude, real_roots=real_roots)
     for w in unwalked:
         problem = walk_problem(
             w, w.path.relative_to(root).as_posix() if w.path != root else str(root)
@@ -149,10 +152,11 @@ def prepare_dataset(
 ) -> dict:
     """Convert, validate, split and write a dataset; returns the report (also written to JSON).
 
-    Images must lie under ``input_dir`` (or, with ``from_folders``, the class folders) or one of
-    ``image_roots``; a labelme file naming an image elsewhere is an error (path escape). Bad files
-    are skipped and reported; nothing is written unless every split gets images. Only files an
-    earlier run wrote (and nobody edited since) are replaced or removed (:mod:`.manifest`).
+    Images must lie under ``input_dir`` (or, with ``from_folders``, the class folders), a folder
+    linked into it, or one of ``image_roots``; a labelme file naming an image elsewhere is an
+    error (path escape). Bad files are skipped and reported; nothing is written unless every
+    split gets images. Only files an earlier run wrote (and nobody edited since) are replaced or
+    removed (:mod:`.manifest`).
 
     Raises:
         InputError: bad arguments, overlapping input/output, no usable file, an empty split, or
@@ -179,6 +183,7 @@ def prepare_dataset(
     staging = None
     try:
         pre_problems: list[Problem] = []
+        linked: list[Path] = []  # the real folders the user linked into the input: part of it
         scan_root, allowed = input_dir, (input_dir.resolve(),)
         if from_folders:
             from sperm_d2.data.autoannotate import annotate_class_folders
@@ -189,15 +194,22 @@ def prepare_dataset(
             staging = Path(tempfile.mkdtemp(prefix=f".{LABELME_DIR}.partial-", dir=output_root))
             scan_root = staging
             pre_problems = annotate_class_folders(
-                input_dir, staging, label_map, workers=workers, image_roots=image_roots
+                input_dir,
+                staging,
+                label_map,
+                workers=workers,
+                image_roots=image_roots,
+                real_roots=linked,
             )
             allowed = (input_dir.resolve(), output_root.resolve())
         exclude = [output_root] if not from_folders else []
-        paths = find_labelme_files(scan_root, exclude=exclude, problems=pre_problems)
+        paths = find_labelme_files(
+            scan_root, exclude=exclude, problems=pre_problems, real_roots=linked
+        )
         if not paths:
             what = "no image in class folders" if from_folders else "no labelme *.json file"
             raise InputError(f"--input {input_dir}: {what} found", pre_problems)
-        allowed += tuple(r.resolve() for r in image_roots)
+        allowed += tuple(linked) + tuple(r.resolve() for r in image_roots)
         ctx = ConvertContext(scan_root, output_root, label_map, allowed)
         results = convert_all(paths, ctx, workers)
         problems = pre_problems + [p for r in results for p in r.problems]

@@ -29,7 +29,7 @@ from sperm_d2.evaluation.classification import (
 )
 from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
 from sperm_d2.evaluation.skips import merge_skips
-from sperm_d2.file_walk import walk_files
+from sperm_d2.file_walk import walk_class_folders
 from sperm_d2.image_io import is_debris, is_image_path, read_image
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
 
@@ -42,8 +42,10 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
     """``([(image path, class)], {"ignored_folders": {...}, ...})`` for ``root/<folder>/*``, or
     for the images of the COCO split ``root`` (a ``.json`` file), classed by their folder.
 
-    A folder inside a class folder that could not be walked (unreadable, a link loop:
-    :func:`sperm_d2.file_walk.walk_files`) is listed, ``{"path", "reason"}``, under the info's
+    The class folders are walked as one tree (:func:`sperm_d2.file_walk.walk_class_folders`): a
+    crop reached from two of them is listed once, under the one it lies in. A folder inside a
+    class folder that was not walked (unreadable, a link loop, a link to a folder listed under
+    another class folder) is listed, ``{"path", "reason", "folder": True}``, under the info's
     ``"skipped"`` key, present only then."""
     root = Path(root)
     unwalked: dict[str, list[dict]] = {}
@@ -52,11 +54,11 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
         for path in split_image_paths(root):
             by_folder.setdefault(path.parent.name, []).append(path)
     elif root.is_dir():
-        by_folder = {}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_debris(p.name)):
-            files, problems = walk_files(folder, skip=is_debris)
-            by_folder[folder.name] = [q for q in files if is_image_path(q)]
-            unwalked[folder.name] = [{"path": str(w.path), "reason": w.reason} for w in problems]
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_debris(p.name))
+        walk = walk_class_folders(root, names, skip=is_debris)
+        by_folder = {n: [q for q in walk.files[n] if is_image_path(q)] for n in names}
+        for name, problems in walk.problems.items():
+            unwalked[name] = [_folder_skip(w.path, w.reason) for w in problems]
     else:
         raise InputNotFoundError(f"{root}: class-folder root (or COCO split .json) not found")
     items, ignored, skipped = [], {}, []
@@ -71,6 +73,19 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
         why = f" (first: {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
         raise InputError(f"{root}: no images in folders the label map assigns to a class{why}")
     return items, {"ignored_folders": ignored, **({"skipped": skipped} if skipped else {})}
+
+
+def _folder_skip(path: Path, reason: str) -> dict:
+    """A skipped folder's entry among the skipped images: ``"folder"`` tells them apart."""
+    return {"path": str(path), "reason": reason, "folder": True}
+
+
+def all_skipped(skipped: list[dict]) -> str:
+    """``"all 3 images skipped"``, ``"all 3 images skipped and 1 folder(s) not walked"``: the
+    images and the folders among ``skipped`` counted apart, for a one-line message."""
+    folders = sum(1 for s in skipped if s.get("folder"))
+    walked = f" and {folders} folder(s) not walked" if folders else ""
+    return f"all {len(skipped) - folders} images skipped{walked}"
 
 
 def class_scores(pred) -> tuple[tuple[str, float], ...]:
@@ -144,10 +159,10 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=No
         val_graded, val_skipped, _ = grade_folders(predictor, val_items, "val folders")
         val_skipped[:0] = _warn_unwalked(val_info.pop("skipped", []))
         if not val_graded:
-            first = val_skipped[0]
+            first = next((s for s in val_skipped if not s.get("folder")), val_skipped[0])
             raise InputError(
-                f"--val-folders {val_root}: nothing evaluated, all {len(val_skipped)} images "
-                f"skipped (first: {first['path']}: {first['reason']})"
+                f"--val-folders {val_root}: nothing evaluated, {all_skipped(val_skipped)} "
+                f"(first: {first['path']}: {first['reason']})"
             )
         threshold = choose_threshold(val_graded, classes)
         bias = choose_bias(val_graded, classes, threshold)

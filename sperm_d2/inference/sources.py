@@ -76,8 +76,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
                 files.setdefault(
                     str(q), InputFile(str(q), kind_of(q), group, str(Path(base) / rel))
                 )
-            if not found:
-                problems.append({"path": spec, "reason": "folder holds no image or video"})
+            # nothing found: say what hid the images, if anything did (an input folder it could
+            # not read is listed above with its own reason)
+            if not found and not any(w.path == p for w in unwalked):
+                reason = "folder holds no image or video"
+                if unwalked:
+                    reason = f"no image or video found: {unwalked[0].path}: {unwalked[0].reason}"
+                problems.append({"path": spec, "reason": reason})
         elif p.is_file():
             if kind_of(p) is None:
                 problems.append({"path": spec, "reason": f"unknown file type {p.suffix!r}"})
