@@ -24,6 +24,18 @@ def _raster(poly, h, w):
     return m.astype(bool)
 
 
+def _one_class_scenes(src, good: int, bad: int, heads: int):
+    """``good`` good-only then ``bad`` bad-only labelme scenes (``s<i>.png/json``) in ``src``."""
+    src.mkdir()
+    for i in range(good + bad):
+        img, found = render_scene_detailed(i, 96, 96, num_heads=heads)
+        label = "normal" if i < good else "amorphous"
+        cv2.imwrite(str(src / f"s{i}.png"), img)
+        shapes = [{"label": label, "points": p.tolist()} for _, _, p in found]
+        write_labelme_json(src / f"s{i}.json", src / f"s{i}.png", 96, 96, shapes)
+    return src
+
+
 def test_augment_pair_moves_polygons_with_pixels() -> None:
     h, w = 70, 100
     poly = np.array([[20, 10], [60, 15], [55, 50], [25, 45]], float)
@@ -37,14 +49,7 @@ def test_augment_pair_moves_polygons_with_pixels() -> None:
 
 
 def test_balance_then_prepare_keeps_copies_with_their_source(tmp_path) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(8):  # 2 good-only images, 6 bad-only images
-        img, heads = render_scene_detailed(i, 96, 96, num_heads=2)
-        label = "normal" if i < 2 else "amorphous"
-        cv2.imwrite(str(src / f"s{i}.png"), img)
-        shapes = [{"label": label, "points": p.tolist()} for _, _, p in heads]
-        write_labelme_json(src / f"s{i}.json", src / f"s{i}.png", 96, 96, shapes)
+    src = _one_class_scenes(tmp_path / "in", good=2, bad=6, heads=2)
     before = sorted(p.name for p in src.iterdir())
     counts = balance_labelme(src, tmp_path / "bal", LM, seed=0)
     assert counts["before"] == {"good": 2, "bad": 6} and counts["added"] == {"good": 4, "bad": 0}
@@ -93,14 +98,7 @@ def test_the_copies_cap_is_for_a_given_target_not_the_datas_own(tmp_path, monkey
     balanced; the cap on copies per image refuses only a --target the user typed."""
     import sperm_d2.data.balance as balance
 
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):  # 1 good-only image, 3 bad-only images
-        img, heads = render_scene_detailed(i, 96, 96, num_heads=1)
-        label = "normal" if i < 1 else "amorphous"
-        cv2.imwrite(str(src / f"s{i}.png"), img)
-        shapes = [{"label": label, "points": p.tolist()} for _, _, p in heads]
-        write_labelme_json(src / f"s{i}.json", src / f"s{i}.png", 96, 96, shapes)
+    src = _one_class_scenes(tmp_path / "in", good=1, bad=3, heads=1)
     monkeypatch.setattr(balance, "MAX_COPIES_PER_IMAGE", 1)  # 3 > 1 x (1 + 1)
     counts = balance_labelme(src, tmp_path / "bal", LM, seed=0)
     assert counts["added"] == {"good": 2, "bad": 0}
