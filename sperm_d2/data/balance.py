@@ -44,7 +44,7 @@ from sperm_d2.data.manifest import (
     write_manifest,
 )
 from sperm_d2.data.prepare import find_labelme_files
-from sperm_d2.data.problems import ERROR, InputError, Problem
+from sperm_d2.data.problems import ERROR, InputError, Problem, check_seed
 from sperm_d2.data.shapes import ShapeProblem, shape_outlines
 from sperm_d2.image_io import read_image, write_image
 
@@ -177,8 +177,7 @@ def _check_paths(input_dir: Path, output_dir: Path, target: int | None, seed: in
         raise InputError(f"--input {input_dir} and --output {output_dir} overlap; keep them apart")
     if target is not None and target < 1:
         raise InputError(f"--target {target}: expected at least 1 image per class")
-    if seed < 0:
-        raise InputError(f"--seed {seed}: expected 0 or more")
+    check_seed(seed)
     anchor = nearest_existing(output_dir.parent)
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise InputError(f"--output {output_dir}: cannot write in {anchor}")

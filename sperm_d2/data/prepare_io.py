@@ -30,7 +30,7 @@ from sperm_d2.data.manifest import (
     sha256_file,
     write_manifest,
 )
-from sperm_d2.data.problems import InputError, Problem
+from sperm_d2.data.problems import InputError, Problem, check_seed
 from sperm_d2.data.split import SPLIT_NAMES
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def check_arguments(
             raise InputError(f"--image-root {r}: folder not found")
     if not all(math.isfinite(r) and r > 0 for r in ratios) or not 1 <= len(ratios) <= 3:
         raise InputError(f"--split {list(ratios)}: expected 1-3 positive finite ratios")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise InputError(f"--seed {seed}: expected an integer in [0, 2**32)")
+    check_seed(seed)
     if kfold < 0 or kfold == 1:
         raise InputError(f"--kfold {kfold}: expected 0 (no folds) or at least 2")
     if kfold > MAX_KFOLD:  # its split names are listed before any file is read

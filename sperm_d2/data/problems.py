@@ -14,6 +14,7 @@ __all__ = [
     "WARNING",
     "InputError",
     "Problem",
+    "check_seed",
     "count_problems",
     "first_line",
     "walk_problem",
@@ -59,3 +60,10 @@ def walk_problem(w: WalkProblem, rel: str) -> Problem:
     one it could not read (its files are skipped), a warning for a link loop (nothing is lost:
     the files are listed under the folder it loops back to)."""
     return Problem(WARNING if w.kind == SYMLINK_LOOP else ERROR, w.kind, rel, w.reason)
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """One line naming ``flag`` for a seed numpy's generators do not take (every data tool's
+    rule: an integer in [0, 2**32))."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InputError(f"{flag} {seed}: expected an integer in [0, 2**32)")

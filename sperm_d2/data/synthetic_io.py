@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import atomic_path
 from sperm_d2.data.labelme_io import write_labelme_json
+from sperm_d2.data.problems import check_seed
 from sperm_d2.data.synthetic import render_scene, render_scene_detailed, render_video_frames
 from sperm_d2.errors import InputError
 from sperm_d2.image_io import MIN_IMAGE_SIDE, write_image
@@ -51,8 +52,7 @@ def check_synthetic_args(
         raise InputError(
             f"{sides_flag} {' '.join(map(str, sides))}: expected {MIN_IMAGE_SIDE} to {MAX_SIDE} px"
         )
-    if seed < 0:
-        raise InputError(f"--seed {seed}: expected 0 or more")
+    check_seed(seed)
     if output.exists() and not output.is_dir():
         raise InputError(f"--output {output}: exists and is not a folder")
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from sperm_d2.atomic import real_path
 from sperm_d2.data.augment import build_train_augmentation
+from sperm_d2.data.problems import check_seed
 from sperm_d2.data.register import load_registered
 from sperm_d2.errors import InputError
 from sperm_d2.image_io import read_image, write_image
@@ -52,8 +53,7 @@ def draw_dataset(
     """
     if num < 1:
         raise InputError(f"--num {num}: expected at least 1 image to draw")
-    if not 0 <= seed < 2**32:
-        raise InputError(f"--seed {seed}: expected an integer in [0, 2**32)")
+    check_seed(seed)
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--output {out_dir}: exists and is not a folder")
