@@ -276,3 +276,24 @@ def test_evaluate_cli_exits_1_on_a_bad_val_folder_image(tmp_path) -> None:
     bad = str(val / "abnormal" / "empty.png")
     assert metrics["skipped"] == [{"path": bad, "reason": "empty file", "parts": ["val"]}]
     assert f"{bad}: empty file (val folders)" in res.stdout
+
+
+def test_the_summary_counts_images_and_unwalked_folders_apart() -> None:
+    from sperm_d2.evaluation.skips import skipped_lines
+
+    skipped = [
+        {"path": "a/x.png", "reason": "empty file", "parts": ["test"]},
+        {
+            "path": "a/locked",
+            "reason": "cannot read folder: denied",
+            "parts": ["test"],
+            "folder": True,
+        },
+    ]
+    lines = skipped_lines(skipped, "lost", 10)
+    assert lines[0].startswith("skipped 1 image(s) and 1 folder(s) not walked, listed")
+    assert lines[1:] == [
+        "  a/x.png: empty file (test folders)",
+        "  a/locked: cannot read folder: denied (test folders)",
+    ]
+    assert skipped_lines(skipped[:1], "lost", 10)[0].startswith("skipped 1 image(s), listed")

@@ -28,7 +28,9 @@ def skipped_lines(skipped: list[dict], lost: str, max_listed: int) -> list[str]:
     reason and where they were skipped; nothing when none was."""
     if not skipped:
         return []
-    lines = [f"skipped {len(skipped)} image(s), listed in metrics.json ({lost}):"]
+    folders = sum(1 for s in skipped if s.get("folder"))  # not walked: their images unseen
+    also = f" and {folders} folder(s) not walked" if folders else ""
+    lines = [f"skipped {len(skipped) - folders} image(s){also}, listed in metrics.json ({lost}):"]
     for s in skipped[:max_listed]:
         where = " and ".join(s.get("parts", ()))
         where += f" split {s['dataset']}" if s.get("dataset") else " folders"
