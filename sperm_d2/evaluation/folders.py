@@ -28,7 +28,7 @@ from sperm_d2.evaluation.classification import (
     per_group_good,
 )
 from sperm_d2.evaluation.figures import contact_sheet, plot_confusion_matrix
-from sperm_d2.evaluation.skips import merge_skips
+from sperm_d2.evaluation.skips import merge_skips, nothing_evaluated
 from sperm_d2.file_walk import walk_class_folders
 from sperm_d2.image_io import is_debris, is_image_path, read_image
 from sperm_d2.inference.overlay import class_colors_bgr, draw_prediction
@@ -78,14 +78,6 @@ def list_class_folders(root: str | os.PathLike, label_map) -> tuple[list[tuple[s
 def _folder_skip(path: Path, reason: str) -> dict:
     """A skipped folder's entry among the skipped images: ``"folder"`` tells them apart."""
     return {"path": str(path), "reason": reason, "folder": True}
-
-
-def all_skipped(skipped: list[dict]) -> str:
-    """``"all 3 images skipped"``, ``"all 3 images skipped and 1 folder(s) not walked"``: the
-    images and the folders among ``skipped`` counted apart, for a one-line message."""
-    folders = sum(1 for s in skipped if s.get("folder"))
-    walked = f" and {folders} folder(s) not walked" if folders else ""
-    return f"all {len(skipped) - folders} images skipped{walked}"
 
 
 def class_scores(pred) -> tuple[tuple[str, float], ...]:
@@ -159,11 +151,7 @@ def evaluate_folders(predictor, test_root, label_map, output_dir, *, val_root=No
         val_graded, val_skipped, _ = grade_folders(predictor, val_items, "val folders")
         val_skipped[:0] = _warn_unwalked(val_info.pop("skipped", []))
         if not val_graded:
-            first = next((s for s in val_skipped if not s.get("folder")), val_skipped[0])
-            raise InputError(
-                f"--val-folders {val_root}: nothing evaluated, {all_skipped(val_skipped)} "
-                f"(first: {first['path']}: {first['reason']})"
-            )
+            raise InputError(nothing_evaluated(f"--val-folders {val_root}", val_skipped, val_root))
         threshold = choose_threshold(val_graded, classes)
         bias = choose_bias(val_graded, classes, threshold)
         val_metrics = grade_metrics(val_graded, classes, threshold, bias=bias)[0]

@@ -16,8 +16,8 @@ from tabulate import tabulate
 from sperm_d2.atomic import check_output_dir, staged_dir, write_json_atomic
 from sperm_d2.errors import InputError
 from sperm_d2.evaluation.coco_split import ap_table, evaluate_coco
-from sperm_d2.evaluation.folders import all_skipped, evaluate_folders, list_class_folders
-from sperm_d2.evaluation.skips import skipped_lines
+from sperm_d2.evaluation.folders import evaluate_folders, list_class_folders
+from sperm_d2.evaluation.skips import nothing_evaluated, skipped_lines
 
 #: what ``run_evaluation`` writes at the top of its output folder (all it may replace there)
 EVAL_OUTPUTS = {"metrics.json", "confusion_matrix.png", "misclassified.png", "val", "test"}
@@ -124,12 +124,7 @@ def run_evaluation(
             result = evaluate_folders(predictor, folders, label_map, out, val_root=val_folders)
             if not result["test"]["images"]:
                 lost = [s for s in result["skipped"] if "test" in s["parts"]]
-                images = [s for s in lost if not s.get("folder")]
-                first = (images or lost or [{"path": folders}])[0]
-                raise InputError(
-                    f"--folders {folders}: nothing evaluated, {all_skipped(lost)} "
-                    f"(first: {first['path']}: {first.get('reason', '')})"
-                )
+                raise InputError(nothing_evaluated(f"--folders {folders}", lost, folders))
             return result, folders_text(result)
         dataset, val_dataset = _datasets(predictor.cfg, dataset, val_dataset)
         result = evaluate_coco(predictor, dataset, out, val_dataset=val_dataset or None)

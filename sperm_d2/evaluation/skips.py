@@ -28,9 +28,8 @@ def skipped_lines(skipped: list[dict], lost: str, max_listed: int) -> list[str]:
     reason and where they were skipped; nothing when none was."""
     if not skipped:
         return []
-    folders = sum(1 for s in skipped if s.get("folder"))  # not walked: their images unseen
-    also = f" and {folders} folder(s) not walked" if folders else ""
-    lines = [f"skipped {len(skipped) - folders} image(s){also}, listed in metrics.json ({lost}):"]
+    images, also = _counted(skipped)
+    lines = [f"skipped {images} image(s){also}, listed in metrics.json ({lost}):"]
     for s in skipped[:max_listed]:
         where = " and ".join(s.get("parts", ()))
         where += f" split {s['dataset']}" if s.get("dataset") else " folders"
@@ -38,3 +37,23 @@ def skipped_lines(skipped: list[dict], lost: str, max_listed: int) -> list[str]:
     if len(skipped) > max_listed:
         lines.append(f"  ... and {len(skipped) - max_listed} more")
     return lines
+
+
+def nothing_evaluated(source: str, skipped: list[dict], root: object) -> str:
+    """The one line for class folders of which nothing was evaluated (``source``: the flag and
+    ``root``): the skipped images and the folders not walked counted apart, and the first
+    image skipped (else the first folder; ``root`` when nothing was listed)."""
+    images, also = _counted(skipped)
+    fallback = skipped[0] if skipped else {"path": root}
+    first = next((s for s in skipped if not s.get("folder")), fallback)
+    return (
+        f"{source}: nothing evaluated, all {images} images skipped{also} "
+        f"(first: {first['path']}: {first.get('reason', '')})"
+    )
+
+
+def _counted(skipped: list[dict]) -> tuple[int, str]:
+    """The images among ``skipped`` and the words for its folders not walked (their entries
+    carry ``"folder"``: the images in them were never seen), "" when there are none."""
+    folders = sum(1 for s in skipped if s.get("folder"))
+    return len(skipped) - folders, f" and {folders} folder(s) not walked" if folders else ""
