@@ -227,7 +227,7 @@ def video_info(path: str | os.PathLike) -> dict:
             if not f.read(1):
                 raise ValueError("empty file")
     except OSError as e:
-        raise ValueError(f"cannot read: {e.strerror}") from None
+        raise ValueError(f"cannot read: {e.strerror or e}") from None
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
