@@ -147,8 +147,9 @@ def annotate_class_folders(
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     items, problems = [], []
-    for loose in sorted(input_dir.iterdir()):
-        if is_image_path(loose) and not loose.is_dir() and not is_debris(loose.name):
+    entries = sorted(p for p in input_dir.iterdir() if not is_debris(p.name))
+    for loose in entries:
+        if is_image_path(loose) and not loose.is_dir():
             problems.append(
                 Problem(
                     ERROR,
@@ -158,12 +159,12 @@ def annotate_class_folders(
                     "class from the folder it lies in)",
                 )
             )
-    folders = sorted(p for p in input_dir.iterdir() if p.is_dir() and not is_debris(p.name))
+    folders = [p for p in entries if p.is_dir()]
     # walked as one tree: a crop reached from two class folders is listed under one only
     walk = walk_class_folders(
         input_dir, [f.name for f in folders if label_map.knows(f.name)], skip=is_debris
     )
-    roots = [real_path(r) for r in (input_dir, *image_roots)] + walk.real_roots
+    roots = walk.real_roots + [real_path(r) for r in image_roots]  # input_dir's is the first
     if real_roots is not None:
         real_roots += walk.real_roots
     for folder in folders:
