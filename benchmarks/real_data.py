@@ -9,6 +9,9 @@ accuracy, sensitivity and specificity for bad (score threshold chosen on val). A
 (--grader-config, second stage) is trained on the same split and the evaluation is repeated
 with it (detector + grader, side by side with detector only), and the grader alone is scored on
 the ground-truth head masks of the reported part (grading errors apart from detection errors).
+A grader other than the default trains into its own folder (grader_<config name>) beside the
+detector's run, so several graders are compared on the same detectors (a finished detector
+training is reused).
 On HuSHeM it also runs K-fold cross-validation (the literature's protocol): each fold trains
 on K-1 parts and is reported on the held-out part (final checkpoint, threshold chosen on the
 fold's training part, so nothing is selected on the reported part); the table gives mean +- std
@@ -34,6 +37,9 @@ Examples:
     python benchmarks/real_data.py --data ../shared/data --datasets hushem --kfold 5 --folds 0,1
     python benchmarks/real_data.py --data ../shared/data --smoke --output output/real_data_smoke
     python benchmarks/real_data.py --data ../shared/data --datasets sperm_parsing
+    python benchmarks/real_data.py --data ../shared/data --datasets hushem --protocols kfold \
+        --grader-config configs/sperm_grader_part_unet_cpu.yaml \
+        --grader-opts MODEL.WEIGHTS output/head_parts/model_best.pth
 """
 
 from __future__ import annotations
@@ -96,6 +102,19 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--grader-epochs", type=int, default=None, help="override the grader's SPERM.EPOCHS"
+    )
+    p.add_argument(
+        "--grader-opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="config KEY VALUE pairs for the grader's training alone (e.g. MODEL.WEIGHTS of a "
+        "pretrained backbone; --opts reaches the detector's)",
+    )
+    p.add_argument(
+        "--protocols",
+        default="split,kfold",
+        help="which of: split (train/val/test), kfold (HuSHeM's K-fold CV; --datasets hushem)",
     )
     p.add_argument(
         "--smoke",

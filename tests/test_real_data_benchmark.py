@@ -28,7 +28,7 @@ from sperm_d2.benchmark.options import (
     resolve_data_root,
     skip_reason,
 )
-from sperm_d2.benchmark.protocol import run_benchmark
+from sperm_d2.benchmark.protocol import grader_suffix, run_benchmark
 from sperm_d2.benchmark.results import aggregate_folds, collect_metrics, mean_std
 from sperm_d2.benchmark.results_table import fmt_mean_std, fmt_value, format_table
 from sperm_d2.benchmark.runner import REPO, Runner, StepError
@@ -54,6 +54,8 @@ def _args(**kw) -> argparse.Namespace:
         config=DEFAULT_CONFIG,
         grader_config=DEFAULT_GRADER_CONFIG,
         grader_epochs=None,
+        grader_opts=[],
+        protocols="split,kfold",
     )
     return argparse.Namespace(**{**defaults, **kw})
 
@@ -91,6 +93,15 @@ def test_check_args_completes_the_lists() -> None:
     assert check_args(_args(smoke=True)).max_iter == 4  # smoke: a handful of iterations
     assert check_args(_args(smoke=True, max_iter=2)).max_iter == 2
     assert check_args(_args(kfold=0, folds="7")).fold_list == []
+    assert check_args(_args()).protocol_list == ["split", "kfold"]
+    assert check_args(_args(protocols="kfold", datasets="hushem")).protocol_list == ["kfold"]
+
+
+def test_each_grader_config_gets_its_own_folders() -> None:
+    """Graders compared on the same detectors never share a run folder."""
+    assert grader_suffix(DEFAULT_GRADER_CONFIG) == ""
+    assert grader_suffix("./" + DEFAULT_GRADER_CONFIG) == ""
+    assert grader_suffix("configs/sperm_grader_part_unet_cpu.yaml") == "_sperm_grader_part_unet_cpu"
 
 
 @pytest.mark.parametrize(
@@ -104,6 +115,11 @@ def test_check_args_completes_the_lists() -> None:
         ({"max_iter": 0}, "--max-iter 0"),
         ({"smoke_images": 1}, "--smoke-images 1"),
         ({"opts": ["SOLVER.MAX_ITER"]}, "KEY VALUE pairs"),
+        ({"grader_opts": ["MODEL.WEIGHTS"]}, "--grader-opts ['MODEL.WEIGHTS']: expected KEY"),
+        ({"grader_opts": ["A", "1"], "grader_config": "none"}, "no grader to train"),
+        ({"protocols": "split,cv"}, "unknown protocol ['cv']"),
+        ({"protocols": "kfold"}, "only hushem has a K-fold protocol, not smids"),
+        ({"protocols": "kfold", "datasets": "hushem", "kfold": 0}, "nothing to run"),
     ],
 )
 def test_check_args_errors_name_the_problem(options, message) -> None:
@@ -358,10 +374,13 @@ def test_collect_metrics(tmp_path) -> None:
 def test_train_stamp_is_the_command_with_absolute_folders() -> None:
     cmd = [sys.executable, "tools/train_net.py", "--config-file", "c.yaml", "SPERM.DATA_ROOT"]
     cmd += ["out/data", "OUTPUT_DIR", "/abs/train", "DATASETS.TEST", "()"]
+    cmd += ["MODEL.WEIGHTS", "runs/../w.pth"]
     assert train_stamp(cmd, Path("/repo")) == (
         "tools/train_net.py --config-file c.yaml SPERM.DATA_ROOT /repo/out/data "
-        "OUTPUT_DIR /abs/train DATASETS.TEST '()'"
+        "OUTPUT_DIR /abs/train DATASETS.TEST '()' MODEL.WEIGHTS /repo/w.pth"
     )
+    url = [*cmd[:-1], "https://example.org/w.pth"]
+    assert train_stamp(url, Path("/repo")).endswith("MODEL.WEIGHTS https://example.org/w.pth")
 
 
 def test_finished_training_is_reused_killed_resumed_foreign_refused(tmp_path) -> None:
@@ -562,3 +581,22 @@ def test_smoke_run_on_generated_class_folders(tmp_path) -> None:
     assert other.returncode == 1
     assert "real_data.py: hushem failed:" in other.stderr
     assert "trained by another command" in other.stderr
+    # a second grader on the same detector: its own folders; --grader-opts reach it alone
+    part = "configs/sperm_grader_part_unet_cpu.yaml"
+    at = argv.index("--opts")
+    grader_args = ["--grader-config", part, "--grader-opts", "SOLVER.BASE_LR", "0.0123"]
+    second = script(*argv[:at], *grader_args, "--protocols", "split", *argv[at:])
+    assert second.returncode == 0, second.stdout + second.stderr
+    results = json.loads((out / "results.json").read_text())
+    split = results["datasets"]["hushem"]["split"]
+    assert split["train"]["reused"] is True and split["grader_train"].get("reused") is None
+    assert "kfold" not in results["datasets"]["hushem"]
+    assert results["meta"]["grader_opts"] == ["SOLVER.BASE_LR", "0.0123"]
+    folder = out / "hushem" / "split"
+    config = (folder / "grader_sperm_grader_part_unet_cpu" / "config.yaml").read_text()
+    assert "BASE_LR: 0.0123" in config and "part_unet" in config
+    assert "BASE_LR: 0.0123" not in (folder / "grader" / "config.yaml").read_text()
+    assert "BASE_LR: 0.0123" not in (folder / "train" / "config.yaml").read_text()
+    assert (
+        folder / "eval_graded_sperm_grader_part_unet_cpu" / "folders" / "metrics.json"
+    ).is_file()

@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 ENV_REAL_DATA = "SPERM_D2_REAL_DATA"
 #: benchmark name -> folder under the real-data root
 DATASETS = {"hushem": "hushem", "smids": "smids_train", "sperm_parsing": "sperm_parsing"}
+#: the protocols: a train/val/test split (every data set), K-fold CV (HuSHeM)
+PROTOCOLS = ("split", "kfold")
 #: the data sets of full fields as labelme files (the others are class folders of crops)
 FIELD_DATASETS = ("sperm_parsing",)
 #: training config, relative to the repo root (where the tools run)
@@ -52,8 +54,9 @@ def parse_folds(text: str | None, kfold: int) -> list[int]:
 
 def check_args(args: argparse.Namespace) -> argparse.Namespace:
     """Check the parsed options and complete them: ``dataset_list`` and ``fold_list`` from
-    ``--datasets``/``--folds``, ``--max-iter`` 4 and ``--grader-epochs`` 1 for ``--smoke``,
-    ``--grader-config none`` as "". Raises ValueError naming the option."""
+    ``--datasets``/``--folds``, ``protocol_list`` from ``--protocols``, ``--max-iter`` 4 and
+    ``--grader-epochs`` 1 for ``--smoke``, ``--grader-config none`` as "". Raises ValueError
+    naming the option."""
     args.dataset_list = parse_csv(args.datasets, list(DATASETS), "dataset")
     if args.kfold < 0 or args.kfold == 1:
         raise ValueError(f"--kfold {args.kfold}: use 0 (none) or at least 2")
@@ -64,14 +67,26 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--max-iter {args.max_iter}: must be at least 1")
     if args.grader_config.lower() == "none":
         args.grader_config = ""
+    if args.grader_opts and not args.grader_config:
+        raise ValueError("--grader-opts with --grader-config none: no grader to train")
     if args.grader_epochs is None and args.smoke:
         args.grader_epochs = 1
     if args.grader_epochs is not None and args.grader_epochs < 1:
         raise ValueError(f"--grader-epochs {args.grader_epochs}: must be at least 1")
     if args.smoke_images < 2:
         raise ValueError(f"--smoke-images {args.smoke_images}: must be at least 2")
-    if len(args.opts) % 2:
-        raise ValueError(f"--opts {args.opts}: expected KEY VALUE pairs")
+    for flag, opts in (("--opts", args.opts), ("--grader-opts", args.grader_opts)):
+        if len(opts) % 2:
+            raise ValueError(f"{flag} {opts}: expected KEY VALUE pairs")
+    args.protocol_list = parse_csv(args.protocols, PROTOCOLS, "protocol")
+    if "split" not in args.protocol_list:
+        if not args.kfold:
+            raise ValueError("--protocols kfold with --kfold 0: nothing to run")
+        others = [d for d in args.dataset_list if d != "hushem"]
+        if others:
+            raise ValueError(
+                f"--protocols kfold: only hushem has a K-fold protocol, not {', '.join(others)}"
+            )
     return args
 
 

@@ -17,7 +17,12 @@ from typing import Sequence
 
 from sperm_d2.benchmark.crops import smoke_subset, split_images
 from sperm_d2.benchmark.fields import run_fields, smoke_fields
-from sperm_d2.benchmark.options import DATASETS, FIELD_DATASETS, skip_reason
+from sperm_d2.benchmark.options import (
+    DATASETS,
+    DEFAULT_GRADER_CONFIG,
+    FIELD_DATASETS,
+    skip_reason,
+)
 from sperm_d2.benchmark.results import aggregate_folds, collect_grader_only, collect_metrics
 from sperm_d2.benchmark.results_table import machine_description, write_results
 from sperm_d2.benchmark.runner import REPO, Runner, StepError, repo_relative
@@ -150,6 +155,15 @@ def grader_step(
     return {"train": train, "test": collect_grader_only(eval_dir / "eval_results.json")}
 
 
+def grader_suffix(grader_config: str) -> str:
+    """What names a grader's folders beside the detector's (``grader<suffix>``,
+    ``eval_graded<suffix>``): nothing for the default config, ``_<config name>`` for another,
+    so several graders are compared on the same detectors."""
+    if Path(grader_config) == Path(DEFAULT_GRADER_CONFIG):
+        return ""
+    return f"_{Path(grader_config).stem}"
+
+
 def with_grader(
     run: Runner,
     args: argparse.Namespace,
@@ -166,8 +180,9 @@ def with_grader(
     (``(None, {})`` without ``--grader-config``)."""
     if not args.grader_config:
         return None, {}
-    grader = grader_step(run, args, name, data_root, out / "grader", grader_opts, test)
-    graded = evaluate(out / "grader")
+    grader_dir = out / f"grader{grader_suffix(args.grader_config)}"
+    grader = grader_step(run, args, name, data_root, grader_dir, grader_opts, test)
+    graded = evaluate(grader_dir)
     return grader["train"], {
         **{f"graded/{k}": v for k, v in graded.items()},
         **grader["test"],
@@ -185,7 +200,7 @@ def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
             run,
             f"{name}_graded" if grader else name,
             out / "train",
-            out / ("eval_graded" if grader else "eval"),
+            out / (f"eval_graded{grader_suffix(args.grader_config)}" if grader else "eval"),
             data_root,
             "test",
             "val",
@@ -228,7 +243,8 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
                 run,
                 f"{name}_{tag}_graded" if grader else f"{name}_{tag}",
                 fold_out / "train",
-                fold_out / ("eval_graded" if grader else "eval"),
+                fold_out
+                / (f"eval_graded{grader_suffix(args.grader_config)}" if grader else "eval"),
                 data_root,
                 f"{tag}_val",
                 f"{tag}_train",
@@ -265,7 +281,11 @@ def run_benchmark(
     ``command`` is how the benchmark was started, for the table."""
     out = Path(out).absolute()
     args = copy.copy(args)  # the caller's namespace is left as it was
-    for key in ("config", "fields_config"):  # else relative to the repo root, where tools run
+    for key in (
+        "config",
+        "fields_config",
+        "grader_config",
+    ):  # else relative to the repo root, where tools run
         if getattr(args, key, None) and Path(getattr(args, key)).is_file():
             setattr(args, key, repo_relative(getattr(args, key), repo))
     reasons = {n: skip_reason(data_root, n) for n in args.dataset_list}
@@ -282,6 +302,8 @@ def run_benchmark(
             "machine": machine_description(),
             "config": args.config,
             "fields_config": getattr(args, "fields_config", None),
+            "grader_config": args.grader_config or None,
+            "grader_opts": list(getattr(args, "grader_opts", [])),
             "iterations": iterations,
             "seed": args.seed,
             "split": args.split,
@@ -306,8 +328,9 @@ def run_benchmark(
             t0 = time.perf_counter()
             try:
                 split = run_fields if fields else run_split
-                res["split"] = split(run, args, name, src, out / name / "split")
-                if name == "hushem" and args.kfold:
+                if "split" in args.protocol_list:
+                    res["split"] = split(run, args, name, src, out / name / "split")
+                if name == "hushem" and args.kfold and "kfold" in args.protocol_list:
                     res["kfold"] = run_kfold(run, args, name, src, out / name / "kfold")
             except (StepError, OSError, ValueError, KeyError) as e:
                 logger.error("%s failed: %s", name, e)

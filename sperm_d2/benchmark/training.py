@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 #: file in the run folder: ``{"command": train_stamp(cmd), "finished": bool}``
 STAMP = "benchmark_train.json"
 #: train_net.py arguments whose next token is a folder (absolute in the stamp)
-PATH_KEYS = ("SPERM.DATA_ROOT", "OUTPUT_DIR")
+PATH_KEYS = ("SPERM.DATA_ROOT", "OUTPUT_DIR", "MODEL.WEIGHTS")
 
 
 def schedule_opts(max_iter: int | None) -> list[str]:
@@ -48,10 +48,11 @@ def schedule_opts(max_iter: int | None) -> list[str]:
 
 def train_stamp(cmd: Sequence[str], repo: Path = REPO) -> str:
     """What identifies a training: its command (without the interpreter) with the data and run
-    folders made absolute (relative ones are relative to ``repo``, where the tools run), so a
-    rerun that spells them differently still matches."""
+    folders and the weights file made absolute (relative ones are relative to ``repo``, where
+    the tools run; URLs stay as they are), so a rerun that spells them differently still
+    matches."""
     parts = [
-        os.path.normpath(repo / c) if i and cmd[i - 1] in PATH_KEYS else c
+        os.path.normpath(repo / c) if i and cmd[i - 1] in PATH_KEYS and "://" not in c else c
         for i, c in enumerate(cmd)
     ]
     return " ".join(quote(c) for c in parts[1:])
@@ -89,12 +90,13 @@ def train_step(
 ) -> dict:
     """tools/train_net.py into ``run_dir``: the detector (``args.config``, ``--max-iter``
     schedule, ``opts`` then ``args.opts``) or, with ``grader``, the head grader
-    (``args.grader_config``, ``--grader-epochs``, ``opts``); returns wall time and the measured
-    s/iter. A finished training by the same command is reused; a killed one resumes from its
-    last checkpoint."""
+    (``args.grader_config``, ``--grader-epochs``, ``opts`` then ``args.grader_opts``); returns
+    wall time and the measured s/iter. A finished training by the same command is reused; a
+    killed one resumes from its last checkpoint."""
     if grader:
         epochs = [] if args.grader_epochs is None else ["SPERM.EPOCHS", str(args.grader_epochs)]
-        config, extra = args.grader_config, [*epochs, *opts]
+        extra = [*epochs, *opts, *getattr(args, "grader_opts", [])]
+        config = args.grader_config
     else:
         config, extra = args.config, [*schedule_opts(args.max_iter), *opts, *args.opts]
     cmd = [
