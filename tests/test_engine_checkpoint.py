@@ -1,12 +1,15 @@
 """SpermCheckpointer: atomic files, weights_only loads, best files, corrupt-file fallback."""
 
+import argparse
 import logging
 
 import pytest
 import torch
 from torch import nn
 
-from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer
+from sperm_d2.config.setup import get_sperm_cfg
+from sperm_d2.engine.checkpoint import CheckpointError, SpermCheckpointer, can_resume
+from sperm_d2.engine.run_record import check_run
 
 
 class _Counter:
@@ -119,6 +122,39 @@ def test_a_last_checkpoint_naming_another_folder_is_ignored(tmp_path, caplog) ->
     empty.resume_or_load(str(tmp_path / "other" / "model_0000009.pth"), resume=True)
     assert torch.all(empty_model.weight == 9.0) and not torch.equal(before, empty_model.weight)
     assert empty_counter.value == 0  # weights only: the other run's iteration is not taken
+
+
+def test_run_checks_and_the_checkpointer_agree_on_what_resumes(tmp_path) -> None:
+    """``train_net.py``'s checks before the run (:func:`check_run`) and the checkpointer ask the
+    same question, "is there something to resume", with one answer in every case."""
+    other, other_model, other_counter = _checkpointer(tmp_path / "other")
+    _save_at(other, other_model, other_counter, 9)
+    outside = str(tmp_path / "other" / "model_0000009.pth")
+    run = tmp_path / "run"
+    run.mkdir()
+    cases = [
+        ({}, False),  # empty
+        ({"last_checkpoint": outside}, False),  # only another run's weights: nothing to resume
+        ({"last_checkpoint": outside, "model_0000002.pth": None}, True),
+        ({"model_final.pth": None}, True),  # last_checkpoint lost
+        ({"model_best.pth": None}, False),  # best models are never resumed from
+        ({"last_checkpoint": "model_0000002.pth", "model_0000002.pth": None}, True),
+    ]
+    cfg = get_sperm_cfg()
+    cfg.OUTPUT_DIR, cfg.MODEL.WEIGHTS = str(run), str(tmp_path / "missing.pth")
+    args = argparse.Namespace(resume=True, eval_only=False)
+    for files, expected in cases:
+        for f in run.iterdir():
+            f.unlink()
+        for name, text in files.items():
+            (run / name).write_text(text if text is not None else "x")
+        assert can_resume(run) is expected, files
+        assert SpermCheckpointer(nn.Linear(1, 1), str(run)).has_checkpoint() is expected, files
+        if expected:  # resuming: MODEL.WEIGHTS is not what the run starts from
+            check_run(cfg, args)
+        else:  # starting over: from MODEL.WEIGHTS, checked before anything is written
+            with pytest.raises(CheckpointError, match="missing.pth"):
+                check_run(cfg, args)
 
 
 def test_load_of_a_missing_weights_file_is_an_error(tmp_path) -> None:

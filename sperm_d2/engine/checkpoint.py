@@ -15,7 +15,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 from sperm_d2.atomic import atomic_write, remove_stale_temps
 from sperm_d2.weights_io import CheckpointError, SafeCheckpointLoading, first_line
 
-__all__ = ["BEST_PREFIX", "CheckpointError", "SpermCheckpointer", "saved_checkpoints"]
+__all__ = [
+    "BEST_PREFIX",
+    "CheckpointError",
+    "SpermCheckpointer",
+    "can_resume",
+    "own_last_checkpoint",
+    "saved_checkpoints",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,31 @@ def saved_checkpoints(folder: str | os.PathLike) -> list[str]:
         elif p.name == "model_final.pth":
             found.append((float("inf"), str(p)))
     return [path for _, path in sorted(found, reverse=True)]
+
+
+def named_last_checkpoint(folder: str | os.PathLike) -> str:
+    """The file a run folder's ``last_checkpoint`` names (joined to the folder, as detectron2
+    reads it), "" without one."""
+    try:
+        name = (Path(folder) / "last_checkpoint").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return os.path.join(folder, name) if name else ""
+
+
+def own_last_checkpoint(folder: str | os.PathLike) -> str:
+    """:func:`named_last_checkpoint` when it lies inside ``folder``, else "": a hand-edited or
+    copied ``last_checkpoint`` naming another run's weights is never resumed from."""
+    last = named_last_checkpoint(folder)
+    inside = last and os.path.dirname(os.path.abspath(last)) == os.path.abspath(folder)
+    return last if inside else ""
+
+
+def can_resume(folder: str | os.PathLike) -> bool:
+    """Whether ``--resume`` continues a run in ``folder``: the checkpoint ``last_checkpoint``
+    names (inside the folder), or (that small file lost, say the folder was copied without it)
+    a periodic or final one."""
+    return bool(own_last_checkpoint(folder)) or bool(saved_checkpoints(folder))
 
 
 class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
@@ -81,25 +113,19 @@ class SpermCheckpointer(SafeCheckpointLoading, DetectionCheckpointer):
             f.write(last_filename_basename)
 
     def has_checkpoint(self) -> bool:
-        """Whether the run folder holds a checkpoint to resume from: the one ``last_checkpoint``
-        names (inside the folder), or (that small file lost, say the folder was copied without
-        it) a periodic or final one; without this ``--resume`` started over at iteration 0 and
-        overwrote them."""
-        return bool(self._own_last()) or bool(saved_checkpoints(self.save_dir))
+        """:func:`can_resume` of the run folder (without it ``--resume`` after a lost
+        ``last_checkpoint`` started over at iteration 0 and overwrote the checkpoints)."""
+        self._own_last()  # says once when last_checkpoint names a file outside the folder
+        return can_resume(self.save_dir)
 
     def _own_last(self) -> str:
-        """The file ``last_checkpoint`` names, "" without one or when it lies outside the run
-        folder (a hand-edited or copied ``last_checkpoint``: another run's weights are never
-        resumed from; logged)."""
-        if not super().has_checkpoint():
-            return ""
-        last = self.get_checkpoint_file()
-        if os.path.dirname(os.path.abspath(last)) != os.path.abspath(self.save_dir):
-            if getattr(self, "_said_outside", None) != last:  # once, not at every question
-                logger.error("last_checkpoint names %s, outside %s: ignored", last, self.save_dir)
-                self._said_outside = last
-            return ""
-        return last
+        """:func:`own_last_checkpoint` of the run folder; logs (once) a ``last_checkpoint``
+        naming a file outside it, which is ignored."""
+        own, last = own_last_checkpoint(self.save_dir), named_last_checkpoint(self.save_dir)
+        if last and not own and getattr(self, "_said_outside", None) != last:
+            logger.error("last_checkpoint names %s, outside %s: ignored", last, self.save_dir)
+            self._said_outside = last
+        return own
 
     def resume_candidates(self) -> list[str]:
         """Files to resume from, best first: ``last_checkpoint``, then the others newest first."""

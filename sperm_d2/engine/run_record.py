@@ -25,7 +25,7 @@ from detectron2.utils.logger import setup_logger
 import sperm_d2
 from sperm_d2.atomic import atomic_write, write_json_atomic
 from sperm_d2.config import ConfigError
-from sperm_d2.engine.checkpoint import saved_checkpoints
+from sperm_d2.engine.checkpoint import can_resume
 from sperm_d2.weights_io import check_weights_file
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
         anchor = anchor.parent
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
         raise ConfigError(f"OUTPUT_DIR {out}: cannot write in {anchor}")
-    resuming = args.resume and _resumable(out)
+    resuming = args.resume and can_resume(out)
     if not args.eval_only and not args.resume and _holds_training(out):
         raise ConfigError(
             f"OUTPUT_DIR {out}: holds a training run already (its checkpoints would be "
@@ -54,12 +54,6 @@ def check_run(cfg: CfgNode, args: argparse.Namespace) -> None:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (the checkpoint to evaluate)")
     if cfg.MODEL.WEIGHTS and not resuming:
         check_weights_file(cfg.MODEL.WEIGHTS)
-
-
-def _resumable(out: Path) -> bool:
-    """Whether ``--resume`` continues a run in ``out`` (what :class:`SpermCheckpointer` resumes
-    from: ``last_checkpoint``, else a periodic or final checkpoint)."""
-    return (out / "last_checkpoint").is_file() or bool(saved_checkpoints(out))
 
 
 def _holds_training(out: Path) -> bool:
