@@ -10,6 +10,7 @@ from .conftest import REPO
 PKG = REPO / "sperm_d2"
 LEAVES = {
     "atomic",
+    "output_folder",
     "masks",
     "image_io",
     "video_io",

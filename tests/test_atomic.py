@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sperm_d2 import atomic
-from sperm_d2.atomic import STAGING_LOCK, atomic_write, json_safe, staged_dir, write_json_atomic
+from sperm_d2 import atomic, output_folder
+from sperm_d2.atomic import atomic_write, json_safe, write_json_atomic
+from sperm_d2.output_folder import STAGING_LOCK, staged_dir
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -57,14 +58,14 @@ def test_json_is_strict_nan_and_numpy_become_plain(tmp_path):
 
 
 def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path, monkeypatch):
-    monkeypatch.setattr(atomic, "_UMASK", 0o022)
+    monkeypatch.setattr(atomic, "UMASK", 0o022)
     write_json_atomic(tmp_path / "a.json", {"x": 1})
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
 
 
 _STAGE_AND_WAIT = """
 import sys, time
-from sperm_d2.atomic import staged_dir
+from sperm_d2.output_folder import staged_dir
 with staged_dir(sys.argv[1]) as tmp:
     (tmp / "overlay.png").write_bytes(b"x" * 1000)
     print(tmp, flush=True)
@@ -97,7 +98,7 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
     try:
         assert busy and os.path.isdir(busy)
         assert not os.path.exists(stale)  # nobody held its lock
-        with pytest.raises(atomic.OutputBusyError, match="another run is writing"):
+        with pytest.raises(output_folder.OutputBusyError, match="another run is writing"):
             with staged_dir(out):  # a second run into the folder a live run writes: refused
                 pass
         assert os.path.isdir(busy) and not out.exists()  # the live run's folder left alone
@@ -179,11 +180,14 @@ def test_an_existing_output_in_a_read_only_folder_is_refused_in_one_line(tmp_pat
     (parent / "out").mkdir(parents=True)
     real_access = os.access
     monkeypatch.setattr(
-        atomic.os, "access", lambda p, mode: Path(p) != parent and real_access(p, mode)
+        output_folder.os, "access", lambda p, mode: Path(p) != parent and real_access(p, mode)
     )
     with pytest.raises(
-        atomic.InputError, match=re.escape(f"--output {parent}/out: {parent} is not writable")
+        output_folder.InputError,
+        match=re.escape(f"--output {parent}/out: {parent} is not writable"),
     ):
-        atomic.check_output_dir(parent / "out", False, set())
-    with pytest.raises(atomic.InputError, match="is not writable"):  # a new folder inside too
-        atomic.check_output_dir(parent / "new" / "deeper", False, set())
+        output_folder.check_output_dir(parent / "out", False, set())
+    with pytest.raises(
+        output_folder.InputError, match="is not writable"
+    ):  # a new folder inside too
+        output_folder.check_output_dir(parent / "new" / "deeper", False, set())

@@ -431,7 +431,7 @@ def test_infer_writes_every_colliding_input_and_a_245_character_name(tmp_path, d
 
 def test_a_second_run_into_an_output_being_written_is_refused(tmp_path, detector):
     """Before: the second run's output silently replaced the first's. Now: one line, exit 2."""
-    from sperm_d2.atomic import lock_output, unlock_output
+    from sperm_d2.output_folder import lock_output, unlock_output
 
     ws = make_workspace(tmp_path)
     out = ws / "out"

@@ -222,7 +222,7 @@ def test_video_frames_stop_where_the_frame_size_changes(monkeypatch, tmp_path):
 
 
 def test_staged_dir_replaces_wholly_or_leaves_everything(tmp_path):
-    from sperm_d2.atomic import check_output_dir, staged_dir
+    from sperm_d2.output_folder import check_output_dir, staged_dir
 
     out = tmp_path / "deep" / "out"
     with pytest.raises(RuntimeError):

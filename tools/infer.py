@@ -27,7 +27,6 @@ import json
 from pathlib import Path
 
 import sperm_d2.cli_warnings  # noqa: F401  (first: hides known-harmless library warnings)
-from sperm_d2.atomic import check_output_dir
 from sperm_d2.cli import start, tool_main
 from sperm_d2.errors import InputError
 from sperm_d2.inference import InferOptions, SpermPredictor, add_model_arguments, run_inference
@@ -36,6 +35,7 @@ from sperm_d2.inference.job import INFER_OUTPUTS
 from sperm_d2.inference.model_source import check_model_source
 from sperm_d2.inference.records import format_summary_table
 from sperm_d2.inference.sources import check_inputs, input_anchors
+from sperm_d2.output_folder import check_output_dir
 from sperm_d2.parts.parser import check_part_runs, part_runs
 
 PROG = "infer.py"

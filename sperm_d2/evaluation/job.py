@@ -13,11 +13,12 @@ from typing import Sequence
 from detectron2.config import CfgNode
 from tabulate import tabulate
 
-from sperm_d2.atomic import check_output_dir, staged_dir, write_json_atomic
+from sperm_d2.atomic import write_json_atomic
 from sperm_d2.errors import InputError
 from sperm_d2.evaluation.coco_split import ap_table, evaluate_coco
 from sperm_d2.evaluation.folders import evaluate_folders, list_class_folders
 from sperm_d2.evaluation.skips import nothing_evaluated, skipped_lines
+from sperm_d2.output_folder import check_output_dir, staged_dir
 
 #: what ``run_evaluation`` writes at the top of its output folder (all it may replace there)
 EVAL_OUTPUTS = {"metrics.json", "confusion_matrix.png", "misclassified.png", "val", "test"}

@@ -7,7 +7,7 @@ warned about in one line each and listed in ``summary.json``; they never stop th
 that ends before its header's frame count is listed under ``incomplete`` with the frames read.
 
 The outputs are built in a hidden folder beside ``output_dir`` and replace it as a whole at the
-end (:func:`sperm_d2.atomic.staged_dir`): an earlier run's overlays never sit next to a newer
+end (:func:`sperm_d2.output_folder.staged_dir`): an earlier run's overlays never sit next to a newer
 run's CSV, and a run that fails, or processes nothing, leaves ``output_dir`` as it was.
 """
 
@@ -20,13 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sperm_d2.atomic import (
-    atomic_write,
-    check_output_dir,
-    real_path,
-    staged_dir,
-    write_json_atomic,
-)
+from sperm_d2.atomic import atomic_write, real_path, write_json_atomic
 from sperm_d2.image_io import read_image, write_image
 from sperm_d2.inference.background import BackgroundWriter, prefetch
 from sperm_d2.inference.head_gallery import HeadGallery
@@ -47,6 +41,7 @@ from sperm_d2.inference.sources import (
     video_info,
 )
 from sperm_d2.inference.video import VideoSink, predict_video
+from sperm_d2.output_folder import check_output_dir, staged_dir
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +98,7 @@ def run_inference(predictor: SpermPredictor, inputs: list[str], opts: InferOptio
 
     ``summary["processed"]`` counts the inputs (images and videos) processed; 0 means nothing was,
     and then nothing is written (``output_dir`` is left as it was). Raises ``ValueError`` for an
-    output folder it may not replace (:func:`sperm_d2.atomic.check_output_dir`).
+    output folder it may not replace (:func:`sperm_d2.output_folder.check_output_dir`).
     """
     target = Path(opts.output_dir)
     check_output_dir(target, opts.overwrite, INFER_OUTPUTS)
