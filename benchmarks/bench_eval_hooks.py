@@ -54,7 +54,7 @@ def load(args):
 
     from sperm_d2.engine.trainer import SpermTrainer
     from sperm_d2.inference.run_folder import find_run_weights
-    from sperm_d2.weights_io import load_model_weights
+    from sperm_d2.model_weights import load_model_weights
 
     cfg = prepare_config(str(Path(args.run) / "config.yaml"), list(args.opts), training=False)
     cfg.defrost()

@@ -26,7 +26,7 @@ from sperm_d2.config import setup_cfg
 from sperm_d2.data.register import register_sperm_datasets
 from sperm_d2.grading.evaluator import grading_metrics
 from sperm_d2.grading.samples import load_samples
-from sperm_d2.weights_io import load_model_weights
+from sperm_d2.model_weights import load_model_weights
 
 
 def run_probabilities(run: Path, data: str, split: str, checkpoint: str) -> tuple:

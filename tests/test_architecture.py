@@ -24,6 +24,7 @@ LEAVES = {
     "mask_score",
     "errors",
     "weights_io",
+    "model_weights",
     "head_frame",
     "flip_views",
 }

@@ -22,14 +22,8 @@ from torch import nn
 
 from sperm_d2.engine.checkpoint import SpermCheckpointer
 from sperm_d2.inference.model_source import check_model_source
-from sperm_d2.weights_io import (
-    CheckpointError,
-    SafeCheckpointer,
-    WeightsMismatchError,
-    check_weights_file,
-    load_model_weights,
-    load_weights,
-)
+from sperm_d2.model_weights import SafeCheckpointer, WeightsMismatchError, load_model_weights
+from sperm_d2.weights_io import CheckpointError, check_weights_file, load_weights
 
 from .conftest import REPO, split_opts
 

@@ -28,8 +28,8 @@ from sperm_d2.grading.crop import canonical_crop, input_channels, model_input
 from sperm_d2.grading.samples import crop_settings
 from sperm_d2.inference.run_folder import find_run_weights, run_config
 from sperm_d2.inference.types import ImagePrediction
+from sperm_d2.model_weights import load_model_weights
 from sperm_d2.precision import autocast, use_bf16
-from sperm_d2.weights_io import load_model_weights
 
 logger = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ from sperm_d2.inference.run_folder import find_run_weights, run_config
 from sperm_d2.inference.tiling import Window, merge_windows, tile_windows
 from sperm_d2.inference.types import ImagePrediction, from_instances
 from sperm_d2.mask_score import use_mask_scoring
+from sperm_d2.model_weights import load_model_weights
 from sperm_d2.parts.parser import PartParser, part_runs
 from sperm_d2.precision import autocast, to_fp32, use_bf16
 from sperm_d2.roi_align import use_sperm_roi_align
-from sperm_d2.weights_io import load_model_weights
 
 logger = logging.getLogger(__name__)
 

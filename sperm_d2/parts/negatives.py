@@ -80,7 +80,7 @@ def _detector(run: Path):
 
     from sperm_d2.config import setup_cfg
     from sperm_d2.errors import InputError
-    from sperm_d2.weights_io import load_model_weights
+    from sperm_d2.model_weights import load_model_weights
 
     if not (run / "config.yaml").is_file():
         raise InputError(f"SPERM.PARTS.NEGATIVES_RUN {run}: not a run folder (no config.yaml)")

@@ -33,12 +33,13 @@ from detectron2.modeling import build_model
 from sperm_d2.config import setup_cfg
 from sperm_d2.errors import InputError
 from sperm_d2.masks import Crop, mask_box
+from sperm_d2.model_weights import load_model_weights
 from sperm_d2.parts import is_part_segmenter
 from sperm_d2.parts.assign import HEAD_MARGIN, assign_part_labels, part_masks
 from sperm_d2.parts.head_crop import crop_matrix, cut_head, head_patch, to_patch
 from sperm_d2.parts.targets import HEAD_PARTS, head_part_codes, paint_rank
 from sperm_d2.precision import autocast, use_bf16
-from sperm_d2.weights_io import CheckpointError, check_model_weights, load_model_weights
+from sperm_d2.weights_io import CheckpointError, check_model_weights
 
 #: share of a head's mask the head segmenter must call head (not background) for it to get parts
 MIN_HEAD_SHARE = 0.5
