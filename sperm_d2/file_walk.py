@@ -6,11 +6,15 @@ a run without a word. :func:`walk_files` follows linked folders (each real folde
 back to a folder above it not at all) and returns the folders it could not walk with the files,
 for the caller's own problem or skip report; a folder linked into the input is part of it (the
 caller gets the real paths to allow). :func:`walk_class_folders` walks class folders as one tree,
-so that no crop is listed under two classes.
+so that no crop is listed under two classes. :func:`glob_files` expands a glob the same way
+(``glob.glob`` too passes over a folder it may not read, and a recursive one follows a link loop
+until the path is too long, listing each file again at every turn).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -23,6 +27,8 @@ __all__ = [
     "UNREADABLE_FOLDER",
     "ClassFolderWalk",
     "WalkProblem",
+    "glob_files",
+    "glob_root",
     "walk_class_folders",
     "walk_files",
 ]
@@ -165,8 +171,7 @@ def _walk(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
-            reason = f"cannot read folder: {e.strerror or e}"
-            problems.append(WalkProblem(folder, UNREADABLE_FOLDER, reason))
+            problems.append(_unreadable(folder, e))
             continue
         below = []
         for entry in entries:
@@ -186,6 +191,74 @@ def _walk(
                     below.append((path, (*chain, child)))
         folders.extend(reversed(below))  # walked in name order: links met in name order
     return sorted(files), problems, links
+
+
+def _unreadable(folder: Path, e: OSError) -> WalkProblem:
+    return WalkProblem(folder, UNREADABLE_FOLDER, f"cannot read folder: {e.strerror or e}")
+
+
+def glob_root(spec: str) -> Path:
+    """The folder a glob's pattern starts in (its parts before the first wildcard)."""
+    parts = []
+    for part in Path(spec).parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def glob_files(
+    spec: str, skip: Callable[[str], bool] = lambda name: False
+) -> tuple[list[Path], list[WalkProblem]]:
+    """``(files, problems)`` for a glob pattern, as :func:`walk_files` for a folder: the
+    entries it matches that are not folders, sorted, and the folders it could not search.
+
+    A recursive pattern (a ``**`` part) walks the folder it starts in with :func:`walk_files`
+    (linked folders once, loops and unreadable folders reported) and keeps the paths matching
+    the rest of the pattern, ``**`` standing for any number of folders as in ``glob``; any other
+    pattern is ``glob.glob``'s, and the folders it lists (those before a wildcard part) are
+    checked, so that one it could not read is reported instead of passed by. Entries whose
+    name ``skip`` accepts are left out (with all under them), names in the pattern included.
+    """
+    root = glob_root(spec)
+    rest = Path(spec).parts[len(root.parts) :]
+    if "**" in rest:
+        if not root.is_dir():
+            return [], []
+        found, problems = walk_files(root, skip)
+        return [f for f in found if _matches(rest, f.relative_to(root).parts)], problems
+    problems = []
+    for i, part in enumerate(rest):
+        if not glob.has_magic(part):
+            continue
+        for folder in map(Path, glob.glob(str(root.joinpath(*rest[:i])))):
+            if folder.is_dir():
+                try:
+                    os.scandir(folder).close()
+                except OSError as e:
+                    problems.append(_unreadable(folder, e))
+    found = [Path(m) for m in glob.glob(spec)]
+    keep = [
+        f for f in found if not _is_dir_path(f) and not any(map(skip, f.parts[len(root.parts) :]))
+    ]
+    return sorted(keep), problems
+
+
+def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether path ``parts`` match pattern parts, ``**`` matching zero or more of them."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(rest, parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and _matches(rest, parts[1:])
+
+
+def _is_dir_path(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -117,6 +117,37 @@ def test_infer_inputs_follow_links_and_list_what_was_not_walked(tmp_path, locked
         check_inputs([str(tmp_path / "lab")])
 
 
+def test_infer_globs_list_what_they_could_not_search(tmp_path, locked):
+    """``glob.glob`` passed an unreadable folder by without a word, and a recursive glob
+    followed a link loop, listing each image again at every turn."""
+    from sperm_d2.inference.sources import check_inputs, expand_inputs
+
+    lab = _lab(tmp_path, locked, tmp_path / "lab")
+    _png(tmp_path / "lab" / "deep" / "er" / "d.png", 3)
+    files, problems = expand_inputs([str(tmp_path / "lab" / "**" / "*.png")])
+    deep = tmp_path / "lab" / "deep" / "er" / "d.png"
+    assert [f.path for f in files] == [str(lab["a"]), str(deep), str(lab["b"])]
+    assert problems == [
+        {"path": str(tmp_path / "lab/locked"), "reason": "cannot read folder: Permission denied"},
+        {"path": str(tmp_path / "lab/linked/back"), "reason": "symlink loop, not followed"},
+    ]
+    files, problems = expand_inputs([str(tmp_path / "lab" / "**" / "er" / "*.png")])
+    assert [f.path for f in files] == [str(deep)]
+    # a glob of one level: the folders it lists are checked, the others are not its business
+    files, problems = expand_inputs([str(tmp_path / "lab" / "*" / "*.png")])
+    assert [f.path for f in files] == [str(lab["b"])]
+    assert problems == [
+        {"path": str(tmp_path / "lab/locked"), "reason": "cannot read folder: Permission denied"}
+    ]
+    files, problems = expand_inputs([str(tmp_path / "lab" / "*.png")])
+    assert [f.path for f in files] == [str(lab["a"])] and problems == []
+    # nothing found because the folder it starts in cannot be read: the run is refused, saying so
+    locked.add(str(tmp_path / "lab"))
+    for spec in ("*.png", "**/*.png"):
+        with pytest.raises(ValueError, match=r"lab/\S+: no match found: .*lab: cannot read folder"):
+            check_inputs([str(tmp_path / "lab" / spec)])
+
+
 def test_evaluate_folders_follow_links_and_list_what_was_not_walked(tmp_path, locked):
     from sperm_d2.evaluation.folders import list_class_folders
     from sperm_d2.evaluation.job import run_evaluation

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from sperm_d2.errors import InputError
-from sperm_d2.file_walk import walk_files
+from sperm_d2.file_walk import glob_files, glob_root, walk_files
 
 # re-exported: image decoding lives in sperm_d2.image_io (shared with data and evaluation)
 from sperm_d2.image_io import (  # noqa: F401
@@ -53,7 +53,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
 
     Returns ``(files, problems)``; each problem is ``{"path", "reason"}`` for an input that
     matched nothing, a file of unknown type named explicitly, or a folder inside an input folder
-    that could not be walked (:func:`sperm_d2.file_walk.walk_files`: unreadable, a link loop).
+    or on a glob's way that could not be searched (:mod:`sperm_d2.file_walk`: unreadable, a
+    link loop).
     """
     files: dict[str, InputFile] = {}
     problems: list[dict] = []
@@ -91,22 +92,21 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
                     str(p), InputFile(str(p), kind_of(p), p.parent.name or ".", p.name)
                 )
         else:
-            root = _glob_root(spec)
-            matches = sorted(
-                m
-                for m in glob.glob(spec, recursive=True)
-                if kind_of(m) and not in_debris(os.path.relpath(m, root))
-            )
-            for m in matches:
-                q = Path(m)
+            listed, unwalked = glob_files(spec, skip=is_debris)
+            matches = [q for q in listed if kind_of(q)]
+            problems += [{"path": str(w.path), "reason": w.reason} for w in unwalked]
+            for q in matches:
                 files.setdefault(
-                    m,
+                    str(q),
                     InputFile(
-                        m, kind_of(q), q.parent.name or ".", str(Path(q.parent.name) / q.name)
+                        str(q), kind_of(q), q.parent.name or ".", str(Path(q.parent.name) / q.name)
                     ),
                 )
             if not matches:
-                problems.append({"path": spec, "reason": "no such file, folder or glob match"})
+                reason = "no such file, folder or glob match"
+                if unwalked:
+                    reason = f"no match found: {unwalked[0].path}: {unwalked[0].reason}"
+                problems.append({"path": spec, "reason": reason})
     return distinct_names(list(files.values())), problems
 
 
@@ -177,16 +177,6 @@ def _with_number(f: InputFile, i: int) -> InputFile:
     return dataclasses.replace(f, relpath=str(rel.with_name(f"{rel.stem}_{i}{rel.suffix}")))
 
 
-def _glob_root(spec: str) -> Path:
-    """The folder a glob's pattern starts in (its parts before the first wildcard)."""
-    parts = []
-    for part in Path(spec).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
-
-
 def check_inputs(inputs: list[str]) -> list[InputFile]:
     """:func:`expand_inputs` for a command line: an input that names nothing usable (a typo, a
     glob matching nothing, an empty folder, a file of unknown type) fails the run before any
@@ -213,7 +203,7 @@ def input_anchors(spec: str) -> list[Path]:
         return [p]
     if "**" not in spec:
         return [Path(m) for m in sorted(glob.glob(spec))]
-    return [_glob_root(spec)]
+    return [glob_root(spec)]
 
 
 def video_info(path: str | os.PathLike) -> dict:
