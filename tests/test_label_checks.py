@@ -143,10 +143,3 @@ def test_heads_without_a_group_id_are_no_parts(tmp_path) -> None:
         root / "f.json", ConvertContext(root, tmp_path / "out", LabelMap.load(HEAD_LABELS))
     )
     assert res.ok and res.problems == []
-
-
-def test_the_converter_knows_the_part_classes() -> None:
-    """convert.py cannot import sperm_d2.parts (torch): its copy of the part names is kept equal."""
-    from sperm_d2.data.convert import PART_NAMES
-
-    assert PART_NAMES == PART_CLASSES

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
+from sperm_d2.data.convert import PART_NAMES
 from sperm_d2.data.follow_split import follow_split
 from sperm_d2.engine.part_calibration import CALIBRATION_FILE
 
@@ -162,8 +163,7 @@ def format_results(r: dict) -> str:
     """A short Markdown table of the results."""
     p, h = r["parts"], r["heads"]
     rows = [("mean part IoU (5 parts)", p["mIoU"], TARGETS["mIoU"])]
-    rows += [(f"IoU {n}", p[f"IoU-{n}"], None) for n in
-             ("acrosome", "nucleus", "vacuole", "midpiece", "tail")]  # fmt: skip
+    rows += [(f"IoU {n}", p[f"IoU-{n}"], None) for n in PART_NAMES]
     rows += [("head IoU (acrosome+nucleus+vacuole)", p["IoU-head"], TARGETS["IoU-head"])]
     key = "acrosome_share_within_5pts_pct"
     rows += [

@@ -39,8 +39,8 @@ from sperm_d2.image_io import (
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
 EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
-#: the part classes of the Sperm Parsing data (``sperm_d2.parts.targets.PART_CLASSES``, which
-#: cannot be imported here: that package loads torch); a test keeps the two equal
+#: the part classes of the Sperm Parsing data, in the part segmenter's label-map order (defined
+#: here, where no torch is loaded; ``sperm_d2.parts.targets.PART_CLASSES`` is this)
 PART_NAMES = ("acrosome", "nucleus", "vacuole", "midpiece", "tail")
 
 
