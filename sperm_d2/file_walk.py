@@ -255,6 +255,7 @@ def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
 
 
 def _is_dir_path(path: Path) -> bool:
+    """Whether ``path`` is a folder (through links); one that cannot be looked at is not."""
     try:
         return path.is_dir()
     except OSError:

@@ -281,11 +281,8 @@ def run_benchmark(
     ``command`` is how the benchmark was started, for the table."""
     out = Path(out).absolute()
     args = copy.copy(args)  # the caller's namespace is left as it was
-    for key in (
-        "config",
-        "fields_config",
-        "grader_config",
-    ):  # else relative to the repo root, where tools run
+    # the config files as the tools see them: they run in the repo root
+    for key in ("config", "fields_config", "grader_config"):
         if getattr(args, key, None) and Path(getattr(args, key)).is_file():
             setattr(args, key, repo_relative(getattr(args, key), repo))
     reasons = {n: skip_reason(data_root, n) for n in args.dataset_list}
