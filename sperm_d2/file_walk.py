@@ -6,15 +6,11 @@ a run without a word. :func:`walk_files` follows linked folders (each real folde
 back to a folder above it not at all) and returns the folders it could not walk with the files,
 for the caller's own problem or skip report; a folder linked into the input is part of it (the
 caller gets the real paths to allow). :func:`walk_class_folders` walks class folders as one tree,
-so that no crop is listed under two classes. :func:`glob_files` expands a glob the same way
-(``glob.glob`` too passes over a folder it may not read, and a recursive one follows a link loop
-until the path is too long, listing each file again at every turn).
+so that no crop is listed under two classes (:mod:`sperm_d2.file_glob` expands globs alike).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -27,8 +23,7 @@ __all__ = [
     "UNREADABLE_FOLDER",
     "ClassFolderWalk",
     "WalkProblem",
-    "glob_files",
-    "glob_root",
+    "unreadable_folder",
     "walk_class_folders",
     "walk_files",
 ]
@@ -54,6 +49,7 @@ def walk_files(
     skip: Callable[[str], bool] = lambda name: False,
     exclude: Iterable[str | os.PathLike] = (),
     real_roots: list[Path] | None = None,
+    aliases: list[tuple[Path, Path]] | None = None,
 ) -> tuple[list[Path], list[WalkProblem]]:
     """``(files, problems)``: every entry under ``root`` that is not a folder (regular files,
     links to files, broken links, FIFOs: the caller says why it cannot read one), sorted by path
@@ -68,10 +64,15 @@ def walk_files(
     ``real_roots``, when given, gets the real path of ``root`` and of each linked folder entered:
     the folders the user made part of the input, every listed file that is not itself a link
     lies in one of them (a caller that keeps paths inside their input allows them all).
+    ``aliases``, when given, gets ``(path, listed_as)`` for each folder reached by two paths
+    and listed under the other one only (a link to a folder of the tree, or a real folder
+    below a link entered earlier): its files are reachable under ``path`` too.
     """
     files, problems, links = _walk(Path(root), skip, exclude)
     if real_roots is not None:
         real_roots += _entered(Path(root), links)
+    if aliases is not None:
+        aliases += [(x.path, x.listed_as) for x in links if x.listed_as is not None]
     return files, problems
 
 
@@ -171,7 +172,7 @@ def _walk(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
-            problems.append(_unreadable(folder, e))
+            problems.append(unreadable_folder(folder, e))
             continue
         below = []
         for entry in entries:
@@ -193,73 +194,9 @@ def _walk(
     return sorted(files), problems, links
 
 
-def _unreadable(folder: Path, e: OSError) -> WalkProblem:
+def unreadable_folder(folder: Path, e: OSError) -> WalkProblem:
+    """The problem of a folder ``os.scandir`` refused with ``e``."""
     return WalkProblem(folder, UNREADABLE_FOLDER, f"cannot read folder: {e.strerror or e}")
-
-
-def glob_root(spec: str) -> Path:
-    """The folder a glob's pattern starts in (its parts before the first wildcard)."""
-    parts = []
-    for part in Path(spec).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
-
-
-def glob_files(
-    spec: str, skip: Callable[[str], bool] = lambda name: False
-) -> tuple[list[Path], list[WalkProblem]]:
-    """``(files, problems)`` for a glob pattern, as :func:`walk_files` for a folder: the
-    entries it matches that are not folders, sorted, and the folders it could not search.
-
-    A recursive pattern (a ``**`` part) walks the folder it starts in with :func:`walk_files`
-    (linked folders once, loops and unreadable folders reported) and keeps the paths matching
-    the rest of the pattern, ``**`` standing for any number of folders as in ``glob``; any other
-    pattern is ``glob.glob``'s, and the folders it lists (those before a wildcard part) are
-    checked, so that one it could not read is reported instead of passed by. Entries whose
-    name ``skip`` accepts are left out (with all under them), names in the pattern included.
-    """
-    root = glob_root(spec)
-    rest = Path(spec).parts[len(root.parts) :]
-    if "**" in rest:
-        if not root.is_dir():
-            return [], []
-        found, problems = walk_files(root, skip)
-        return [f for f in found if _matches(rest, f.relative_to(root).parts)], problems
-    problems = []
-    for i, part in enumerate(rest):
-        if not glob.has_magic(part):
-            continue
-        for folder in map(Path, glob.glob(str(root.joinpath(*rest[:i])))):
-            if folder.is_dir():
-                try:
-                    os.scandir(folder).close()
-                except OSError as e:
-                    problems.append(_unreadable(folder, e))
-    found = [Path(m) for m in glob.glob(spec)]
-    keep = [
-        f for f in found if not _is_dir_path(f) and not any(map(skip, f.parts[len(root.parts) :]))
-    ]
-    return sorted(keep), problems
-
-
-def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
-    """Whether path ``parts`` match pattern parts, ``**`` matching zero or more of them."""
-    if not pattern:
-        return not parts
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_matches(rest, parts[i:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and _matches(rest, parts[1:])
-
-
-def _is_dir_path(path: Path) -> bool:
-    """Whether ``path`` is a folder (through links); one that cannot be looked at is not."""
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -11,6 +11,8 @@ PKG = REPO / "sperm_d2"
 LEAVES = {
     "atomic",
     "output_folder",
+    "file_glob",
+    "file_walk",
     "masks",
     "image_io",
     "video_io",

@@ -148,6 +148,35 @@ def test_infer_globs_list_what_they_could_not_search(tmp_path, locked):
             check_inputs([str(tmp_path / "lab" / spec)])
 
 
+def test_recursive_globs_match_through_linked_folders_and_start_where_they_can_match(
+    tmp_path, locked
+):
+    """A folder linked into the tree is listed under its real name, yet a pattern naming the
+    link still matches through it (``latest -> run_2``); a wildcard before ``**`` walks only the
+    folders it matches, so an unreadable folder elsewhere is not blamed."""
+    from sperm_d2.file_glob import glob_files
+
+    data = tmp_path / "data"
+    _png(data / "run_2" / "a.png")
+    os.symlink(data / "run_2", data / "latest")
+    _png(data / "old" / "b.png", 1)
+    _png(tmp_path / "other" / "c.png", 2)
+    locked.add(str(tmp_path / "other"))
+    assert glob_files(str(data / "**" / "latest" / "*.png")) == ([data / "latest" / "a.png"], [])
+    assert glob_files(str(data / "**" / "l*" / "*.png")) == ([data / "latest" / "a.png"], [])
+    # each file once, under its real path, when the pattern matches it there
+    assert glob_files(str(data / "**" / "*.png"))[0] == [data / "old/b.png", data / "run_2/a.png"]
+    files, problems = glob_files(str(tmp_path / "d*a" / "**" / "*.png"))
+    assert files == [data / "old/b.png", data / "run_2/a.png"] and problems == []
+    files, problems = glob_files(str(tmp_path / "*" / "**" / "*.png"))
+    assert [p.path for p in problems] == [tmp_path / "other"] and len(files) == 2
+    # skipped names (folder debris) are not searched, nor blamed
+    _png(tmp_path / "__MACOSX" / "x.png")
+    locked.add(str(tmp_path / "__MACOSX"))
+    skip = lambda name: name.startswith(".") or name == "__MACOSX"  # noqa: E731
+    assert glob_files(str(tmp_path / "*" / "*.png"), skip)[1] == [problems[0]]
+
+
 def test_evaluate_folders_follow_links_and_list_what_was_not_walked(tmp_path, locked):
     from sperm_d2.evaluation.folders import list_class_folders
     from sperm_d2.evaluation.job import run_evaluation

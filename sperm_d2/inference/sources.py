@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from sperm_d2.errors import InputError
-from sperm_d2.file_walk import glob_files, glob_root, walk_files
+from sperm_d2.file_glob import glob_files, glob_root
+from sperm_d2.file_walk import walk_files
 
 # re-exported: image decoding lives in sperm_d2.image_io (shared with data and evaluation)
 from sperm_d2.image_io import (  # noqa: F401
@@ -53,8 +54,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
 
     Returns ``(files, problems)``; each problem is ``{"path", "reason"}`` for an input that
     matched nothing, a file of unknown type named explicitly, or a folder inside an input folder
-    or on a glob's way that could not be searched (:mod:`sperm_d2.file_walk`: unreadable, a
-    link loop).
+    or on a glob's way that could not be searched (unreadable, a link loop:
+    :mod:`sperm_d2.file_walk`, :mod:`sperm_d2.file_glob`), each listed once.
     """
     files: dict[str, InputFile] = {}
     problems: list[dict] = []
@@ -107,7 +108,9 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
                 if unwalked:
                     reason = f"no match found: {unwalked[0].path}: {unwalked[0].reason}"
                 problems.append({"path": spec, "reason": reason})
-    return distinct_names(list(files.values())), problems
+    # two inputs over one unreadable folder: listed once
+    unique = {(p["path"], p["reason"]): p for p in problems}
+    return distinct_names(list(files.values())), list(unique.values())
 
 
 def _key(relpath: str) -> str:
