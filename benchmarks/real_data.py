@@ -26,7 +26,8 @@ the fields' heads there; these fields have no grades, so nothing scores them).
 
 Every step is a subprocess call to the tools, printed as a command anyone can rerun; their logs
 and run folders go under --output. Writes OUTPUT/results.json and OUTPUT/results.md (a Markdown
-table for README's "Results" section, next to the study's 0.891 / 98 %).
+table for README's "Results" section, next to the study's 0.891 / 98 %; results_<grader>.* for a
+grader other than the default).
 
 Real data are read from --data or $SPERM_D2_REAL_DATA (a folder holding hushem/, smids_train/
 and sperm_parsing/); they are never copied, except that --smoke copies a few crops per class (a
@@ -60,7 +61,7 @@ from sperm_d2.benchmark.options import (
     check_args,
     resolve_data_root,
 )
-from sperm_d2.benchmark.protocol import run_benchmark
+from sperm_d2.benchmark.protocol import results_stem, run_benchmark
 from sperm_d2.benchmark.results_table import format_table
 
 
@@ -112,6 +113,13 @@ def get_parser() -> argparse.ArgumentParser:
         "pretrained backbone; --opts reaches the detector's)",
     )
     p.add_argument(
+        "--grader-name",
+        default=None,
+        help="names the grader's folders and results (grader_<name>, results_<name>.json; "
+        "default: the config's file name, none for the default config): two settings of one "
+        "config compared on the same detectors",
+    )
+    p.add_argument(
         "--protocols",
         default="split,kfold",
         help="which of: split (train/val/test), kfold (HuSHeM's K-fold CV; --datasets hushem)",
@@ -159,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if results is None:  # every dataset skipped (the reasons are logged), nothing written
         return 0
     print(format_table(results))
-    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    stem = out / results_stem(args)
+    print(f"wrote {stem}.json and {stem}.md")
     return 1 if any("error" in res for res in results["datasets"].values()) else 0
 
 

@@ -28,7 +28,12 @@ from sperm_d2.benchmark.options import (
     resolve_data_root,
     skip_reason,
 )
-from sperm_d2.benchmark.protocol import grader_suffix, run_benchmark
+from sperm_d2.benchmark.protocol import (
+    grader_suffix,
+    results_stem,
+    run_benchmark,
+    weights_relative,
+)
 from sperm_d2.benchmark.results import aggregate_folds, collect_metrics, mean_std
 from sperm_d2.benchmark.results_table import fmt_mean_std, fmt_value, format_table
 from sperm_d2.benchmark.runner import REPO, Runner, StepError
@@ -55,6 +60,7 @@ def _args(**kw) -> argparse.Namespace:
         grader_config=DEFAULT_GRADER_CONFIG,
         grader_epochs=None,
         grader_opts=[],
+        grader_name=None,
         protocols="split,kfold",
     )
     return argparse.Namespace(**{**defaults, **kw})
@@ -97,11 +103,25 @@ def test_check_args_completes_the_lists() -> None:
     assert check_args(_args(protocols="kfold", datasets="hushem")).protocol_list == ["kfold"]
 
 
-def test_each_grader_config_gets_its_own_folders() -> None:
-    """Graders compared on the same detectors never share a run folder."""
-    assert grader_suffix(DEFAULT_GRADER_CONFIG) == ""
-    assert grader_suffix("./" + DEFAULT_GRADER_CONFIG) == ""
-    assert grader_suffix("configs/sperm_grader_part_unet_cpu.yaml") == "_sperm_grader_part_unet_cpu"
+def test_each_grader_config_gets_its_own_folders(tmp_path) -> None:
+    """Graders compared on the same detectors never share a run folder or results file."""
+    part = "configs/sperm_grader_part_unet_cpu.yaml"
+    assert grader_suffix(_args()) == "" and results_stem(_args()) == "results"
+    assert grader_suffix(_args(grader_config=str(REPO / DEFAULT_GRADER_CONFIG))) == ""
+    assert grader_suffix(_args(grader_config=part)) == "_sperm_grader_part_unet_cpu"
+    assert results_stem(_args(grader_config=part)) == "results_sperm_grader_part_unet_cpu"
+    assert grader_suffix(_args(grader_config=part, grader_name="scratch")) == "_scratch"
+    # weights named relative to the folder the benchmark starts in, as the tools see them
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    opts = ["SOLVER.BASE_LR", "0.1", "MODEL.WEIGHTS", os.path.relpath(weights)]
+    assert weights_relative(opts) == ["SOLVER.BASE_LR", "0.1", "MODEL.WEIGHTS", str(weights)]
+    inside = ["MODEL.WEIGHTS", str(REPO / "configs" / "labels" / "default.yaml")]
+    assert weights_relative(inside) == ["MODEL.WEIGHTS", "configs/labels/default.yaml"]
+    assert weights_relative(["MODEL.WEIGHTS", "https://x/w.pth"]) == [
+        "MODEL.WEIGHTS",
+        "https://x/w.pth",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +136,10 @@ def test_each_grader_config_gets_its_own_folders() -> None:
         ({"smoke_images": 1}, "--smoke-images 1"),
         ({"opts": ["SOLVER.MAX_ITER"]}, "KEY VALUE pairs"),
         ({"grader_opts": ["MODEL.WEIGHTS"]}, "--grader-opts ['MODEL.WEIGHTS']: expected KEY"),
-        ({"grader_opts": ["A", "1"], "grader_config": "none"}, "no grader to train"),
+        ({"grader_opts": ["A", "1"], "grader_config": "none"}, "no grader"),
+        ({"grader_name": "a/b"}, "--grader-name 'a/b': a folder name"),
+        ({"grader_opts": ["MODEL.WEIGHTS", "nope.pth"]}, "MODEL.WEIGHTS nope.pth: no such file"),
+        ({"opts": ["MODEL.WEIGHTS", "nope.pth"]}, "--opts MODEL.WEIGHTS nope.pth: no such"),
         ({"protocols": "split,cv"}, "unknown protocol ['cv']"),
         ({"protocols": "kfold"}, "only hushem has a K-fold protocol, not smids"),
         ({"protocols": "kfold", "datasets": "hushem", "kfold": 0}, "nothing to run"),
@@ -585,9 +608,16 @@ def test_smoke_run_on_generated_class_folders(tmp_path) -> None:
     part = "configs/sperm_grader_part_unet_cpu.yaml"
     at = argv.index("--opts")
     grader_args = ["--grader-config", part, "--grader-opts", "SOLVER.BASE_LR", "0.0123"]
+    before = (out / "results.json").read_text()
     second = script(*argv[:at], *grader_args, "--protocols", "split", *argv[at:])
     assert second.returncode == 0, second.stdout + second.stderr
-    results = json.loads((out / "results.json").read_text())
+    assert (out / "results.json").read_text() == before  # the default grader's results stay
+    results = json.loads((out / "results_sperm_grader_part_unet_cpu.json").read_text())
+    assert (
+        "grader `configs/sperm_grader_part_unet_cpu.yaml` with `SOLVER.BASE_LR 0.0123`"
+        in (out / "results_sperm_grader_part_unet_cpu.md").read_text()
+    )
+    assert (out / "logs" / "hushem_grader_sperm_grader_part_unet_cpu_train.log").is_file()
     split = results["datasets"]["hushem"]["split"]
     assert split["train"]["reused"] is True and split["grader_train"].get("reused") is None
     assert "kfold" not in results["datasets"]["hushem"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -67,8 +68,14 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--max-iter {args.max_iter}: must be at least 1")
     if args.grader_config.lower() == "none":
         args.grader_config = ""
-    if args.grader_opts and not args.grader_config:
-        raise ValueError("--grader-opts with --grader-config none: no grader to train")
+    if (args.grader_opts or args.grader_name) and not args.grader_config:
+        raise ValueError("--grader-opts/--grader-name with --grader-config none: no grader")
+    if args.grader_name is not None and not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.grader_name
+    ):
+        raise ValueError(
+            f"--grader-name {args.grader_name!r}: a folder name of letters, digits, '_', '.', '-'"
+        )
     if args.grader_epochs is None and args.smoke:
         args.grader_epochs = 1
     if args.grader_epochs is not None and args.grader_epochs < 1:
@@ -78,6 +85,15 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     for flag, opts in (("--opts", args.opts), ("--grader-opts", args.grader_opts)):
         if len(opts) % 2:
             raise ValueError(f"{flag} {opts}: expected KEY VALUE pairs")
+        for key, value in zip(opts[::2], opts[1::2]):
+            # checked here, not after an hour of detector training (relative to this folder)
+            if (
+                key == "MODEL.WEIGHTS"
+                and value
+                and "://" not in value
+                and not Path(value).is_file()
+            ):
+                raise ValueError(f"{flag} MODEL.WEIGHTS {value}: no such file")
     args.protocol_list = parse_csv(args.protocols, PROTOCOLS, "protocol")
     if "split" not in args.protocol_list:
         if not args.kfold:

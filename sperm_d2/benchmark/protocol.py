@@ -124,11 +124,14 @@ def grader_step(
     grader_dir: Path,
     opts: Sequence[str],
     test: str,
+    suffix: str = "",
 ) -> dict:
     """Train the head grader (``opts``: its datasets) and score it alone on the ground-truth
     head masks of the registered split ``test`` (``train_net.py --eval-only``); returns the
-    training's times and ``grader_only/*`` metrics."""
-    train = train_step(run, args, f"{name}_grader", data_root, grader_dir, opts, grader=True)
+    training's times and ``grader_only/*`` metrics. Its steps' logs are named
+    ``<name>_grader<suffix>``."""
+    name = f"{name}_grader{suffix}"
+    train = train_step(run, args, name, data_root, grader_dir, opts, grader=True)
     # imported here: it loads detectron2, which the rest of the benchmark does not need
     from sperm_d2.inference.run_folder import find_run_weights
 
@@ -150,18 +153,26 @@ def grader_step(
             "OUTPUT_DIR",
             run.rel(eval_dir),
         ],
-        f"{name}_grader_eval",
+        f"{name}_eval",
     )
     return {"train": train, "test": collect_grader_only(eval_dir / "eval_results.json")}
 
 
-def grader_suffix(grader_config: str) -> str:
-    """What names a grader's folders beside the detector's (``grader<suffix>``,
-    ``eval_graded<suffix>``): nothing for the default config, ``_<config name>`` for another,
-    so several graders are compared on the same detectors."""
-    if Path(grader_config) == Path(DEFAULT_GRADER_CONFIG):
+def grader_suffix(args: argparse.Namespace) -> str:
+    """What names a grader's folders, logs and results beside the detector's
+    (``grader<suffix>``, ``eval_graded<suffix>``, ``results<suffix>.json``): ``_<name>`` for
+    ``--grader-name``, else nothing for the default config and ``_<config name>`` for another,
+    so that several graders are compared on the same detectors."""
+    if getattr(args, "grader_name", None):
+        return f"_{args.grader_name}"
+    if not args.grader_config or Path(args.grader_config).name == Path(DEFAULT_GRADER_CONFIG).name:
         return ""
-    return f"_{Path(grader_config).stem}"
+    return f"_{Path(args.grader_config).stem}"
+
+
+def results_stem(args: argparse.Namespace) -> str:
+    """The results files' name: ``results<grader suffix>`` (``.json`` and ``.md``)."""
+    return f"results{grader_suffix(args)}"
 
 
 def with_grader(
@@ -180,8 +191,9 @@ def with_grader(
     (``(None, {})`` without ``--grader-config``)."""
     if not args.grader_config:
         return None, {}
-    grader_dir = out / f"grader{grader_suffix(args.grader_config)}"
-    grader = grader_step(run, args, name, data_root, grader_dir, grader_opts, test)
+    suffix = grader_suffix(args)
+    grader_dir = out / f"grader{suffix}"
+    grader = grader_step(run, args, name, data_root, grader_dir, grader_opts, test, suffix)
     graded = evaluate(grader_dir)
     return grader["train"], {
         **{f"graded/{k}": v for k, v in graded.items()},
@@ -198,9 +210,9 @@ def run_split(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
     def evaluate(grader: Path | None = None) -> dict:
         return evaluate_step(
             run,
-            f"{name}_graded" if grader else name,
+            f"{name}_graded{grader_suffix(args)}" if grader else name,
             out / "train",
-            out / (f"eval_graded{grader_suffix(args.grader_config)}" if grader else "eval"),
+            out / (f"eval_graded{grader_suffix(args)}" if grader else "eval"),
             data_root,
             "test",
             "val",
@@ -241,10 +253,9 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
         def evaluate(grader: Path | None = None) -> dict:
             return evaluate_step(
                 run,
-                f"{name}_{tag}_graded" if grader else f"{name}_{tag}",
+                f"{name}_{tag}_graded{grader_suffix(args)}" if grader else f"{name}_{tag}",
                 fold_out / "train",
-                fold_out
-                / (f"eval_graded{grader_suffix(args.grader_config)}" if grader else "eval"),
+                fold_out / (f"eval_graded{grader_suffix(args)}" if grader else "eval"),
                 data_root,
                 f"{tag}_val",
                 f"{tag}_train",
@@ -267,6 +278,16 @@ def run_kfold(run: Runner, args: argparse.Namespace, name: str, src: Path, out: 
     }
 
 
+def weights_relative(opts: Sequence[str], repo: Path = REPO) -> list[str]:
+    """``opts`` with a ``MODEL.WEIGHTS`` file given relative to this folder made relative to the
+    repo root (or absolute), where the tools run."""
+    out = list(opts)
+    for i in range(0, len(out) - 1, 2):
+        if out[i] == "MODEL.WEIGHTS" and out[i + 1] and Path(out[i + 1]).is_file():
+            out[i + 1] = repo_relative(out[i + 1], repo)
+    return out
+
+
 def run_benchmark(
     args: argparse.Namespace,
     data_root: Path | None,
@@ -275,16 +296,19 @@ def run_benchmark(
     repo: Path = REPO,
 ) -> dict | None:
     """Every dataset of ``args.dataset_list`` that has crops under ``data_root``: the split
-    protocol, and K-fold on HuSHeM; writes ``out/results.json`` and ``out/results.md`` and
-    returns the results. A dataset that fails is logged and recorded under its ``"error"``; the
-    others still run. When every dataset is skipped nothing is written and None is returned.
+    protocol and K-fold on HuSHeM (those of ``args.protocol_list``); writes
+    ``out/<results_stem>.json`` and ``.md`` and returns the results. A dataset that fails is
+    logged and recorded under its ``"error"``; the others still run. When every dataset is
+    skipped nothing is written and None is returned.
     ``command`` is how the benchmark was started, for the table."""
     out = Path(out).absolute()
     args = copy.copy(args)  # the caller's namespace is left as it was
-    # the config files as the tools see them: they run in the repo root
+    # the config and weights files as the tools see them: they run in the repo root
     for key in ("config", "fields_config", "grader_config"):
         if getattr(args, key, None) and Path(getattr(args, key)).is_file():
             setattr(args, key, repo_relative(getattr(args, key), repo))
+    for key in ("opts", "grader_opts"):
+        setattr(args, key, weights_relative(getattr(args, key, []), repo))
     reasons = {n: skip_reason(data_root, n) for n in args.dataset_list}
     if all(reasons.values()):
         for n, why in reasons.items():
@@ -336,5 +360,5 @@ def run_benchmark(
     results["meta"]["commands"] = run.commands
     results["meta"]["step_seconds"] = run.seconds
     results["meta"]["step_cpu_seconds"] = run.cpu_seconds
-    write_results(out, results)
+    write_results(out, results, results_stem(args))
     return results

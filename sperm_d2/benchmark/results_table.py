@@ -90,6 +90,14 @@ def fmt_mean_std(agg: dict | None, kind: str) -> str:
     return text + (f" (n={agg['n']})" if agg["n"] < total else "")
 
 
+def _grader_words(meta: dict) -> str:
+    """ ", grader `<config>` (KEY VALUE ...)" for the header, "" without a grader."""
+    if not meta.get("grader_config"):
+        return ""
+    opts = " ".join(meta.get("grader_opts") or [])
+    return f", grader `{meta['grader_config']}`" + (f" with `{opts}`" if opts else "")
+
+
 def format_table(results: dict) -> str:
     """Markdown: header lines (date, machine, config, commands) and one table whose columns say
     which split each number is on, next to the study's figures."""
@@ -104,6 +112,7 @@ def format_table(results: dict) -> str:
         "(config "
         + " and ".join(f"`{c}`" for c in configs)
         + f", {meta['iterations']}, split seed {meta['seed']}"
+        + _grader_words(meta)
         + (", **SMOKE RUN: a few crops, a few iterations; not a result**" if meta["smoke"] else "")
         + ").",
         "",
@@ -230,8 +239,8 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} CPU cores{extra}"
 
 
-def write_results(out: Path, results: dict) -> None:
-    """``results.json`` (NaN -> null) and ``results.md``, each written atomically."""
-    write_json_atomic(out / "results.json", results)
-    with atomic_write(out / "results.md") as f:
+def write_results(out: Path, results: dict, stem: str = "results") -> None:
+    """``<stem>.json`` (NaN -> null) and ``<stem>.md``, each written atomically."""
+    write_json_atomic(out / f"{stem}.json", results)
+    with atomic_write(out / f"{stem}.md") as f:
         f.write(format_table(results))

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 #: file in the run folder: ``{"command": train_stamp(cmd), "finished": bool}``
 STAMP = "benchmark_train.json"
-#: train_net.py arguments whose next token is a folder (absolute in the stamp)
+#: train_net.py arguments whose next token is a folder or a file (absolute in the stamp)
 PATH_KEYS = ("SPERM.DATA_ROOT", "OUTPUT_DIR", "MODEL.WEIGHTS")
 
 
@@ -52,7 +52,7 @@ def train_stamp(cmd: Sequence[str], repo: Path = REPO) -> str:
     the tools run; URLs stay as they are), so a rerun that spells them differently still
     matches."""
     parts = [
-        os.path.normpath(repo / c) if i and cmd[i - 1] in PATH_KEYS and "://" not in c else c
+        os.path.normpath(repo / c) if i and cmd[i - 1] in PATH_KEYS and c and "://" not in c else c
         for i, c in enumerate(cmd)
     ]
     return " ".join(quote(c) for c in parts[1:])
