@@ -87,7 +87,7 @@ def _staging_run(out) -> tuple[subprocess.Popen, str]:
     return _paused_run(_STAGE_AND_WAIT, out)
 
 
-@pytest.mark.skipif(atomic.fcntl is None, reason="staging locks need POSIX fcntl")
+@pytest.mark.skipif(output_folder.fcntl is None, reason="staging locks need POSIX fcntl")
 def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
     out = tmp_path / "infer"
     killed, stale = _staging_run(out)
@@ -115,7 +115,7 @@ def test_staging_without_a_lock_file_is_left_alone(tmp_path):
     other = tmp_path / ".infer.abc123.partial"  # e.g. caught between its steps
     other.mkdir()
     with staged_dir(tmp_path / "infer") as tmp:
-        assert (tmp / STAGING_LOCK).is_file() or atomic.fcntl is None
+        assert (tmp / STAGING_LOCK).is_file() or output_folder.fcntl is None
     assert other.is_dir()
 
 

@@ -26,8 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sperm_d2.atomic import write_json_atomic
-from sperm_d2.data.convert import PART_NAMES
 from sperm_d2.data.follow_split import follow_split
+from sperm_d2.data.labels import PART_CLASSES
 from sperm_d2.engine.part_calibration import CALIBRATION_FILE
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def format_results(r: dict) -> str:
     """A short Markdown table of the results."""
     p, h = r["parts"], r["heads"]
     rows = [("mean part IoU (5 parts)", p["mIoU"], TARGETS["mIoU"])]
-    rows += [(f"IoU {n}", p[f"IoU-{n}"], None) for n in PART_NAMES]
+    rows += [(f"IoU {n}", p[f"IoU-{n}"], None) for n in PART_CLASSES]
     rows += [("head IoU (acrosome+nucleus+vacuole)", p["IoU-head"], TARGETS["IoU-head"])]
     key = "acrosome_share_within_5pts_pct"
     rows += [

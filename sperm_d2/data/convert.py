@@ -26,7 +26,7 @@ from sperm_d2.data.geometry import PolygonBatch, instances_stats
 from sperm_d2.data.image_checks import ImageProblem, image_size
 from sperm_d2.data.label_checks import split_nuclei
 from sperm_d2.data.labelme_io import LabelmeError, LabelmeFile, read_labelme_json
-from sperm_d2.data.labels import LabelMap
+from sperm_d2.data.labels import PART_CLASSES, LabelMap
 from sperm_d2.data.problems import ERROR, WARNING, Problem, first_line
 from sperm_d2.data.shapes import ShapeProblem, shape_outlines
 from sperm_d2.image_io import (
@@ -39,9 +39,6 @@ from sperm_d2.image_io import (
 
 AUGMENTED_FROM = "augmented_from"  # labelme flag set by sperm_d2.data.balance on its copies
 EMBEDDED_DIR = "images"  # embedded imageData is written out under <output_root>/images/
-#: the part classes of the Sperm Parsing data, in the part segmenter's label-map order (defined
-#: here, where no torch is loaded; ``sperm_d2.parts.targets.PART_CLASSES`` is this)
-PART_NAMES = ("acrosome", "nucleus", "vacuole", "midpiece", "tail")
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,7 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
     order. A shape of a class that gives no outline (a point, a line, a mask without data...,
     see :mod:`sperm_d2.data.shapes`) refuses the file: kept, its head or part would be
     background. A polygon whose shoelace area is zero (a bow-tie) counts by its filled pixels;
-    only one that covers no pixel is dropped. A part (:data:`PART_NAMES`) without a group_id is
+    only one that covers no pixel is dropped. A part (:data:`PART_CLASSES`) without a group_id is
     kept with a warning: it belongs to no sperm, so the head-part training leaves it out.
     """
     classes: dict[str, str | None] = {}  # label -> class, looked up once per distinct label
@@ -156,7 +153,7 @@ def _instances(doc: LabelmeFile, res: FileResult, ctx: ConvertContext, width: in
         if cls is None:
             res.ignored_labels[shape.label] += 1
             continue
-        if shape.group_id is None and cls in PART_NAMES:
+        if shape.group_id is None and cls in PART_CLASSES:
             unlinked.append(f"shape {i} ({shape.label!r})")
         if shape.shape_type == "polygon":  # [x, y] pairs already (labelme_io checked them)
             outlines = [shape.points]

@@ -25,6 +25,10 @@ import yaml
 
 from sperm_d2.errors import SpermInputError
 
+#: the part classes of the Sperm Parsing data (labelme labels of a sperm's parts), in the part
+#: segmenter's label-map order
+PART_CLASSES = ("acrosome", "nucleus", "vacuole", "midpiece", "tail")
+
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
 

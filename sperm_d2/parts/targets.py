@@ -13,11 +13,9 @@ from typing import Sequence
 import numpy as np
 from pycocotools import mask as mask_util
 
-from sperm_d2.data.convert import PART_NAMES
+from sperm_d2.data.labels import PART_CLASSES  # noqa: F401 (re-exported)
 from sperm_d2.masks import segmentation_to_rle
 
-#: the part classes of the Sperm Parsing data, in the label map's order (the converter's names)
-PART_CLASSES = PART_NAMES
 #: the parts that make up the head
 HEAD_PARTS = ("acrosome", "nucleus", "vacuole")
 #: painting order, later over earlier; classes not named here are painted first
