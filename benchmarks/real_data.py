@@ -9,9 +9,9 @@ accuracy, sensitivity and specificity for bad (score threshold chosen on val). A
 (--grader-config, second stage) is trained on the same split and the evaluation is repeated
 with it (detector + grader, side by side with detector only), and the grader alone is scored on
 the ground-truth head masks of the reported part (grading errors apart from detection errors).
-A grader other than the default trains into its own folder (grader_<config name>) beside the
-detector's run, so several graders are compared on the same detectors (a finished detector
-training is reused).
+A grader other than the default trains into its own folder (grader_<config name>, or
+grader_<--grader-name>) beside the detector's run, with its own results files, so several
+graders are compared on the same detectors (a finished detector training is reused).
 On HuSHeM it also runs K-fold cross-validation (the literature's protocol): each fold trains
 on K-1 parts and is reported on the held-out part (final checkpoint, threshold chosen on the
 fold's training part, so nothing is selected on the reported part); the table gives mean +- std

@@ -13,15 +13,16 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+from collections import deque
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from sperm_d2.file_walk import WalkProblem, unreadable_folder, walk_files
 
 __all__ = ["glob_files", "glob_root"]
 
-#: the most paths one file is tried under (each link to a folder of the tree adds one)
-MAX_ALIASES = 64
+#: the most other paths one file is tried under (each link to a folder of the tree adds one)
+MAX_ALIASES = 10_000
 
 
 def glob_root(spec: str) -> Path:
@@ -53,20 +54,28 @@ def glob_files(
     problems = _unsearchable(root, rest[:k], skip)
     if k == len(rest):
         found = [Path(m) for m in glob.glob(spec)]
-        skipped = len(root.parts)
-        return (
-            sorted(f for f in found if not _is_dir(f) and not _skips(f.parts[skipped:], skip)),
-            problems,
-        )
-    files: list[Path] = []
+        keep = [f for f in found if not _is_dir(f) and not _skips(f.parts[len(root.parts) :], skip)]
+        return sorted(keep), problems
+    files: dict[tuple[str, str], Path] = {}  # (real folder, name) -> the path it is listed as
     for top in _folders(root, rest[:k], skip):
-        aliases: list[tuple[Path, Path]] = []
-        found, unwalked = walk_files(top, skip, aliases=aliases)
+        pairs: list[tuple[Path, Path]] = []
+        found, unwalked = walk_files(top, skip, aliases=pairs)
+        aliases: dict[Path, list[Path]] = {}  # folder listed -> the other paths that reach it
+        for path, listed_as in pairs:
+            aliases.setdefault(listed_as, []).append(path)
         problems += unwalked
         for f in found:
-            paths = _aliases(f, aliases)
-            files += [p for p in paths if _matches(rest[k:], p.relative_to(top).parts)][:1]
-    return sorted(dict.fromkeys(files)), problems
+            # two folders before ** may reach one folder (a link between them): listed once
+            key = (os.path.realpath(f.parent), f.name)
+            if key in files:
+                continue
+            hit = next(
+                (p for p in _paths(f, aliases) if _matches(rest[k:], p.relative_to(top).parts)),
+                None,
+            )
+            if hit is not None:
+                files[key] = hit
+    return sorted(files.values()), problems
 
 
 def _unsearchable(
@@ -98,17 +107,22 @@ def _skips(parts: Sequence[str], skip: Callable[[str], bool]) -> bool:
     return any(skip(p) for p in parts if p not in (".", ".."))
 
 
-def _aliases(path: Path, aliases: list[tuple[Path, Path]]) -> list[Path]:
-    """``path`` and the other paths it is reached by through folders listed under another
-    name (``(path, listed_as)`` pairs of :func:`walk_files`), ``path`` first."""
-    out = [path]
-    for p in out:  # grows while it is read: aliases of aliases (a link inside a linked folder)
-        for alias, listed_as in aliases:
-            if p.is_relative_to(listed_as) and len(out) < MAX_ALIASES:
-                q = alias / p.relative_to(listed_as)
-                if q not in out:
-                    out.append(q)
-    return out
+def _paths(path: Path, aliases: dict[Path, list[Path]]) -> Iterator[Path]:
+    """``path``, then (lazily) the other paths it is reached by through folders listed under
+    another name (``aliases``: folder listed -> its other paths), aliases of aliases too."""
+    yield path
+    if not aliases:
+        return
+    queue, seen = deque([path]), {path}
+    while queue and len(seen) <= MAX_ALIASES:
+        p = queue.popleft()
+        for i in range(1, len(p.parts)):  # each folder above p that was listed for others
+            for other in aliases.get(Path(*p.parts[:i]), ()):
+                q = other.joinpath(*p.parts[i:])
+                if q not in seen:
+                    seen.add(q)
+                    queue.append(q)
+                    yield q
 
 
 def _matches(pattern: Sequence[str], parts: Sequence[str]) -> bool:

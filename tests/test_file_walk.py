@@ -177,6 +177,47 @@ def test_recursive_globs_match_through_linked_folders_and_start_where_they_can_m
     assert glob_files(str(tmp_path / "*" / "*.png"), skip)[1] == [problems[0]]
 
 
+def test_globs_list_a_file_once_and_find_it_behind_many_links(tmp_path) -> None:
+    """Two folders before ``**`` that reach one folder (a link between them) list its files
+    once; a file reached through many links is still matched by the last link's name."""
+    from sperm_d2.file_glob import glob_files
+
+    data = tmp_path / "data"
+    _png(data / "a" / "x.png")
+    _png(data / "a" / "sub" / "y.png", 1)
+    _png(data / "b" / "z.png", 2)
+    os.symlink(data / "a" / "sub", data / "link")
+    os.symlink(data / "a", data / "zlink")
+    files, problems = glob_files(str(data / "*" / "**" / "*.png"))
+    assert files == [data / "a/sub/y.png", data / "a/x.png", data / "b/z.png"] and not problems
+    many = tmp_path / "many"
+    _png(many / "real" / "x.png")
+    for i in range(100):
+        os.symlink(many / "real", many / f"l{i:02d}")
+    assert glob_files(str(many / "**" / "l99" / "*.png")) == ([many / "l99" / "x.png"], [])
+    assert glob_files(str(many / "**" / "*.png")) == ([many / "real" / "x.png"], [])
+
+
+def test_an_input_inside_a_folder_it_may_not_search_is_one_line(tmp_path, monkeypatch) -> None:
+    """``Path.is_dir`` raises PermissionError there (Python 3.11): it was a traceback."""
+    import errno
+
+    from sperm_d2.inference.sources import check_inputs
+
+    locked = tmp_path / "lab" / "locked"
+    _png(locked / "sub" / "a.png")
+    stat = os.stat
+
+    def refusing(path, *args, **kwargs):
+        if os.fspath(path).startswith(str(locked) + os.sep):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refusing)
+    with pytest.raises(ValueError, match=r"--input .*locked/sub: cannot read: Permission denied$"):
+        check_inputs([str(locked / "sub")])
+
+
 def test_evaluate_folders_follow_links_and_list_what_was_not_walked(tmp_path, locked):
     from sperm_d2.evaluation.folders import list_class_folders
     from sperm_d2.evaluation.job import run_evaluation

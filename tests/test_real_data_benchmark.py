@@ -111,6 +111,9 @@ def test_each_grader_config_gets_its_own_folders(tmp_path) -> None:
     assert grader_suffix(_args(grader_config=part)) == "_sperm_grader_part_unet_cpu"
     assert results_stem(_args(grader_config=part)) == "results_sperm_grader_part_unet_cpu"
     assert grader_suffix(_args(grader_config=part, grader_name="scratch")) == "_scratch"
+    copy = tmp_path / Path(DEFAULT_GRADER_CONFIG).name  # another file of the default's name
+    copy.write_text((REPO / DEFAULT_GRADER_CONFIG).read_text())
+    assert grader_suffix(_args(grader_config=str(copy))) == "_sperm_grader_cpu"
     # weights named relative to the folder the benchmark starts in, as the tools see them
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"x")

@@ -165,9 +165,16 @@ def grader_suffix(args: argparse.Namespace) -> str:
     so that several graders are compared on the same detectors."""
     if getattr(args, "grader_name", None):
         return f"_{args.grader_name}"
-    if not args.grader_config or Path(args.grader_config).name == Path(DEFAULT_GRADER_CONFIG).name:
+    if not args.grader_config or _same_file(args.grader_config, DEFAULT_GRADER_CONFIG):
         return ""
     return f"_{Path(args.grader_config).stem}"
+
+
+def _same_file(config: str, repo_config: str) -> bool:
+    """Whether ``config`` (relative to this folder or to the repo root, or absolute) is the
+    repo's ``repo_config``."""
+    target = (REPO / repo_config).resolve()
+    return target in {Path(config).resolve(), (REPO / config).resolve()}
 
 
 def results_stem(args: argparse.Namespace) -> str:
@@ -325,6 +332,7 @@ def run_benchmark(
             "fields_config": getattr(args, "fields_config", None),
             "grader_config": args.grader_config or None,
             "grader_opts": list(getattr(args, "grader_opts", [])),
+            "grader_name": getattr(args, "grader_name", None),
             "iterations": iterations,
             "seed": args.seed,
             "split": args.split,

@@ -95,7 +95,8 @@ def _grader_words(meta: dict) -> str:
     if not meta.get("grader_config"):
         return ""
     opts = " ".join(meta.get("grader_opts") or [])
-    return f", grader `{meta['grader_config']}`" + (f" with `{opts}`" if opts else "")
+    name = f" ({meta['grader_name']})" if meta.get("grader_name") else ""
+    return f", grader `{meta['grader_config']}`" + (f" with `{opts}`" if opts else "") + name
 
 
 def format_table(results: dict) -> str:

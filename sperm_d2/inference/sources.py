@@ -8,6 +8,7 @@ releases its capture in ``finally``.
 import dataclasses
 import glob
 import os
+from errno import ELOOP
 from pathlib import Path
 from typing import Iterator
 
@@ -61,6 +62,14 @@ def expand_inputs(inputs: list[str]) -> tuple[list[InputFile], list[dict]]:
     problems: list[dict] = []
     for spec in inputs:
         p = Path(spec)
+        try:
+            p.stat()
+        except OSError as e:
+            # missing, a glob or a link loop: the branches below say which; anything else (a
+            # folder on its way it may not search, a name too long) would make is_dir() raise
+            if not isinstance(e, (FileNotFoundError, NotADirectoryError)) and e.errno != ELOOP:
+                problems.append({"path": spec, "reason": f"cannot read: {e.strerror or e}"})
+                continue
         if p.is_dir():
             # folder debris (thumbnails, dot-files, a killed run's staging folder) is not
             # input; a broken symlink, FIFO or device named like an image is one, to be skipped
