@@ -74,7 +74,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.grader_name
     ):
         raise ValueError(
-            f"--grader-name {args.grader_name!r}: a folder name of letters, digits, '_', '.', '-'"
+            f"--grader-name {args.grader_name!r}: use letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
         )
     if args.grader_epochs is None and args.smoke:
         args.grader_epochs = 1
@@ -93,7 +94,7 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
                 and "://" not in value
                 and not Path(value).is_file()
             ):
-                raise ValueError(f"{flag} MODEL.WEIGHTS {value}: no such file")
+                raise ValueError(f"{flag} MODEL.WEIGHTS {value}: not a file")
     args.protocol_list = parse_csv(args.protocols, PROTOCOLS, "protocol")
     if "split" not in args.protocol_list:
         if not args.kfold:
